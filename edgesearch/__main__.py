@@ -1,0 +1,5 @@
+"""``python -m edgesearch`` runs the CLI."""
+
+from edgesearch.cli import main
+
+main()

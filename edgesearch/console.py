@@ -1,0 +1,46 @@
+"""Shared terminal output for the CLI: consoles, and the bad-input -> exit 2 rule."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from edgesearch.errors import UserError
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_RUN_FAILED", "err", "fail", "out", "settings", "user_errors"]
+
+EXIT_RUN_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+# soft_wrap: a line is never cut at the terminal width, so logs and pipes keep whole lines.
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _Settings:
+    debug = False
+
+
+settings = _Settings()
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    prefix = "error" if code == EXIT_BAD_INPUT else "failed"
+    for line in message.splitlines() or [""]:
+        err.print(f"[bold red]{prefix}:[/] {escape(line)}")
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a UserError into its message on stderr and exit code 2 (traceback only with --debug)."""
+    try:
+        yield
+    except UserError as exc:
+        if settings.debug:
+            raise
+        raise fail(str(exc), EXIT_BAD_INPUT) from None

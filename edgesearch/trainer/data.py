@@ -1,0 +1,363 @@
+"""Datasets and loaders: image folders or the built-in synthetic shapes.
+
+Folder layouts (images and masks paired by file stem; png, jpg, jpeg, tif, tiff)::
+
+    DIR/images/*  DIR/masks/*                       -> split by data.val_fraction (seeded)
+    DIR/train/{images,masks}  DIR/val/{images,masks}  -> the given split
+
+Mask foreground is any non-zero pixel. Everything wrong with a folder (unpaired files,
+unreadable images, size mismatches, masks that are not binary, no files at all) is found by
+:func:`scan_folder` before training starts and reported in one :class:`DataError` that names
+the files.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from albumentations.pytorch import ToTensorV2
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from edgesearch.errors import DataError
+from edgesearch.trainer.config import DataConfig
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "FolderDataset",
+    "Pair",
+    "SegmentationDataset",
+    "SyntheticShapes",
+    "binarize_mask",
+    "build_datasets",
+    "build_loader",
+    "build_transforms",
+    "read_image",
+    "scan_folder",
+]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MAX_LISTED_PROBLEMS = 10
+
+
+@dataclass(frozen=True)
+class Pair:
+    image: Path
+    mask: Path
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_image(path: Path, *, channels: int) -> np.ndarray:
+    """(H, W, C) uint8 array; raises OSError/ValueError for a file that cannot be decoded."""
+    with Image.open(path) as opened:
+        img: Image.Image = opened
+        if channels == 3:
+            img = opened.convert("RGB")
+        elif channels == 1:
+            img = opened.convert("L")
+        arr = np.asarray(img)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.shape[2] != channels:
+        raise ValueError(f"has {arr.shape[2]} channels, model.in_channels is {channels}")
+    if arr.dtype != np.uint8:  # 16-bit tiffs: scale to 8 bit
+        arr = (arr.astype(np.float64) / max(float(arr.max()), 1.0) * 255.0).astype(np.uint8)
+    return arr
+
+
+def _read_mask_raw(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img.convert("L"))
+
+
+def binarize_mask(raw: np.ndarray) -> np.ndarray | None:
+    """0/1 uint8 mask from a stored mask, or None when it is not binary-like.
+
+    Exactly two values (or one): foreground is non-zero. More values are accepted only when
+    nearly all pixels sit at the extremes (a JPEG-compressed 0/255 mask); then foreground is
+    ``>= 128``.
+    """
+    values = np.unique(raw)
+    if len(values) <= 2:
+        return (raw > 0).astype(np.uint8)
+    extreme = np.count_nonzero((raw <= 15) | (raw >= 240))
+    if extreme >= 0.99 * raw.size:
+        return (raw >= 128).astype(np.uint8)
+    return None
+
+
+# --------------------------------------------------------------------------- folder scan
+
+
+def _files_by_stem(folder: Path, problems: list[str]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if path.stem in found:
+            problems.append(f"{path}: two files share the stem {path.stem!r} (also {found[path.stem].name})")
+            continue
+        found[path.stem] = path
+    return found
+
+
+def _pair_folder(folder: Path, problems: list[str]) -> list[Pair]:
+    images_dir, masks_dir = folder / "images", folder / "masks"
+    for sub in (images_dir, masks_dir):
+        if not sub.is_dir():
+            problems.append(f"{sub}: folder missing (expected images/ and masks/ side by side)")
+    if problems:
+        return []
+    images = _files_by_stem(images_dir, problems)
+    masks = _files_by_stem(masks_dir, problems)
+    if not images and not masks:
+        problems.append(f"{folder}: empty: no images in images/ ({', '.join(IMAGE_SUFFIXES)})")
+        return []
+    for stem in sorted(masks.keys() - images.keys()):
+        problems.append(f"{masks[stem]}: mask without an image (expected {images_dir}/{stem}.<png|jpg|tif>)")
+    for stem in sorted(images.keys() - masks.keys()):
+        problems.append(f"{images[stem]}: image without a mask (expected {masks_dir}/{stem}.<png|jpg|tif>)")
+    return [Pair(images[s], masks[s]) for s in sorted(images.keys() & masks.keys())]
+
+
+def _check_pair(pair: Pair, channels: int, problems: list[str]) -> None:
+    try:
+        image = read_image(pair.image, channels=channels)
+    except (OSError, ValueError, SyntaxError) as exc:
+        problems.append(f"{pair.image}: unreadable image ({exc})")
+        return
+    try:
+        raw = _read_mask_raw(pair.mask)
+    except (OSError, ValueError, SyntaxError) as exc:
+        problems.append(f"{pair.mask}: unreadable mask ({exc})")
+        return
+    if raw.shape[:2] != image.shape[:2]:
+        problems.append(
+            f"{pair.mask}: mask is {raw.shape[1]}x{raw.shape[0]} but its image is "
+            f"{image.shape[1]}x{image.shape[0]} (width x height)"
+        )
+    elif binarize_mask(raw) is None:
+        problems.append(
+            f"{pair.mask}: mask is not binary ({len(np.unique(raw))} grey levels); expected background 0 "
+            "and foreground non-zero, e.g. 0/255 or 0/1"
+        )
+
+
+def scan_folder(root: Path, *, channels: int = 3) -> tuple[list[Pair], list[Pair] | None]:
+    """Pair and check every file under ``root``; returns (train, val) or (all, None).
+
+    Raises DataError listing the problems (the first few of them) when any file is broken.
+    """
+    if not root.is_dir():
+        raise DataError(f"data.root: {root}: no such folder")
+    problems: list[str] = []
+    if (root / "train").is_dir() or (root / "val").is_dir():
+        train = _pair_folder(root / "train", problems)
+        val: list[Pair] | None = _pair_folder(root / "val", problems)
+    else:
+        train, val = _pair_folder(root, problems), None
+    if not problems:
+        for pair in [*train, *(val or [])]:
+            _check_pair(pair, channels, problems)
+    if problems:
+        shown = problems[:MAX_LISTED_PROBLEMS]
+        more = len(problems) - len(shown)
+        tail = [f"... and {more} more problems"] if more else []
+        raise DataError("\n".join([*shown, *tail]))
+    return train, val
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def build_transforms(*, image_size: int, channels: int, augment: bool) -> A.Compose:
+    """Joint image+mask pipeline: resize, (flips and rotations), ImageNet normalisation."""
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    if channels == 3:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    else:  # no ImageNet statistics for other channel counts: use their average
+        mean, std = (float(np.mean(IMAGENET_MEAN)),) * channels, (float(np.mean(IMAGENET_STD)),) * channels
+    steps: list[Any] = [A.Resize(image_size, image_size)]
+    if augment:
+        steps += [
+            A.HorizontalFlip(p=0.5),
+            A.VerticalFlip(p=0.5),
+            A.RandomRotate90(p=0.5),
+            A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.3),
+        ]
+    steps += [A.Normalize(mean=mean, std=std), ToTensorV2()]
+    return A.Compose(steps)
+
+
+class SegmentationDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Base: subclasses return a raw (image, 0/1 mask) pair; this applies the transform."""
+
+    def __init__(self, transform: A.Compose) -> None:
+        self.transform = transform
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def reseed(self, seed: int) -> None:
+        """Seed the augmentation RNG (called per epoch, and per loader worker)."""
+        self.transform.set_random_seed(seed)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.raw(index)
+        out = self.transform(image=image, mask=mask)
+        return out["image"], out["mask"].unsqueeze(0).float()
+
+
+class FolderDataset(SegmentationDataset):
+    def __init__(self, pairs: Sequence[Pair], *, channels: int, transform: A.Compose) -> None:
+        super().__init__(transform)
+        self.pairs = list(pairs)
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        pair = self.pairs[index]
+        mask = binarize_mask(_read_mask_raw(pair.mask))
+        if mask is None:  # scan_folder checked this; the file changed since
+            raise DataError(f"{pair.mask}: mask is not binary")
+        return read_image(pair.image, channels=self.channels), mask
+
+
+class SyntheticShapes(SegmentationDataset):
+    """Random ellipses, rectangles and polygons on a noisy textured background.
+
+    Image ``i`` depends only on ``(seed, i)``, so the dataset needs no storage and any split
+    of it is reproducible. Objects are brighter on average than the background but share
+    its noise, so a model must use shape and texture, not a single threshold.
+    """
+
+    def __init__(self, indices: Sequence[int], *, size: int, seed: int, channels: int, transform: A.Compose) -> None:
+        super().__init__(transform)
+        self.indices = list(indices)
+        self.size = size
+        self.seed = seed
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return synthetic_sample(self.indices[index], size=self.size, seed=self.seed, channels=self.channels)
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, channels: int, cells: int) -> np.ndarray:
+    grid = rng.normal(0.0, 1.0, (cells, cells, channels)).astype(np.float32)
+    field = cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)
+    return field.reshape(size, size, channels)
+
+
+def synthetic_sample(index: int, *, size: int, seed: int, channels: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic (image, 0/1 mask) pair, a pure function of (seed, index)."""
+    rng = np.random.default_rng([seed, index])
+    mask = np.zeros((size, size), np.uint8)
+    for _ in range(int(rng.integers(1, 4))):
+        kind = rng.integers(0, 3)
+        cx, cy = (int(v) for v in rng.integers(size // 8, size - size // 8, 2))
+        rx, ry = (int(v) for v in rng.integers(max(2, size // 12), max(3, size // 4), 2))
+        if kind == 0:
+            cv2.ellipse(mask, (cx, cy), (rx, ry), float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        elif kind == 1:
+            cv2.rectangle(mask, (cx - rx, cy - ry), (cx + rx, cy + ry), 1, -1)
+        else:
+            angles = np.sort(rng.uniform(0, 2 * np.pi, int(rng.integers(3, 7))))
+            radius = rng.uniform(0.5, 1.0, len(angles)) * max(rx, ry)
+            pts = np.stack([cx + radius * np.cos(angles), cy + radius * np.sin(angles)], 1).astype(np.int32)
+            cv2.fillPoly(mask, [pts], 1)
+    background = 0.35 + 0.12 * _smooth_noise(rng, size, channels, cells=4)
+    foreground = 0.62 + 0.12 * _smooth_noise(rng, size, channels, cells=8)
+    image = np.where(mask[:, :, None] > 0, foreground, background)
+    image += rng.normal(0.0, 0.08, image.shape).astype(np.float32)
+    return (np.clip(image, 0.0, 1.0) * 255).astype(np.uint8), mask
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _split(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    n_val = min(n - 1, max(1, round(n * val_fraction)))
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def build_datasets(cfg: DataConfig, *, channels: int, seed: int) -> tuple[SegmentationDataset, SegmentationDataset]:
+    """(train, val) datasets; a folder is scanned and checked first (DataError on problems)."""
+    train_tf = build_transforms(image_size=cfg.image_size, channels=channels, augment=cfg.augment)
+    val_tf = build_transforms(image_size=cfg.image_size, channels=channels, augment=False)
+    if cfg.root is None:
+        syn = cfg.synthetic
+        train_idx, val_idx = _split(syn.n_images, cfg.val_fraction, syn.seed)
+
+        def make(indices: list[int], transform: A.Compose) -> SyntheticShapes:
+            return SyntheticShapes(indices, size=cfg.image_size, seed=syn.seed, channels=channels, transform=transform)
+
+        return make(train_idx, train_tf), make(val_idx, val_tf)
+
+    train_pairs, val_pairs = scan_folder(Path(cfg.root), channels=channels)
+    if val_pairs is None:
+        if len(train_pairs) < 2:
+            raise DataError(f"data.root: {cfg.root}: need at least 2 image/mask pairs to split off validation")
+        train_idx, val_idx = _split(len(train_pairs), cfg.val_fraction, seed)
+        val_pairs = [train_pairs[i] for i in val_idx]
+        train_pairs = [train_pairs[i] for i in train_idx]
+    return (
+        FolderDataset(train_pairs, channels=channels, transform=train_tf),
+        FolderDataset(val_pairs, channels=channels, transform=val_tf),
+    )
+
+
+def _seed_worker(worker_id: int) -> None:
+    # Each worker gets its own stream, derived from the loader's seeded generator.
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    info = torch.utils.data.get_worker_info()
+    if info is not None and isinstance(info.dataset, SegmentationDataset):
+        info.dataset.reseed(seed)
+
+
+def build_loader(
+    dataset: SegmentationDataset,
+    cfg: DataConfig,
+    *,
+    train: bool,
+    generator: torch.Generator | None = None,
+    pin_memory: bool = False,
+) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
+    workers = cfg.num_workers
+    worker_init: Callable[[int], None] | None = _seed_worker if workers > 0 else None
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=train,
+        drop_last=train and len(dataset) > cfg.batch_size,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+        worker_init_fn=worker_init,
+        generator=generator,
+    )

@@ -1,0 +1,124 @@
+"""build_model(): an smp segmentation model with one output channel, and its param groups.
+
+The encoder is the "backbone"; everything else (decoder, segmentation head, aux head) is the
+"head". Stage 1 of the schedule trains the head only, with the encoder frozen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgesearch.errors import ConfigError
+from edgesearch.trainer.config import ModelConfig
+
+__all__ = [
+    "available_archs",
+    "available_encoders",
+    "backbone_parameters",
+    "build_model",
+    "head_parameters",
+    "is_local_weights",
+    "set_backbone_trainable",
+]
+
+
+@cache
+def available_archs() -> list[str]:
+    import segmentation_models_pytorch as smp
+
+    return sorted(smp.MODEL_ARCHITECTURES_MAPPING)
+
+
+@cache
+def available_encoders() -> list[str]:
+    import segmentation_models_pytorch as smp
+
+    return list(smp.encoders.get_encoder_names())
+
+
+def is_local_weights(weights: str) -> bool:
+    """A path to a state-dict file, as opposed to a weights name smp downloads."""
+    return Path(weights).suffix in (".pt", ".pth", ".bin", ".safetensors") or "/" in weights
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """Create ``smp.create_model(arch, encoder, weights, in_channels, classes=1)``.
+
+    ``encoder_weights`` may be null, a name smp knows (``imagenet``, downloaded by smp), or a
+    local state-dict file for the encoder: the only way to start from pretrained weights
+    offline.
+    """
+    import segmentation_models_pytorch as smp
+
+    weights = cfg.encoder_weights
+    local = weights is not None and is_local_weights(weights)
+    try:
+        model: nn.Module = smp.create_model(
+            cfg.arch,
+            encoder_name=cfg.encoder,
+            encoder_weights=None if local else weights,
+            in_channels=cfg.in_channels,
+            classes=1,
+        )
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"model: {exc.args[0] if exc.args else exc}") from None
+    except OSError as exc:  # the download of named weights failed (no network, no hub)
+        raise ConfigError(
+            f"model.encoder_weights: could not fetch {weights!r} weights for {cfg.encoder!r} ({exc}); "
+            "use encoder_weights: null or a local state-dict file"
+        ) from None
+    if local and weights is not None:
+        _load_encoder_weights(model, Path(weights))
+    return model
+
+
+def _load_encoder_weights(model: nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(f"model.encoder_weights: {path}: file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a corrupt or foreign file
+        raise ConfigError(f"model.encoder_weights: {path}: not a loadable state dict ({exc})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ConfigError(f"model.encoder_weights: {path}: expected a state dict, got {type(state).__name__}")
+    # Accept both an encoder's own state dict and a whole model's (keys prefixed "encoder.").
+    if any(key.startswith("encoder.") for key in state):
+        state = {key.removeprefix("encoder."): value for key, value in state.items() if key.startswith("encoder.")}
+    encoder: nn.Module = model.encoder  # type: ignore[assignment]
+    # Computed here: some smp encoders override load_state_dict and return nothing.
+    missing = sorted(set(encoder.state_dict()) - set(state))
+    if missing:
+        raise ConfigError(
+            f"model.encoder_weights: {path}: does not fit encoder; missing {len(missing)} keys such as {missing[0]!r}"
+        )
+    try:
+        encoder.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # same keys, other shapes
+        raise ConfigError(f"model.encoder_weights: {path}: does not fit encoder ({exc})") from None
+
+
+def backbone_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
+    encoder: nn.Module = model.encoder  # type: ignore[assignment]
+    return encoder.parameters()
+
+
+def head_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
+    for name, child in model.named_children():
+        if name != "encoder":
+            yield from child.parameters()
+
+
+def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
+    """Freeze or unfreeze the encoder; a frozen encoder also keeps its BatchNorm statistics."""
+    encoder: nn.Module = model.encoder  # type: ignore[assignment]
+    for param in encoder.parameters():
+        param.requires_grad_(trainable)
+    if not trainable:
+        encoder.eval()

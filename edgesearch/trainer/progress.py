@@ -1,0 +1,65 @@
+"""RichProgress: a progress bar over batches and one summary line per epoch."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+from edgesearch.trainer.callbacks import Callback
+
+__all__ = ["RichProgress", "format_epoch"]
+
+
+def format_epoch(record: dict[str, Any], epochs: int) -> str:
+    lrs = " ".join(f"{name} {lr:.1e}" for name, lr in record["lrs"].items())
+    cut = " (lr cut)" if record.get("lr_cut") else ""
+    return (
+        f"epoch {record['epoch']:>3}/{epochs} stage {record['stage']}  loss {record['train_loss']:.4f}  "
+        f"val IoU {record['val_iou']:.4f}  boundary IoU {record['val_boundary_iou']:.4f}  "
+        f"edge corr {record['val_edge_corr']:+.3f}  lr {lrs}{cut}  {record['seconds']:.1f}s"
+    )
+
+
+class RichProgress(Callback):
+    """Callback that draws the batch bar and prints each epoch's metrics."""
+
+    def __init__(self, *, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task: TaskID | None = None
+        self.epochs = 0
+
+    def __enter__(self) -> RichProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.progress.stop()
+
+    def on_train_start(self, *, epochs: int, start_epoch: int, steps_per_epoch: int) -> None:
+        self.epochs = epochs
+        if start_epoch:
+            self.console.print(f"resuming after epoch {start_epoch}")
+        self.task = self.progress.add_task("epoch", total=steps_per_epoch)
+
+    def on_batch_end(self, *, epoch: int, step: int, loss: torch.Tensor) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, completed=step + 1, description=f"epoch {epoch + 1}/{self.epochs}")
+
+    def on_epoch_end(self, record: dict[str, Any]) -> None:
+        self.progress.console.print(format_epoch(record, self.epochs))
+        if self.task is not None:
+            self.progress.reset(self.task)

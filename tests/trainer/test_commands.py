@@ -1,0 +1,144 @@
+"""``edgesearch train`` from the command line: a real run, and bad input -> exit 2, one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from edgesearch.cli import app
+from tests.conftest import TINY, merge, write_folder
+
+runner = CliRunner()
+
+
+def _write_config(path: Path, trainer: dict[str, object], *, study: bool = True) -> Path:
+    body = {"name": "t", "trainer": trainer} if study else trainer
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def test_train_command_runs_and_reports_each_epoch(tmp_path: Path) -> None:
+    small = merge(TINY, {"data": {"image_size": 32, "synthetic": {"n_images": 24}}, "epochs": 2})
+    config = _write_config(tmp_path / "study.yaml", small)
+    out_dir = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(config), "--out", str(out_dir), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "epoch   1/2" in result.stdout and "epoch   2/2" in result.stdout
+    assert "val IoU" in result.stdout and "lr head" in result.stdout
+    assert "best val IoU" in result.stdout
+    assert {p.name for p in out_dir.iterdir()} >= {"config.json", "history.json", "best.pt", "last.pt", "curves.png"}
+
+
+def test_train_command_accepts_a_bare_trainer_config_and_epochs_override(tmp_path: Path) -> None:
+    small = merge(TINY, {"data": {"image_size": 32, "synthetic": {"n_images": 24}}, "epochs": 5})
+    config = _write_config(tmp_path / "trainer.yaml", small, study=False)
+    result = runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "run"), "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert "epoch   1/1" in result.stdout
+
+
+def _bad_trainer(change: dict[str, object]) -> Callable[[Path], list[str]]:
+    def make(tmp: Path) -> list[str]:
+        return [str(_write_config(tmp / "study.yaml", merge(TINY, change)))]
+
+    return make
+
+
+def _bad_folder(damage: Callable[[Path], None]) -> Callable[[Path], list[str]]:
+    def make(tmp: Path) -> list[str]:
+        root = write_folder(tmp / "data", n=4)
+        damage(root)
+        return [str(_write_config(tmp / "study.yaml", TINY)), "--data", str(root)]
+
+    return make
+
+
+def _extra_mask(root: Path) -> None:
+    Image.new("L", (64, 64)).save(root / "masks" / "orphan.png")
+
+
+def _garbage_image(root: Path) -> None:
+    (root / "images" / "img01.png").write_bytes(b"this is not a png")
+
+
+def _small_mask(root: Path) -> None:
+    Image.new("L", (48, 64)).save(root / "masks" / "img02.png")
+
+
+def _empty(root: Path) -> None:
+    for sub in ("images", "masks"):
+        for path in (root / sub).iterdir():
+            path.unlink()
+
+
+def _grey_mask(root: Path) -> None:
+    Image.linear_gradient("L").resize((64, 64)).save(root / "masks" / "img03.png")
+
+
+BAD_INPUTS = {
+    "unknown key": (_bad_trainer({"loss": {"lamda": 0.1}}), ["trainer.loss.lamda", "unknown key"]),
+    "negative lambda": (
+        _bad_trainer({"loss": {"edge_lambda": -0.1}}),
+        ["trainer.loss.edge_lambda", "-0.1", "0.0 <= x <= 1.0"],
+    ),
+    "image side": (_bad_trainer({"data": {"image_size": 100}}), ["trainer.data.image_size", "multiple of 32"]),
+    "bad device": (_bad_trainer({"device": "gpu"}), ["trainer.device", "cpu, cuda"]),
+    "mask without image": (_bad_folder(_extra_mask), ["orphan.png", "mask without an image"]),
+    "unreadable image": (_bad_folder(_garbage_image), ["img01.png", "unreadable image"]),
+    "mask size": (_bad_folder(_small_mask), ["img02.png", "48x64", "64x64"]),
+    "empty folder": (_bad_folder(_empty), ["empty"]),
+    "grey mask": (_bad_folder(_grey_mask), ["img03.png", "not binary"]),
+    "missing file": (lambda tmp: [str(tmp / "nope.yaml")], ["nope.yaml", "not found"]),
+    "malformed yaml": (
+        lambda tmp: [str((tmp / "x.yaml").write_text("trainer: {model: [") and tmp / "x.yaml")],
+        ["x.yaml", "malformed YAML", "line 1"],
+    ),
+    "missing data folder": (
+        lambda tmp: [str(_write_config(tmp / "s.yaml", TINY)), "--data", str(tmp / "nodata")],
+        ["nodata", "no such folder"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_exits_2_with_one_clear_line_and_writes_nothing(case: str, tmp_path: Path) -> None:
+    make_args, expected = BAD_INPUTS[case]
+    out_dir = tmp_path / "out"
+    result = runner.invoke(app, ["train", *make_args(tmp_path), "--out", str(out_dir)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    for fragment in expected:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert not out_dir.exists()
+
+
+def test_a_non_empty_out_folder_is_refused(tmp_path: Path) -> None:
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "keep.txt").write_text("x")
+    result = runner.invoke(app, ["train", str(_write_config(tmp_path / "s.yaml", TINY)), "--out", str(out_dir)])
+    assert result.exit_code == 2
+    assert "not empty" in result.stderr
+    assert [p.name for p in out_dir.iterdir()] == ["keep.txt"]
+
+
+def test_console_script_reports_bad_input_without_traceback(tmp_path: Path) -> None:
+    config = _write_config(tmp_path / "study.yaml", merge(TINY, {"optim": {"name": "sgd"}}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgesearch", "train", str(config), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "trainer.optim.name" in proc.stderr and "adam" in proc.stderr
+    assert not (tmp_path / "o").exists()

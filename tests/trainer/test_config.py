@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from edgesearch.errors import ConfigError
+from edgesearch.trainer.config import TrainConfig, load_train_config
+
+
+def test_defaults_follow_the_design() -> None:
+    cfg = TrainConfig()
+    assert (cfg.model.arch, cfg.model.encoder, cfg.model.encoder_weights) == ("unet", "resnet34", None)
+    assert (cfg.loss.kind, cfg.loss.edge_lambda, cfg.loss.edge_width, cfg.loss.round_ratio) == ("bce", 0.15, 2, 0.0)
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.backbone_lr_factor) == ("adam", 1e-3, 0.5)
+    assert cfg.data.root is None and cfg.data.image_size == 256
+    assert cfg.device == "auto"
+
+
+def test_config_is_frozen_and_forbids_unknown_keys() -> None:
+    cfg = TrainConfig()
+    with pytest.raises(ValidationError):
+        cfg.epochs = 3  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="extra"):
+        TrainConfig.model_validate({"loss": {"lamda": 0.1}})
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"loss": {"edge_lambda": 1.5}}, "edge_lambda"),
+        ({"loss": {"round_ratio": -0.1}}, "round_ratio"),
+        ({"loss": {"edge_width": 0}}, "edge_width"),
+        ({"data": {"image_size": 250}}, "image_size"),
+        ({"model": {"arch": "transformer9000"}}, "arch"),
+        ({"model": {"encoder": "resnet9000"}}, "encoder"),
+        ({"model": {"encoder_weights": "missing/weights.pt"}}, "encoder_weights"),
+        ({"device": "tpu"}, "device"),
+        ({"optim": {"name": "sgd"}}, "name"),
+    ],
+)
+def test_out_of_range_values_are_rejected(raw: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError, match=field):
+        TrainConfig.model_validate(raw)
+
+
+def test_unknown_arch_lists_the_allowed_ones() -> None:
+    with pytest.raises(ValidationError, match=r"allowed: .*unet.*"):
+        TrainConfig.model_validate({"model": {"arch": "nope"}})
+
+
+def test_timm_encoders_pass_through() -> None:
+    assert TrainConfig.model_validate({"model": {"encoder": "tu-resnet10t"}}).model.encoder == "tu-resnet10t"
+
+
+def test_load_uses_the_trainer_block_of_a_study_file_and_applies_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nspace: {}\ntrainer:\n  epochs: 4\n  loss: {kind: focal}\n")
+    cfg = load_train_config(path, overrides={"epochs": 2, "data": {"batch_size": 3}})
+    assert (cfg.epochs, cfg.loss.kind, cfg.data.batch_size) == (2, "focal", 3)
+
+
+def test_load_errors_name_the_file_and_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text("optim: {lr: -1}\n")
+    with pytest.raises(ConfigError, match=r"t.yaml: optim.lr: -1 is out of range; allowed: x > 0"):
+        load_train_config(path)
+    path.write_text("- just a list\n")
+    with pytest.raises(ConfigError, match=r"t.yaml: expected a mapping"):
+        load_train_config(path)

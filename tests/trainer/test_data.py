@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from edgesearch.errors import DataError
+from edgesearch.trainer.config import DataConfig
+from edgesearch.trainer.data import (
+    binarize_mask,
+    build_datasets,
+    build_loader,
+    scan_folder,
+    synthetic_sample,
+)
+from tests.conftest import write_folder
+
+
+def test_synthetic_samples_are_a_pure_function_of_seed_and_index() -> None:
+    a_img, a_mask = synthetic_sample(3, size=64, seed=7)
+    b_img, b_mask = synthetic_sample(3, size=64, seed=7)
+    c_img, _ = synthetic_sample(4, size=64, seed=7)
+    assert np.array_equal(a_img, b_img) and np.array_equal(a_mask, b_mask)
+    assert not np.array_equal(a_img, c_img)
+    assert a_img.shape == (64, 64, 3) and a_img.dtype == np.uint8
+    assert set(np.unique(a_mask)) <= {0, 1} and a_mask.any() and not a_mask.all()
+
+
+def test_synthetic_split_is_disjoint_and_sized_by_val_fraction() -> None:
+    cfg = DataConfig(image_size=32, val_fraction=0.25, synthetic={"n_images": 20, "seed": 1})  # type: ignore[arg-type]
+    train, val = build_datasets(cfg, channels=3, seed=0)
+    assert len(train) == 15 and len(val) == 5
+    assert not set(train.indices) & set(val.indices)  # type: ignore[attr-defined]
+
+
+def test_augmented_batches_keep_masks_binary_and_aligned_shapes() -> None:
+    cfg = DataConfig(image_size=64, batch_size=4, num_workers=0, synthetic={"n_images": 8})  # type: ignore[arg-type]
+    train, _ = build_datasets(cfg, channels=3, seed=0)
+    images, masks = next(iter(build_loader(train, cfg, train=True, generator=torch.Generator().manual_seed(0))))
+    assert images.shape == (4, 3, 64, 64) and images.dtype == torch.float32
+    assert masks.shape == (4, 1, 64, 64)
+    assert set(masks.unique().tolist()) <= {0.0, 1.0}
+    # ImageNet normalisation centres the data roughly around zero.
+    assert -1.5 < images.mean().item() < 1.5
+
+
+def test_loader_workers_deliver_the_same_shapes() -> None:
+    cfg = DataConfig(image_size=32, batch_size=4, num_workers=2, synthetic={"n_images": 8})  # type: ignore[arg-type]
+    train, _ = build_datasets(cfg, channels=3, seed=0)
+    batches = list(build_loader(train, cfg, train=True, generator=torch.Generator().manual_seed(0)))
+    assert sum(b[0].shape[0] for b in batches) == 4  # 6 train images, drop_last with batch 4
+
+
+def test_folder_with_train_and_val_subfolders_keeps_the_given_split(tmp_path: Path) -> None:
+    write_folder(tmp_path / "d" / "train", n=5)
+    write_folder(tmp_path / "d" / "val", n=2, seed=9)
+    train, val = scan_folder(tmp_path / "d")
+    assert len(train) == 5 and val is not None and len(val) == 2
+
+
+def test_folder_images_and_masks_are_paired_by_stem_across_suffixes(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", n=3)
+    Image.open(root / "images" / "img00.png").save(root / "images" / "img00.jpg")
+    (root / "images" / "img00.png").unlink()
+    pairs, val = scan_folder(root)
+    assert val is None
+    assert [(p.image.name, p.mask.name) for p in pairs] == [
+        ("img00.jpg", "img00.png"),
+        ("img01.png", "img01.png"),
+        ("img02.png", "img02.png"),
+    ]
+
+
+def test_scan_reports_every_broken_file_by_name(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", n=4)
+    (root / "images" / "img01.png").write_bytes(b"garbage")
+    Image.new("L", (10, 10)).save(root / "masks" / "img02.png")
+    with pytest.raises(DataError) as info:
+        scan_folder(root)
+    message = str(info.value)
+    assert "img01.png: unreadable image" in message
+    assert "img02.png: mask is 10x10 but its image is 64x64" in message
+
+
+def test_scan_reports_unpaired_images(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", n=2)
+    (root / "masks" / "img01.png").unlink()
+    with pytest.raises(DataError, match=r"img01.png: image without a mask"):
+        scan_folder(root)
+
+
+def test_scan_rejects_missing_subfolders(tmp_path: Path) -> None:
+    (tmp_path / "d" / "images").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"masks: folder missing"):
+        scan_folder(tmp_path / "d")
+
+
+def test_binarize_mask_accepts_two_levels_and_jpeg_noise_but_not_grey_ramps() -> None:
+    two = np.array([[0, 255], [255, 0]], np.uint8)
+    assert binarize_mask(two).tolist() == [[0, 1], [1, 0]]  # type: ignore[union-attr]
+    ones = np.array([[0, 1], [1, 1]], np.uint8)
+    assert binarize_mask(ones).tolist() == [[0, 1], [1, 1]]  # type: ignore[union-attr]
+    noisy = np.zeros((100, 100), np.uint8)
+    noisy[:, 50:] = 250
+    noisy[0, :2] = [3, 7]
+    noisy[0, 60] = 245
+    noisy[1, 0] = 120  # one pixel of ringing
+    assert binarize_mask(noisy)[:, 50:].all() and not binarize_mask(noisy)[:, :50].any()  # type: ignore[index]
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (4, 1))
+    assert binarize_mask(ramp) is None
+
+
+def test_folder_dataset_resizes_to_image_size(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", n=4, size=96)
+    cfg = DataConfig(root=root, image_size=64, val_fraction=0.25, augment=False)
+    train, val = build_datasets(cfg, channels=3, seed=0)
+    image, mask = val[0]
+    assert image.shape == (3, 64, 64) and mask.shape == (1, 64, 64)
+    assert len(train) == 3 and len(val) == 1

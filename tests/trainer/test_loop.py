@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from edgesearch.trainer import Callback, TrainConfig, train
+from edgesearch.trainer.callbacks import load_checkpoint
+from edgesearch.trainer.data import build_datasets
+from edgesearch.trainer.loop import seed_everything
+from edgesearch.trainer.model import build_model
+
+HISTORY_KEYS = {"epoch", "stage", "train_loss", "val_loss", "val_iou", "val_boundary_iou", "val_edge_corr", "lrs"}
+# Mechanics tests need no learning: 32 px and few images keep an epoch well under a second.
+SMALL = {"data": {"image_size": 32, "synthetic": {"n_images": 24}}}
+
+
+class _StopAfter(Callback):
+    """Simulates a crash after a given epoch, once its checkpoints are written."""
+
+    class Stop(Exception):
+        pass
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, record: dict[str, Any]) -> None:
+        if record["epoch"] == self.epoch:
+            raise self.Stop
+
+
+def test_three_epochs_on_synthetic_data_learn_and_write_the_run_dir(
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    config = tiny_config()
+    run_dir = tmp_path / "run"
+    result = train(config, run_dir=run_dir)
+
+    ious = [row["val_iou"] for row in result.history]
+    assert len(ious) == 3
+    # An all-background prediction has IoU 0 against masks that all contain objects.
+    _, val = build_datasets(config.data, channels=3, seed=config.seed)
+    assert all(val[i][1].sum() > 0 for i in range(len(val)))
+    assert ious[-1] > ious[0] + 0.15, ious
+    assert max(ious) == result.best_val_iou
+    assert result.best_val_iou > 0.5
+
+    for name in ("config.json", "history.json", "best.pt", "last.pt", "curves.png"):
+        assert (run_dir / name).is_file(), name
+    assert TrainConfig.model_validate(json.loads((run_dir / "config.json").read_text())) == config
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert all(row.keys() >= HISTORY_KEYS for row in history)
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    model = build_model(config.model)
+    model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
+    assert result.best_checkpoint == run_dir / "best.pt"
+
+
+def test_resume_from_last_continues_at_next_epoch_with_identical_state(
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    config = tiny_config(epochs=3, **SMALL)
+    straight = train(config, run_dir=tmp_path / "straight")
+
+    with pytest.raises(_StopAfter.Stop):
+        train(config, run_dir=tmp_path / "crashed", callbacks=[_StopAfter(2)])
+    saved = load_checkpoint(tmp_path / "crashed" / "last.pt")
+    assert saved["epoch"] == 2
+    assert saved["optimizer"]["state"], "the optimizer state is saved"
+
+    starts: list[int] = []
+
+    class _Record(Callback):
+        def on_train_start(self, *, epochs: int, start_epoch: int, steps_per_epoch: int) -> None:
+            starts.append(start_epoch)
+
+    resumed = train(
+        config, run_dir=tmp_path / "crashed", resume_from=tmp_path / "crashed" / "last.pt", callbacks=[_Record()]
+    )
+    assert starts == [2]
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
+    # Epoch 3 of the resumed run equals epoch 3 of an uninterrupted one, weights, Adam moments and all.
+    assert resumed.history[-1]["val_iou"] == straight.history[-1]["val_iou"]
+    final_resumed = load_checkpoint(tmp_path / "crashed" / "last.pt")
+    final_straight = load_checkpoint(tmp_path / "straight" / "last.pt")
+    for name, tensor in final_straight["model"].items():
+        torch.testing.assert_close(final_resumed["model"][name], tensor, rtol=0, atol=0, msg=name)
+    for key, state in final_straight["optimizer"]["state"].items():
+        for name, value in state.items():
+            torch.testing.assert_close(final_resumed["optimizer"]["state"][key][name], value, rtol=0, atol=0)
+
+
+def test_stage_one_leaves_the_encoder_unchanged_and_stage_two_adds_it_with_lower_lr(
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    config = tiny_config(epochs=3, optim={"freeze_epochs": 2, "backbone_lr_factor": 0.25, "warmup_epochs": 0}, **SMALL)
+    seed_everything(config.seed)
+    initial = {k: v.clone() for k, v in build_model(config.model).state_dict().items()}
+
+    with pytest.raises(_StopAfter.Stop):
+        train(config, run_dir=tmp_path / "run", callbacks=[_StopAfter(1)])
+    after_stage1 = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    encoder_keys = [k for k in initial if k.startswith("encoder.")]
+    head_keys = [k for k in initial if not k.startswith("encoder.") and initial[k].is_floating_point()]
+    for key in encoder_keys:  # weights and BatchNorm statistics alike
+        assert torch.equal(initial[key], after_stage1[key]), key
+    assert any(not torch.equal(initial[k], after_stage1[k]) for k in head_keys)
+
+    result = train(config, run_dir=tmp_path / "run", resume_from=tmp_path / "run" / "last.pt")
+    lrs = [row["lrs"] for row in result.history]
+    assert [set(group) for group in lrs] == [{"head"}, {"head"}, {"head", "backbone"}]
+    assert lrs[2]["backbone"] == pytest.approx(0.25 * lrs[2]["head"])
+    assert [row["stage"] for row in result.history] == [1, 1, 2]
+    after_stage2 = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    assert any(not torch.equal(initial[k], after_stage2[k]) for k in encoder_keys if initial[k].is_floating_point())
+
+
+def test_train_without_run_dir_writes_nothing(tiny_config: Callable[..., TrainConfig], tmp_path: Path) -> None:
+    result = train(tiny_config(epochs=1, **SMALL), run_dir=None)
+    assert result.best_checkpoint is None
+    assert len(result.history) == 1
+
+
+def test_train_on_an_image_folder(tiny_config: Callable[..., TrainConfig], image_folder: Path, tmp_path: Path) -> None:
+    result = train(tiny_config(epochs=1, data={"root": str(image_folder)}), run_dir=tmp_path / "run")
+    assert 0.0 <= result.history[0]["val_iou"] <= 1.0
+
+
+def test_importing_the_trainer_does_not_import_optuna() -> None:
+    code = (
+        "import sys, edgesearch.trainer, edgesearch.trainer.loop, edgesearch.trainer.commands;"
+        "from edgesearch.trainer import train, TrainConfig;"
+        "print('optuna' in sys.modules, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True"]
