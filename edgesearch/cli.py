@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from edgesearch.console import settings
+from edgesearch.searcher import commands as searcher_commands
 from edgesearch.trainer import commands as trainer_commands
 
 app = typer.Typer(
@@ -30,6 +31,8 @@ def _root(
 
 
 app.add_typer(trainer_commands.app)
+app.add_typer(searcher_commands.study_app, name="study")
+app.add_typer(searcher_commands.worker_app)
 
 
 def main() -> None:

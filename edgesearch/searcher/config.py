@@ -1,0 +1,578 @@
+"""StudyConfig: a study file (base TrainConfig + search space + sampler/pruner), validated at load time.
+
+Everything a worker needs to run a study is in this object, and :meth:`StudyConfig.to_dict`
+makes it plain JSON, so ``study create`` stores it in the study's user attributes and workers
+rebuild it with :meth:`StudyConfig.from_dict` from the storage alone. Every rule is checked
+here, before anything touches storage: unknown keys, space paths that are not TrainConfig
+fields, ranges and choices the trainer would refuse, and enqueued points outside the space.
+Problems are reported together, one line each: ``FILE: dotted.field: what is wrong; allowed: ...``.
+
+Importing this module is cheap (no optuna, no torch); validating a config runs TrainConfig's
+validators, which may load the trainer's model registry.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from edgesearch.errors import ConfigError
+from edgesearch.searcher.space import (
+    Choice,
+    ChoicesSpec,
+    RangeSpec,
+    SpaceEntry,
+    field_kind,
+    leaf_paths,
+    set_path,
+)
+from edgesearch.trainer.config import TrainConfig, allowed_range, read_yaml, validate_train_config
+
+__all__ = [
+    "METRICS",
+    "FaultToleranceConfig",
+    "HyperbandPrunerConfig",
+    "MedianPrunerConfig",
+    "Metric",
+    "NoPrunerConfig",
+    "PrunerConfig",
+    "SamplerConfig",
+    "StudyConfig",
+    "SuccessiveHalvingPrunerConfig",
+]
+
+Metric: TypeAlias = Literal["val_iou", "val_boundary_iou", "val_edge_corr"]
+METRICS: tuple[str, ...] = ("val_iou", "val_boundary_iou", "val_edge_corr")
+
+_LINES = "edgesearch_lines"
+"""pydantic error type whose message is already one or more ``dotted.field: problem`` lines."""
+
+_BOUND_TYPES = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SamplerConfig(_Frozen):
+    """Which Optuna sampler proposes trials; workers seed it ``seed + worker index``."""
+
+    kind: Literal["tpe", "random", "cmaes", "grid"] = "tpe"
+    seed: int | None = None
+    """``null``: a fresh random seed in every worker (runs are then not reproducible)."""
+
+
+class MedianPrunerConfig(_Frozen):
+    """``MedianPruner``: stop a trial whose metric is below the median of earlier trials at that epoch."""
+
+    kind: Literal["median"] = "median"
+    n_startup_trials: int = Field(5, ge=0)
+    n_warmup_steps: int = Field(0, ge=0)
+    """Epochs never pruned; cover stage 1 (``optim.freeze_epochs``), since IoU jumps at unfreezing."""
+    interval_steps: int = Field(1, ge=1)
+
+
+class SuccessiveHalvingPrunerConfig(_Frozen):
+    """``SuccessiveHalvingPruner`` (asynchronous successive halving)."""
+
+    kind: Literal["successive_halving"] = "successive_halving"
+    min_resource: int | Literal["auto"] = "auto"
+    reduction_factor: int = Field(4, ge=2)
+    min_early_stopping_rate: int = Field(0, ge=0)
+
+    @field_validator("min_resource", mode="before")
+    @classmethod
+    def _auto_or_positive(cls, value: Any) -> Any:
+        return _auto_or_positive_int(value)
+
+
+class HyperbandPrunerConfig(_Frozen):
+    """``HyperbandPruner``: several successive-halving brackets over ``[min_resource, max_resource]`` epochs."""
+
+    kind: Literal["hyperband"] = "hyperband"
+    min_resource: int = Field(1, ge=1)
+    max_resource: int | Literal["auto"] = "auto"
+    reduction_factor: int = Field(3, ge=2)
+
+    @field_validator("max_resource", mode="before")
+    @classmethod
+    def _auto_or_positive(cls, value: Any) -> Any:
+        return _auto_or_positive_int(value)
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> HyperbandPrunerConfig:
+        if isinstance(self.max_resource, int) and self.min_resource > self.max_resource:
+            raise ValueError(
+                f"min_resource {self.min_resource} is above max_resource {self.max_resource}; "
+                "allowed: min_resource <= max_resource"
+            )
+        return self
+
+
+class NoPrunerConfig(_Frozen):
+    """No pruning: every trial trains all its epochs."""
+
+    kind: Literal["none"] = "none"
+
+
+PrunerConfig: TypeAlias = Annotated[
+    MedianPrunerConfig | SuccessiveHalvingPrunerConfig | HyperbandPrunerConfig | NoPrunerConfig,
+    Field(discriminator="kind"),
+]
+_PRUNERS: dict[str, type[_Frozen]] = {
+    "median": MedianPrunerConfig,
+    "successive_halving": SuccessiveHalvingPrunerConfig,
+    "hyperband": HyperbandPrunerConfig,
+    "none": NoPrunerConfig,
+}
+
+
+def _auto_or_positive_int(value: Any) -> Any:
+    if value == "auto" and isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError(f"expected 'auto' or an integer >= 1, got {value!r}; allowed: auto, 1, 2, ...")
+
+
+class FaultToleranceConfig(_Frozen):
+    """Heartbeat settings (seconds): a trial silent for ``grace_period`` is failed and retried."""
+
+    heartbeat_interval: int = Field(30, ge=1)
+    grace_period: int = Field(90, ge=1)
+    max_retries: int = Field(2, ge=0)
+    """How often one trial is retried after its worker died; 0 = never."""
+
+    @field_validator("grace_period")
+    @classmethod
+    def _longer_than_heartbeat(cls, value: int, info: ValidationInfo) -> int:
+        interval = info.data.get("heartbeat_interval")
+        if interval is not None and value <= interval:
+            raise ValueError(
+                f"{value} is not above heartbeat_interval {interval}, so live trials would be failed; "
+                f"allowed: grace_period > heartbeat_interval (e.g. {3 * interval})"
+            )
+        return value
+
+
+class StudyConfig(_Frozen):
+    """One study file. Build it with :meth:`from_yaml` or :meth:`from_dict` for readable errors."""
+
+    name: str
+    """Study name in the storage and the folder of its runs: letters, digits, ``-``, ``_``, ``.``."""
+    metric: Metric = "val_iou"
+    """Maximised; a trial's value is its best epoch's metric."""
+    n_trials: int = Field(ge=1)
+    """COMPLETE + PRUNED trials wanted, counted across all workers."""
+    storage: str | None = None
+    """SQLAlchemy URL; ``--storage`` and ``EDGESEARCH_STORAGE`` take precedence."""
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = Field(default_factory=MedianPrunerConfig)
+    trainer: TrainConfig = Field(default_factory=TrainConfig)
+    """The base TrainConfig; each trial overrides the space's paths in it."""
+    space: dict[str, SpaceEntry] = Field(default_factory=dict)
+    """Dotted TrainConfig leaf paths -> range or choices; the path is the Optuna parameter name."""
+    enqueue: list[dict[str, Choice]] = Field(default_factory=list)
+    """Known-good points (space path -> value) tried before the sampler's own proposals."""
+    fault_tolerance: FaultToleranceConfig = Field(default_factory=FaultToleranceConfig)
+
+    @property
+    def base_config(self) -> TrainConfig:
+        """The study's base TrainConfig (the ``trainer:`` block)."""
+        return self.trainer
+
+    @field_validator("name")
+    @classmethod
+    def _folder_safe(cls, value: str) -> str:
+        if not _NAME.fullmatch(value) or value in (".", ".."):
+            raise ValueError(
+                f"{value!r} cannot be a folder name; allowed: letters, digits, '-', '_' and '.' (e.g. lambda-search)"
+            )
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _looks_like_url(cls, value: str | None) -> str | None:
+        # The value is never echoed: it may hold a password.
+        if value is not None and not _URL.match(value):
+            raise ValueError(
+                "not an SQLAlchemy URL; allowed: e.g. sqlite:///edgesearch.db or postgresql+psycopg://user@host/db"
+            )
+        return value
+
+    @field_validator("enqueue", mode="before")
+    @classmethod
+    def _scalar_points(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value  # pydantic reports the wrong type
+        lines = []
+        for index, point in enumerate(value):
+            if not isinstance(point, Mapping):
+                lines.append(f"enqueue[{index}]: expected a mapping of space path -> value, got {point!r}")
+                continue
+            lines.extend(
+                f"enqueue[{index}].{path}: {item!r} is not a single value; allowed: a number, string, true/false, null"
+                for path, item in point.items()
+                if not _is_choice(item)
+            )
+        if lines:
+            raise PydanticCustomError(_LINES, "{detail}", {"detail": "\n".join(lines)})
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self, info: ValidationInfo) -> StudyConfig:
+        # Skipped only by from_dict when the trainer block failed and a stand-in base was used.
+        if (info.context or {}).get("skip_space_checks"):
+            return self
+        lines = _study_problems(self)
+        if lines:
+            raise PydanticCustomError(_LINES, "{detail}", {"detail": "\n".join(lines)})
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> StudyConfig:
+        """Read and validate a study file; any problem is a ConfigError whose lines start with ``path``."""
+        return cls.from_dict(read_yaml(path), source=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: Any, *, source: str) -> StudyConfig:
+        """Validate a parsed study file (or a stored ``to_dict()``); ``source`` names it in error lines."""
+        if not isinstance(raw, Mapping):
+            raise ConfigError(
+                f"{source}: expected a mapping with name, n_trials, trainer, space, ...; got {type(raw).__name__}"
+            )
+        lines: list[str] = []
+        trainer: TrainConfig | None = None
+        try:
+            trainer = validate_train_config(raw.get("trainer"), source=source, prefix="trainer.")
+        except ConfigError as exc:
+            lines.extend(str(exc).splitlines())
+        shaped = {**raw, "trainer": trainer if trainer is not None else TrainConfig()}
+        try:
+            config = cls.model_validate(shaped, context={"skip_space_checks": trainer is None})
+        except ValidationError as exc:
+            lines.extend(_format_errors(exc, source=source))
+        if lines:
+            raise ConfigError("\n".join(lines))
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict that :meth:`from_dict` turns back into an equal StudyConfig.
+
+        It includes ``storage`` as written in the file (a URL there may hold a password).
+        """
+        return self.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-field rules: space paths and values against TrainConfig, the grid sampler, enqueue.
+
+
+def _study_problems(config: StudyConfig) -> list[str]:
+    lines: list[str] = []
+    if not config.space:
+        # Enqueued points cannot be checked against an empty space: one line says it all.
+        return [
+            "space: empty; name at least one TrainConfig path to search, e.g. loss.edge_lambda: {low: 0.0, high: 0.5}"
+        ]
+    base = config.trainer.model_dump()
+    usable: dict[str, RangeSpec | ChoicesSpec] = {}
+    for path, entry in config.space.items():
+        where = f"space.{path}"
+        problem = _path_problem(path)
+        if problem is not None:
+            lines.append(f"{where}: {problem}")
+            continue
+        if isinstance(entry, ChoicesSpec):
+            entry_lines = _choices_problems(path, entry, base)
+        else:
+            entry_lines = _range_problems(path, entry, base)
+        lines.extend(f"{where}: {line}" for line in entry_lines)
+        if not entry_lines:
+            usable[path] = entry
+    if config.sampler.kind == "grid":
+        lines.extend(
+            f"space.{path}: the grid sampler needs a finite list of values; "
+            "allowed: {choices: [...]} or a range over an integer field"
+            for path, entry in usable.items()
+            if isinstance(entry, RangeSpec) and field_kind(path) != "int"
+        )
+    for index, point in enumerate(config.enqueue):
+        lines.extend(_enqueue_problems(index, point, config.space, usable, base))
+    return lines
+
+
+def _path_problem(path: str) -> str | None:
+    """None when ``path`` is a TrainConfig leaf field, else why not and which paths exist nearby."""
+    try:
+        field_kind(path)
+    except KeyError:
+        pass
+    else:
+        return None
+    parts = path.split(".")
+    if all(parts) and leaf_paths(path):
+        return f"{path} is a section of TrainConfig, not a field; allowed: {', '.join(leaf_paths(path))}"
+    for cut in range(len(parts) - 1, 0, -1):
+        prefix = ".".join(parts[:cut])
+        if all(parts[:cut]) and leaf_paths(prefix):
+            return f"not a field of TrainConfig; allowed under {prefix}: {', '.join(leaf_paths(prefix))}"
+    return f"not a field of TrainConfig; allowed: {', '.join(leaf_paths())}"
+
+
+def _range_problems(path: str, entry: RangeSpec, base: dict[str, Any]) -> list[str]:
+    kind = field_kind(path)
+    if kind is None:
+        values = _literal_values(path)
+        among = f" with values among {values}" if values else ""
+        return [f"{path} is not a numeric field, so it has no range; allowed: {{choices: [...]}}{among}"]
+    lines = [
+        f"{name} {value!r} is not a finite number; allowed: finite numbers"
+        for name, value in (("low", entry.low), ("high", entry.high))
+        if not math.isfinite(value)
+    ]
+    if lines:
+        return lines
+    if kind == "int":
+        lines.extend(
+            f"{path} is an integer field, so {name} must be an integer (got {value!r}); allowed: whole numbers"
+            for name, value in (("low", entry.low), ("high", entry.high))
+            if not isinstance(value, int)
+        )
+        if entry.step is not None and (not isinstance(entry.step, int) or entry.step < 1):
+            lines.append(f"step {entry.step!r} is not a positive integer; allowed: 1, 2, 3, ...")
+        if entry.log and entry.step not in (None, 1):
+            lines.append(f"log: true cannot be combined with step {entry.step}; allowed: log or step, not both")
+    else:
+        if entry.step is not None and not entry.step > 0:
+            lines.append(f"step {entry.step!r} is not positive; allowed: step > 0")
+        if entry.log and entry.step is not None:
+            lines.append(f"log: true cannot be combined with step {entry.step}; allowed: log or step, not both")
+    if entry.low > entry.high:
+        lines.append(f"low {entry.low} is above high {entry.high}; allowed: low <= high")
+    if entry.log and entry.low <= 0:
+        lines.append(f"log: true needs low > 0 (got low {entry.low}); allowed: low > 0, or log: false")
+    if lines:
+        return lines
+    for name, value in (("low", entry.low), ("high", entry.high)):
+        _, problem = _try_value(base, path, value)
+        if problem is not None:
+            lines.append(f"{name} {value!r} {problem}")
+    return lines
+
+
+def _choices_problems(path: str, entry: ChoicesSpec, base: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    seen: list[Any] = []
+    for choice in entry.choices:
+        value, problem = _try_value(base, path, choice)
+        if problem is not None:
+            lines.append(f"choice {choice!r} {problem}{_yaml_float_hint(choice)}")
+        elif any(_same(value, other) for other in seen):
+            lines.append(f"choice {choice!r} is listed twice; allowed: each value once")
+        else:
+            seen.append(value)
+    return lines
+
+
+def _enqueue_problems(
+    index: int,
+    point: Mapping[str, Choice],
+    space: Mapping[str, RangeSpec | ChoicesSpec],
+    usable: Mapping[str, RangeSpec | ChoicesSpec],
+    base: dict[str, Any],
+) -> list[str]:
+    where = f"enqueue[{index}]"
+    if not point:
+        return [f"{where}: empty; allowed: a mapping of space path -> value, e.g. {{loss.edge_lambda: 0.15}}"]
+    lines: list[str] = []
+    for path, value in point.items():
+        if path not in space:
+            lines.append(f"{where}.{path}: not a path of space; allowed: {', '.join(space)}")
+            continue
+        entry = usable.get(path)
+        if entry is None:
+            continue  # the space entry itself is already reported
+        problem = _outside_entry(path, value, entry)
+        if problem is not None:
+            lines.append(f"{where}.{path}: {problem}")
+    if lines:
+        return lines
+    raw = base
+    for path, value in point.items():
+        raw = set_path(raw, path, value)
+    problem = _config_problem(raw)
+    return [] if problem is None else [f"{where}: this point {problem}"]
+
+
+def _outside_entry(path: str, value: Choice, entry: RangeSpec | ChoicesSpec) -> str | None:
+    """Why ``value`` cannot be a value of the space entry, or None when it can (as Optuna checks it)."""
+    if isinstance(entry, ChoicesSpec):
+        if any(_same(value, choice) for choice in entry.choices):
+            return None
+        allowed = ", ".join(repr(choice) for choice in entry.choices)
+        return f"{value!r} is not one of the space's choices{_yaml_float_hint(value)}; allowed: {allowed}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{value!r} is not a number{_yaml_float_hint(value)}; allowed: {entry.low} <= x <= {entry.high}"
+    if field_kind(path) == "int" and not isinstance(value, int):
+        return f"{value!r} is not an integer and {path} is an integer field; allowed: whole numbers"
+    if not entry.low <= value <= entry.high:
+        return f"{value!r} is outside the space's range; allowed: {entry.low} <= x <= {entry.high}"
+    if entry.step is not None:
+        k = (value - entry.low) / entry.step
+        if abs(k - round(k)) > 1.0e-8:
+            return f"{value!r} is not on the range's grid; allowed: {entry.low} + k * {entry.step}"
+    return None
+
+
+def _try_value(base: dict[str, Any], path: str, value: Any) -> tuple[Any, str | None]:
+    """(the value TrainConfig stores for ``path``, None), or (None, why the trainer refuses it)."""
+    try:
+        config = TrainConfig.model_validate(set_path(base, path, value))
+    except ValidationError as exc:
+        return None, _describe(exc)
+    stored: Any = config
+    for part in path.split("."):
+        stored = getattr(stored, part)
+    return stored, None
+
+
+def _config_problem(raw: dict[str, Any]) -> str | None:
+    try:
+        TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        return _describe(exc)
+    return None
+
+
+def _describe(exc: ValidationError) -> str:
+    """The trainer's objection to a value, phrased to follow ``<what> <value>``."""
+    item = exc.errors()[0]
+    field = ".".join(str(part) for part in item["loc"])
+    if item["type"] in _BOUND_TYPES:
+        bounds = allowed_range(TrainConfig, item["loc"])
+        if bounds is not None:
+            return f"is outside the field's allowed values; allowed: {bounds}"
+    if item["type"] == "literal_error":
+        return f"is not an allowed value; allowed: {item.get('ctx', {}).get('expected', '?')}"
+    message = str(item["msg"]).removeprefix("Value error, ")
+    return f"is refused by the trainer ({field}: {message})"
+
+
+def _literal_values(path: str) -> str | None:
+    """The allowed values of a Literal or bool field, for hints; None for free-form fields."""
+    model: Any = TrainConfig
+    *sections, leaf = path.split(".")
+    for part in sections:
+        model = model.model_fields[part].annotation
+    annotation = model.model_fields[leaf].annotation
+    if annotation is bool:
+        return "true, false"
+    if typing.get_origin(annotation) is Literal:
+        return ", ".join(repr(arg) for arg in typing.get_args(annotation))
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    # True == 1 in Python, but not in a config file.
+    return bool(a == b) and isinstance(a, bool) == isinstance(b, bool)
+
+
+def _is_choice(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+def _yaml_float_hint(value: Any) -> str:
+    if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+        mantissa, _, exponent = value.strip().lower().partition("e")
+        fixed = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent}"
+        return f" (YAML reads {value} as text; write {fixed})"
+    return ""
+
+
+# ---------------------------------------------------------------------------------------------
+# pydantic errors -> ``FILE: dotted.field: what is wrong; allowed: ...`` lines.
+
+
+_MISSING_HINTS = {"name": "letters, digits, '-', '_' and '.' (e.g. lambda-search)", "n_trials": "an integer >= 1"}
+
+
+def _format_errors(exc: ValidationError, *, source: str) -> list[str]:
+    lines: list[str] = []
+    for item in exc.errors():
+        if item["type"] == _LINES:
+            lines.extend(f"{source}: {line}" for line in str(item["msg"]).splitlines())
+            continue
+        parts, owner = _clean_loc(item["loc"])
+        field = _dotted(parts) or "(top level)"
+        if item["type"] in ("union_tag_invalid", "union_tag_not_found") and parts == ["pruner"]:
+            field = "pruner.kind"
+        lines.append(f"{source}: {field}: {_error_message(item, parts, owner)}")
+    return lines
+
+
+def _clean_loc(loc: tuple[str | int, ...]) -> tuple[list[str], type[BaseModel]]:
+    """Drop pydantic's union tags from ``loc`` and find the model that owns its last part."""
+    parts = [str(part) for part in loc]
+    owner: type[BaseModel] = StudyConfig
+    if parts[:1] == ["pruner"] and len(parts) > 1 and parts[1] in _PRUNERS:
+        owner = _PRUNERS[parts.pop(1)]
+    elif parts[:1] == ["space"] and len(parts) > 2 and parts[2] in ("range", "choices"):
+        owner = RangeSpec if parts.pop(2) == "range" else ChoicesSpec
+    elif parts[:1] == ["sampler"] and len(parts) > 1:
+        owner = SamplerConfig
+    elif parts[:1] == ["fault_tolerance"] and len(parts) > 1:
+        owner = FaultToleranceConfig
+    return parts, owner
+
+
+def _dotted(parts: list[str]) -> str:
+    """``enqueue.0.loss.kind`` -> ``enqueue[0].loss.kind``: list indexes read as indexes."""
+    out = ""
+    for part in parts:
+        if part.isdigit() and out == "enqueue":
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def _error_message(item: Any, parts: list[str], owner: type[BaseModel]) -> str:
+    kind = item["type"]
+    ctx = item.get("ctx", {})
+    leaf = parts[-1] if parts else ""
+    if kind == "extra_forbidden":
+        message = f"unknown key; allowed: {', '.join(owner.model_fields)}"
+        elsewhere = [tag for tag, model in _PRUNERS.items() if leaf in model.model_fields and model is not owner]
+        if owner in _PRUNERS.values() and elsewhere:
+            message += f" ({leaf} belongs to pruner kind {' / '.join(elsewhere)})"
+        return message
+    if kind in ("union_tag_invalid", "union_tag_not_found") and parts == ["pruner"]:
+        got = f"unknown pruner {ctx.get('tag')!r}" if kind == "union_tag_invalid" else "missing"
+        return f"{got}; allowed: {', '.join(_PRUNERS)}"
+    if kind in ("model_type", "dict_type") and len(parts) == 2 and parts[0] == "space":
+        got = item.get("input")
+        return f"expected a range or choices, got {got!r}; allowed: {{low: .., high: ..}} or {{choices: [...]}}"
+    if kind == "too_short" and leaf == "choices":
+        return "empty; allowed: a non-empty list of values"
+    bounds = allowed_range(owner, (leaf,)) if leaf in owner.model_fields else None
+    if kind == "missing":
+        hint = _MISSING_HINTS.get(leaf, bounds) if owner is StudyConfig else bounds
+        return "required but missing" + (f"; allowed: {hint}" if hint else "")
+    if kind in _BOUND_TYPES and bounds is not None:
+        return f"{item.get('input')!r} is out of range; allowed: {bounds}"
+    if kind == "literal_error":
+        return f"{item.get('input')!r} is not allowed; allowed: {ctx.get('expected', '?')}"
+    if kind == "value_error":
+        return str(item["msg"]).removeprefix("Value error, ")
+    return f"{item['msg']} (got {item.get('input')!r})"

@@ -1,0 +1,106 @@
+"""One trial: sample a TrainConfig, train it with a pruning callback, record what happened.
+
+The pruning callback is the only Optuna code near the training loop: it reports the study
+metric after every epoch and raises ``TrialPruned`` when the pruner says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import TrialState
+
+from edgesearch.errors import UserError
+from edgesearch.trainer.callbacks import Callback
+
+if TYPE_CHECKING:
+    from edgesearch.searcher.config import StudyConfig
+
+__all__ = ["HISTORY_KEYS", "PruningCallback", "TrialOutcome", "run_trial"]
+
+_log = logging.getLogger(__name__)
+
+HISTORY_KEYS = ("epoch", "stage", "train_loss", "val_iou", "val_boundary_iou", "val_edge_corr")
+"""The per-epoch fields kept in a trial's ``history`` user attribute (the rest is in history.json)."""
+
+
+class PruningCallback(Callback):
+    """Reports ``metric`` each epoch, stores the history, and prunes when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, *, metric: str, history: list[dict[str, Any]] | None = None) -> None:
+        self.trial = trial
+        self.metric = metric
+        self.history = list(history or [])
+
+    def on_epoch_end(self, record: dict[str, Any]) -> None:
+        epoch = int(record["epoch"])
+        self.trial.report(float(record[self.metric]), step=epoch)
+        self.history.append({key: record[key] for key in HISTORY_KEYS})
+        self.trial.set_user_attr("history", self.history)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}: {self.metric} {record[self.metric]:.4f}")
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    number: int
+    state: TrialState
+    value: float | None
+    epochs: int
+    reason: str = ""
+
+
+def _resume_point(trial: optuna.Trial) -> Path | None:
+    """A retried trial continues from the failed trial's last.pt when that file is here."""
+    if trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial") is None:
+        return None
+    previous = trial.user_attrs.get("run_dir")
+    if not previous:
+        return None
+    last = Path(previous) / "last.pt"
+    return last if last.is_file() else None
+
+
+def run_trial(trial: optuna.Trial, config: StudyConfig, *, runs_dir: Path) -> TrialOutcome:
+    """Train the trial's config and return how it ended; the caller tells the storage.
+
+    A UserError (e.g. the data folder vanished) propagates: every later trial would fail
+    the same way, so the worker should stop rather than burn the study.
+    """
+    from edgesearch.searcher.space import sample
+    from edgesearch.trainer import NonFiniteLossError, train
+
+    train_config = sample(trial, config.space, config.base_config)
+    resume_from = _resume_point(trial)
+    run_dir = Path(trial.user_attrs["run_dir"]) if resume_from else runs_dir / config.name / f"trial-{trial.number:05d}"
+    history: list[dict[str, Any]] = []
+    if resume_from is not None:
+        from edgesearch.trainer.callbacks import load_checkpoint
+
+        history = list(trial.user_attrs.get("history", []))
+        trial.set_user_attr("resumed_from_epoch", int(load_checkpoint(resume_from)["epoch"]))
+    trial.set_user_attr("config", train_config.model_dump(mode="json"))
+    trial.set_user_attr("run_dir", str(run_dir.resolve()))
+
+    callback = PruningCallback(trial, metric=config.metric, history=history)
+    try:
+        result = train(train_config, callbacks=[callback], run_dir=run_dir, resume_from=resume_from)
+    except optuna.TrialPruned as exc:
+        return TrialOutcome(trial.number, TrialState.PRUNED, None, len(callback.history), str(exc))
+    except NonFiniteLossError as exc:
+        trial.set_user_attr("fail_reason", f"non-finite loss: {exc}")
+        return TrialOutcome(trial.number, TrialState.FAIL, None, len(callback.history), str(exc))
+    except UserError:
+        raise
+    except Exception as exc:  # one trial's crash must not take the worker down
+        _log.exception("trial %d failed", trial.number)
+        trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+        return TrialOutcome(trial.number, TrialState.FAIL, None, len(callback.history), f"{type(exc).__name__}: {exc}")
+    value = max(row[config.metric] for row in result.history)
+    if result.best_checkpoint is not None:
+        trial.set_user_attr("best_checkpoint", str(result.best_checkpoint.resolve()))
+    return TrialOutcome(trial.number, TrialState.COMPLETE, value, len(result.history))

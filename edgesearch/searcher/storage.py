@@ -1,0 +1,349 @@
+"""Storage URL -> Optuna ``RDBStorage``: SQLite by default, PostgreSQL for many machines, heartbeat on.
+
+Everything a study shares between workers lives in one SQL database reached through SQLAlchemy
+(DESIGN.md §5). This module decides which URL to use (``--storage`` > ``$EDGESEARCH_STORAGE`` > the
+study file's ``storage:`` > :data:`DEFAULT_STORAGE`), checks it before anything is written, and opens
+it with settings that make it safe to share:
+
+* SQLite: a 60 s busy timeout and WAL journal mode, so several local worker processes wait for each
+  other instead of crashing with "database is locked".
+* PostgreSQL (psycopg 3): ``pool_pre_ping`` (a worker that trained for an hour finds its pooled
+  connection dead), a small pool and a 10 s connect timeout.
+* Heartbeat: a killed worker's trial becomes FAIL after the grace period and is re-queued by
+  :class:`optuna.storages.RetryHeartbeatStaleTrialCallback`.
+
+A password in a URL is never printed: every message goes through :func:`redact`, and database errors
+are turned into one :class:`~edgesearch.errors.UserError` line that names the redacted URL and the
+reason, never the driver's raw text.
+
+Optuna is imported inside :func:`open_storage` only, and torch never, so the CLI stays quick to start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+import sqlite3
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy.exc
+from sqlalchemy.engine import URL, make_url
+
+from edgesearch.errors import ConfigError, UserError
+
+if TYPE_CHECKING:
+    from optuna.storages import RDBStorage
+
+__all__ = [
+    "ALLOWED",
+    "DEFAULT_STORAGE",
+    "ENV_VAR",
+    "check_url",
+    "normalize_url",
+    "open_storage",
+    "redact",
+    "resolve_storage_url",
+]
+
+DEFAULT_STORAGE = "sqlite:///edgesearch.db"
+"""The embedded default: a SQLite file in the current folder."""
+
+ENV_VAR = "EDGESEARCH_STORAGE"
+"""Environment variable naming the storage URL when ``--storage`` is not given."""
+
+ALLOWED = "sqlite:///PATH (a local file) or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
+"""The URL forms edgesearch accepts, as printed in error messages."""
+
+SQLITE_BUSY_TIMEOUT_S = 60
+"""How long a SQLite writer waits for another process's lock before giving up."""
+
+PG_CONNECT_TIMEOUT_S = 10
+"""How long to wait for a PostgreSQL server to answer before reporting it unreachable."""
+
+_SQLITE_DRIVERS = frozenset({"sqlite", "sqlite+pysqlite"})
+_POSTGRES_DRIVER = "postgresql+psycopg"
+# Spellings of PostgreSQL that mean "the default driver": SQLAlchemy maps them to psycopg2, which is
+# not installed, so they are rewritten to psycopg 3.
+_POSTGRES_ALIASES = frozenset({"postgresql", "postgres"})
+_HIDDEN = "***"
+_UNPARSABLE = "<unparsable URL, not shown: it may contain a password>"
+_CREATION_ATTEMPTS = 5
+
+
+def resolve_storage_url(cli: str | None, study_file_url: str | None = None) -> str:
+    """The storage URL to use: ``--storage`` > ``$EDGESEARCH_STORAGE`` > the study file's ``storage:`` > default.
+
+    An empty or blank value counts as not given, so ``EDGESEARCH_STORAGE=`` in a shell falls through.
+    The URL is returned as given; :func:`open_storage` normalizes and checks it.
+    """
+    for candidate in (cli, os.environ.get(ENV_VAR), study_file_url):
+        if candidate is not None and candidate.strip():
+            return candidate.strip()
+    return DEFAULT_STORAGE
+
+
+def redact(url: str) -> str:
+    """``url`` with its password (also a ``?password=`` query value) replaced by ``***``, safe to print.
+
+    A string that SQLAlchemy cannot parse is shown as is only when it cannot hold a password (no ``@``,
+    no ``:`` beyond the scheme, no "password"); otherwise a placeholder stands in for it.
+    """
+    try:
+        parsed = make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        rest = url.split("://", 1)[-1]
+        if "@" in url or ":" in rest or "password" in url.lower():
+            return _UNPARSABLE
+        return url
+    if "password" in parsed.query:
+        parsed = parsed.update_query_dict({"password": _HIDDEN})
+    return parsed.render_as_string(hide_password=True)
+
+
+def normalize_url(url: str) -> str:
+    """``url`` with ``postgresql://`` / ``postgres://`` rewritten to ``postgresql+psycopg://``.
+
+    Why: SQLAlchemy's default PostgreSQL driver is psycopg2, which is not installed; psycopg 3 is. Any
+    other URL (including an unparsable one, left for :func:`check_url` to report) is returned unchanged.
+    """
+    try:
+        parsed = make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return url
+    if parsed.drivername in _POSTGRES_ALIASES:
+        return parsed.set(drivername=_POSTGRES_DRIVER).render_as_string(hide_password=False)
+    return url
+
+
+def check_url(url: str) -> None:
+    """Raise :class:`~edgesearch.errors.ConfigError` unless ``url`` is a storage edgesearch can open.
+
+    Allowed (after :func:`normalize_url`): ``sqlite:///PATH`` whose parent folder exists (or an in-memory
+    ``sqlite://``), and ``postgresql+psycopg://...``. The check is offline: it does not connect.
+    """
+    parsed = _parse(url)
+    where = f"storage {redact(url)}"
+    if parsed.drivername in _SQLITE_DRIVERS:
+        path = _sqlite_path(parsed)
+        if path is None:
+            return
+        if path.is_dir():
+            raise ConfigError(f"{where}: {path} is a folder; name a database file, e.g. sqlite:///{path}/study.db")
+        if not path.parent.is_dir():
+            raise ConfigError(f"{where}: folder {path.parent} does not exist; create it or choose another path")
+        return
+    if parsed.drivername == _POSTGRES_DRIVER:
+        return
+    backend = parsed.get_backend_name()
+    if backend in {"postgresql", "postgres"}:
+        reason = f"driver {parsed.get_driver_name()!r} is not supported (psycopg 3 is the installed driver)"
+    else:
+        reason = f"unsupported database {parsed.drivername!r}"
+    raise ConfigError(f"{where}: {reason}; allowed: {ALLOWED}")
+
+
+def open_storage(
+    url: str,
+    *,
+    heartbeat_interval: int | None = 30,
+    grace_period: int | None = 90,
+    max_retries: int | None = 2,
+) -> RDBStorage:
+    """Open (creating tables if needed) the Optuna storage at ``url``, ready to be shared by many workers.
+
+    ``heartbeat_interval`` (seconds; ``None`` turns the heartbeat off): how often a running trial
+    proves its worker is alive. ``grace_period`` (seconds; ``None``: Optuna's default of twice the
+    interval): how long without a heartbeat before the trial is marked FAIL. ``max_retries``: how many
+    times such a stale trial is re-queued (``0`` or ``None``: never).
+
+    Raises :class:`~edgesearch.errors.ConfigError` for a URL or setting that is not allowed and
+    :class:`~edgesearch.errors.UserError` (one line, password hidden) when the database cannot be
+    reached or used.
+    """
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+
+    url = normalize_url(url)
+    check_url(url)
+    _check_positive("heartbeat_interval", heartbeat_interval)
+    _check_positive("grace_period", grace_period)
+    if max_retries is not None and max_retries < 0:
+        raise ConfigError(f"max_retries must be >= 0 or None (no retry), got {max_retries}")
+
+    parsed = make_url(url)
+    engine_kwargs = _engine_kwargs(parsed)
+    if parsed.drivername in _SQLITE_DRIVERS:
+        _enable_wal(parsed, url)
+
+    for attempt in range(1, _CREATION_ATTEMPTS + 1):
+        try:
+            with warnings.catch_warnings():
+                # Heartbeat and its retry callback are marked experimental since Optuna 2.8; they are the
+                # documented way to recover killed workers' trials, so the warning is noise for our users.
+                warnings.filterwarnings(
+                    "ignore",
+                    message=r"(Argument ``heartbeat_interval``|RetryHeartbeatStaleTrialCallback) ",
+                    category=ExperimentalWarning,
+                )
+                callback = None
+                if heartbeat_interval is not None and max_retries:
+                    callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period if heartbeat_interval is not None else None,
+                    heartbeat_stale_trial_callback=callback,
+                )
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            # Several workers opening a brand-new database at once race to create the same tables; the
+            # losers see "already exists" / a duplicate key, and succeed on a second look.
+            if attempt < _CREATION_ATTEMPTS and _is_creation_race(exc):
+                time.sleep(0.2 * attempt * (1 + random.random()))
+                continue
+            raise _storage_error(parsed, url, exc) from None
+        except RuntimeError as exc:
+            if "table schema" in str(exc):  # Optuna's schema-version check; its text names no URL
+                raise UserError(
+                    f"storage {redact(url)}: written by an incompatible Optuna version; "
+                    f"upgrade it with `optuna storage upgrade --storage URL`"
+                ) from None
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover  (the loop returns or raises)
+
+
+def _parse(url: str) -> URL:
+    """``make_url(normalize_url(url))``, raising ConfigError (password hidden) for a malformed URL."""
+    try:
+        return make_url(normalize_url(url))
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        raise ConfigError(f"storage {redact(url)}: not a valid database URL; allowed: {ALLOWED}") from None
+
+
+def _sqlite_path(parsed: URL) -> Path | None:
+    """The file a SQLite URL names, or ``None`` for an in-memory database."""
+    database = parsed.database
+    if not database or database == ":memory:":
+        return None
+    return Path(database).expanduser()
+
+
+def _check_positive(name: str, value: int | None) -> None:
+    if value is not None and value <= 0:
+        raise ConfigError(f"{name} must be a positive number of seconds or None (off), got {value}")
+
+
+def _engine_kwargs(parsed: URL) -> dict[str, Any]:
+    """SQLAlchemy engine settings for sharing the database; values given in the URL's query win."""
+    if parsed.drivername in _SQLITE_DRIVERS:
+        connect_args: dict[str, Any] = {}
+        if "timeout" not in parsed.query:
+            connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_S
+        return {"connect_args": connect_args}
+    connect_args = {}
+    if "connect_timeout" not in parsed.query:
+        connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+    if "application_name" not in parsed.query:
+        connect_args["application_name"] = "edgesearch"
+    return {
+        "pool_pre_ping": True,  # a connection idle through a long epoch may have been dropped
+        "pool_size": 2,  # the trial loop + Optuna's heartbeat thread
+        "max_overflow": 8,  # short bursts (dashboard threads) without holding connections open
+        "pool_recycle": 1800,  # outlive idle-connection reapers in proxies and poolers
+        "connect_args": connect_args,
+    }
+
+
+def _enable_wal(parsed: URL, url: str) -> None:
+    """Switch a SQLite file to WAL journal mode (persistent: once per file) so readers never block writers.
+
+    Changing the journal mode needs the file to itself, and SQLite answers "database is locked" at once
+    (without its busy timeout) while another process is opening or switching it: several workers
+    starting together do exactly that, so the switch is retried until the busy timeout runs out.
+    WAL needs a local file system (not NFS); where it cannot be had SQLite keeps its old mode, which is
+    still correct, only slower under many workers.
+    """
+    path = _sqlite_path(parsed)
+    if path is None:
+        return
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as connection:
+                if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) and time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            raise UserError(f"storage {redact(url)}: cannot open ({_explain(str(exc), None)}") from None
+        except sqlite3.Error as exc:
+            raise UserError(f"storage {redact(url)}: cannot open ({_explain(str(exc), None)}") from None
+
+
+def _is_creation_race(exc: sqlalchemy.exc.SQLAlchemyError) -> bool:
+    text = str(getattr(exc, "orig", exc)).lower()
+    return isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in text or "duplicate key" in text
+
+
+# (pattern in the driver's message, reason shown, hint shown); the first match wins.
+_REASONS: tuple[tuple[str, str, str], ...] = (
+    (r"connection refused", "connection refused", "is the server running?"),
+    (r"timeout expired|timed out", f"no answer within {PG_CONNECT_TIMEOUT_S} s", "is the host reachable?"),
+    (r"failed to resolve host|could not translate host name|name or service not known", "unknown host", ""),
+    (r"password authentication failed|authentication failed", "authentication failed", "check user and password"),
+    (r"no password supplied", "the server wants a password", "put it in the URL or ~/.pgpass"),
+    (r'database "[^"]*" does not exist', "", "create it first (e.g. createdb)"),
+    (r'role "[^"]*" does not exist', "", "check the user name"),
+    (r"unable to open database file", "unable to open the database file", "check the path and its permissions"),
+    (r"file is not a database", "the file is not a SQLite database", ""),
+    (r"permission denied", "", "grant the user rights to create tables, or use another database"),
+)
+
+
+def _storage_error(parsed: URL, url: str, exc: sqlalchemy.exc.SQLAlchemyError) -> UserError:
+    """One line naming the redacted URL and why the database could not be used, with the password scrubbed."""
+    if parsed.drivername in _SQLITE_DRIVERS:
+        verb = "cannot open"
+    elif isinstance(exc, sqlalchemy.exc.OperationalError):
+        verb = "cannot connect"
+    else:
+        verb = "cannot use the database"
+    detail = str(getattr(exc, "orig", None) or exc)
+    return UserError(f"storage {redact(url)}: {verb} ({_explain(detail, parsed.password)}")
+
+
+def _explain(detail: str, password: str | None) -> str:
+    """``"reason)[; hint]"`` for a driver message: a known reason and what to do, else its first line, scrubbed."""
+    reason, hint = _first_line(detail), ""
+    for pattern, shown, tip in _REASONS:
+        match = re.search(pattern, detail, flags=re.IGNORECASE)
+        if match:
+            reason, hint = shown or match.group(0), tip
+            break
+    return _scrub(reason, password) + ")" + (f"; {hint}" if hint else "")
+
+
+def _first_line(detail: str) -> str:
+    """The driver message's first line without libpq's "connection to server at ... failed:" preamble."""
+    line = detail.strip().splitlines()[0] if detail.strip() else "unknown error"
+    line = re.sub(r"^connection failed:\s*", "", line)
+    line = re.sub(r"^connection to server (at|on) .*? failed:\s*", "", line)
+    line = re.sub(r"^FATAL:\s*", "", line)
+    return line.strip() or "unknown error"
+
+
+def _scrub(text: str, password: str | None) -> str:
+    """``text`` with every occurrence of the password (plain or URL-quoted) replaced by ``***``."""
+    if password:
+        from urllib.parse import quote, quote_plus
+
+        for form in {password, quote(password, safe=""), quote_plus(password)}:
+            text = text.replace(form, _HIDDEN)
+    return text

@@ -1,0 +1,152 @@
+"""Studies in the shared storage: create (or load) one, read its stored config, count trials.
+
+The validated StudyConfig is stored in the study's user attributes at creation, so a worker
+needs only the study name and the storage URL, never the YAML file.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import TrialState
+
+from edgesearch.errors import UserError
+from edgesearch.searcher.storage import open_storage, redact
+
+if TYPE_CHECKING:
+    from edgesearch.searcher.config import StudyConfig
+
+__all__ = [
+    "CONFIG_ATTR",
+    "FINISHED",
+    "create_study",
+    "load_study",
+    "make_pruner",
+    "make_sampler",
+    "stored_config",
+    "trial_counts",
+]
+
+CONFIG_ATTR = "edgesearch_config"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def make_sampler(config: StudyConfig, *, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler, seeded ``seed + worker_index`` so that workers do not propose twins."""
+    from edgesearch.searcher.space import grid_search_space
+
+    cfg = config.sampler
+    seed = None if cfg.seed is None else cfg.seed + worker_index
+    if cfg.kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    if cfg.kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if cfg.kind == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if cfg.kind == "grid":
+        return optuna.samplers.GridSampler(grid_search_space(config.space), seed=seed)
+    raise ValueError(f"unknown sampler {cfg.kind!r}; allowed: tpe, random, cmaes, grid")
+
+
+def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
+    cfg = config.pruner
+    if cfg.kind == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=cfg.n_startup_trials, n_warmup_steps=cfg.n_warmup_steps, interval_steps=cfg.interval_steps
+        )
+    if cfg.kind == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=cfg.min_resource,
+            reduction_factor=cfg.reduction_factor,
+            min_early_stopping_rate=cfg.min_early_stopping_rate,
+        )
+    if cfg.kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=cfg.min_resource, max_resource=cfg.max_resource, reduction_factor=cfg.reduction_factor
+        )
+    if cfg.kind == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"unknown pruner {cfg.kind!r}; allowed: median, successive_halving, hyperband, none")
+
+
+def _storage_for(config: StudyConfig | None, url: str) -> optuna.storages.RDBStorage:
+    if config is None:
+        return open_storage(url)
+    ft = config.fault_tolerance
+    return open_storage(
+        url, heartbeat_interval=ft.heartbeat_interval, grace_period=ft.grace_period, max_retries=ft.max_retries
+    )
+
+
+def _stored_form(config: StudyConfig) -> dict[str, Any]:
+    # The storage URL may hold a password and is known to whoever reads the study anyway.
+    return config.model_copy(update={"storage": None}).to_dict()
+
+
+def stored_config(study: optuna.Study) -> StudyConfig:
+    from edgesearch.searcher.config import StudyConfig
+
+    raw = study.user_attrs.get(CONFIG_ATTR)
+    if raw is None:
+        raise UserError(f"study {study.study_name!r} was not created by edgesearch (no stored config)")
+    return StudyConfig.from_dict(raw, source=f"study {study.study_name}")
+
+
+def create_study(config: StudyConfig, url: str) -> tuple[optuna.Study, bool]:
+    """Create the study (storing its config and enqueuing its known-good points) or load it.
+
+    Returns (study, created). Loading an existing study of the same name is fine when its
+    stored config is the same; a different config is an error, never a silent overwrite.
+    When two processes create the same study at once, one wins and the other loads it.
+    """
+    storage = _storage_for(config, url)
+    try:
+        study = optuna.create_study(study_name=config.name, storage=storage, direction="maximize")
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=config.name, storage=storage)
+        for _ in range(50):  # the winner of a creation race stores its config a moment later
+            if CONFIG_ATTR in study.user_attrs:
+                break
+            time.sleep(0.1)
+        existing = stored_config(study)
+        if _stored_form(existing) != _stored_form(config):
+            raise UserError(
+                f"study {config.name!r} already exists in {redact(url)} with a different config; "
+                "delete it (edgesearch study delete) or choose another name"
+            ) from None
+        return study, False
+    study.set_user_attr(CONFIG_ATTR, _stored_form(config))
+    for point in config.enqueue:
+        study.enqueue_trial(dict(point))
+    return study, True
+
+
+def load_study(name: str, url: str, *, worker_index: int = 0) -> tuple[optuna.Study, StudyConfig]:
+    """Load a study by name with the sampler and pruner its stored config names."""
+    storage = _storage_for(None, url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if name not in names:
+        listing = ", ".join(sorted(names)) or "none"
+        raise UserError(f"no study named {name!r} in {redact(url)}; studies there: {listing}")
+    config = stored_config(optuna.load_study(study_name=name, storage=storage))
+    storage = _storage_for(config, url)
+    study = optuna.load_study(
+        study_name=name,
+        storage=storage,
+        sampler=make_sampler(config, worker_index=worker_index),
+        pruner=make_pruner(config),
+    )
+    return study, config
+
+
+def trial_counts(study: optuna.Study) -> dict[str, Any]:
+    """Trials by state name, plus ``finished`` (COMPLETE + PRUNED) and the best value so far."""
+    trials = study.get_trials(deepcopy=False)
+    counts: dict[str, Any] = dict(Counter(t.state.name for t in trials))
+    counts["finished"] = sum(1 for t in trials if t.state in FINISHED)
+    complete = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    counts["best"] = max(complete) if complete else None
+    return counts

@@ -1,0 +1,188 @@
+"""The search space: dotted paths onto TrainConfig, and real Optuna trials sampled through it."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import optuna
+import pytest
+
+from edgesearch.errors import ConfigError
+from edgesearch.searcher.config import StudyConfig
+from edgesearch.searcher.space import (
+    ChoicesSpec,
+    RangeSpec,
+    apply_params,
+    field_kind,
+    grid_search_space,
+    leaf_paths,
+    sample,
+    set_path,
+)
+from edgesearch.trainer.config import LossConfig, TrainConfig
+
+SPACE: dict[str, Any] = {
+    "loss.edge_lambda": {"low": 0.0, "high": 0.5},
+    "loss.kind": {"choices": ["bce", "focal"]},
+    "loss.round_ratio": {"low": 0.0, "high": 0.5, "step": 0.1},
+    "loss.edge_width": {"choices": [1, 2, 3]},
+    "loss.focal_alpha": {"choices": [None, 0.25]},
+    "optim.name": {"choices": ["adam", "rmsprop"]},
+    "optim.lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True},
+    "optim.backbone_lr_factor": {"low": 0.1, "high": 1.0},
+    "optim.warmup_epochs": {"low": 0, "high": 3},
+    "optim.freeze_epochs": {"low": 0, "high": 6, "step": 2},
+    "data.batch_size": {"low": 2, "high": 64, "log": True},
+    "data.augment": {"choices": [True, False]},
+}
+ENQUEUE = [
+    {"loss.edge_lambda": 0.15, "loss.kind": "focal", "optim.name": "adam", "optim.lr": 1.0e-3},
+    {"loss.edge_lambda": 0.1, "loss.edge_width": 2, "optim.warmup_epochs": 2, "data.augment": False},
+]
+
+
+@pytest.fixture(scope="module")
+def study_config() -> StudyConfig:
+    raw = {"name": "space", "n_trials": 50, "trainer": {"epochs": 3}, "space": SPACE, "enqueue": ENQUEUE}
+    return StudyConfig.from_dict(raw, source="test")
+
+
+def field_value(config: TrainConfig, path: str) -> Any:
+    value: Any = config
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def quiet_study(sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(direction="maximize", sampler=sampler)
+
+
+def test_set_path_returns_a_new_nested_dict() -> None:
+    raw = {"loss": {"kind": "bce"}, "epochs": 3}
+    out = set_path(raw, "loss.edge_lambda", 0.2)
+    assert out == {"loss": {"kind": "bce", "edge_lambda": 0.2}, "epochs": 3}
+    assert raw == {"loss": {"kind": "bce"}, "epochs": 3}
+    assert set_path({}, "data.synthetic.seed", 4) == {"data": {"synthetic": {"seed": 4}}}
+    assert set_path(raw, "epochs", 5)["epochs"] == 5
+
+
+def test_set_path_refuses_to_walk_through_a_value() -> None:
+    with pytest.raises(ValueError, match="not a mapping"):
+        set_path({"epochs": 3}, "epochs.count", 1)
+
+
+def test_apply_params_sets_dotted_fields_and_leaves_the_rest() -> None:
+    base = TrainConfig.model_validate({"epochs": 7, "loss": {"kind": "bce"}})
+    cfg = apply_params(base, {"loss.edge_lambda": 0.3, "optim.name": "rmsprop", "data.synthetic.seed": 9})
+    assert (cfg.loss.edge_lambda, cfg.optim.name, cfg.data.synthetic.seed) == (0.3, "rmsprop", 9)
+    assert (cfg.epochs, cfg.loss.kind, cfg.optim.lr) == (7, "bce", base.optim.lr)
+    assert base.loss.edge_lambda == 0.15  # the base is not changed
+
+
+def test_apply_params_validates_the_result() -> None:
+    with pytest.raises(ConfigError, match=r"trial parameters: loss\.edge_lambda: 1\.5 is out of range"):
+        apply_params(TrainConfig(), {"loss.edge_lambda": 1.5})
+
+
+def test_field_kind_comes_from_the_annotation() -> None:
+    assert field_kind("loss.edge_width") == "int"
+    assert field_kind("loss.edge_lambda") == "float"
+    assert field_kind("loss.focal_alpha") == "float"  # float | None
+    assert field_kind("loss.kind") is None and field_kind("data.augment") is None and field_kind("data.root") is None
+    for bad in ("loss", "loss.lamda", "nope.x", ""):
+        with pytest.raises(KeyError):
+            field_kind(bad)
+
+
+def test_leaf_paths_list_the_fields_of_a_section() -> None:
+    assert leaf_paths("loss") == [f"loss.{name}" for name in LossConfig.model_fields]
+    assert "data.synthetic.n_images" in leaf_paths() and "epochs" in leaf_paths()
+    assert leaf_paths("loss.kind") == [] and leaf_paths("nope") == []
+
+
+def test_sampled_configs_validate_and_stay_inside_the_space(study_config: StudyConfig) -> None:
+    study = quiet_study(optuna.samplers.RandomSampler(seed=3))
+    for _ in range(50):
+        trial = study.ask()
+        cfg = sample(trial, study_config.space, study_config.base_config)
+        assert set(trial.params) == set(SPACE)
+        for path, entry in study_config.space.items():
+            value = trial.params[path]
+            assert field_value(cfg, path) == value, path
+            if isinstance(entry, ChoicesSpec):
+                assert value in entry.choices
+            else:
+                assert entry.low <= value <= entry.high
+                if entry.step is not None:
+                    k = (value - entry.low) / entry.step
+                    assert abs(k - round(k)) < 1e-8
+        assert cfg.epochs == 3  # untouched base fields come through
+        study.tell(trial, cfg.loss.edge_lambda)
+
+
+def test_integer_fields_are_sampled_as_integers(study_config: StudyConfig) -> None:
+    study = quiet_study(optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        trial = study.ask()
+        cfg = sample(trial, study_config.space, study_config.base_config)
+        for path in ("optim.warmup_epochs", "optim.freeze_epochs", "data.batch_size"):
+            assert type(trial.params[path]) is int and type(field_value(cfg, path)) is int
+        assert cfg.optim.freeze_epochs % 2 == 0
+        assert isinstance(trial.distributions["optim.warmup_epochs"], optuna.distributions.IntDistribution)
+        assert isinstance(trial.distributions["loss.edge_lambda"], optuna.distributions.FloatDistribution)
+        study.tell(trial, 0.0)
+
+
+def test_enqueued_points_come_out_first_with_their_values(study_config: StudyConfig) -> None:
+    study = quiet_study(optuna.samplers.TPESampler(seed=0))
+    for point in study_config.enqueue:
+        study.enqueue_trial(dict(point))
+    for point in study_config.enqueue:
+        trial = study.ask()
+        cfg = sample(trial, study_config.space, study_config.base_config)
+        for path, value in point.items():
+            assert trial.params[path] == value and field_value(cfg, path) == value
+            assert type(field_value(cfg, path)) is type(value)
+        study.tell(trial, 0.5)
+    trial = study.ask()  # after the queue, the sampler's own proposals
+    assert set(trial.params) == set() and sample(trial, study_config.space, study_config.base_config).epochs == 3
+
+
+def test_grid_search_space_lists_choices_and_steps_integer_ranges() -> None:
+    space: dict[str, RangeSpec | ChoicesSpec] = {
+        "loss.kind": ChoicesSpec(choices=["bce", "focal"]),
+        "optim.warmup_epochs": RangeSpec(low=0, high=2),
+        "optim.freeze_epochs": RangeSpec(low=1, high=7, step=3),
+    }
+    assert grid_search_space(space) == {
+        "loss.kind": ["bce", "focal"],
+        "optim.warmup_epochs": [0, 1, 2],
+        "optim.freeze_epochs": [1, 4, 7],
+    }
+    with pytest.raises(ConfigError, match=r"loss\.edge_lambda: a float range has no grid"):
+        grid_search_space({"loss.edge_lambda": RangeSpec(low=0.0, high=0.5)})
+
+
+def test_grid_sampler_visits_every_combination_once() -> None:
+    raw = {
+        "name": "grid",
+        "n_trials": 6,
+        "sampler": {"kind": "grid"},
+        "space": {"loss.kind": {"choices": ["bce", "focal"]}, "optim.warmup_epochs": {"low": 0, "high": 2}},
+    }
+    config = StudyConfig.from_dict(raw, source="test")
+    study = quiet_study(optuna.samplers.GridSampler(grid_search_space(config.space), seed=0))
+    seen: list[tuple[str, int]] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        cfg = sample(trial, config.space, config.base_config)
+        seen.append((cfg.loss.kind, cfg.optim.warmup_epochs))
+        return 0.0
+
+    # optimize(), not ask/tell: GridSampler calls study.stop() after the last grid point,
+    # which Optuna only allows inside optimize().
+    study.optimize(objective, n_trials=10)
+    assert sorted(seen) == sorted(itertools.product(["bce", "focal"], [0, 1, 2]))

@@ -1,0 +1,300 @@
+"""Storage URLs and opening them: precedence, password hiding, checks, SQLite/PostgreSQL, heartbeat, many workers."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import queue
+import sqlite3
+import subprocess
+import sys
+import time
+import warnings
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from sqlalchemy.engine import make_url
+
+from edgesearch.errors import ConfigError, UserError
+from edgesearch.searcher.storage import (
+    DEFAULT_STORAGE,
+    ENV_VAR,
+    check_url,
+    normalize_url,
+    open_storage,
+    redact,
+    resolve_storage_url,
+)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def storage_url(request: pytest.FixtureRequest) -> str:
+    """Each backend in turn: a SQLite file, then a fresh database on the PostgreSQL test server."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+# --- which URL -------------------------------------------------------------------------------------------------
+
+
+def test_resolve_storage_url_prefers_cli_over_env_and_study_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_VAR, "sqlite:///env.db")
+    assert resolve_storage_url("sqlite:///cli.db", "sqlite:///file.db") == "sqlite:///cli.db"
+
+
+def test_resolve_storage_url_prefers_env_over_study_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_VAR, "sqlite:///env.db")
+    assert resolve_storage_url(None, "sqlite:///file.db") == "sqlite:///env.db"
+
+
+def test_resolve_storage_url_uses_study_file_without_cli_or_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert resolve_storage_url(None, "sqlite:///file.db") == "sqlite:///file.db"
+
+
+def test_resolve_storage_url_defaults_to_local_sqlite_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert resolve_storage_url(None) == DEFAULT_STORAGE == "sqlite:///edgesearch.db"
+
+
+def test_resolve_storage_url_treats_blank_values_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_VAR, "  ")
+    assert resolve_storage_url("", "sqlite:///file.db") == "sqlite:///file.db"
+
+
+# --- printing and checking URLs ----------------------------------------------------------------------------------
+
+
+def test_redact_hides_password_and_keeps_host_and_port() -> None:
+    shown = redact("postgresql+psycopg://alice:s3cret@db.example.org:5433/edge")
+    assert shown == "postgresql+psycopg://alice:***@db.example.org:5433/edge"
+
+
+def test_redact_hides_password_given_as_query_parameter() -> None:
+    shown = redact("postgresql+psycopg://alice@db:5432/edge?password=s3cret&sslmode=require")
+    assert "s3cret" not in shown
+    assert "sslmode=require" in shown
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:s3cret@host:notaport/db", "garbage u:s3cret@host"])
+def test_redact_never_shows_an_unparsable_url_that_may_hold_a_password(url: str) -> None:
+    assert "s3cret" not in redact(url)
+
+
+def test_redact_shows_an_unparsable_url_without_secrets_as_is() -> None:
+    assert redact("nonsense") == "nonsense"
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_normalize_url_rewrites_plain_postgresql_to_psycopg3(scheme: str) -> None:
+    url = normalize_url(f"{scheme}://u:p%40ss@h:5432/db")
+    assert url == "postgresql+psycopg://u:p%40ss@h:5432/db"
+    assert make_url(url).password == "p@ss"
+
+
+@pytest.mark.parametrize("url", ["sqlite:///x.db", "postgresql+psycopg://u:p@h/db", "nonsense"])
+def test_normalize_url_leaves_other_urls_unchanged(url: str) -> None:
+    assert normalize_url(url) == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///study.db",
+        "sqlite://",
+        "postgresql+psycopg://u:p@127.0.0.1:5432/db",
+        "postgresql://u:p@127.0.0.1:5432/db",
+        "postgresql+psycopg:///db",
+    ],
+)
+def test_check_url_accepts_sqlite_and_postgresql(url: str) -> None:
+    check_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://u:s3cret@h/db",
+        "http://x",
+        "nonsense",
+        "postgresql+psycopg2://u:s3cret@h/db",
+        "postgresql://u:s3cret@h:x/d",
+    ],
+)
+def test_check_url_rejects_unsupported_urls_naming_what_is_allowed(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        check_url(url)
+    message = str(info.value)
+    assert "sqlite:///PATH" in message
+    assert "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB" in message
+    assert "s3cret" not in message
+    assert "\n" not in message
+
+
+def test_check_url_rejects_sqlite_file_in_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"folder .*missing.* does not exist"):
+        check_url(f"sqlite:///{tmp_path}/missing/study.db")
+
+
+def test_check_url_rejects_sqlite_path_that_is_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a folder"):
+        check_url(f"sqlite:///{tmp_path}")
+
+
+# --- opening ----------------------------------------------------------------------------------------------------
+
+
+ASK_TELL_WITH_HEARTBEAT = pytest.mark.filterwarnings(
+    "ignore:Heartbeat of storage is supposed to be used with Study.optimize:UserWarning"
+)
+
+
+@ASK_TELL_WITH_HEARTBEAT
+def test_open_storage_creates_a_study_that_a_second_open_reloads(storage_url: str) -> None:
+    study = optuna.create_study(storage=open_storage(storage_url), study_name="s", direction="maximize")
+    trial = study.ask()
+    trial.suggest_float("edge_lambda", 0.0, 0.5)
+    study.tell(trial, 0.75)
+
+    reloaded = optuna.load_study(study_name="s", storage=open_storage(storage_url))
+    assert [t.state for t in reloaded.trials] == [optuna.trial.TrialState.COMPLETE]
+    assert reloaded.best_value == 0.75
+    assert "edge_lambda" in reloaded.best_params
+
+
+def test_open_storage_enables_heartbeat_with_retry(storage_url: str) -> None:
+    storage = open_storage(storage_url, heartbeat_interval=30, grace_period=90, max_retries=2)
+    assert optuna.storages._heartbeat.is_heartbeat_enabled(storage)
+    assert storage.get_heartbeat_interval() == 30
+    assert storage.grace_period == 90
+    assert isinstance(storage.get_heartbeat_stale_trial_callback(), optuna.storages.RetryHeartbeatStaleTrialCallback)
+
+
+def test_open_storage_heartbeat_interval_none_turns_heartbeat_off(sqlite_url: str) -> None:
+    storage = open_storage(sqlite_url, heartbeat_interval=None)
+    assert not optuna.storages._heartbeat.is_heartbeat_enabled(storage)
+    assert storage.get_heartbeat_stale_trial_callback() is None
+
+
+@ASK_TELL_WITH_HEARTBEAT
+@pytest.mark.filterwarnings("ignore:optuna.storages._heartbeat.fail_stale_trials is experimental")
+def test_open_storage_stale_trial_fails_and_is_requeued(storage_url: str) -> None:
+    storage = open_storage(storage_url, heartbeat_interval=1, grace_period=1, max_retries=2)
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()  # a worker takes a trial, beats once, then is killed
+    storage.record_heartbeat(trial._trial_id)
+    time.sleep(3)  # SQLite's CURRENT_TIMESTAMP has one-second resolution
+
+    optuna.storages.fail_stale_trials(study)
+
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
+    assert study.trials[1].system_attrs["failed_trial"] == 0
+
+
+def test_open_storage_emits_no_experimental_warning(sqlite_url: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        open_storage(sqlite_url)
+
+
+@pytest.mark.parametrize(("option", "value"), [("heartbeat_interval", 0), ("grace_period", -1), ("max_retries", -1)])
+def test_open_storage_rejects_non_positive_fault_tolerance_settings(sqlite_url: str, option: str, value: int) -> None:
+    kwargs: dict[str, Any] = {option: value}
+    with pytest.raises(ConfigError, match=option):
+        open_storage(sqlite_url, **kwargs)
+
+
+def test_open_storage_unreachable_postgres_is_one_line_user_error_without_password() -> None:
+    start = time.monotonic()
+    with pytest.raises(UserError) as info:
+        open_storage("postgresql+psycopg://u:s3cret@127.0.0.1:1/db")
+    assert time.monotonic() - start < 15
+    message = str(info.value)
+    assert message == (
+        "storage postgresql+psycopg://u:***@127.0.0.1:1/db: cannot connect (connection refused); is the server running?"
+    )
+    assert "s3cret" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_open_storage_missing_postgres_database_is_named(postgres_url: str) -> None:
+    url = make_url(postgres_url).set(database="no_such_db", password="s3cret").render_as_string(hide_password=False)
+    with pytest.raises(UserError, match=r'database "no_such_db" does not exist') as info:
+        open_storage(url)
+    assert "s3cret" not in str(info.value)
+
+
+def test_open_storage_rejects_a_file_that_is_not_sqlite(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("this is not a database\n" * 100)
+    with pytest.raises(UserError, match="not a SQLite database"):
+        open_storage(f"sqlite:///{path}")
+
+
+def test_open_storage_switches_sqlite_file_to_wal(tmp_path: Path) -> None:
+    path = tmp_path / "study.db"
+    open_storage(f"sqlite:///{path}")
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    connection.close()
+
+
+def test_storage_module_imports_without_torch_or_optuna() -> None:
+    code = "import sys, edgesearch.searcher.storage; print(sorted({'torch', 'optuna'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+# --- many workers ------------------------------------------------------------------------------------------------
+
+N_PROCESSES = 4
+TRIALS_PER_PROCESS = 25
+
+
+def _ask_tell_worker(url: str, barrier: Barrier, errors: Queue[str]) -> None:
+    """One worker process: open the (possibly brand-new) storage at the same moment as the others, then ask/tell."""
+    try:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used", UserWarning)
+        barrier.wait(timeout=120)
+        storage = open_storage(url)
+        study = optuna.create_study(storage=storage, study_name="shared", load_if_exists=True)
+        for _ in range(TRIALS_PER_PROCESS):
+            trial = study.ask()
+            study.tell(trial, 0.5)
+    except BaseException as exc:
+        errors.put(f"{type(exc).__name__}: {exc}")
+        raise
+
+
+@pytest.mark.slow
+def test_open_storage_many_processes_share_one_new_study(storage_url: str) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(N_PROCESSES)
+    errors: Queue[str] = ctx.Queue()
+    processes = [ctx.Process(target=_ask_tell_worker, args=(storage_url, barrier, errors)) for _ in range(N_PROCESSES)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=300)
+    problems = []
+    with contextlib.suppress(queue.Empty):
+        while True:
+            problems.append(errors.get(timeout=1))
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+    assert problems == []
+    assert [process.exitcode for process in processes] == [0] * N_PROCESSES
+
+    storage = open_storage(storage_url)
+    assert optuna.get_all_study_names(storage=storage) == ["shared"]
+    trials = optuna.load_study(study_name="shared", storage=storage).get_trials(deepcopy=False)
+    assert len(trials) == N_PROCESSES * TRIALS_PER_PROCESS
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert sorted(t.number for t in trials) == list(range(N_PROCESSES * TRIALS_PER_PROCESS))

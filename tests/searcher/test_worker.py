@@ -1,0 +1,168 @@
+"""Workers against real storages: enqueued points, pruning, many processes, exact trial counts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from edgesearch.cli import app
+from edgesearch.searcher.config import StudyConfig
+from edgesearch.searcher.study import create_study, load_study
+from edgesearch.searcher.worker import run_worker
+from tests.conftest import merge
+
+runner = CliRunner()
+
+TINY_TRAINER: dict[str, Any] = {
+    "model": {"arch": "unet", "encoder": "resnet18", "encoder_weights": None},
+    "data": {"image_size": 32, "batch_size": 8, "num_workers": 0, "synthetic": {"n_images": 16}},
+    "optim": {"lr": 3.0e-3, "warmup_epochs": 0, "freeze_epochs": 0},
+    "epochs": 1,
+    "device": "cpu",
+}
+
+
+def _study(name: str, **extra: Any) -> dict[str, Any]:
+    base = {
+        "name": name,
+        "n_trials": 3,
+        "sampler": {"kind": "random", "seed": 0},
+        "pruner": {"kind": "none"},
+        "trainer": TINY_TRAINER,
+        "space": {"loss.edge_lambda": {"low": 0.0, "high": 0.5}, "loss.kind": {"choices": ["bce", "focal"]}},
+    }
+    return merge(base, extra)
+
+
+def _write(tmp_path: Path, raw: dict[str, Any]) -> Path:
+    path = tmp_path / f"{raw['name']}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_a_worker_runs_enqueued_points_first_and_stops_at_n_trials(tmp_path: Path, sqlite_url: str) -> None:
+    raw = _study("enq", enqueue=[{"loss.edge_lambda": 0.15, "loss.kind": "focal"}])
+    config = StudyConfig.from_dict(raw, source="test")
+    create_study(config, sqlite_url)
+    summary = run_worker("enq", sqlite_url, runs_dir=tmp_path / "runs")
+    assert summary.stopped_because == "study complete"
+    study, _ = load_study("enq", sqlite_url)
+    trials = sorted(study.get_trials(), key=lambda t: t.number)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert trials[0].params == {"loss.edge_lambda": 0.15, "loss.kind": "focal"}
+    first = trials[0].user_attrs
+    assert first["config"]["loss"]["edge_lambda"] == 0.15 and first["config"]["loss"]["kind"] == "focal"
+    assert Path(first["run_dir"], "best.pt").is_file()
+    assert [row["epoch"] for row in first["history"]] == [1]
+    assert trials[0].value == first["history"][0]["val_iou"]
+
+
+def test_hopeless_trials_are_pruned_before_their_last_epoch(tmp_path: Path, sqlite_url: str) -> None:
+    good = {"optim.lr": 3.0e-3}
+    raw = _study(
+        "prune",
+        n_trials=4,
+        trainer={"epochs": 4, "data": {"image_size": 64, "synthetic": {"n_images": 48}}},
+        pruner={"kind": "median", "n_startup_trials": 2, "n_warmup_steps": 1},
+        space={"optim.lr": {"low": 1.0e-7, "high": 1.0e-2, "log": True}},
+        enqueue=[good, good, {"optim.lr": 1.0e-7}, {"optim.lr": 1.0e-7}],
+    )
+    raw["space"] = {"optim.lr": {"low": 1.0e-7, "high": 1.0e-2, "log": True}}
+    config = StudyConfig.from_dict(raw, source="test")
+    create_study(config, sqlite_url)
+    run_worker("prune", sqlite_url, runs_dir=tmp_path / "runs")
+    study, _ = load_study("prune", sqlite_url)
+    trials = sorted(study.get_trials(), key=lambda t: t.number)
+    assert [t.state for t in trials[:2]] == [TrialState.COMPLETE] * 2
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned, [(t.number, t.state, t.intermediate_values) for t in trials]
+    for t in pruned:
+        assert 1 <= len(t.intermediate_values) < 4  # stopped early, its reports are in storage
+
+
+def _run_three_processes(tmp_path: Path, url: str, name: str) -> subprocess.CompletedProcess[str]:
+    path = _write(tmp_path, _study(name, n_trials=6))
+    created = runner.invoke(app, ["study", "create", str(path), "--storage", url])
+    assert created.exit_code == 0, created.output
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgesearch",
+            "worker",
+            name,
+            "--storage",
+            url,
+            "--processes",
+            "3",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+
+
+def _assert_exactly_six(url: str, name: str) -> None:
+    study = optuna.load_study(study_name=name, storage=url)
+    trials = study.get_trials()
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 6, [(t.number, t.state) for t in trials]
+    assert not [t for t in trials if t.state in (TrialState.FAIL, TrialState.RUNNING)]
+    run_dirs = [t.user_attrs["run_dir"] for t in finished]
+    assert len(set(run_dirs)) == 6  # no trial ran twice
+
+
+def test_three_processes_on_sqlite_finish_exactly_n_trials(tmp_path: Path, sqlite_url: str) -> None:
+    proc = _run_three_processes(tmp_path, sqlite_url, "sq")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "database is locked" not in proc.stdout + proc.stderr
+    _assert_exactly_six(sqlite_url, "sq")
+
+
+def test_three_processes_on_postgres_finish_exactly_n_trials(tmp_path: Path, postgres_url: str) -> None:
+    proc = _run_three_processes(tmp_path, postgres_url, "pg")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _assert_exactly_six(postgres_url, "pg")
+    # Our studies are plain Optuna studies: Optuna's own CLI lists the trials.
+    listed = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "optuna"),
+            "trials",
+            "--study-name",
+            "pg",
+            "--storage",
+            postgres_url,
+            "-f",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = json.loads(listed.stdout)
+    assert sum(1 for row in rows if row["state"] in ("COMPLETE", "PRUNED")) == 6
+
+
+def test_worker_on_a_missing_study_exits_2_and_lists_the_studies(tmp_path: Path, sqlite_url: str) -> None:
+    create_study(StudyConfig.from_dict(_study("present"), source="test"), sqlite_url)
+    result = runner.invoke(app, ["worker", "absent", "--storage", sqlite_url])
+    assert result.exit_code == 2
+    assert "absent" in result.stderr and "present" in result.stderr
+
+
+def test_a_password_in_the_storage_url_is_never_printed() -> None:
+    url = "postgresql+psycopg://user:s3cretpw@127.0.0.1:1/db"
+    result = runner.invoke(app, ["worker", "x", "--storage", url])
+    assert result.exit_code == 2
+    assert "s3cretpw" not in result.output
+    assert "127.0.0.1" in result.stderr
