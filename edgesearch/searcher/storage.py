@@ -194,7 +194,8 @@ def open_storage(
                 if heartbeat_interval is not None and max_retries:
                     callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
                 return optuna.storages.RDBStorage(
-                    url,
+                    # RDBStorage treats its URL as a str.format template: keep a "{" in a password or path literal.
+                    url.replace("{", "{{").replace("}", "}}"),
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=heartbeat_interval,
                     grace_period=grace_period if heartbeat_interval is not None else None,

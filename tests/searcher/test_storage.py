@@ -222,6 +222,15 @@ def test_open_storage_unreachable_postgres_is_one_line_user_error_without_passwo
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
+def test_open_storage_accepts_braces_in_password_and_path(tmp_path: Path) -> None:
+    folder = tmp_path / "run{1}"
+    folder.mkdir()
+    assert open_storage(f"sqlite:///{folder}/study.db").get_all_studies() == []
+    with pytest.raises(UserError, match="connection refused") as info:
+        open_storage("postgresql+psycopg://u:a{b}c@127.0.0.1:1/db")
+    assert "a{b}c" not in str(info.value)
+
+
 def test_open_storage_missing_postgres_database_is_named(postgres_url: str) -> None:
     url = make_url(postgres_url).set(database="no_such_db", password="s3cret").render_as_string(hide_password=False)
     with pytest.raises(UserError, match=r'database "no_such_db" does not exist') as info:
