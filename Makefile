@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/edgesearch train studies/quickstart.yaml
+	$(BIN)/edgesearch study run studies/quickstart.yaml
+	$(BIN)/edgesearch study report quickstart --out reports/quickstart
+	@echo "open the dashboard: $(BIN)/edgesearch dashboard   (then http://127.0.0.1:8080/dashboard)"
 
 lint: install
 	$(BIN)/ruff check edgesearch tests
@@ -27,4 +29,4 @@ test: lint
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) runs reports artifacts .pytest_cache .mypy_cache .ruff_cache

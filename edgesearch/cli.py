@@ -12,6 +12,8 @@ import typer
 
 from edgesearch.console import settings
 from edgesearch.searcher import commands as searcher_commands
+from edgesearch.searcher import dashboard as dashboard_commands
+from edgesearch.searcher import predict_command, worker_commands
 from edgesearch.trainer import commands as trainer_commands
 
 app = typer.Typer(
@@ -32,7 +34,9 @@ def _root(
 
 app.add_typer(trainer_commands.app)
 app.add_typer(searcher_commands.study_app, name="study")
-app.add_typer(searcher_commands.worker_app)
+app.add_typer(worker_commands.worker_app)
+app.add_typer(dashboard_commands.dashboard_app)
+app.add_typer(predict_command.app)
 
 
 def main() -> None:

@@ -53,3 +53,27 @@ def write_folder(root: Path, *, n: int = 6, size: int = 64, seed: int = 0) -> Pa
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return write_folder(tmp_path / "data")
+
+
+@pytest.fixture(autouse=True)
+def _artifacts_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trial artifacts of every test (and of the worker processes it starts) go to its tmp dir."""
+    monkeypatch.setenv("EDGESEARCH_ARTIFACTS", str(tmp_path / "artifacts"))
+
+
+def train_tiny_run(run_dir: Path, *, image_size: int, n_images: int, epochs: int) -> tuple[Any, Path]:
+    """Train a tiny resnet18 U-Net on synthetic shapes on CPU; returns (config, best.pt)."""
+    from edgesearch.trainer import TrainConfig, train
+
+    config = TrainConfig.model_validate(
+        {
+            "model": {"arch": "unet", "encoder": "resnet18", "encoder_weights": None},
+            "data": {"image_size": image_size, "batch_size": 8, "num_workers": 0, "synthetic": {"n_images": n_images}},
+            "optim": {"lr": 3.0e-3, "warmup_epochs": 0, "freeze_epochs": 0},
+            "epochs": epochs,
+            "device": "cpu",
+        }
+    )
+    result = train(config, run_dir=run_dir)
+    assert result.best_checkpoint is not None
+    return config, result.best_checkpoint

@@ -1,50 +1,31 @@
-"""``edgesearch study ...`` and ``edgesearch worker``: thin commands over the searcher API."""
+"""``edgesearch study ...``: thin commands over the searcher API."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
+from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
-from edgesearch.console import out, user_errors
-
-if TYPE_CHECKING:
-    from edgesearch.searcher.objective import TrialOutcome
+from edgesearch.console import err, out, user_errors
+from edgesearch.searcher.worker_commands import (
+    ArtifactsOption,
+    RunsOption,
+    StorageOption,
+    quiet_optuna,
+    run_here,
+    run_local,
+    worker_args,
+)
 
 study_app = typer.Typer(help="Create, run and inspect studies.", no_args_is_help=True)
-worker_app = typer.Typer()
-
-StorageOption = Annotated[
-    str | None,
-    typer.Option(
-        "--storage", help="SQLAlchemy URL; default $EDGESEARCH_STORAGE, the study file's, sqlite:///edgesearch.db"
-    ),
-]
-RunsOption = Annotated[Path, typer.Option("--runs-dir", help="Where trial run directories go (runs/<study>/...).")]
 
 
-def _print_outcome(outcome: TrialOutcome) -> None:
-    value = f" value {outcome.value:.4f}" if outcome.value is not None else ""
-    reason = f" ({outcome.reason})" if outcome.reason else ""
-    out.print(f"trial {outcome.number}: {outcome.state.name}{value} after {outcome.epochs} epochs{reason}")
-
-
-def _summary_line(name: str, url: str) -> str:
-    from edgesearch.searcher.study import load_study, trial_counts
-
-    study, config = load_study(name, url)
-    c = trial_counts(study)
-    best = f"{c['best']:.4f}" if c["best"] is not None else "-"
-    return (
-        f"study {name}: {c['finished']}/{config.n_trials} finished ({c.get('COMPLETE', 0)} complete, "
-        f"{c.get('PRUNED', 0)} pruned), {c.get('FAIL', 0)} failed, {c.get('RUNNING', 0)} running; best {best}"
-    )
+class ExportFormat(str, Enum):
+    csv = "csv"
+    json = "json"
 
 
 @study_app.command("create")
@@ -59,79 +40,11 @@ def create_command(
 
         config = StudyConfig.from_yaml(file)
         url = resolve_storage_url(storage, config.storage)
+        quiet_optuna()
         _, created = create_study(config, url)
     verb = "created" if created else "already exists (same config)"
     out.print(f"study {config.name} {verb} in {redact(url)}")
     out.print(f"run workers with: edgesearch worker {config.name} --storage '{redact(url)}'")
-
-
-def _spawn_workers(name: str, url: str, *, gpus: list[str] | None, processes: int, args: list[str]) -> int:
-    """Start one child ``edgesearch worker`` per GPU or process, show a summary until all exit."""
-    children = []
-    slots = gpus if gpus else [None] * processes
-    for index, gpu in enumerate(slots):
-        env = dict(os.environ, EDGESEARCH_STORAGE=url)
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = gpu
-        cmd = [sys.executable, "-m", "edgesearch", "worker", name, "--worker-index", str(index), *args]
-        children.append(subprocess.Popen(cmd, env=env))
-    try:
-        while any(child.poll() is None for child in children):
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        for child in children:
-            child.terminate()
-        for child in children:
-            child.wait()
-    out.print(_summary_line(name, url))
-    return max((child.returncode or 0) for child in children)
-
-
-@worker_app.command("worker")
-def worker_command(
-    name: Annotated[str, typer.Argument(help="Study name.")],
-    storage: StorageOption = None,
-    n_trials: Annotated[int | None, typer.Option(min=1, help="Stop after this many trials here.")] = None,
-    timeout: Annotated[float | None, typer.Option(min=1, help="Stop starting trials after this many seconds.")] = None,
-    processes: Annotated[int, typer.Option(min=1, help="Worker processes on this machine (CPU boxes).")] = 1,
-    gpus: Annotated[str | None, typer.Option(help="Comma-separated GPU ids: one worker process per GPU.")] = None,
-    worker_index: Annotated[int, typer.Option(hidden=True, min=0)] = 0,
-    runs_dir: RunsOption = Path("runs"),
-) -> None:
-    """Run trials of study NAME until the study holds its n_trials finished trials."""
-    with user_errors():
-        from edgesearch.searcher.storage import resolve_storage_url
-        from edgesearch.searcher.study import load_study
-
-        url = resolve_storage_url(storage)
-        load_study(name, url)  # a missing study or database fails here, before any process starts
-        gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
-        if gpu_list or processes > 1:
-            extra = ["--runs-dir", str(runs_dir)]
-            if n_trials is not None:
-                extra += ["--n-trials", str(n_trials)]
-            if timeout is not None:
-                extra += ["--timeout", str(timeout)]
-            raise typer.Exit(_spawn_workers(name, url, gpus=gpu_list, processes=processes, args=extra))
-        _run_here(name, url, worker_index=worker_index, n_trials=n_trials, timeout=timeout, runs_dir=runs_dir)
-
-
-def _run_here(
-    name: str, url: str, *, worker_index: int, n_trials: int | None, timeout: float | None, runs_dir: Path
-) -> None:
-    from edgesearch.searcher.worker import run_worker
-
-    summary = run_worker(
-        name,
-        url,
-        worker_index=worker_index,
-        max_trials=n_trials,
-        timeout=timeout,
-        runs_dir=runs_dir,
-        on_trial_end=_print_outcome,
-    )
-    out.print(f"worker {worker_index} stopped: {summary.stopped_because}; ran {len(summary.outcomes)} trials")
-    out.print(_summary_line(name, url))
 
 
 @study_app.command("run")
@@ -140,22 +53,42 @@ def run_command(
     storage: StorageOption = None,
     processes: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 1,
     runs_dir: RunsOption = Path("runs"),
+    artifacts: ArtifactsOption = None,
 ) -> None:
     """Create (or load) the study in FILE and run local workers until it is complete."""
     with user_errors():
+        from edgesearch.searcher.artifacts import open_artifact_store, resolve_artifact_dir
         from edgesearch.searcher.config import StudyConfig
         from edgesearch.searcher.storage import redact, resolve_storage_url
         from edgesearch.searcher.study import create_study
 
         config = StudyConfig.from_yaml(file)
         url = resolve_storage_url(storage, config.storage)
+        artifact_dir = resolve_artifact_dir(artifacts)
+        open_artifact_store(artifact_dir)
+        quiet_optuna()
         create_study(config, url)
         out.print(f"study {config.name} in {redact(url)}: {config.n_trials} trials, {processes} process(es)")
         if processes > 1:
-            code = _spawn_workers(config.name, url, gpus=None, processes=processes, args=["--runs-dir", str(runs_dir)])
-            raise typer.Exit(code)
-        _run_here(config.name, url, worker_index=0, n_trials=None, timeout=None, runs_dir=runs_dir)
-    out.print(f"best trial: edgesearch study best {config.name} --storage '{redact(url)}'")
+            code = run_local(
+                config.name, url, slots=[None] * processes, args=worker_args(runs_dir=runs_dir, artifacts=artifacts)
+            )
+            if code:
+                raise typer.Exit(code)
+        else:
+            run_here(
+                config.name,
+                url,
+                worker_index=0,
+                n_trials=None,
+                timeout=None,
+                runs_dir=runs_dir,
+                artifacts=artifacts,
+            )
+    shown = redact(url)
+    out.print(f"best trial:  edgesearch study best {config.name} --storage '{shown}'")
+    out.print(f"report:      edgesearch study report {config.name} --storage '{shown}' --out reports/{config.name}")
+    out.print(f"dashboard:   edgesearch dashboard --storage '{shown}' --artifacts {artifact_dir}")
 
 
 @study_app.command("list")
@@ -219,15 +152,17 @@ def best_command(
 def show_command(name: Annotated[str, typer.Argument(help="Study name.")], storage: StorageOption = None) -> None:
     """A table of the study's trials, best first."""
     with user_errors():
+        from rich.console import Console
         from rich.table import Table
 
+        from edgesearch.searcher.progress import format_counts
         from edgesearch.searcher.storage import resolve_storage_url
-        from edgesearch.searcher.study import load_study
+        from edgesearch.searcher.study import load_study, trial_counts
 
         url = resolve_storage_url(storage)
         study, config = load_study(name, url)
         trials = study.get_trials(deepcopy=False)
-    out.print(_summary_line(name, url))
+    out.print(f"study {name}: {format_counts(trial_counts(study), config.n_trials)}")
     params = list(config.space)
     table = Table("trial", "state", config.metric, "epochs", *params)
     for t in sorted(trials, key=lambda t: (t.value is None, -(t.value or 0.0), t.number)):
@@ -235,10 +170,107 @@ def show_command(name: Annotated[str, typer.Argument(help="Study name.")], stora
         epochs = str(len(t.intermediate_values))
         cells = [_fmt(t.params.get(p)) for p in params]
         table.add_row(str(t.number), t.state.name, value, epochs, *cells)
-    out.print(table)
+    # A pipe or log gets the whole table instead of columns squeezed to 80 characters.
+    wide = out if out.is_terminal else Console(file=out.file, width=400, highlight=False)
+    wide.print(table)
 
 
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@study_app.command("export")
+def export_command(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    storage: StorageOption = None,
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="csv: one row per trial; json: with histories.")] = (
+        ExportFormat.csv
+    ),
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Every trial of study NAME: state, value, parameters, epochs, paths (json adds histories)."""
+    with user_errors():
+        from edgesearch.searcher.export import export_text
+        from edgesearch.searcher.storage import resolve_storage_url
+        from edgesearch.searcher.study import load_study
+
+        study, config = load_study(name, resolve_storage_url(storage))
+        text = export_text(study, config, fmt=fmt.value)
+        if out_file is None:
+            typer.echo(text, nl=False)
+            return
+        from edgesearch.searcher.export import write_text_atomic
+
+        write_text_atomic(out_file, text)
+    err.print(f"wrote {len(study.trials)} trials to {out_file}")
+
+
+@study_app.command("enqueue")
+def enqueue_command(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    assignments: Annotated[list[str], typer.Argument(help="Space paths and values: loss.edge_lambda=0.15 ...")],
+    storage: StorageOption = None,
+) -> None:
+    """Queue a point of the search space to be tried next (values parsed as YAML scalars)."""
+    with user_errors():
+        from edgesearch.searcher.progress import format_counts
+        from edgesearch.searcher.storage import resolve_storage_url
+        from edgesearch.searcher.study import enqueue_point, load_study, parse_assignments, trial_counts
+
+        study, config = load_study(name, resolve_storage_url(storage))
+        point = parse_assignments(assignments, config)
+        enqueue_point(study, point)
+        counts = trial_counts(study)
+    shown = ", ".join(f"{key}={value}" for key, value in point.items())
+    out.print(f"enqueued in study {name}: {shown}")
+    if counts["finished"] >= config.n_trials:
+        out.print(
+            f"note: the study already holds {format_counts(counts, config.n_trials)}; "
+            "no worker starts a new trial in a full study, so this point waits"
+        )
+
+
+@study_app.command("delete")
+def delete_command(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    storage: StorageOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete study NAME and all its trials from the storage (run folders and artifacts stay)."""
+    with user_errors():
+        import optuna
+
+        from edgesearch.searcher.storage import open_storage, redact, resolve_storage_url
+        from edgesearch.searcher.study import load_study
+
+        url = resolve_storage_url(storage)
+        study, _ = load_study(name, url)
+        n = len(study.get_trials(deepcopy=False))
+        if not yes and not typer.confirm(f"delete study {name} and its {n} trials from {redact(url)}?"):
+            out.print("nothing deleted")
+            raise typer.Exit(1)
+        optuna.delete_study(study_name=name, storage=open_storage(url))
+    out.print(f"deleted study {name} ({n} trials) from {redact(url)}")
+
+
+@study_app.command("report")
+def report_command(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for report.html and its figures.")],
+    storage: StorageOption = None,
+    artifacts: ArtifactsOption = None,
+) -> None:
+    """Figures and an HTML report of study NAME (works while the study is still running)."""
+    with user_errors():
+        from edgesearch.searcher.artifacts import open_artifact_store, resolve_artifact_dir
+        from edgesearch.searcher.report import build_report
+        from edgesearch.searcher.storage import resolve_storage_url
+        from edgesearch.searcher.study import load_study
+
+        study, config = load_study(name, resolve_storage_url(storage))
+        folder = resolve_artifact_dir(artifacts)
+        store = open_artifact_store(folder) if folder.is_dir() else None
+        path = build_report(study, config, out_dir, artifact_store=store)
+    out.print(f"report: {path}")

@@ -7,6 +7,7 @@ metric after every epoch and raises ``TrialPruned`` when the pruner says so.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,10 @@ from edgesearch.errors import UserError
 from edgesearch.trainer.callbacks import Callback
 
 if TYPE_CHECKING:
+    from optuna.artifacts._protocol import ArtifactStore
+
     from edgesearch.searcher.config import StudyConfig
+    from edgesearch.trainer.config import TrainConfig
 
 __all__ = ["HISTORY_KEYS", "PruningCallback", "TrialOutcome", "run_trial"]
 
@@ -65,11 +69,19 @@ def _resume_point(trial: optuna.Trial) -> Path | None:
     return last if last.is_file() else None
 
 
-def run_trial(trial: optuna.Trial, config: StudyConfig, *, runs_dir: Path) -> TrialOutcome:
+def run_trial(
+    trial: optuna.Trial,
+    config: StudyConfig,
+    *,
+    runs_dir: Path,
+    artifact_store: ArtifactStore | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> TrialOutcome:
     """Train the trial's config and return how it ended; the caller tells the storage.
 
     A UserError (e.g. the data folder vanished) propagates: every later trial would fail
-    the same way, so the worker should stop rather than burn the study.
+    the same way, so the worker should stop rather than burn the study. With an artifact
+    store, the trial's curves, edge overlay and best weights are uploaded however it ended.
     """
     from edgesearch.searcher.space import sample
     from edgesearch.trainer import NonFiniteLossError, train
@@ -86,21 +98,43 @@ def run_trial(trial: optuna.Trial, config: StudyConfig, *, runs_dir: Path) -> Tr
     trial.set_user_attr("config", train_config.model_dump(mode="json"))
     trial.set_user_attr("run_dir", str(run_dir.resolve()))
 
-    callback = PruningCallback(trial, metric=config.metric, history=history)
+    pruning = PruningCallback(trial, metric=config.metric, history=history)
     try:
-        result = train(train_config, callbacks=[callback], run_dir=run_dir, resume_from=resume_from)
+        # Observers first: a pruned epoch is still reported to them.
+        result = train(train_config, callbacks=[*callbacks, pruning], run_dir=run_dir, resume_from=resume_from)
     except optuna.TrialPruned as exc:
-        return TrialOutcome(trial.number, TrialState.PRUNED, None, len(callback.history), str(exc))
+        outcome = TrialOutcome(trial.number, TrialState.PRUNED, None, len(pruning.history), str(exc))
     except NonFiniteLossError as exc:
         trial.set_user_attr("fail_reason", f"non-finite loss: {exc}")
-        return TrialOutcome(trial.number, TrialState.FAIL, None, len(callback.history), str(exc))
+        outcome = TrialOutcome(trial.number, TrialState.FAIL, None, len(pruning.history), str(exc))
     except UserError:
         raise
     except Exception as exc:  # one trial's crash must not take the worker down
         _log.exception("trial %d failed", trial.number)
-        trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
-        return TrialOutcome(trial.number, TrialState.FAIL, None, len(callback.history), f"{type(exc).__name__}: {exc}")
-    value = max(row[config.metric] for row in result.history)
-    if result.best_checkpoint is not None:
-        trial.set_user_attr("best_checkpoint", str(result.best_checkpoint.resolve()))
-    return TrialOutcome(trial.number, TrialState.COMPLETE, value, len(result.history))
+        reason = f"{type(exc).__name__}: {exc}"
+        trial.set_user_attr("fail_reason", reason)
+        outcome = TrialOutcome(trial.number, TrialState.FAIL, None, len(pruning.history), reason)
+    else:
+        value = max(row[config.metric] for row in result.history)
+        if result.best_checkpoint is not None:
+            trial.set_user_attr("best_checkpoint", str(result.best_checkpoint.resolve()))
+        outcome = TrialOutcome(trial.number, TrialState.COMPLETE, value, len(result.history))
+    if artifact_store is not None:
+        _publish(trial, train_config, run_dir, artifact_store)
+    return outcome
+
+
+def _publish(trial: optuna.Trial, train_config: TrainConfig, run_dir: Path, store: ArtifactStore) -> None:
+    """Draw the edge overlay from best.pt and upload the trial's files to the artifact store."""
+    from edgesearch.searcher.artifacts import upload_trial_files
+    from edgesearch.trainer.overlay import write_edge_overlay
+
+    best = run_dir / "best.pt"
+    if best.is_file():
+        try:
+            write_edge_overlay(train_config, best, run_dir / "edges.png")
+        except Exception:  # a picture is not worth failing a trained trial for
+            _log.warning("could not draw the edge overlay of trial %d", trial.number, exc_info=True)
+    ids = upload_trial_files(trial, store, run_dir)
+    if ids:
+        trial.set_user_attr("artifacts", ids)

@@ -23,9 +23,11 @@ __all__ = [
     "CONFIG_ATTR",
     "FINISHED",
     "create_study",
+    "enqueue_point",
     "load_study",
     "make_pruner",
     "make_sampler",
+    "parse_assignments",
     "stored_config",
     "trial_counts",
 ]
@@ -150,3 +152,36 @@ def trial_counts(study: optuna.Study) -> dict[str, Any]:
     complete = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     counts["best"] = max(complete) if complete else None
     return counts
+
+
+def parse_assignments(assignments: list[str], config: StudyConfig) -> dict[str, Any]:
+    """``["loss.kind=focal", "optim.lr=1e-3"]`` -> a point of the study's space, validated.
+
+    Values are YAML scalars (``1e-3`` is a float, ``true`` a bool); the point is checked like
+    an ``enqueue:`` entry of the study file: paths of the space, values inside it, and the
+    resulting TrainConfig valid.
+    """
+    import yaml
+
+    from edgesearch.searcher.config import StudyConfig
+
+    point: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"enqueue: {item!r} is not PATH=VALUE; e.g. loss.edge_lambda=0.15")
+        if key in point:
+            raise UserError(f"enqueue: {key} is given twice")
+        try:
+            point[key] = yaml.safe_load(text) if text.strip() else text
+        except yaml.YAMLError:
+            point[key] = text
+    raw = {**config.to_dict(), "enqueue": [point]}
+    StudyConfig.from_dict(raw, source="command line")
+    return point
+
+
+def enqueue_point(study: optuna.Study, point: dict[str, Any]) -> None:
+    """Queue ``point`` (space path -> value) as the next trial any worker takes."""
+    study.enqueue_trial(point, skip_if_exists=False)

@@ -15,16 +15,21 @@ import random
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import TrialState
 
 from edgesearch.searcher.objective import TrialOutcome, run_trial
 from edgesearch.searcher.study import FINISHED, load_study
+from edgesearch.trainer.callbacks import Callback
+
+if TYPE_CHECKING:
+    from optuna.artifacts._protocol import ArtifactStore
 
 __all__ = ["WorkerSummary", "run_worker"]
 
@@ -97,11 +102,18 @@ def run_worker(
     max_trials: int | None = None,
     timeout: float | None = None,
     runs_dir: Path = Path("runs"),
+    artifact_store: ArtifactStore | None = None,
+    callbacks: Sequence[Callback] = (),
+    on_trial_start: Callable[[optuna.Trial], None] | None = None,
     on_trial_end: Callable[[TrialOutcome], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     poll_seconds: float = 2.0,
 ) -> WorkerSummary:
-    """Run trials of study ``name`` until it is full, ``max_trials`` ran here, or ``timeout`` passed."""
+    """Run trials of study ``name`` until it is full, ``max_trials`` ran here, or ``timeout`` passed.
+
+    ``callbacks`` are trainer callbacks added to every trial (e.g. progress lines per epoch);
+    ``on_trial_start``/``on_trial_end`` are called around each trial this worker runs.
+    """
     study, config = load_study(name, url, worker_index=worker_index)
     deadline = None if timeout is None else time.monotonic() + timeout
     summary = WorkerSummary()
@@ -135,8 +147,10 @@ def run_worker(
             study._storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
             time.sleep(rng.uniform(0.1, 1.0))
             continue
+        if on_trial_start is not None:
+            on_trial_start(trial)
         with _heartbeat(study, trial):
-            outcome = run_trial(trial, config, runs_dir=runs_dir)
+            outcome = run_trial(trial, config, runs_dir=runs_dir, artifact_store=artifact_store, callbacks=callbacks)
         _tell(study, trial, outcome)
         summary.outcomes.append(outcome)
         if on_trial_end is not None:

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
 
 POSTGRES_ENV = "EDGESEARCH_TEST_POSTGRES_URL"
 
@@ -56,3 +58,29 @@ def postgres_url() -> Iterator[str]:
 def sqlite_url(tmp_path: Path) -> str:
     """URL of a SQLite file (not yet created) in the test's temporary folder."""
     return f"sqlite:///{tmp_path}/study.db"
+
+
+@pytest.fixture(scope="session")
+def finished_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A tiny study run to the end through ``study run``, its artifacts in a folder store (shared by tests)."""
+    from edgesearch.cli import app
+    from tests.conftest import merge
+    from tests.searcher.test_worker import TINY_TRAINER
+
+    root = tmp_path_factory.mktemp("finished")
+    raw = {
+        "name": "dash-study",
+        "n_trials": 2,
+        "sampler": {"kind": "random", "seed": 0},
+        "pruner": {"kind": "none"},
+        "trainer": merge(TINY_TRAINER, {"data": {"image_size": 64, "synthetic": {"n_images": 24}}}),
+        "space": {"loss.edge_lambda": {"low": 0.0, "high": 0.5}},
+    }
+    path = root / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    url = f"sqlite:///{root}/study.db"
+    artifacts = root / "artifacts"
+    args = ["study", "run", str(path), "--storage", url, "--runs-dir", str(root / "runs")]
+    result = CliRunner().invoke(app, [*args, "--artifacts", str(artifacts)])
+    assert result.exit_code == 0, result.output
+    return {"name": "dash-study", "url": url, "artifacts": artifacts, "root": root}

@@ -1,0 +1,72 @@
+"""A study's trials as CSV (one row per trial) or JSON (with per-epoch histories) for other tools."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgesearch.errors import UserError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from edgesearch.searcher.config import StudyConfig
+
+__all__ = ["export_text", "trial_records", "write_text_atomic"]
+
+_COLUMNS = ("number", "state", "value", "epochs", "datetime_start", "datetime_complete", "duration_s")
+_PATHS = ("run_dir", "best_checkpoint", "fail_reason")
+
+
+def trial_records(study: optuna.Study, config: StudyConfig, *, full: bool = False) -> list[dict[str, Any]]:
+    """One flat dict per trial, in trial order; ``full`` adds history, intermediate values and config."""
+    records = []
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        duration = t.duration.total_seconds() if t.duration is not None else None
+        record: dict[str, Any] = {
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.value,
+            "epochs": len(t.intermediate_values),
+            "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
+            "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
+            "duration_s": round(duration, 3) if duration is not None else None,
+        }
+        record.update({f"params.{path}": t.params.get(path) for path in config.space})
+        record.update({key: t.user_attrs.get(key) for key in _PATHS})
+        if full:
+            record["intermediate_values"] = {str(step): v for step, v in sorted(t.intermediate_values.items())}
+            record["history"] = t.user_attrs.get("history", [])
+            record["config"] = t.user_attrs.get("config")
+        records.append(record)
+    return records
+
+
+def export_text(study: optuna.Study, config: StudyConfig, *, fmt: str) -> str:
+    if fmt == "json":
+        payload = {"study": study.study_name, "metric": config.metric, "n_trials": config.n_trials}
+        payload["trials"] = trial_records(study, config, full=True)
+        return json.dumps(payload, indent=2) + "\n"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        fields = [*_COLUMNS, *(f"params.{path}" for path in config.space), *_PATHS]
+        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(trial_records(study, config))
+        return buffer.getvalue()
+    raise ValueError(f"unknown export format {fmt!r}; allowed: csv, json")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, so a reader never sees half of it."""
+    if path.is_dir():
+        raise UserError(f"--out: {path} is a folder; expected a file name")
+    if not path.parent.is_dir():
+        raise UserError(f"--out: folder {path.parent} does not exist")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

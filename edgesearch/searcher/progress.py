@@ -1,0 +1,94 @@
+"""What a person watching a worker sees: a live study bar on a terminal, plain lines otherwise.
+
+The bar counts the study's finished trials (COMPLETE + PRUNED, across all workers) against
+``n_trials`` and shows complete / pruned / failed / running and the best value so far. Lines
+about single trials and epochs print above it. When the output is not a terminal (a log file,
+a pipe to a parent process) only the lines are written, so logs stay readable.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from edgesearch.console import out
+from edgesearch.trainer.callbacks import Callback
+
+__all__ = ["EpochLines", "StudyProgress", "format_counts"]
+
+
+def format_counts(counts: dict[str, Any], n_trials: int) -> str:
+    """``4/6 finished (3 complete, 1 pruned), 0 failed, 2 running; best 0.9100``."""
+    best = f"{counts['best']:.4f}" if counts.get("best") is not None else "-"
+    return (
+        f"{counts.get('finished', 0)}/{n_trials} finished ({counts.get('COMPLETE', 0)} complete, "
+        f"{counts.get('PRUNED', 0)} pruned), {counts.get('FAIL', 0)} failed, "
+        f"{counts.get('RUNNING', 0)} running; best {best}"
+    )
+
+
+class StudyProgress:
+    """A context manager: ``refresh(counts)`` moves the bar, ``log(line)`` prints above it."""
+
+    def __init__(self, name: str, n_trials: int, *, console: Console = out, live: bool | None = None) -> None:
+        self.name = name
+        self.n_trials = n_trials
+        self.console = console
+        self.live = console.is_terminal if live is None else live
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> StudyProgress:
+        if self.live:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[detail]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+            )
+            self._task = self._progress.add_task(self.name, total=self.n_trials, detail="")
+            self._progress.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def refresh(self, counts: dict[str, Any]) -> None:
+        if self._progress is None or self._task is None:
+            return
+        best = f"{counts['best']:.4f}" if counts.get("best") is not None else "-"
+        detail = (
+            f"complete {counts.get('COMPLETE', 0)}  pruned {counts.get('PRUNED', 0)}  "
+            f"failed {counts.get('FAIL', 0)}  running {counts.get('RUNNING', 0)}  best {best}"
+        )
+        self._progress.update(self._task, completed=counts.get("finished", 0), detail=detail)
+
+    def log(self, line: str) -> None:
+        self.console.print(escape(line))
+
+
+class EpochLines(Callback):
+    """A trainer callback printing one line per epoch of the trial in hand (``number``)."""
+
+    def __init__(self, progress: StudyProgress, metric: str) -> None:
+        self.progress = progress
+        self.metric = metric
+        self.number = -1
+        self.epochs = 0
+
+    def on_train_start(self, *, epochs: int, start_epoch: int, steps_per_epoch: int) -> None:
+        self.epochs = epochs
+
+    def on_epoch_end(self, record: dict[str, Any]) -> None:
+        self.progress.log(
+            f"trial {self.number} epoch {record['epoch']}/{self.epochs}: {self.metric} {record[self.metric]:.4f}, "
+            f"boundary IoU {record['val_boundary_iou']:.4f}, loss {record['train_loss']:.4f}"
+        )

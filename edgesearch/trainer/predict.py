@@ -1,0 +1,278 @@
+"""Masks for new images from a trained model: ``best.pt`` + its TrainConfig in, 0/255 PNGs out.
+
+Prediction runs at the training resolution with the validation transform (resize to
+``data.image_size``, ImageNet normalisation), so a model sees new images exactly as it saw its
+validation images; the probability map is then resized back to each input's own size and
+thresholded. Everything that can be wrong with the inputs, the threshold or the output folder
+is found before the first file is written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from edgesearch.errors import ConfigError, DataError
+from edgesearch.trainer.config import TrainConfig
+from edgesearch.trainer.data import IMAGE_SUFFIXES, build_transforms, read_image
+from edgesearch.trainer.loop import resolve_device
+from edgesearch.trainer.model import build_model
+
+__all__ = [
+    "collect_inputs",
+    "load_model",
+    "predict_files",
+    "predict_image",
+    "predict_probabilities",
+    "probability_maps",
+]
+
+MAX_LISTED_PROBLEMS = 10
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_model(config: TrainConfig, checkpoint: Path, *, device: torch.device) -> nn.Module:
+    """The model ``config`` describes with the weights of ``checkpoint``, in eval mode on ``device``.
+
+    ``checkpoint`` is a ``best.pt`` (a state dict) or a ``last.pt`` (its ``model`` entry). The
+    encoder is built without pretrained weights: the checkpoint replaces all of them, and
+    prediction must work offline. A missing or unreadable file, or weights of another model,
+    raise a one-line :class:`ConfigError` naming the file.
+    """
+    if not checkpoint.is_file():
+        raise ConfigError(f"{checkpoint}: checkpoint not found")
+    try:
+        state: Any = torch.load(checkpoint, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a corrupt or foreign file
+        raise ConfigError(f"{checkpoint}: not a readable checkpoint ({_first_line(exc)})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # a last.pt
+    if not isinstance(state, dict):
+        raise ConfigError(f"{checkpoint}: expected a model state dict, got {type(state).__name__}")
+    model = build_model(config.model.model_copy(update={"encoder_weights": None}))
+    m = config.model
+    what = f"{m.arch}/{m.encoder} with {m.in_channels} input channel(s)"
+    expected = model.state_dict()
+    missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
+    reshaped = [key for key, value in expected.items() if key in state and _shape(state[key]) != tuple(value.shape)]
+    parts = [f"{len(missing)} missing weights such as {missing[0]!r}"] if missing else []
+    parts += [f"{len(unexpected)} unexpected weights such as {unexpected[0]!r}"] if unexpected else []
+    if reshaped:
+        key = reshaped[0]
+        parts.append(
+            f"{len(reshaped)} weights of another shape such as {key!r} "
+            f"({_shape(state[key])} in the file, {tuple(expected[key].shape)} in the model)"
+        )
+    if parts:
+        raise ConfigError(f"{checkpoint}: does not fit the config's model {what}: {'; '.join(parts)}")
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def _shape(value: Any) -> tuple[int, ...] | None:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else None
+
+
+def predict_probabilities(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Foreground probabilities (N,1,H,W), float32 on the CPU, for a batch of normalised images.
+
+    The one place where a trained model is run outside training: masks for new images and
+    the edge overlay pictures both come from here.
+    """
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        logits = model(images.to(device))
+        return torch.sigmoid(logits.float()).cpu()
+
+
+def probability_maps(model: nn.Module, images: Sequence[np.ndarray], *, config: TrainConfig) -> list[np.ndarray]:
+    """One (H,W) float32 probability map per (H,W,C) uint8 image, each at its image's own size.
+
+    The images go through the validation transform as one batch; callers keep batches small.
+    """
+    if not images:
+        return []
+    transform = build_transforms(image_size=config.data.image_size, channels=config.model.in_channels, augment=False)
+    batch = torch.stack([transform(image=_check_channels(image, config))["image"] for image in images])
+    probs = predict_probabilities(model, batch)[:, 0].numpy()
+    maps = []
+    for prob, image in zip(probs, images, strict=True):
+        height, width = image.shape[:2]
+        if prob.shape != (height, width):
+            prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
+        maps.append(prob.astype(np.float32, copy=False))
+    return maps
+
+
+def _check_channels(image: np.ndarray, config: TrainConfig) -> np.ndarray:
+    if image.ndim == 2:
+        image = image[:, :, None]
+    channels = config.model.in_channels
+    if image.ndim != 3 or image.shape[2] != channels:
+        raise ValueError(f"image of shape {image.shape} does not have model.in_channels = {channels} channels")
+    return image
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 < threshold < 1.0:
+        raise ConfigError(f"threshold: {threshold!r} is out of range; allowed: 0 < x < 1")
+
+
+def predict_image(model: nn.Module, image: np.ndarray, *, config: TrainConfig, threshold: float = 0.5) -> np.ndarray:
+    """The (H,W) uint8 0/1 mask of an (H,W,C) uint8 image: probability ``>= threshold`` is foreground.
+
+    ``>=`` as in the validation metrics, so a threshold of 0.5 gives the masks ``val_iou`` scored.
+    """
+    _check_threshold(threshold)
+    (prob,) = probability_maps(model, [image], config=config)
+    return (prob >= threshold).astype(np.uint8)
+
+
+def collect_inputs(inputs: Sequence[Path]) -> list[Path]:
+    """The image files named by ``inputs``: files as given, folders as their images sorted by name.
+
+    Raises DataError naming every input that does not exist and every folder without images.
+    """
+    files: list[Path] = []
+    problems: list[str] = []
+    for path in inputs:
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not found:
+                problems.append(f"{path}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(f"{path}: no such file or folder")
+    if not inputs:
+        problems.append("no input images given")
+    _raise_problems(problems, DataError)
+    return files
+
+
+def _raise_problems(problems: list[str], kind: type[Exception]) -> None:
+    if problems:
+        shown = problems[:MAX_LISTED_PROBLEMS]
+        more = len(problems) - len(shown)
+        raise kind("\n".join([*shown, *([f"... and {more} more problems"] if more else [])]))
+
+
+def _output_paths(files: Sequence[Path], out_dir: Path, *, overlay: bool) -> list[tuple[Path, Path | None]]:
+    """(mask, overlay) paths per input; two inputs that would write the same file are a DataError."""
+    written: dict[Path, Path] = {}
+    problems: list[str] = []
+    paths: list[tuple[Path, Path | None]] = []
+    for file in files:
+        mask = out_dir / f"{file.stem}.png"
+        picture = out_dir / f"{file.stem}.overlay.png" if overlay else None
+        for target in (mask, picture):
+            if target is None:
+                continue
+            if target in written:
+                problems.append(f"{file}: would overwrite {target.name}, also written for {written[target]}")
+            written[target] = file
+        paths.append((mask, picture))
+    _raise_problems(problems, DataError)
+    return paths
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir}: exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        raise ConfigError(f"--out {out_dir}: folder is not empty; choose a new one")
+
+
+def _resolve(device: str) -> torch.device:
+    try:
+        return resolve_device(device)
+    except RuntimeError:  # torch.device() of a name torch does not know
+        raise ConfigError(f"device: unknown device {device!r}; allowed: auto, cpu, cuda, cuda:N, mps") from None
+
+
+def _read(path: Path, channels: int) -> np.ndarray:
+    try:
+        return read_image(path, channels=channels)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path}: unreadable image ({_first_line(exc)})") from None
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    # Temporary file + rename: an interrupted run never leaves a truncated mask behind.
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(array).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def predict_files(
+    config: TrainConfig,
+    checkpoint: Path,
+    inputs: Sequence[Path],
+    out_dir: Path,
+    *,
+    threshold: float = 0.5,
+    overlay: bool = False,
+    device: str = "auto",
+    on_image: Callable[[Path, Path], None] | None = None,
+) -> list[Path]:
+    """Write ``<out_dir>/<stem>.png`` (0/255, the input's size) for every input image; return their paths.
+
+    ``inputs`` are image files or folders of them. With ``overlay`` each input also gets
+    ``<stem>.overlay.png``: the predicted mask's edge band drawn over the image. Inputs are
+    read as training reads them (grey, RGBA and 16-bit files are converted). ``on_image`` is
+    called with (input, mask path) after each mask is written. Bad inputs, a threshold outside
+    (0, 1), an out_dir that is not new or empty, and a checkpoint that does not fit the config
+    raise a :class:`~edgesearch.errors.UserError` before anything is written.
+    """
+    # overlay.py runs its model through this module, so its picture function is imported here.
+    from edgesearch.trainer.overlay import edge_overlay
+
+    _check_threshold(threshold)
+    _check_out_dir(out_dir)
+    files = collect_inputs(inputs)
+    outputs = _output_paths(files, out_dir, overlay=overlay)
+    channels = config.model.in_channels
+    problems: list[str] = []
+    for file in files:  # read once up front so that a bad file stops the run before any write
+        try:
+            _read(file, channels)
+        except DataError as exc:
+            problems.append(str(exc))
+    _raise_problems(problems, DataError)
+    model = load_model(config, checkpoint, device=_resolve(device))
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    batch_size = config.data.batch_size
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        images = [_read(file, channels) for file in chunk]
+        probs = probability_maps(model, images, config=config)
+        for file, image, prob, (mask_path, overlay_path) in zip(
+            chunk, images, probs, outputs[start : start + batch_size], strict=True
+        ):
+            mask = (prob >= threshold).astype(np.uint8)
+            _save_png(mask * 255, mask_path)
+            if overlay_path is not None:
+                _save_png(edge_overlay(image, np.zeros_like(mask), mask, width=config.loss.edge_width), overlay_path)
+            written.append(mask_path)
+            if on_image is not None:
+                on_image(file, mask_path)
+    return written

@@ -1,0 +1,211 @@
+"""The ``study`` CLI: run end to end, inspect, export, enqueue, delete; bad study files exit 2."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from edgesearch.cli import app
+from edgesearch.searcher.config import StudyConfig
+from edgesearch.searcher.study import create_study, load_study
+from tests.conftest import merge
+from tests.searcher.test_worker import TINY_TRAINER
+
+runner = CliRunner()
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+
+
+def _raw(name: str = "cli", **extra: Any) -> dict[str, Any]:
+    base = {
+        "name": name,
+        "n_trials": 2,
+        "sampler": {"kind": "random", "seed": 0},
+        "pruner": {"kind": "none"},
+        "trainer": TINY_TRAINER,
+        "space": {
+            "loss.edge_lambda": {"low": 0.0, "high": 0.5},
+            "loss.kind": {"choices": ["bce", "focal"]},
+            "loss.edge_width": {"choices": [1, 2, 3]},
+        },
+    }
+    return merge(base, extra)
+
+
+def _file(tmp_path: Path, raw: dict[str, Any]) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture
+def filled(sqlite_url: str) -> str:
+    """A study with two finished trials told by hand (no training: these tests are about the CLI)."""
+    study, _ = create_study(StudyConfig.from_dict(_raw(), source="test"), sqlite_url)
+    for value, kind in ((0.7, "bce"), (0.8, "focal")):
+        study.enqueue_trial({"loss.edge_lambda": 0.1, "loss.kind": kind, "loss.edge_width": 2})
+        trial = study.ask()
+        trial.suggest_float("loss.edge_lambda", 0.0, 0.5)
+        trial.suggest_categorical("loss.kind", ["bce", "focal"])
+        trial.suggest_categorical("loss.edge_width", [1, 2, 3])
+        trial.report(value - 0.1, 1)
+        trial.report(value, 2)
+        trial.set_user_attr("history", [{"epoch": 1, "val_iou": value - 0.1}, {"epoch": 2, "val_iou": value}])
+        trial.set_user_attr("run_dir", f"/runs/{kind}")
+        study.tell(trial, value)
+    return sqlite_url
+
+
+def test_study_run_trains_the_study_to_n_trials_and_prints_the_next_commands(tmp_path: Path, sqlite_url: str) -> None:
+    path = _file(tmp_path, _raw("e2e"))
+    result = runner.invoke(
+        app, ["study", "run", str(path), "--storage", sqlite_url, "--runs-dir", str(tmp_path / "runs")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "e2e: 2/2 finished" in result.output
+    assert "edgesearch study report e2e" in result.output and "edgesearch dashboard" in result.output
+    study, _ = load_study("e2e", sqlite_url)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    # Each trial's pictures and weights are in the artifact store, as optuna-dashboard lists them.
+    artifacts = tmp_path / "artifacts"
+    for trial in trials:
+        metas = optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)
+        assert sorted(m.filename for m in metas) == ["best.pt", "curves.png", "edges.png"]
+        assert all((artifacts / m.artifact_id).is_file() for m in metas)
+    # Running it again finds the study complete and trains nothing more.
+    again = runner.invoke(app, ["study", "run", str(path), "--storage", sqlite_url, "--runs-dir", str(tmp_path / "r2")])
+    assert again.exit_code == 0, again.output
+    assert "study complete" in again.output
+    assert not (tmp_path / "r2").exists()
+
+
+BAD_FILES = [
+    pytest.param({"colour": "red"}, "colour", id="unknown-key"),
+    pytest.param({"space": {"loss.nonsense": {"low": 0.0, "high": 1.0}}}, "loss.nonsense", id="not-a-field"),
+    pytest.param({"space": {"loss.edge_lambda": {"low": 0.4, "high": 0.1}}}, "loss.edge_lambda", id="low-above-high"),
+    pytest.param({"space": {"loss.edge_lambda": {"low": 0.0, "high": 1.5}}}, "1.0", id="lambda-outside-0-1"),
+    pytest.param({"sampler": {"kind": "bayes"}}, "tpe", id="unknown-sampler"),
+]
+
+
+@pytest.mark.parametrize("command", ["create", "run"])
+@pytest.mark.parametrize(("extra", "named"), BAD_FILES)
+def test_a_bad_study_file_exits_2_with_one_clear_line_and_leaves_storage_untouched(
+    tmp_path: Path, command: str, extra: dict[str, Any], named: str
+) -> None:
+    raw = _raw("bad")
+    extra = dict(extra)  # the parameter is shared by both commands
+    if "space" in extra:
+        raw["space"] = extra.pop("space")
+    raw = merge(raw, extra)
+    path = _file(tmp_path, raw)
+    db = tmp_path / "untouched.db"
+    result = runner.invoke(app, ["study", command, str(path), "--storage", f"sqlite:///{db}"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert str(path) in lines[0] and named in lines[0]
+    assert "Traceback" not in result.output
+    assert not db.exists()
+
+
+def test_study_show_lists_trials_best_first(filled: str) -> None:
+    result = runner.invoke(app, ["study", "show", "cli", "--storage", filled])
+    assert result.exit_code == 0, result.output
+    assert "2/2 finished" in result.output
+    assert result.output.index("0.8000") < result.output.index("0.7000")
+
+
+def test_study_best_json_gives_the_best_trial(filled: str) -> None:
+    result = runner.invoke(app, ["study", "best", "cli", "--storage", filled, "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["value"] == 0.8 and record["run_dir"] == "/runs/focal" and record["params"]["loss.kind"] == "focal"
+
+
+def test_study_list_names_every_study(filled: str) -> None:
+    result = runner.invoke(app, ["study", "list", "--storage", filled])
+    assert result.exit_code == 0 and "cli" in result.output and "best 0.8000" in result.output
+
+
+def test_export_csv_has_one_row_per_trial_with_params(filled: str) -> None:
+    result = runner.invoke(app, ["study", "export", "cli", "--storage", filled, "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [row["value"] for row in rows] == ["0.7", "0.8"]
+    assert [row["params.loss.kind"] for row in rows] == ["bce", "focal"]
+    assert [row["epochs"] for row in rows] == ["2", "2"] and rows[0]["state"] == "COMPLETE"
+
+
+def test_export_json_to_a_file_includes_histories(tmp_path: Path, filled: str) -> None:
+    target = tmp_path / "trials.json"
+    result = runner.invoke(
+        app, ["study", "export", "cli", "--storage", filled, "--format", "json", "--out", str(target)]
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(target.read_text())
+    assert payload["study"] == "cli" and len(payload["trials"]) == 2
+    assert payload["trials"][1]["intermediate_values"] == {"1": pytest.approx(0.7), "2": 0.8}
+    assert payload["trials"][1]["history"][-1]["val_iou"] == 0.8
+
+
+def test_export_rejects_an_unknown_format(filled: str) -> None:
+    result = runner.invoke(app, ["study", "export", "cli", "--storage", filled, "--format", "xml"])
+    assert result.exit_code == 2 and "xml" in result.output
+
+
+def test_enqueue_adds_a_waiting_trial_with_exactly_those_values(sqlite_url: str) -> None:
+    create_study(StudyConfig.from_dict(_raw("enq"), source="test"), sqlite_url)
+    args = ["study", "enqueue", "enq", "loss.edge_lambda=0.15", "loss.kind=focal", "loss.edge_width=2"]
+    result = runner.invoke(app, [*args, "--storage", sqlite_url])
+    assert result.exit_code == 0, result.output
+    study, _ = load_study("enq", sqlite_url)
+    (waiting,) = study.get_trials(states=(TrialState.WAITING,))
+    assert waiting.system_attrs["fixed_params"] == {
+        "loss.edge_lambda": 0.15,
+        "loss.kind": "focal",
+        "loss.edge_width": 2,
+    }
+
+
+@pytest.mark.parametrize(
+    ("assignment", "named"),
+    [
+        ("loss.edge_lambda=0.9", "loss.edge_lambda"),
+        ("loss.kind=dice", "bce"),
+        ("optim.lr=1e-3", "not a path of space"),
+        ("loss.edge_lambda", "PATH=VALUE"),
+    ],
+)
+def test_enqueue_rejects_points_outside_the_space(sqlite_url: str, assignment: str, named: str) -> None:
+    create_study(StudyConfig.from_dict(_raw("enq"), source="test"), sqlite_url)
+    result = runner.invoke(app, ["study", "enqueue", "enq", assignment, "--storage", sqlite_url])
+    assert result.exit_code == 2, result.output
+    assert named in result.stderr and "Traceback" not in result.output
+    study, _ = load_study("enq", sqlite_url)
+    assert study.get_trials() == []
+
+
+def test_delete_needs_confirmation_and_removes_the_study(filled: str) -> None:
+    declined = runner.invoke(app, ["study", "delete", "cli", "--storage", filled], input="n\n")
+    assert declined.exit_code == 1
+    assert "cli" in runner.invoke(app, ["study", "list", "--storage", filled]).output
+    result = runner.invoke(app, ["study", "delete", "cli", "--storage", filled, "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "deleted study cli (2 trials)" in result.output
+    assert "no studies" in runner.invoke(app, ["study", "list", "--storage", filled]).output
+
+
+def test_delete_of_a_missing_study_exits_2(sqlite_url: str) -> None:
+    create_study(StudyConfig.from_dict(_raw("kept"), source="test"), sqlite_url)
+    result = runner.invoke(app, ["study", "delete", "gone", "--storage", sqlite_url, "--yes"])
+    assert result.exit_code == 2 and "kept" in result.stderr

@@ -1,0 +1,153 @@
+"""The edge overlay: colours per pixel on hand-made masks, and the good/bad picture of a trained run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from edgesearch.trainer import TrainConfig
+from edgesearch.trainer.data import build_datasets
+from edgesearch.trainer.model import build_model
+from edgesearch.trainer.overlay import (
+    BOTH_EDGE_COLOUR,
+    PRED_EDGE_COLOUR,
+    TRUE_EDGE_COLOUR,
+    edge_overlay,
+    write_edge_overlay,
+)
+from tests.conftest import train_tiny_run
+
+GREY = (100, 100, 100)
+COLOURS = {".": GREY, "g": TRUE_EDGE_COLOUR, "m": PRED_EDGE_COLOUR, "y": BOTH_EDGE_COLOUR}
+
+
+def _square(top: int, left: int, bottom: int, right: int, size: int = 8) -> np.ndarray:
+    mask = np.zeros((size, size), np.uint8)
+    mask[top : bottom + 1, left : right + 1] = 1
+    return mask
+
+
+def _grey_image(size: int = 8) -> np.ndarray:
+    return np.full((size, size, 3), GREY, np.uint8)
+
+
+def _drawn(rows: list[str]) -> np.ndarray:
+    return np.array([[COLOURS[c] for c in row] for row in rows], np.uint8)
+
+
+def test_width_1_bands_of_two_shifted_squares_are_green_magenta_and_yellow_where_they_meet() -> None:
+    # True square rows 1-5, cols 1-5; predicted square rows 1-5, cols 2-6 (one pixel to the right).
+    # Each band is the square's one-pixel ring; the rings share the top and bottom rows of cols 2-5,
+    # and the true ring's right column (col 5) lies inside the predicted square, not on its ring.
+    expected = _drawn(
+        [
+            "........",
+            ".gyyyym.",
+            ".gm..gm.",
+            ".gm..gm.",
+            ".gm..gm.",
+            ".gyyyym.",
+            "........",
+            "........",
+        ]
+    )
+    picture = edge_overlay(_grey_image(), _square(1, 1, 5, 5), _square(1, 2, 5, 6), width=1)
+    assert picture.dtype == np.uint8 and picture.shape == (8, 8, 3)
+    np.testing.assert_array_equal(picture, expected)
+
+
+def test_width_2_band_of_a_mask_filling_the_image_runs_along_the_border() -> None:
+    # Outside the image is background, so a full mask has a two-pixel band along the border.
+    full = np.ones((6, 6), np.uint8)
+    expected = _drawn(["yyyyyy", "yyyyyy", "yy..yy", "yy..yy", "yyyyyy", "yyyyyy"])
+    np.testing.assert_array_equal(edge_overlay(_grey_image(6), full, full, width=2), expected)
+
+
+def test_only_a_predicted_mask_draws_magenta_and_leaves_the_input_image_unchanged() -> None:
+    image = _grey_image()
+    before = image.copy()
+    picture = edge_overlay(image, np.zeros((8, 8), np.uint8), _square(2, 2, 4, 4), width=1)
+    expected = _drawn(["........", "........", "..mmm...", "..m.m...", "..mmm...", "........", "........", "........"])
+    np.testing.assert_array_equal(picture, expected)
+    np.testing.assert_array_equal(image, before)
+
+
+def test_a_grey_image_is_drawn_as_rgb() -> None:
+    grey = np.full((8, 8), 100, np.uint8)
+    picture = edge_overlay(grey, _square(1, 1, 5, 5), _square(1, 2, 5, 6), width=1)
+    np.testing.assert_array_equal(
+        picture, edge_overlay(_grey_image(), _square(1, 1, 5, 5), _square(1, 2, 5, 6), width=1)
+    )
+
+
+def test_masks_of_another_size_than_the_image_are_refused() -> None:
+    with pytest.raises(ValueError, match="pred_mask"):
+        edge_overlay(_grey_image(), _square(1, 1, 5, 5), np.zeros((7, 8), np.uint8), width=1)
+
+
+# --------------------------------------------------------------------------- write_edge_overlay
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, Path]:
+    config, checkpoint = train_tiny_run(tmp_path_factory.mktemp("run"), image_size=32, n_images=24, epochs=2)
+    return config, checkpoint
+
+
+def _reference_ious(config: TrainConfig, checkpoint: Path) -> list[float]:
+    """Per-image IoU of the validation split through the training pipeline (dataset __getitem__)."""
+    _, val_ds = build_datasets(config.data, channels=3, seed=config.seed)
+    model = build_model(config.model)
+    model.load_state_dict(torch.load(checkpoint, weights_only=True))
+    model.eval()
+    images, masks = zip(*(val_ds[i] for i in range(len(val_ds))), strict=True)
+    with torch.inference_mode():
+        preds = torch.sigmoid(model(torch.stack(images))) >= 0.5
+    ious = []
+    for pred, mask in zip(preds.numpy(), torch.stack(masks).numpy() > 0.5, strict=True):
+        union = np.count_nonzero(pred | mask)
+        ious.append(1.0 if union == 0 else np.count_nonzero(pred & mask) / union)
+    return ious
+
+
+def test_the_picture_shows_the_best_iou_images_as_good_and_the_worst_as_bad(
+    trained_run: tuple[TrainConfig, Path], tmp_path: Path
+) -> None:
+    config, checkpoint = trained_run
+    path = tmp_path / "edges.png"
+    ranking = write_edge_overlay(config, checkpoint, path, n_good=2, n_bad=2)
+
+    reference = _reference_ious(config, checkpoint)
+    assert len(reference) == 5  # 24 images, val_fraction 0.2
+    by_iou = sorted(reference, reverse=True)
+    assert [iou for _, iou in ranking["good"]] == pytest.approx(by_iou[:2])
+    assert [iou for _, iou in ranking["bad"]] == pytest.approx(by_iou[::-1][:2])
+    for index, iou in ranking["good"] + ranking["bad"]:
+        assert reference[index] == pytest.approx(iou)
+    assert min(iou for _, iou in ranking["good"]) >= max(iou for _, iou in ranking["bad"])
+
+    with Image.open(path) as png:
+        assert png.format == "PNG"
+        pixels = np.asarray(png.convert("RGB"))
+    assert pixels.std() > 0  # not a blank canvas
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_small_split_shows_every_image_once(trained_run: tuple[TrainConfig, Path], tmp_path: Path) -> None:
+    config, checkpoint = trained_run
+    ranking = write_edge_overlay(config, checkpoint, tmp_path / "edges.png", n_good=4, n_bad=4)
+    good, bad = [i for i, _ in ranking["good"]], [i for i, _ in ranking["bad"]]
+    assert len(good) == 4 and len(bad) == 1
+    assert sorted(good + bad) == [0, 1, 2, 3, 4]
+    assert (tmp_path / "edges.png").is_file()
+
+
+def test_showing_no_image_at_all_is_refused(trained_run: tuple[TrainConfig, Path], tmp_path: Path) -> None:
+    config, checkpoint = trained_run
+    with pytest.raises(ValueError, match="n_good"):
+        write_edge_overlay(config, checkpoint, tmp_path / "edges.png", n_good=0, n_bad=0)
+    assert not (tmp_path / "edges.png").exists()
