@@ -27,6 +27,7 @@ __all__ = [
     "ENV_VAR",
     "TRIAL_FILES",
     "artifact_paths",
+    "check_artifact_dir",
     "open_artifact_store",
     "resolve_artifact_dir",
     "upload_trial_files",
@@ -47,12 +48,17 @@ def resolve_artifact_dir(cli_value: Path | str | None = None) -> Path:
     return DEFAULT_ARTIFACTS
 
 
+def check_artifact_dir(folder: Path) -> None:
+    """Raise a UserError when ``folder`` cannot be the artifact folder (a file is in its place); creates nothing."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"artifacts: {folder} is a file; expected a folder for the trial artifacts")
+
+
 def open_artifact_store(folder: Path) -> ArtifactStore:
     """A folder artifact store, the folder created when missing; a file in its place is an error."""
     from optuna.artifacts import FileSystemArtifactStore
 
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"artifacts: {folder} is a file; expected a folder for the trial artifacts")
+    check_artifact_dir(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

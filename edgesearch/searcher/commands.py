@@ -57,7 +57,7 @@ def run_command(
 ) -> None:
     """Create (or load) the study in FILE and run local workers until it is complete."""
     with user_errors():
-        from edgesearch.searcher.artifacts import open_artifact_store, resolve_artifact_dir
+        from edgesearch.searcher.artifacts import check_artifact_dir, open_artifact_store, resolve_artifact_dir
         from edgesearch.searcher.config import StudyConfig
         from edgesearch.searcher.storage import redact, resolve_storage_url
         from edgesearch.searcher.study import create_study
@@ -65,9 +65,12 @@ def run_command(
         config = StudyConfig.from_yaml(file)
         url = resolve_storage_url(storage, config.storage)
         artifact_dir = resolve_artifact_dir(artifacts)
-        open_artifact_store(artifact_dir)
+        # Check everything before writing anything: the artifact folder is created only once the
+        # storage has taken the study, so a bad URL or an unreachable database leaves no folder behind.
+        check_artifact_dir(artifact_dir)
         quiet_optuna()
         create_study(config, url)
+        open_artifact_store(artifact_dir)
         out.print(f"study {config.name} in {redact(url)}: {config.n_trials} trials, {processes} process(es)")
         if processes > 1:
             code = run_local(
@@ -100,7 +103,7 @@ def list_command(storage: StorageOption = None) -> None:
         from edgesearch.searcher.storage import open_storage, redact, resolve_storage_url
 
         url = resolve_storage_url(storage)
-        summaries = optuna.get_all_study_summaries(open_storage(url), include_best_trial=True)
+        summaries = optuna.get_all_study_summaries(open_storage(url, create=False), include_best_trial=True)
     if not summaries:
         out.print(f"no studies in {redact(url)}")
         return
@@ -251,7 +254,7 @@ def delete_command(
         if not yes and not typer.confirm(f"delete study {name} and its {n} trials from {redact(url)}?"):
             out.print("nothing deleted")
             raise typer.Exit(1)
-        optuna.delete_study(study_name=name, storage=open_storage(url))
+        optuna.delete_study(study_name=name, storage=open_storage(url, create=False))
     out.print(f"deleted study {name} ({n} trials) from {redact(url)}")
 
 

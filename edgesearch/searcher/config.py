@@ -575,4 +575,4 @@ def _error_message(item: Any, parts: list[str], owner: type[BaseModel]) -> str:
         return f"{item.get('input')!r} is not allowed; allowed: {ctx.get('expected', '?')}"
     if kind == "value_error":
         return str(item["msg"]).removeprefix("Value error, ")
-    return f"{item['msg']} (got {item.get('input')!r})"
+    return f"{item['msg']} (got {item.get('input')!r})" + (f"; allowed: {bounds}" if bounds else "")

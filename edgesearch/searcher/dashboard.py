@@ -55,7 +55,7 @@ def make_dashboard_server(url: str, artifacts: Path, *, host: str, port: int) ->
     from edgesearch.searcher.artifacts import open_artifact_store
     from edgesearch.searcher.storage import open_storage
 
-    app: WSGIApplication = wsgi(open_storage(url), artifact_store=open_artifact_store(artifacts))
+    app: WSGIApplication = wsgi(open_storage(url, create=False), artifact_store=open_artifact_store(artifacts))
     try:
         return make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
     except socket.gaierror:

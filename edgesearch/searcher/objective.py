@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from edgesearch.searcher.config import StudyConfig
     from edgesearch.trainer.config import TrainConfig
 
-__all__ = ["HISTORY_KEYS", "PruningCallback", "TrialOutcome", "run_trial"]
+__all__ = ["HISTORY_KEYS", "PruningCallback", "TrialInterrupted", "TrialOutcome", "run_trial"]
 
 _log = logging.getLogger(__name__)
 
@@ -49,6 +49,10 @@ class PruningCallback(Callback):
             raise optuna.TrialPruned(f"pruned after epoch {epoch}: {self.metric} {record[self.metric]:.4f}")
 
 
+class TrialInterrupted(Exception):
+    """Raised from a trainer callback to end a trial because its worker is asked to stop."""
+
+
 @dataclass(frozen=True)
 class TrialOutcome:
     number: int
@@ -56,6 +60,10 @@ class TrialOutcome:
     value: float | None
     epochs: int
     reason: str = ""
+    interrupted: bool = False
+    """The worker was stopped mid-trial; the trial is to be handed back for a retry."""
+    error_kind: str = ""
+    """For a crashed trial: the exception's type name, to spot the same crash repeating."""
 
 
 def _resume_point(trial: optuna.Trial) -> Path | None:
@@ -104,6 +112,9 @@ def run_trial(
         result = train(train_config, callbacks=[*callbacks, pruning], run_dir=run_dir, resume_from=resume_from)
     except optuna.TrialPruned as exc:
         outcome = TrialOutcome(trial.number, TrialState.PRUNED, None, len(pruning.history), str(exc))
+    except TrialInterrupted as exc:
+        # Nothing to publish: the retry continues in the same run directory.
+        return TrialOutcome(trial.number, TrialState.FAIL, None, len(pruning.history), str(exc), interrupted=True)
     except NonFiniteLossError as exc:
         trial.set_user_attr("fail_reason", f"non-finite loss: {exc}")
         outcome = TrialOutcome(trial.number, TrialState.FAIL, None, len(pruning.history), str(exc))
@@ -113,7 +124,9 @@ def run_trial(
         _log.exception("trial %d failed", trial.number)
         reason = f"{type(exc).__name__}: {exc}"
         trial.set_user_attr("fail_reason", reason)
-        outcome = TrialOutcome(trial.number, TrialState.FAIL, None, len(pruning.history), reason)
+        outcome = TrialOutcome(
+            trial.number, TrialState.FAIL, None, len(pruning.history), reason, error_kind=type(exc).__name__
+        )
     else:
         value = max(row[config.metric] for row in result.history)
         if result.best_checkpoint is not None:

@@ -49,9 +49,15 @@ def predict_command(
 ) -> None:
     """Predict a mask for every INPUT image with a trained model, at the input's own size."""
     with user_errors():
-        from edgesearch.errors import UserError
-        from edgesearch.trainer.predict import predict_files
+        from edgesearch.errors import ConfigError, UserError
+        from edgesearch.trainer.config import device_problem
+        from edgesearch.trainer.predict import check_output_options, predict_files
 
+        # The cheap checks first: a typo in an option is reported before a study or checkpoint is loaded.
+        check_output_options(threshold=threshold, out_dir=out_dir)
+        problem = device_problem(device)
+        if problem is not None:
+            raise ConfigError(f"--device: {problem}")
         if study is not None and checkpoint is None:
             if config_file is not None:
                 raise UserError("--config goes with --checkpoint; a study stores its trials' configs")

@@ -9,6 +9,8 @@ it with settings that make it safe to share:
   other instead of crashing with "database is locked".
 * PostgreSQL (psycopg 3): ``pool_pre_ping`` (a worker that trained for an hour finds its pooled
   connection dead), a small pool and a 10 s connect timeout.
+* Outages: every database call is retried with backoff while the server is unreachable (for up to
+  5 minutes, :mod:`edgesearch.searcher.reconnect`), so a PostgreSQL restart does not kill workers.
 * Heartbeat: a killed worker's trial becomes FAIL after the grace period and is re-queued by
   :class:`optuna.storages.RetryHeartbeatStaleTrialCallback`.
 
@@ -153,8 +155,12 @@ def open_storage(
     heartbeat_interval: int | None = 30,
     grace_period: int | None = 90,
     max_retries: int | None = 2,
+    create: bool = True,
 ) -> RDBStorage:
     """Open (creating tables if needed) the Optuna storage at ``url``, ready to be shared by many workers.
+
+    ``create=False`` is for commands that only read or use existing studies: a SQLite file that
+    does not exist is then an error instead of a new empty database left behind by a typo.
 
     ``heartbeat_interval`` (seconds; ``None`` turns the heartbeat off): how often a running trial
     proves its worker is alive. ``grace_period`` (seconds; ``None``: Optuna's default of twice the
@@ -168,6 +174,8 @@ def open_storage(
     import optuna
     from optuna.exceptions import ExperimentalWarning
 
+    from edgesearch.searcher.reconnect import ReconnectingRDBStorage
+
     url = normalize_url(url)
     check_url(url)
     _check_positive("heartbeat_interval", heartbeat_interval)
@@ -176,6 +184,13 @@ def open_storage(
         raise ConfigError(f"max_retries must be >= 0 or None (no retry), got {max_retries}")
 
     parsed = make_url(url)
+    if not create and parsed.drivername in _SQLITE_DRIVERS:
+        path = _sqlite_path(parsed)
+        if path is not None and not path.exists():
+            raise UserError(
+                f"storage {redact(url)}: no database file at {path}; "
+                "create a study first (edgesearch study create FILE)"
+            )
     engine_kwargs = _engine_kwargs(parsed)
     if parsed.drivername in _SQLITE_DRIVERS:
         _enable_wal(parsed, url)
@@ -193,7 +208,7 @@ def open_storage(
                 callback = None
                 if heartbeat_interval is not None and max_retries:
                     callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
-                return optuna.storages.RDBStorage(
+                return ReconnectingRDBStorage(
                     # RDBStorage treats its URL as a str.format template: keep a "{" in a password or path literal.
                     url.replace("{", "{{").replace("}", "}}"),
                     engine_kwargs=engine_kwargs,

@@ -74,12 +74,16 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
     raise ValueError(f"unknown pruner {cfg.kind!r}; allowed: median, successive_halving, hyperband, none")
 
 
-def _storage_for(config: StudyConfig | None, url: str) -> optuna.storages.RDBStorage:
+def _storage_for(config: StudyConfig | None, url: str, *, create: bool) -> optuna.storages.RDBStorage:
     if config is None:
-        return open_storage(url)
+        return open_storage(url, create=create)
     ft = config.fault_tolerance
     return open_storage(
-        url, heartbeat_interval=ft.heartbeat_interval, grace_period=ft.grace_period, max_retries=ft.max_retries
+        url,
+        heartbeat_interval=ft.heartbeat_interval,
+        grace_period=ft.grace_period,
+        max_retries=ft.max_retries,
+        create=create,
     )
 
 
@@ -104,7 +108,7 @@ def create_study(config: StudyConfig, url: str) -> tuple[optuna.Study, bool]:
     stored config is the same; a different config is an error, never a silent overwrite.
     When two processes create the same study at once, one wins and the other loads it.
     """
-    storage = _storage_for(config, url)
+    storage = _storage_for(config, url, create=True)
     try:
         study = optuna.create_study(study_name=config.name, storage=storage, direction="maximize")
     except optuna.exceptions.DuplicatedStudyError:
@@ -128,13 +132,13 @@ def create_study(config: StudyConfig, url: str) -> tuple[optuna.Study, bool]:
 
 def load_study(name: str, url: str, *, worker_index: int = 0) -> tuple[optuna.Study, StudyConfig]:
     """Load a study by name with the sampler and pruner its stored config names."""
-    storage = _storage_for(None, url)
+    storage = _storage_for(None, url, create=False)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if name not in names:
         listing = ", ".join(sorted(names)) or "none"
         raise UserError(f"no study named {name!r} in {redact(url)}; studies there: {listing}")
     config = stored_config(optuna.load_study(study_name=name, storage=storage))
-    storage = _storage_for(config, url)
+    storage = _storage_for(config, url, create=False)
     study = optuna.load_study(
         study_name=name,
         storage=storage,

@@ -1,11 +1,12 @@
 """The worker loop: take trials of one study until it holds ``n_trials`` finished trials.
 
 Optuna's RDB storage is the only coordinator. Before each trial a worker fails stale trials
-(their retries are queued by the storage's RetryHeartbeatStaleTrialCallback), and after
-``study.ask()`` it checks that the study's RUNNING + COMPLETE + PRUNED trials do not exceed
-``n_trials``; if they do, another worker took the last slot at the same moment and this one
-hands its trial back to the queue (WAITING) instead of overshooting. Every trial runs under a
-heartbeat thread so that a killed worker's trial is noticed and retried.
+(their retries are queued by the storage's RetryHeartbeatStaleTrialCallback), then, holding a
+lock of the database (a PostgreSQL advisory lock, or a file lock beside a SQLite file), counts
+the study's RUNNING + COMPLETE + PRUNED trials and calls ``study.ask()`` only when that is below
+``n_trials``: two workers never take the same last slot, so a study never overshoots and no
+stray trial is left behind. Every trial runs under a heartbeat thread so that a killed worker's
+trial is noticed and retried; SIGTERM/Ctrl-C hand the running trial back for a retry at once.
 """
 
 from __future__ import annotations
@@ -19,19 +20,21 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
 
-from edgesearch.searcher.objective import TrialOutcome, run_trial
+from edgesearch.errors import UserError
+from edgesearch.searcher.objective import TrialInterrupted, TrialOutcome, run_trial
+from edgesearch.searcher.reconnect import ReconnectingRDBStorage
 from edgesearch.searcher.study import FINISHED, load_study
 from edgesearch.trainer.callbacks import Callback
 
 if TYPE_CHECKING:
     from optuna.artifacts._protocol import ArtifactStore
 
-__all__ = ["WorkerSummary", "run_worker"]
+__all__ = ["StopOnRequest", "WorkerSummary", "run_worker"]
 
 _log = logging.getLogger(__name__)
 _COUNTED = (TrialState.RUNNING, *FINISHED)
@@ -41,15 +44,23 @@ _COUNTED = (TrialState.RUNNING, *FINISHED)
 class WorkerSummary:
     outcomes: list[TrialOutcome] = field(default_factory=list)
     stopped_because: str = ""
+    failed: bool = False
+    """True when the worker stopped because trials kept failing the same way."""
 
     def count(self, state: TrialState) -> int:
         return sum(1 for o in self.outcomes if o.state == state)
 
 
+def _rdb(study: optuna.Study) -> optuna.storages.RDBStorage | None:
+    """The study's RDB storage: the public Study has no accessor, and Optuna wraps it in a cache."""
+    storage = getattr(study._storage, "_backend", study._storage)
+    return storage if isinstance(storage, optuna.storages.RDBStorage) else None
+
+
 @contextmanager
 def _heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
-    storage = study._storage  # the public Study has no accessor for its storage
-    if not isinstance(storage, optuna.storages.RDBStorage):
+    storage = _rdb(study)
+    if storage is None:
         yield
         return
     interval = storage.get_heartbeat_interval()
@@ -77,6 +88,12 @@ def _heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+    state = study._storage.get_trial(trial._trial_id).state
+    if state.is_finished():
+        # Its heartbeats went missing (a long outage, a frozen machine) and another worker failed
+        # it and queued a retry; telling now would raise, and the retry carries on.
+        _log.warning("trial %d was already marked %s by another worker; its retry continues", trial.number, state.name)
+        return
     try:
         if outcome.state == TrialState.COMPLETE:
             study.tell(trial, outcome.value)
@@ -89,9 +106,43 @@ def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> No
             raise
 
 
+@contextmanager
+def _admission(study: optuna.Study) -> Iterator[None]:
+    storage = _rdb(study)
+    if isinstance(storage, ReconnectingRDBStorage):
+        with storage.exclusive(f"edgesearch-admission:{study.study_name}"):
+            yield
+    else:
+        yield
+
+
 def _admitted(study: optuna.Study, n_trials: int) -> bool:
     counted = study.get_trials(deepcopy=False, states=_COUNTED)
     return len(counted) <= n_trials
+
+
+def _hand_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    """FAIL the interrupted trial and queue its retry at once, as the heartbeat would do later.
+
+    The retry carries the trial's ``run_dir``, so it resumes from the last checkpoint written.
+    """
+    trial.set_user_attr("fail_reason", reason)
+    study.tell(trial, state=TrialState.FAIL)
+    frozen = study._storage.get_trial(trial._trial_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)(study, frozen)
+
+
+class StopOnRequest(Callback):
+    """Ends a trial at the next batch once ``stop`` is set; checkpoints already written stay whole."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+
+    def on_batch_end(self, *, epoch: int, step: int, loss: Any) -> None:
+        if self.stop.is_set():
+            raise TrialInterrupted(f"stopped during epoch {epoch + 1}")
 
 
 def run_worker(
@@ -106,20 +157,29 @@ def run_worker(
     callbacks: Sequence[Callback] = (),
     on_trial_start: Callable[[optuna.Trial], None] | None = None,
     on_trial_end: Callable[[TrialOutcome], None] | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
+    stop: threading.Event | None = None,
+    max_consecutive_failures: int = 3,
     poll_seconds: float = 2.0,
 ) -> WorkerSummary:
     """Run trials of study ``name`` until it is full, ``max_trials`` ran here, or ``timeout`` passed.
 
     ``callbacks`` are trainer callbacks added to every trial (e.g. progress lines per epoch);
-    ``on_trial_start``/``on_trial_end`` are called around each trial this worker runs.
+    ``on_trial_start``/``on_trial_end`` are called around each trial this worker runs. Setting
+    ``stop`` (e.g. from a SIGTERM handler) ends the running trial at its next batch, hands it
+    back for a retry that resumes from its last checkpoint, and returns. A trial that crashes
+    FAILs and the worker goes on, unless ``max_consecutive_failures`` trials in a row crash the
+    same way: then the cause is not the trial, and the worker stops rather than burn the study.
+    A UserError inside a trial (its data vanished) FAILs it and propagates at once.
     """
     study, config = load_study(name, url, worker_index=worker_index)
+    stop = stop if stop is not None else threading.Event()
     deadline = None if timeout is None else time.monotonic() + timeout
     summary = WorkerSummary()
     rng = random.Random(worker_index)
+    crashes: list[str] = []
+    trial_callbacks = [*callbacks, StopOnRequest(stop)]
     while True:
-        if should_stop():
+        if stop.is_set():
             summary.stopped_because = "stop requested"
             break
         if deadline is not None and time.monotonic() >= deadline:
@@ -128,31 +188,50 @@ def run_worker(
         if max_trials is not None and len(summary.outcomes) >= max_trials:
             summary.stopped_because = "max trials for this worker"
             break
+        if len(crashes) >= max_consecutive_failures and len(set(crashes[-max_consecutive_failures:])) == 1:
+            last = summary.outcomes[-1].reason
+            summary.stopped_because = f"{len(crashes)} trials in a row failed with the same error, last: {last}"
+            summary.failed = True
+            break
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+        with _admission(study):  # count-then-ask as one step, so two workers never take one slot
+            finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            trial = None
+            if finished + running < config.n_trials:
+                with warnings.catch_warnings():
+                    # We run the heartbeat ourselves (see _heartbeat); Optuna warns about ask() with one.
+                    warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                    trial = study.ask()
         if finished >= config.n_trials:
             summary.stopped_because = "study complete"
             break
-        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-        if finished + running >= config.n_trials:
-            time.sleep(poll_seconds)  # the last trials run elsewhere; stay in case one fails
+        if trial is None:
+            stop.wait(poll_seconds)  # the last trials run elsewhere; stay in case one fails
             continue
-        with warnings.catch_warnings():
-            # We run the heartbeat ourselves (see _heartbeat); Optuna warns about ask() with one.
-            warnings.filterwarnings("ignore", message="Heartbeat of storage")
-            trial = study.ask()
-        if not _admitted(study, config.n_trials):
+        if not _admitted(study, config.n_trials):  # only storages without a lock get here
             study._storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
-            time.sleep(rng.uniform(0.1, 1.0))
+            stop.wait(rng.uniform(0.1, 1.0))
             continue
         if on_trial_start is not None:
             on_trial_start(trial)
         with _heartbeat(study, trial):
-            outcome = run_trial(trial, config, runs_dir=runs_dir, artifact_store=artifact_store, callbacks=callbacks)
-        _tell(study, trial, outcome)
+            try:
+                outcome = run_trial(
+                    trial, config, runs_dir=runs_dir, artifact_store=artifact_store, callbacks=trial_callbacks
+                )
+            except UserError as exc:
+                trial.set_user_attr("fail_reason", str(exc))
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+            if outcome.interrupted:
+                _hand_back(study, trial, f"interrupted: {outcome.reason}; retried from its last checkpoint")
+            else:
+                _tell(study, trial, outcome)
         summary.outcomes.append(outcome)
+        crashes = [*crashes, outcome.error_kind] if outcome.error_kind else []
         if on_trial_end is not None:
             on_trial_end(outcome)
     return summary

@@ -8,16 +8,18 @@ the parent relays their lines, prefixed ``[w<i>]``, above one bar read from the 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from edgesearch.console import out, user_errors
+from edgesearch.console import EXIT_RUN_FAILED, err, fail, out, user_errors
 
 if TYPE_CHECKING:
     import optuna
@@ -51,11 +53,55 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def _counts(name: str, url: str) -> tuple[dict[str, Any], int]:
-    from edgesearch.searcher.study import load_study, trial_counts
+class _StudyCounts:
+    """Trial counts of one study for the progress view, read through one storage connection pool.
 
-    study, config = load_study(name, url)
-    return trial_counts(study), config.n_trials
+    The storage already waits out database outages; should a read still fail, the view shows the
+    last counts instead of stopping the worker it only watches.
+    """
+
+    def __init__(self, name: str, url: str) -> None:
+        from edgesearch.searcher.study import load_study
+
+        self.study, config = load_study(name, url)
+        self.n_trials = config.n_trials
+        self.last: dict[str, Any] = {}
+
+    def read(self) -> dict[str, Any]:
+        from edgesearch.searcher.study import trial_counts
+
+        try:
+            self.last = trial_counts(self.study)
+        except Exception as exc:
+            err.print(f"warning: could not read the study's trial counts ({type(exc).__name__}); showing the last ones")
+        return self.last
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM or SIGINT (Ctrl-C) set the yielded event: the worker hands its trial back and exits 0.
+
+    A second signal stops at once (KeyboardInterrupt), for someone who cannot wait. The previous
+    handlers come back afterwards. Outside the main thread (where Python allows no handlers),
+    the event is simply never set by a signal.
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handle(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        err.print(f"{signal.Signals(signum).name}: handing the running trial back and stopping (again to force)")
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_here(
@@ -68,15 +114,19 @@ def run_here(
     runs_dir: Path,
     artifacts: Path | None,
 ) -> None:
-    """Run trials in this process with a live study view; returns when the worker stops."""
+    """Run trials in this process with a live study view; returns when the worker stops.
+
+    Exits 1 when the worker stopped because trials kept crashing the same way.
+    """
     from edgesearch.searcher.artifacts import open_artifact_store, resolve_artifact_dir
     from edgesearch.searcher.progress import EpochLines, StudyProgress, format_counts
-    from edgesearch.searcher.study import load_study
+    from edgesearch.searcher.study import stored_config
     from edgesearch.searcher.worker import run_worker
 
     store = open_artifact_store(resolve_artifact_dir(artifacts))
-    _, config = load_study(name, url)
-    with StudyProgress(name, config.n_trials) as progress:
+    counts = _StudyCounts(name, url)
+    config = stored_config(counts.study)
+    with StudyProgress(name, counts.n_trials) as progress, stop_on_signals() as stop:
         epochs = EpochLines(progress, config.metric)
 
         def started(trial: optuna.Trial) -> None:
@@ -87,10 +137,11 @@ def run_here(
         def ended(outcome: TrialOutcome) -> None:
             value = f" value {outcome.value:.4f}" if outcome.value is not None else ""
             reason = f" ({outcome.reason})" if outcome.reason else ""
-            progress.log(f"trial {outcome.number}: {outcome.state.name}{value} after {outcome.epochs} epochs{reason}")
-            progress.refresh(_counts(name, url)[0])
+            state = "handed back for retry" if outcome.interrupted else outcome.state.name
+            progress.log(f"trial {outcome.number}: {state}{value} after {outcome.epochs} epochs{reason}")
+            progress.refresh(counts.read())
 
-        progress.refresh(_counts(name, url)[0])
+        progress.refresh(counts.read())
         summary = run_worker(
             name,
             url,
@@ -102,10 +153,12 @@ def run_here(
             callbacks=[epochs],
             on_trial_start=started,
             on_trial_end=ended,
+            stop=stop,
         )
     out.print(f"worker {worker_index} stopped: {summary.stopped_because}; ran {len(summary.outcomes)} trials")
-    counts, n = _counts(name, url)
-    out.print(f"study {name}: {format_counts(counts, n)}")
+    out.print(f"study {name}: {format_counts(counts.read(), counts.n_trials)}")
+    if summary.failed:
+        raise fail(f"worker {worker_index}: {summary.stopped_because}", EXIT_RUN_FAILED)
 
 
 def _relay(child: subprocess.Popen[str], index: int, progress: StudyProgress) -> None:
@@ -117,40 +170,52 @@ def _relay(child: subprocess.Popen[str], index: int, progress: StudyProgress) ->
 def run_local(name: str, url: str, *, slots: list[str | None], args: list[str]) -> int:
     """Start one child worker per slot (a GPU id or None), show the study until all exit.
 
-    Returns the highest child exit code. Ctrl-C is passed on to the children, which hand
-    their trials back and exit; the parent waits for them.
+    Returns the highest child exit code (1 for a child killed by a signal). SIGTERM or Ctrl-C
+    is passed on to the children, which hand their trials back and exit; the parent waits.
     """
     from edgesearch.searcher.progress import StudyProgress, format_counts
 
-    counts, n_trials = _counts(name, url)
+    counts = _StudyCounts(name, url)
     children: list[subprocess.Popen[str]] = []
-    with StudyProgress(name, n_trials) as progress:
+    with StudyProgress(name, counts.n_trials) as progress:
         threads = []
         for index, gpu in enumerate(slots):
             env = dict(os.environ, EDGESEARCH_STORAGE=url, PYTHONUNBUFFERED="1")
             if gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = gpu
             cmd = [sys.executable, "-m", "edgesearch", "worker", name, "--worker-index", str(index), *args]
-            child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            # A session of its own: a terminal's Ctrl-C reaches only this parent, which passes on
+            # one SIGTERM; a child that got both would take the second as "stop now".
+            child = subprocess.Popen(
+                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+            )
             children.append(child)
             thread = threading.Thread(target=_relay, args=(child, index, progress), daemon=True)
             thread.start()
             threads.append(thread)
-        try:
-            while any(child.poll() is None for child in children):
-                progress.refresh(_counts(name, url)[0])
-                time.sleep(1.0)
-        except KeyboardInterrupt:
-            for child in children:
-                child.terminate()
-            for child in children:
-                child.wait()
+        with stop_on_signals() as stop:
+            forwarded = False
+            try:
+                while any(child.poll() is None for child in children):
+                    if stop.is_set() and not forwarded:
+                        # Each child hands its trial back on SIGTERM and exits 0; wait for them.
+                        for child in children:
+                            if child.poll() is None:
+                                child.send_signal(signal.SIGTERM)
+                        forwarded = True
+                    progress.refresh(counts.read())
+                    stop.wait(1.0)
+            except KeyboardInterrupt:  # a second signal: stop now
+                for child in children:
+                    child.kill()
+                for child in children:
+                    child.wait()
         for thread in threads:
             thread.join(timeout=5)
-        counts, n_trials = _counts(name, url)
-        progress.refresh(counts)
-    out.print(f"study {name}: {format_counts(counts, n_trials)}")
-    return max((child.returncode or 0) for child in children)
+        progress.refresh(counts.read())
+    out.print(f"study {name}: {format_counts(counts.last, counts.n_trials)}")
+    codes = [child.returncode or 0 for child in children]
+    return max(EXIT_RUN_FAILED if code < 0 else code for code in codes)
 
 
 def worker_args(

@@ -36,8 +36,13 @@ def train_command(
     if device is not None:
         overrides["device"] = device
     with user_errors():
-        from edgesearch.trainer.config import load_train_config
+        from edgesearch.errors import ConfigError
+        from edgesearch.trainer.config import device_problem, load_train_config
 
+        # Checked before the file, so the message names the option rather than the file's device field.
+        problem = device_problem(device) if device is not None else None
+        if problem is not None:
+            raise ConfigError(f"--device: {problem}")
         config = load_train_config(file, overrides=overrides)
         run_dir = out_dir or Path("runs") / f"{file.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         _check_run_dir(run_dir, resuming=resume is not None)

@@ -22,6 +22,7 @@ __all__ = [
     "OptimConfig",
     "SyntheticConfig",
     "TrainConfig",
+    "device_problem",
     "format_validation_error",
     "load_train_config",
 ]
@@ -138,12 +139,23 @@ class TrainConfig(_Frozen):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        head, _, index = value.partition(":")
-        if head in ("auto", "cpu", "mps") and not index:
-            return value
-        if head == "cuda" and (not index or index.isdigit()):
-            return value
-        raise ValueError(f"unknown device {value!r}; allowed: auto, cpu, cuda, cuda:N, mps")
+        problem = device_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+
+def device_problem(value: str) -> str | None:
+    """None for a device name the trainer accepts, else what is wrong and what is allowed.
+
+    Shared by ``TrainConfig.device`` and the CLI's ``--device`` options, so both say the same.
+    """
+    head, _, index = value.partition(":")
+    if head in ("auto", "cpu", "mps") and not index:
+        return None
+    if head == "cuda" and (not index or index.isdigit()):
+        return None
+    return f"unknown device {value!r}; allowed: auto, cpu, cuda, cuda:N, mps"
 
 
 _BOUND_TYPES = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
@@ -176,29 +188,73 @@ def allowed_range(model: type[BaseModel], loc: tuple[str | int, ...]) -> str | N
     return None
 
 
+def _section_fields(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str] | None:
+    """The field names of the (nested) model that owns the last part of ``loc``, or None if unknown."""
+    owner: Any = model
+    for part in loc[:-1]:
+        if not (isinstance(owner, type) and issubclass(owner, BaseModel)) or part not in owner.model_fields:
+            return None
+        owner = owner.model_fields[str(part)].annotation
+    if isinstance(owner, type) and issubclass(owner, BaseModel):
+        return list(owner.model_fields)
+    return None
+
+
 def format_validation_error(
     error: ValidationError, *, source: str, prefix: str = "", model: type[BaseModel] | None = None
 ) -> str:
-    """One line per problem: ``source: prefix.dotted.field: what is wrong (allowed ...)``."""
+    """One line per problem: ``source: prefix.dotted.field: what is wrong; allowed: ...``."""
     lines = []
     for item in error.errors():
         loc = prefix + ".".join(str(part) for part in item["loc"]) or "(top level)"
         message = item["msg"]
-        bounds = allowed_range(model, item["loc"]) if model is not None and item["type"] in _BOUND_TYPES else None
-        if bounds is not None:
+        bounds = allowed_range(model, item["loc"]) if model is not None else None
+        if bounds is not None and item["type"] in _BOUND_TYPES:
             message = f"{item['input']!r} is out of range; allowed: {bounds}"
         elif item["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; see the README for the allowed keys)"
+            fields = _section_fields(model, item["loc"]) if model is not None else None
+            allowed = ", ".join(fields) if fields else "see the README"
+            message = f"unknown key (check the spelling); allowed: {allowed}"
         elif item["type"] == "value_error":
             message = message.removeprefix("Value error, ")
         elif "input" in item and item["type"] not in ("missing",):
-            message = f"{message} (got {item['input']!r})"
+            message = f"{message} (got {item['input']!r})" + (f"; allowed: {bounds}" if bounds else "")
         lines.append(f"{source}: {loc}: {message}")
     return "\n".join(lines)
 
 
+class _DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first_line: int) -> None:
+        super().__init__(f"line {line}: duplicate key {key!r} (first at line {first_line}); each key may appear once")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses a key given twice in one mapping.
+
+    PyYAML silently keeps the last of two equal keys, so a study file that sets ``n_trials``
+    twice would run with whichever came last: a mistake users expect to be told about. Keys
+    that a ``<<: *anchor`` merge brings in may still be overridden, as YAML intends.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: construct_mapping reports it
+                continue
+            if first is not None:
+                raise _DuplicateKeyError(key, line, first)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path) -> Any:
-    """Read a YAML file with ``safe_load``; a missing or malformed file is a ConfigError."""
+    """Read a YAML file safely; a missing or malformed file, or a key given twice, is a ConfigError."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -206,7 +262,9 @@ def read_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the file ({exc})") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: builds plain data only
+    except _DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -41,6 +41,12 @@ def _smooth(q: torch.Tensor, eps: float) -> torch.Tensor:
     return eps + (1.0 - 2.0 * eps) * q
 
 
+def _bce_elementwise(qs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # F.binary_cross_entropy raises on a NaN input ("should be between 0 and 1"); written out,
+    # a diverged model's NaN flows into the loss, where the trainer reports it as non-finite.
+    return -(y * torch.log(qs) + (1.0 - y) * torch.log1p(-qs))
+
+
 def _focal_weight(prob: torch.Tensor, y: torch.Tensor, gamma: float, alpha: float | None) -> torch.Tensor:
     p_t = prob * y + (1.0 - prob) * (1.0 - y)
     weight = (1.0 - p_t) ** gamma
@@ -57,7 +63,7 @@ def focal_on_logits(z: torch.Tensor, y: torch.Tensor, *, gamma: float, alpha: fl
 
 def bce_on_probs(q: torch.Tensor, y: torch.Tensor, *, eps: float = PROB_EPS) -> torch.Tensor:
     """Mean BCE of probabilities, smoothed so that hard 0/1 inputs stay finite."""
-    return F.binary_cross_entropy(_smooth(q, eps), y)
+    return _bce_elementwise(_smooth(q, eps), y).mean()
 
 
 def focal_on_probs(
@@ -65,7 +71,7 @@ def focal_on_probs(
 ) -> torch.Tensor:
     """Mean focal loss of probabilities, smoothed like :func:`bce_on_probs`."""
     qs = _smooth(q, eps)
-    ce = F.binary_cross_entropy(qs, y, reduction="none")
+    ce = _bce_elementwise(qs, y)
     return (ce * _focal_weight(qs, y, gamma, alpha)).mean()
 
 

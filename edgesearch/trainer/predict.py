@@ -27,6 +27,7 @@ from edgesearch.trainer.loop import resolve_device
 from edgesearch.trainer.model import build_model
 
 __all__ = [
+    "check_output_options",
     "collect_inputs",
     "load_model",
     "predict_files",
@@ -200,6 +201,15 @@ def _check_out_dir(out_dir: Path) -> None:
         raise ConfigError(f"--out {out_dir}: folder is not empty; choose a new one")
 
 
+def check_output_options(*, threshold: float, out_dir: Path) -> None:
+    """Raise a ConfigError for a threshold outside (0, 1) or an ``out_dir`` that is not new or empty.
+
+    Cheap and offline: the CLI calls it before it loads a study or a checkpoint.
+    """
+    _check_threshold(threshold)
+    _check_out_dir(out_dir)
+
+
 def _resolve(device: str) -> torch.device:
     try:
         return resolve_device(device)
@@ -244,8 +254,7 @@ def predict_files(
     # overlay.py runs its model through this module, so its picture function is imported here.
     from edgesearch.trainer.overlay import edge_overlay
 
-    _check_threshold(threshold)
-    _check_out_dir(out_dir)
+    check_output_options(threshold=threshold, out_dir=out_dir)
     files = collect_inputs(inputs)
     outputs = _output_paths(files, out_dir, overlay=overlay)
     channels = config.model.in_channels

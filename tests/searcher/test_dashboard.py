@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from edgesearch.cli import app
 from edgesearch.searcher.dashboard import is_loopback
+from edgesearch.searcher.storage import open_storage
 from tests.browser import broken_images, open_browser, screenshot, wait_for
 
 runner = CliRunner()
@@ -83,6 +84,7 @@ def test_is_loopback_accepts_only_local_addresses() -> None:
 
 
 def test_binding_beyond_loopback_warns_that_there_is_no_authentication(tmp_path: Path) -> None:
+    open_storage(f"sqlite:///{tmp_path}/x.db")  # an empty storage: the dashboard reads only existing ones
     port = _free_port()
     cmd = [sys.executable, "-m", "edgesearch", "dashboard", "--storage", f"sqlite:///{tmp_path}/x.db"]
     cmd += ["--artifacts", str(tmp_path / "a"), "--host", "0.0.0.0", "--port", str(port)]
@@ -97,6 +99,7 @@ def test_binding_beyond_loopback_warns_that_there_is_no_authentication(tmp_path:
 
 
 def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    open_storage(f"sqlite:///{tmp_path}/x.db")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

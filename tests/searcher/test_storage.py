@@ -307,3 +307,12 @@ def test_open_storage_many_processes_share_one_new_study(storage_url: str) -> No
     assert len(trials) == N_PROCESSES * TRIALS_PER_PROCESS
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert sorted(t.number for t in trials) == list(range(N_PROCESSES * TRIALS_PER_PROCESS))
+
+
+def test_open_storage_without_create_refuses_a_missing_sqlite_file_and_creates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "typo.db"
+    with pytest.raises(UserError, match="no database file"):
+        open_storage(f"sqlite:///{path}", create=False)
+    assert not path.exists()
+    open_storage(f"sqlite:///{path}")
+    assert open_storage(f"sqlite:///{path}", create=False).get_all_studies() == []

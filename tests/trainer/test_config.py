@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from edgesearch.errors import ConfigError
-from edgesearch.trainer.config import TrainConfig, load_train_config
+from edgesearch.trainer.config import TrainConfig, device_problem, load_train_config, read_yaml
 
 
 def test_defaults_follow_the_design() -> None:
@@ -69,3 +69,53 @@ def test_load_errors_name_the_file_and_the_field(tmp_path: Path) -> None:
     path.write_text("- just a list\n")
     with pytest.raises(ConfigError, match=r"t.yaml: expected a mapping"):
         load_train_config(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("epochs: 3\nseed: 1\nepochs: 5\n", r"t.yaml: line 3: duplicate key 'epochs' \(first at line 1\)"),
+        ("optim:\n  lr: 0.1\n  name: adam\n  lr: 0.2\n", r"t.yaml: line 4: duplicate key 'lr' \(first at line 2\)"),
+        ("loss: {kind: bce, kind: focal}\n", r"t.yaml: line 1: duplicate key 'kind'"),
+    ],
+)
+def test_read_yaml_refuses_a_key_given_twice(tmp_path: Path, text: str, expected: str) -> None:
+    # PyYAML would keep the last value silently; the user meant one of them and must be told.
+    path = tmp_path / "t.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=expected):
+        read_yaml(path)
+
+
+def test_read_yaml_lets_a_merge_key_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text("common: &c {lr: 0.1, name: adam}\noptim:\n  <<: *c\n  lr: 0.2\n")
+    assert read_yaml(path)["optim"] == {"lr": 0.2, "name": "adam"}
+
+
+def test_unknown_key_errors_list_the_keys_of_that_section(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text("optim: {learning_rate: 0.1}\nepoch: 3\n")
+    with pytest.raises(ConfigError) as caught:
+        load_train_config(path)
+    lines = {line.split(": unknown key")[0]: line for line in str(caught.value).splitlines()}
+    assert set(lines) == {f"{path}: epoch", f"{path}: optim.learning_rate"}
+    assert "allowed: model, data, loss, optim, epochs, seed, device" in lines[f"{path}: epoch"]
+    assert "allowed: name, lr, backbone_lr_factor, " in lines[f"{path}: optim.learning_rate"]
+
+
+def test_wrong_type_errors_show_the_value_and_the_allowed_range(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text("epochs: ten\n")
+    with pytest.raises(ConfigError, match=r"t.yaml: epochs: .*valid integer.*\(got 'ten'\); allowed: x >= 1"):
+        load_train_config(path)
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps"])
+def test_device_problem_accepts_the_documented_devices(device: str) -> None:
+    assert device_problem(device) is None
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", "cpu:0", ""])
+def test_device_problem_names_the_value_and_the_allowed_devices(device: str) -> None:
+    assert device_problem(device) == f"unknown device {device!r}; allowed: auto, cpu, cuda, cuda:N, mps"

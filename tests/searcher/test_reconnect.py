@@ -1,0 +1,52 @@
+"""Which database errors a worker waits out, and that waiting really retries the failed call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy.exc
+from optuna.exceptions import StorageInternalError
+
+from edgesearch.searcher.reconnect import ReconnectingRDBStorage, is_connection_error
+from edgesearch.searcher.storage import open_storage
+
+
+def _wrapped(cause: BaseException) -> StorageInternalError:
+    try:
+        raise StorageInternalError("An exception is raised during the commit.") from cause
+    except StorageInternalError as exc:
+        return exc
+
+
+def test_connection_errors_are_recognised_also_when_optuna_wraps_them() -> None:
+    lost = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+    assert is_connection_error(lost)
+    assert is_connection_error(_wrapped(lost))
+    assert is_connection_error(sqlalchemy.exc.InterfaceError("SELECT 1", {}, Exception("connection already closed")))
+
+
+def test_genuine_errors_are_not_retried() -> None:
+    duplicate = sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("duplicate key value"))
+    assert not is_connection_error(duplicate)
+    assert not is_connection_error(_wrapped(duplicate))
+    assert not is_connection_error(ValueError("bad value"))
+
+
+def test_a_call_that_fails_while_the_database_is_away_is_retried_until_it_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db")
+    assert isinstance(storage, ReconnectingRDBStorage)
+    real = ReconnectingRDBStorage.__mro__[1].get_all_studies  # the plain RDBStorage method
+    failures = iter([True, True, False])
+
+    def flaky(self: ReconnectingRDBStorage) -> object:
+        if next(failures):
+            raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("could not connect to server"))
+        return real(self)
+
+    monkeypatch.setattr(ReconnectingRDBStorage.__mro__[1], "get_all_studies", flaky)
+    monkeypatch.setattr("edgesearch.searcher.reconnect.time.sleep", lambda seconds: None)
+    assert storage.get_all_studies() == []
+    assert next(failures, "done") == "done"  # it took the three attempts

@@ -1,0 +1,620 @@
+"""Bad input anywhere exits 2 with a message naming the file, field or value and what is allowed.
+
+DESIGN.md §3: exit code 2 means bad input (a bad file, field, option, data folder, storage URL or
+study name); the message is a few lines on stderr, never a traceback, and nothing is written
+before the error: not to the storage, not to an output folder, not to the artifact folder.
+
+Each case builds its inputs under the test's temporary folder (which is also the working folder,
+so a default path such as ``./edgesearch.db`` or ``./runs`` would be caught too) and names the
+strings its message must contain. ``{tmp}`` in an expected string stands for that folder. No case
+trains: every one must fail before training starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from edgesearch.cli import app
+from tests.conftest import write_folder
+
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+
+DB = "s.db"
+KNOWN = "known"
+"""The study that cases needing an existing study find in the storage."""
+
+TRAINER: dict[str, Any] = {
+    "model": {"arch": "unet", "encoder": "resnet18", "encoder_weights": None},
+    "data": {"image_size": 64, "batch_size": 4, "num_workers": 0, "synthetic": {"n_images": 8}},
+    "optim": {"lr": 3.0e-3, "warmup_epochs": 0, "freeze_epochs": 0},
+    "epochs": 1,
+    "device": "cpu",
+}
+STUDY: dict[str, Any] = {
+    "name": KNOWN,
+    "n_trials": 2,
+    "sampler": {"kind": "random", "seed": 0},
+    "pruner": {"kind": "none"},
+    "trainer": TRAINER,
+    "space": {"loss.edge_lambda": {"low": 0.0, "high": 0.5}, "loss.kind": {"choices": ["bce", "focal"]}},
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: ``build(tmp)`` writes what the command reads and returns its arguments."""
+
+    id: str
+    build: Callable[[Path], list[str]]
+    expect: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- input builders
+
+
+def url(tmp: Path) -> str:
+    return f"sqlite:///{tmp}/{DB}"
+
+
+def write_yaml(path: Path, raw: Any) -> Path:
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def study_file(tmp: Path, **top: Any) -> Path:
+    """``study.yaml``: a valid study file with some top-level keys replaced (``None`` removes a key)."""
+    raw = {key: value for key, value in {**STUDY, **top}.items() if value is not None}
+    return write_yaml(tmp / "study.yaml", raw)
+
+
+def trainer_file(tmp: Path, **parts: Any) -> Path:
+    """A valid bare trainer config with some parts merged in (``{"optim": {"lr": -1}}``)."""
+    raw = {key: dict(value) if isinstance(value, dict) else value for key, value in TRAINER.items()}
+    for key, value in parts.items():
+        raw[key] = {**raw[key], **value} if isinstance(value, dict) and isinstance(raw.get(key), dict) else value
+    return write_yaml(tmp / "trainer.yaml", raw)
+
+
+def text_file(tmp: Path, text: str, name: str = "study.yaml") -> Path:
+    path = tmp / name
+    path.write_text(text)
+    return path
+
+
+def known_study(tmp: Path) -> None:
+    """Create study ``known`` (no trials) in the case's storage, as ``study create`` would."""
+    from edgesearch.searcher.config import StudyConfig
+    from edgesearch.searcher.study import create_study
+    from edgesearch.searcher.worker_commands import quiet_optuna
+
+    quiet_optuna()
+    create_study(StudyConfig.from_dict(STUDY, source="test"), url(tmp))
+
+
+def study_create(**top: Any) -> Callable[[Path], list[str]]:
+    def build(tmp: Path) -> list[str]:
+        return ["study", "create", str(study_file(tmp, **top)), "--storage", url(tmp)]
+
+    return build
+
+
+def study_create_text(text: str) -> Callable[[Path], list[str]]:
+    def build(tmp: Path) -> list[str]:
+        return ["study", "create", str(text_file(tmp, text)), "--storage", url(tmp)]
+
+    return build
+
+
+def train(**parts: Any) -> Callable[[Path], list[str]]:
+    def build(tmp: Path) -> list[str]:
+        return ["train", str(trainer_file(tmp, **parts)), "--out", str(tmp / "out")]
+
+    return build
+
+
+def train_on(change: Callable[[Path], None]) -> Callable[[Path], list[str]]:
+    """``train --data DIR`` on a six-pair folder that ``change`` breaks."""
+
+    def build(tmp: Path) -> list[str]:
+        data = write_folder(tmp / "data")
+        change(data)
+        return ["train", str(trainer_file(tmp)), "--data", str(data), "--out", str(tmp / "out")]
+
+    return build
+
+
+def on_known(*args: str) -> Callable[[Path], list[str]]:
+    """A command run on a storage that holds study ``known``; ``{tmp}`` in args is the folder."""
+
+    def build(tmp: Path) -> list[str]:
+        known_study(tmp)
+        return [arg.replace("{tmp}", str(tmp)) for arg in args] + ["--storage", url(tmp)]
+
+    return build
+
+
+def plain(*args: str) -> Callable[[Path], list[str]]:
+    """Fixed arguments with placeholders: ``{tmp}`` the case's folder, ``{storage}`` its SQLite URL,
+    ``{study}`` a valid study file and ``{trainer}`` a valid trainer config (written when named)."""
+
+    def build(tmp: Path) -> list[str]:
+        joined = " ".join(args)
+        values = {"{tmp}": str(tmp), "{storage}": url(tmp)}
+        if "{study}" in joined:
+            values["{study}"] = str(study_file(tmp))
+        if "{trainer}" in joined:
+            values["{trainer}"] = str(trainer_file(tmp))
+        expanded = []
+        for arg in args:
+            for key, value in values.items():
+                arg = arg.replace(key, value)
+            expanded.append(arg)
+        return expanded
+
+    return build
+
+
+def after(setup: Callable[[Path], object], build: Callable[[Path], list[str]]) -> Callable[[Path], list[str]]:
+    """``build`` once ``setup`` has prepared the case's folder."""
+
+    def combined(tmp: Path) -> list[str]:
+        setup(tmp)
+        return build(tmp)
+
+    return combined
+
+
+def train_text(text: str) -> Callable[[Path], list[str]]:
+    """``train trainer.yaml --out {tmp}/out`` where the file holds ``text``."""
+
+    def build(tmp: Path) -> list[str]:
+        return ["train", str(text_file(tmp, text, "trainer.yaml")), "--out", str(tmp / "out")]
+
+    return build
+
+
+def folder(name: str) -> Callable[[Path], None]:
+    return lambda tmp: (tmp / name).mkdir()
+
+
+def non_empty_folder(name: str) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        (tmp / name).mkdir()
+        (tmp / name / "keep.txt").write_text("written before the command; must stay as it is")
+
+    return setup
+
+
+def plain_file(name: str) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        (tmp / name).write_text("a file where a folder is expected")
+
+    return setup
+
+
+def one_image(tmp: Path) -> None:
+    write_folder(tmp / "data", n=1)
+
+
+def predict_with_checkpoint(*extra: str, missing_input: bool = False) -> Callable[[Path], list[str]]:
+    """``predict --checkpoint`` with a run folder (config.json + best.pt) and one input image."""
+
+    def build(tmp: Path) -> list[str]:
+        run = tmp / "run"
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps(TRAINER))
+        (run / "best.pt").write_bytes(b"not a checkpoint: the command must stop before it reads it")
+        image = tmp / "nope.png" if missing_input else write_folder(tmp / "data", n=1) / "images" / "img00.png"
+        return ["predict", str(image), "--checkpoint", str(run / "best.pt"), "--out", str(tmp / "masks"), *extra]
+
+    return build
+
+
+# --------------------------------------------------------------------------- data breakers
+
+
+def drop(path: str) -> Callable[[Path], None]:
+    return lambda data: (data / path).unlink()
+
+
+def corrupt(path: str) -> Callable[[Path], None]:
+    def change(data: Path) -> None:
+        (data / path).write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+
+    return change
+
+
+def small_mask(data: Path) -> None:
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(data / "masks" / "img02.png")
+
+
+def gradient_mask(data: Path) -> None:
+    ramp = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
+    Image.fromarray(ramp).save(data / "masks" / "img03.png")
+
+
+def emptied(data: Path) -> None:
+    for sub in ("images", "masks"):
+        for file in (data / sub).iterdir():
+            file.unlink()
+
+
+def one_pair(data: Path) -> None:
+    for i in range(1, 6):
+        (data / "images" / f"img{i:02d}.png").unlink()
+        (data / "masks" / f"img{i:02d}.png").unlink()
+
+
+def twin_stem(data: Path) -> None:
+    Image.open(data / "images" / "img00.png").save(data / "images" / "img00.jpg")
+
+
+def val_without_masks(data: Path) -> None:
+    (data / "train").mkdir()
+    for sub in ("images", "masks"):
+        (data / sub).rename(data / "train" / sub)
+    (data / "val" / "images").mkdir(parents=True)
+
+
+# --------------------------------------------------------------------------- the cases
+
+SPACE = STUDY["space"]
+
+CASES = [
+    # ---- study files (edgesearch study create FILE)
+    Case(
+        "study-file-missing",
+        plain("study", "create", "{tmp}/nope.yaml", "--storage", "{storage}"),
+        ("{tmp}/nope.yaml", "file not found"),
+    ),
+    Case(
+        "study-malformed-yaml",
+        study_create_text("name: broken\nspace: {loss.edge_lambda: {low: 0.0, high: 0.5}\n"),
+        ("study.yaml", "malformed YAML", "line"),
+    ),
+    Case(
+        "study-top-level-list",
+        study_create_text("- name: a\n- n_trials: 3\n"),
+        ("study.yaml", "expected a mapping", "list"),
+    ),
+    Case(
+        "study-duplicate-yaml-key",
+        study_create_text(yaml.safe_dump(STUDY, sort_keys=False) + "n_trials: 50\n"),
+        ("study.yaml", "n_trials", "duplicate key", "line"),
+    ),
+    Case("study-unknown-key", study_create(n_trail=5), ("study.yaml", "n_trail", "unknown key", "n_trials")),
+    Case("study-missing-name", study_create(name=None), ("study.yaml", "name", "required", "letters, digits")),
+    Case("study-bad-name", study_create(name="a/b"), ("study.yaml", "name", "'a/b'", "letters, digits")),
+    Case("study-n-trials-wrong-type", study_create(n_trials="many"), ("study.yaml", "n_trials", "'many'", "x >= 1")),
+    Case("study-n-trials-zero", study_create(n_trials=0), ("study.yaml", "n_trials", "0", "x >= 1")),
+    Case(
+        "study-unknown-metric",
+        study_create(metric="accuracy"),
+        ("study.yaml", "metric", "'accuracy'", "val_iou"),
+    ),
+    Case(
+        "study-space-path-not-a-field",
+        study_create(space={"loss.edge_lamda": {"low": 0.0, "high": 0.5}}),
+        ("study.yaml", "space.loss.edge_lamda", "not a field", "edge_lambda"),
+    ),
+    Case(
+        "study-space-low-above-high",
+        study_create(space={"optim.lr": {"low": 0.1, "high": 0.001}}),
+        ("study.yaml", "space.optim.lr", "low 0.1 is above high 0.001", "low <= high"),
+    ),
+    Case(
+        "study-space-lambda-above-1",
+        study_create(space={"loss.edge_lambda": {"low": 0.0, "high": 1.5}}),
+        ("study.yaml", "space.loss.edge_lambda", "1.5", "<= 1"),
+    ),
+    Case(
+        "study-space-empty",
+        study_create(space={}),
+        ("study.yaml", "space", "empty", "loss.edge_lambda"),
+    ),
+    Case(
+        "study-space-choice-not-allowed",
+        study_create(space={"loss.kind": {"choices": ["bce", "dice"]}}),
+        ("study.yaml", "space.loss.kind", "'dice'", "'focal'"),
+    ),
+    Case(
+        "study-space-duplicate-choice",
+        study_create(space={"loss.edge_width": {"choices": [1, 2, 2]}}),
+        ("study.yaml", "space.loss.edge_width", "choice 2 is listed twice", "each value once"),
+    ),
+    Case(
+        "study-space-not-a-range",
+        study_create(space={"loss.edge_lambda": 0.2}),
+        ("study.yaml", "space.loss.edge_lambda", "0.2", "{low: .., high: ..}"),
+    ),
+    Case(
+        "study-unknown-sampler",
+        study_create(sampler={"kind": "bayes"}),
+        ("study.yaml", "sampler.kind", "'bayes'", "'tpe'", "'grid'"),
+    ),
+    Case(
+        "study-unknown-pruner",
+        study_create(pruner={"kind": "patient"}),
+        ("study.yaml", "pruner.kind", "'patient'", "median", "hyperband"),
+    ),
+    Case(
+        "study-enqueue-outside-space",
+        study_create(enqueue=[{"loss.edge_lambda": 0.9}]),
+        ("study.yaml", "enqueue[0].loss.edge_lambda", "0.9", "0.0 <= x <= 0.5"),
+    ),
+    Case(
+        "study-enqueue-path-not-in-space",
+        study_create(enqueue=[{"optim.lr": 0.01}]),
+        ("study.yaml", "enqueue[0].optim.lr", "not a path of space", "loss.edge_lambda"),
+    ),
+    Case(
+        "study-trainer-block-bad-field",
+        study_create(trainer={**TRAINER, "loss": {"round_ratio": 2.0}}),
+        ("study.yaml", "trainer.loss.round_ratio", "2.0", "<= 1"),
+    ),
+    Case(
+        "study-storage-not-a-url",
+        study_create(storage="edgesearch.db"),
+        ("study.yaml", "storage", "not an SQLAlchemy URL", "sqlite:///"),
+    ),
+    Case(
+        "study-same-name-different-config",
+        after(known_study, study_create(n_trials=7)),
+        ("'known'", "already exists", "different config"),
+    ),
+    # ---- trainer configs (edgesearch train FILE)
+    Case(
+        "trainer-file-missing",
+        plain("train", "{tmp}/nope.yaml", "--out", "{tmp}/out"),
+        ("{tmp}/nope.yaml", "file not found"),
+    ),
+    Case(
+        "trainer-top-level-list",
+        train_text("- epochs: 3\n"),
+        ("trainer.yaml", "expected a mapping", "list"),
+    ),
+    Case(
+        "trainer-duplicate-yaml-key",
+        train_text(yaml.safe_dump(TRAINER) + "epochs: 5\n"),
+        ("trainer.yaml", "epochs", "duplicate key", "line"),
+    ),
+    Case(
+        "trainer-unknown-field",
+        train(optim={"learning_rate": 0.1}),
+        ("trainer.yaml", "optim.learning_rate", "unknown key", "allowed: name, lr"),
+    ),
+    Case("trainer-lr-negative", train(optim={"lr": -0.001}), ("trainer.yaml", "optim.lr", "-0.001", "x > 0")),
+    Case("trainer-edge-width-zero", train(loss={"edge_width": 0}), ("trainer.yaml", "loss.edge_width", "0", "x >= 1")),
+    Case("trainer-epochs-wrong-type", train(epochs="ten"), ("trainer.yaml", "epochs", "'ten'", "integer", "x >= 1")),
+    Case("trainer-loss-kind-unknown", train(loss={"kind": "dice"}), ("trainer.yaml", "loss.kind", "'dice'", "'focal'")),
+    Case(
+        "trainer-image-size-not-multiple-of-32",
+        train(data={"image_size": 100}),
+        ("trainer.yaml", "data.image_size", "100", "multiple of 32"),
+    ),
+    Case(
+        "trainer-unknown-encoder",
+        train(model={"encoder": "resnet999"}),
+        ("trainer.yaml", "model.encoder", "'resnet999'", "resnet34"),
+    ),
+    Case(
+        "trainer-unknown-arch",
+        train(model={"arch": "vnet"}),
+        ("trainer.yaml", "model.arch", "'vnet'", "unet"),
+    ),
+    Case("trainer-unknown-device", train(device="tpu"), ("trainer.yaml", "device", "'tpu'", "cuda:N")),
+    Case(
+        "trainer-encoder-weights-missing",
+        train(model={"encoder_weights": "weights/encoder.pth"}),
+        ("trainer.yaml", "model.encoder_weights", "weights/encoder.pth", "imagenet"),
+    ),
+    # ---- data folders (edgesearch train FILE --data DIR)
+    Case(
+        "data-missing-folder",
+        plain("train", "{trainer}", "--data", "{tmp}/nope", "--out", "{tmp}/out"),
+        ("data.root", "{tmp}/nope", "no such folder"),
+    ),
+    Case(
+        "data-folder-without-images-and-masks",
+        after(folder("data"), plain("train", "{trainer}", "--data", "{tmp}/data", "--out", "{tmp}/out")),
+        ("{tmp}/data/images", "folder missing", "images/ and masks/"),
+    ),
+    Case("data-empty-folder", train_on(emptied), ("{tmp}/data", "empty", ".png")),
+    Case("data-unpaired-image", train_on(drop("masks/img01.png")), ("images/img01.png", "image without a mask")),
+    Case("data-unpaired-mask", train_on(drop("images/img04.png")), ("masks/img04.png", "mask without an image")),
+    Case("data-corrupt-image", train_on(corrupt("images/img02.png")), ("images/img02.png", "unreadable image")),
+    Case("data-corrupt-mask", train_on(corrupt("masks/img05.png")), ("masks/img05.png", "unreadable mask")),
+    Case("data-size-mismatch", train_on(small_mask), ("masks/img02.png", "32x32", "64x64")),
+    Case("data-non-binary-mask", train_on(gradient_mask), ("masks/img03.png", "not binary", "0/255")),
+    Case("data-one-pair", train_on(one_pair), ("data.root", "{tmp}/data", "at least 2")),
+    Case("data-duplicate-stem", train_on(twin_stem), ("img00.jpg", "img00.png", "share the stem")),
+    Case("data-val-without-masks", train_on(val_without_masks), ("{tmp}/data/val/masks", "folder missing")),
+    # ---- CLI options
+    Case(
+        "cli-epochs-zero",
+        plain("train", "{trainer}", "--epochs", "0", "--out", "{tmp}/out"),
+        ("--epochs", "greater than or equal to 1"),
+    ),
+    Case(
+        "cli-device-tpu",
+        plain("train", "{trainer}", "--device", "tpu", "--out", "{tmp}/out"),
+        ("--device", "'tpu'", "cuda:N"),
+    ),
+    Case(
+        "cli-train-out-not-empty",
+        after(non_empty_folder("out"), plain("train", "{trainer}", "--out", "{tmp}/out")),
+        ("--out", "{tmp}/out", "not empty"),
+    ),
+    Case(
+        "cli-predict-neither-study-nor-checkpoint",
+        after(one_image, plain("predict", "{tmp}/data/images", "--out", "{tmp}/masks")),
+        ("--study", "--checkpoint"),
+    ),
+    Case(
+        "cli-predict-threshold-above-1",
+        predict_with_checkpoint("--threshold", "1.5"),
+        ("threshold", "1.5", "0 < x < 1"),
+    ),
+    Case("cli-predict-device-tpu", predict_with_checkpoint("--device", "tpu"), ("--device", "'tpu'", "cuda:N")),
+    Case(
+        "cli-predict-missing-input",
+        predict_with_checkpoint(missing_input=True),
+        ("{tmp}/nope.png", "no such file"),
+    ),
+    Case("cli-export-format-xml", on_known("study", "export", KNOWN, "--format", "xml"), ("--format", "'xml'", "csv")),
+    Case("cli-dashboard-port-zero", plain("dashboard", "--port", "0"), ("--port", "greater than or equal to 1")),
+    Case("cli-dashboard-port-70000", plain("dashboard", "--port", "70000"), ("--port", "less than or equal to 65535")),
+    Case(
+        "cli-study-run-processes-zero",
+        plain("study", "run", "{study}", "--processes", "0", "--storage", "{storage}"),
+        ("--processes", "greater than or equal to 1"),
+    ),
+    Case(
+        "cli-study-run-artifacts-is-a-file",
+        after(
+            plain_file("pictures"),
+            plain("study", "run", "{study}", "--artifacts", "{tmp}/pictures", "--storage", "{storage}"),
+        ),
+        ("artifacts", "{tmp}/pictures", "expected a folder"),
+    ),
+    Case(
+        "cli-predict-out-not-empty",
+        after(non_empty_folder("masks"), on_known("predict", "--study", KNOWN, "{tmp}/data", "--out", "{tmp}/masks")),
+        ("--out", "{tmp}/masks", "not empty"),
+    ),
+    Case(
+        "cli-enqueue-not-an-assignment",
+        on_known("study", "enqueue", KNOWN, "edge_lambda"),
+        ("'edge_lambda'", "PATH=VALUE", "loss.edge_lambda=0.15"),
+    ),
+    Case(
+        "cli-enqueue-outside-space",
+        on_known("study", "enqueue", KNOWN, "loss.edge_lambda=0.9"),
+        ("enqueue[0].loss.edge_lambda", "0.9", "0.0 <= x <= 0.5"),
+    ),
+    Case(
+        "cli-enqueue-unknown-choice",
+        on_known("study", "enqueue", KNOWN, "loss.kind=dice"),
+        ("enqueue[0].loss.kind", "'dice'", "'bce', 'focal'"),
+    ),
+    # ---- storage URLs
+    Case(
+        "storage-bad-scheme",
+        plain("study", "create", "{study}", "--storage", "mysql://x"),
+        ("mysql://x", "unsupported database", "sqlite:///"),
+    ),
+    Case(
+        "storage-not-a-url",
+        plain("study", "create", "{study}", "--storage", "notaurl"),
+        ("notaurl", "not a valid database URL", "sqlite:///"),
+    ),
+    Case(
+        "storage-sqlite-folder-missing",
+        plain("study", "create", "{study}", "--storage", "sqlite:///{tmp}/nope/s.db"),
+        ("{tmp}/nope", "does not exist"),
+    ),
+    Case(
+        "storage-sqlite-path-is-a-folder",
+        plain("study", "list", "--storage", "sqlite:///{tmp}"),
+        ("{tmp}", "is a folder", "study.db"),
+    ),
+    Case(
+        "storage-postgres-driver-unsupported",
+        plain("study", "create", "{study}", "--storage", "postgresql+psycopg2://u@localhost/db"),
+        ("psycopg2", "not supported", "postgresql+psycopg://"),
+    ),
+    Case(
+        "storage-env-bad-scheme",
+        plain("study", "list"),
+        ("mysql://x", "unsupported database", "sqlite:///"),
+        env={"EDGESEARCH_STORAGE": "mysql://x"},
+    ),
+    Case(
+        "storage-study-run-bad-scheme",
+        plain("study", "run", "{study}", "--storage", "mysql://x", "--runs-dir", "{tmp}/runs"),
+        ("mysql://x", "unsupported database", "sqlite:///"),
+    ),
+    # ---- studies that do not exist
+    Case("study-unknown-worker", on_known("worker", "nope", "--runs-dir", "{tmp}/runs"), ("'nope'", KNOWN)),
+    Case("study-unknown-show", on_known("study", "show", "nope"), ("'nope'", KNOWN)),
+    Case("study-unknown-best", on_known("study", "best", "nope"), ("'nope'", KNOWN)),
+    Case("study-unknown-export", on_known("study", "export", "nope", "--out", "{tmp}/out.csv"), ("'nope'", KNOWN)),
+    Case("study-unknown-enqueue", on_known("study", "enqueue", "nope", "loss.edge_lambda=0.1"), ("'nope'", KNOWN)),
+    Case("study-unknown-report", on_known("study", "report", "nope", "--out", "{tmp}/report"), ("'nope'", KNOWN)),
+    Case("study-unknown-delete", on_known("study", "delete", "nope", "--yes"), ("'nope'", KNOWN)),
+    Case(
+        "study-unknown-predict",
+        on_known("predict", "--study", "nope", "{tmp}/data", "--out", "{tmp}/masks"),
+        ("'nope'", KNOWN),
+    ),
+    Case("study-best-without-trials", on_known("study", "best", KNOWN), (f"'{KNOWN}'", "no completed trial")),
+    Case(
+        "study-unknown-on-missing-sqlite-file",
+        # A read-only command on a SQLite file that does not exist must not create an empty database.
+        plain("study", "show", "nope", "--storage", "{storage}"),
+        ("no database file", "{tmp}", "study create"),
+    ),
+]
+
+
+# --------------------------------------------------------------------------- what "nothing written" means
+
+
+def tree(root: Path) -> dict[str, tuple[int, int] | None]:
+    """Every path under ``root``: files with (size, mtime), folders as None; SQLite files by name only."""
+    found: dict[str, tuple[int, int] | None] = {}
+    for path in root.rglob("*"):
+        name = str(path.relative_to(root))
+        if path.name.endswith((f"{DB}-wal", f"{DB}-shm", f"{DB}-journal")):
+            continue  # SQLite's side files come and go with readers
+        if path.is_dir() or path.name == DB:
+            found[name] = None
+        else:
+            stat = path.stat()
+            found[name] = (stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+def database(path: Path) -> dict[str, list[tuple[Any, ...]]] | None:
+    """The rows of every table of the SQLite file (studies, trials, attributes, ...), or None if absent."""
+    if not path.exists():
+        return None
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {table: sorted(map(tuple, connection.execute(f'SELECT * FROM "{table}"')), key=repr) for table in tables}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input_exits_2_with_a_message_and_writes_nothing(
+    case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EDGESEARCH_STORAGE", raising=False)
+    artifacts = tmp_path / "artifacts"
+    args = case.build(tmp_path)
+    files_before, rows_before = tree(tmp_path), database(tmp_path / DB)
+
+    result = CliRunner().invoke(app, args, env=case.env)
+
+    shown = f"args: {args}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert result.exit_code == 2, shown
+    assert result.stderr.strip(), shown
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, shown
+    for expected in case.expect:
+        assert expected.replace("{tmp}", str(tmp_path)) in result.stderr, f"missing {expected!r}\n{shown}"
+    assert database(tmp_path / DB) == rows_before, f"the storage changed\n{shown}"
+    assert tree(tmp_path) == files_before, f"files were written\n{shown}"
+    assert not artifacts.exists() or not any(artifacts.iterdir()), shown
