@@ -116,9 +116,21 @@ def _admission(study: optuna.Study) -> Iterator[None]:
         yield
 
 
+def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
+    """Trials of the study in ``states``, read from the database itself.
+
+    Not through the study's in-process trial cache: that cache may never see a trial whose
+    row was committed after a newer one (it only re-reads ids above the last finished trial),
+    and one missed trial is enough for two workers to take the same last slot.
+    """
+    storage = _rdb(study)
+    if storage is None:
+        return len(study.get_trials(deepcopy=False, states=states))
+    return len(storage.get_all_trials(study._study_id, deepcopy=False, states=states))
+
+
 def _admitted(study: optuna.Study, n_trials: int) -> bool:
-    counted = study.get_trials(deepcopy=False, states=_COUNTED)
-    return len(counted) <= n_trials
+    return _count(study, _COUNTED) <= n_trials
 
 
 def _hand_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
@@ -197,8 +209,8 @@ def run_worker(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
         with _admission(study):  # count-then-ask as one step, so two workers never take one slot
-            finished = len(study.get_trials(deepcopy=False, states=FINISHED))
-            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            finished = _count(study, FINISHED)
+            running = _count(study, (TrialState.RUNNING,))
             trial = None
             if finished + running < config.n_trials:
                 with warnings.catch_warnings():
