@@ -162,7 +162,8 @@ def run_here(
 
 
 def _relay(child: subprocess.Popen[str], index: int, progress: StudyProgress) -> None:
-    assert child.stdout is not None  # Popen(stdout=PIPE) guarantees it
+    if child.stdout is None:  # only when started without stdout=PIPE: nothing to relay
+        return
     for line in child.stdout:
         progress.log(f"[w{index}] {line.rstrip()}")
 
