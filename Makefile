@@ -1,10 +1,10 @@
-# make install | demo | test | lint — each creates .venv first when it is missing.
+# make install | demo | test | lint | bench — each creates .venv first when it is missing.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,12 +21,25 @@ demo: install
 	@echo "open the dashboard: $(BIN)/edgesearch dashboard   (then http://127.0.0.1:8080/dashboard)"
 
 lint: install
-	$(BIN)/ruff check edgesearch tests
-	$(BIN)/ruff format --check edgesearch tests
+	$(BIN)/ruff check edgesearch tests benchmarks
+	$(BIN)/ruff format --check edgesearch tests benchmarks
 	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest
+
+# Every benchmark at full size, one after the other (never in parallel: they time the same cores),
+# results in benchmarks/results/*.json and the BENCHMARKS.md table printed at the end. PostgreSQL:
+# $EDGESEARCH_BENCH_POSTGRES_URL, else a throwaway local cluster (.ci/start-postgres.sh).
+BENCHMARKS := cli_startup trainer_overhead edge_cost input_pipeline gpu coordination pruning
+bench: install
+	@mkdir -p benchmarks/results
+	@set -e; for name in $(BENCHMARKS); do \
+		echo "== $$name"; start=$$(date +%s); \
+		$(BIN)/python benchmarks/$$name.py --json benchmarks/results/$$name.json >/dev/null; \
+		echo "   $$(( $$(date +%s) - start )) s"; \
+	done
+	@$(BIN)/python benchmarks/summary.py
 
 clean:
 	rm -rf $(VENV) runs reports artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -411,6 +411,17 @@ CASES = [
         ("trainer.yaml", "model.encoder", "'resnet999'", "resnet34"),
     ),
     Case(
+        "trainer-unknown-timm-encoder",
+        train(model={"encoder": "tu-mobilenetv3_small_minimal_100"}),
+        (
+            "trainer.yaml",
+            "model.encoder",
+            "'mobilenetv3_small_minimal_100'",
+            "timm.list_models()",
+            "tu-mobilenetv3_small_100",
+        ),
+    ),
+    Case(
         "trainer-unknown-arch",
         train(model={"arch": "vnet"}),
         ("trainer.yaml", "model.arch", "'vnet'", "unet"),

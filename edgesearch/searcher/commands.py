@@ -98,18 +98,17 @@ def run_command(
 def list_command(storage: StorageOption = None) -> None:
     """List the studies in the storage with their progress."""
     with user_errors():
-        import optuna
-
-        from edgesearch.searcher.storage import open_storage, redact, resolve_storage_url
+        from edgesearch.searcher.storage import redact, resolve_storage_url
+        from edgesearch.searcher.summary import study_summaries
 
         url = resolve_storage_url(storage)
-        summaries = optuna.get_all_study_summaries(open_storage(url, create=False), include_best_trial=True)
+        summaries = study_summaries(url)
     if not summaries:
         out.print(f"no studies in {redact(url)}")
         return
     for s in summaries:
-        best = f"{s.best_trial.value:.4f}" if s.best_trial is not None and s.best_trial.value is not None else "-"
-        out.print(f"{s.study_name}\t{s.n_trials} trials\tbest {best}")
+        best = f"{s.best_value:.4f}" if s.best_value is not None else "-"
+        out.print(f"{s.name}\t{s.n_trials} trials\tbest {best}")
 
 
 def _best_record(name: str, url: str) -> dict[str, Any]:

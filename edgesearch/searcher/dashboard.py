@@ -9,11 +9,8 @@ through an SSH tunnel.
 from __future__ import annotations
 
 import ipaddress
-import socket
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Annotated
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import typer
 
@@ -22,20 +19,12 @@ from edgesearch.errors import UserError
 from edgesearch.searcher.worker_commands import ArtifactsOption, StorageOption
 
 if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
     from wsgiref.types import WSGIApplication
 
 __all__ = ["dashboard_app", "is_loopback", "make_dashboard_server"]
 
 dashboard_app = typer.Typer()
-
-
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True  # a browser's open connections must not keep Ctrl-C waiting
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # one line per request is noise
-        pass
 
 
 def is_loopback(host: str) -> bool:
@@ -50,10 +39,22 @@ def is_loopback(host: str) -> bool:
 
 def make_dashboard_server(url: str, artifacts: Path, *, host: str, port: int) -> WSGIServer:
     """A threaded WSGI server running optuna-dashboard on the storage and the artifact folder."""
+    # Imported here, not at the top: the HTTP server modules cost every other command's start-up ~50 ms.
+    import socket
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
     from optuna_dashboard import wsgi
 
     from edgesearch.searcher.artifacts import open_artifact_store
     from edgesearch.searcher.storage import open_storage
+
+    class _ThreadingServer(ThreadingMixIn, WSGIServer):
+        daemon_threads = True  # a browser's open connections must not keep Ctrl-C waiting
+
+    class _QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # one line per request is noise
+            pass
 
     app: WSGIApplication = wsgi(open_storage(url, create=False), artifact_store=open_artifact_store(artifacts))
     try:

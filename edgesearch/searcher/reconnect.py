@@ -16,13 +16,16 @@ import functools
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import sqlalchemy.exc
 from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage
-from sqlalchemy import text
+from optuna.storages._rdb import models
+from optuna.trial import TrialState
+from sqlalchemy import func, select, text
 
 __all__ = ["ReconnectingRDBStorage", "is_connection_error"]
 
@@ -96,27 +99,46 @@ class ReconnectingRDBStorage(RDBStorage):
         finally:
             self._local.active = False
 
+    def count_trials(self, study_id: int) -> Counter[TrialState]:
+        """The study's trials by state, counted by the database in one statement.
+
+        Why not ``get_all_trials``: that loads every trial with its parameters and attributes, a
+        cost that grows with the study and, in the worker, is paid while holding the admission
+        lock. And one statement reads one snapshot: a trial that finishes meanwhile is counted
+        once, as RUNNING or as finished, never in neither (two separate counts can miss it, and
+        then one trial too many is admitted).
+        """
+        table = models.TrialModel.__table__
+        query = select(table.c.state, func.count()).where(table.c.study_id == study_id).group_by(table.c.state)
+
+        def count() -> Counter[TrialState]:
+            with self.engine.connect() as connection:
+                return Counter({TrialState(state): int(n) for state, n in connection.execute(query)})
+
+        result: Counter[TrialState] = self._retrying("count_trials", count)
+        return result
+
     @contextlib.contextmanager
-    def exclusive(self, key: str) -> Iterator[None]:
-        """Hold a lock named ``key`` shared by every process using this database.
+    def exclusive(self, key: str) -> Iterator[bool]:
+        """Hold a lock named ``key`` shared by every process using this database; yields whether there is one.
 
         PostgreSQL: a session advisory lock (released by the server if this process dies).
         SQLite: an advisory lock on a file beside the database, enough for the processes of the
-        one machine that can share a SQLite file. Other databases: no lock.
+        one machine that can share a SQLite file. Other databases: no lock (yields False).
         """
         dialect = self.engine.dialect.name
         if dialect == "postgresql":
             with self._advisory_lock(key):
-                yield
+                yield True
         elif dialect == "sqlite" and self.engine.url.database not in (None, "", ":memory:"):
             with open(f"{self.engine.url.database}-edgesearch.lock", "a") as handle:
                 fcntl.flock(handle, fcntl.LOCK_EX)
                 try:
-                    yield
+                    yield True
                 finally:
                     fcntl.flock(handle, fcntl.LOCK_UN)
         else:
-            yield
+            yield False
 
     @contextlib.contextmanager
     def _advisory_lock(self, key: str) -> Iterator[None]:

@@ -18,7 +18,9 @@ A password in a URL is never printed: every message goes through :func:`redact`,
 are turned into one :class:`~edgesearch.errors.UserError` line that names the redacted URL and the
 reason, never the driver's raw text.
 
-Optuna is imported inside :func:`open_storage` only, and torch never, so the CLI stays quick to start.
+Optuna and SQLAlchemy are imported inside the functions that need them, and torch never, so the CLI
+stays quick to start: resolving a URL, and checking and showing a plain ``sqlite:///PATH`` one, import
+neither (``edgesearch study list`` reads SQLite without them, :mod:`edgesearch.searcher.summary`).
 """
 
 from __future__ import annotations
@@ -33,21 +35,22 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy.exc
-from sqlalchemy.engine import URL, make_url
-
 from edgesearch.errors import ConfigError, UserError
 
 if TYPE_CHECKING:
+    import sqlalchemy.exc
     from optuna.storages import RDBStorage
+    from sqlalchemy.engine import URL
 
 __all__ = [
     "ALLOWED",
     "DEFAULT_STORAGE",
     "ENV_VAR",
     "check_url",
+    "existing_sqlite_file",
     "normalize_url",
     "open_storage",
+    "plain_sqlite_path",
     "redact",
     "resolve_storage_url",
 ]
@@ -75,6 +78,9 @@ _POSTGRES_ALIASES = frozenset({"postgresql", "postgres"})
 _HIDDEN = "***"
 _UNPARSABLE = "<unparsable URL, not shown: it may contain a password>"
 _CREATION_ATTEMPTS = 5
+# sqlite:///PATH where PATH holds only characters that SQLAlchemy neither decodes when parsing a URL nor
+# encodes when printing one: no host, no query, no %-escapes, ASCII only.
+_PLAIN_SQLITE = re.compile(r"sqlite(?:\+pysqlite)?:///(?P<path>[A-Za-z0-9_.~ +/-]+)")
 
 
 def resolve_storage_url(cli: str | None, study_file_url: str | None = None) -> str:
@@ -95,6 +101,11 @@ def redact(url: str) -> str:
     A string that SQLAlchemy cannot parse is shown as is only when it cannot hold a password (no ``@``,
     no ``:`` beyond the scheme, no "password"); otherwise a placeholder stands in for it.
     """
+    if _PLAIN_SQLITE.fullmatch(url):
+        return url  # nothing to hide, and SQLAlchemy would print it unchanged: no need to import it
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
     try:
         parsed = make_url(url)
     except (sqlalchemy.exc.ArgumentError, ValueError):
@@ -113,6 +124,9 @@ def normalize_url(url: str) -> str:
     Why: SQLAlchemy's default PostgreSQL driver is psycopg2, which is not installed; psycopg 3 is. Any
     other URL (including an unparsable one, left for :func:`check_url` to report) is returned unchanged.
     """
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
     try:
         parsed = make_url(url)
     except (sqlalchemy.exc.ArgumentError, ValueError):
@@ -128,17 +142,17 @@ def check_url(url: str) -> None:
     Allowed (after :func:`normalize_url`): ``sqlite:///PATH`` whose parent folder exists (or an in-memory
     ``sqlite://``), and ``postgresql+psycopg://...``. The check is offline: it does not connect.
     """
+    path = plain_sqlite_path(url)
+    if path is not None:
+        _check_sqlite_path(url, path)
+        return
     parsed = _parse(url)
-    where = f"storage {redact(url)}"
     if parsed.drivername in _SQLITE_DRIVERS:
         path = _sqlite_path(parsed)
-        if path is None:
-            return
-        if path.is_dir():
-            raise ConfigError(f"{where}: {path} is a folder; name a database file, e.g. sqlite:///{path}/study.db")
-        if not path.parent.is_dir():
-            raise ConfigError(f"{where}: folder {path.parent} does not exist; create it or choose another path")
+        if path is not None:
+            _check_sqlite_path(url, path)
         return
+    where = f"storage {redact(url)}"
     if parsed.drivername == _POSTGRES_DRIVER:
         return
     backend = parsed.get_backend_name()
@@ -147,6 +161,37 @@ def check_url(url: str) -> None:
     else:
         reason = f"unsupported database {parsed.drivername!r}"
     raise ConfigError(f"{where}: {reason}; allowed: {ALLOWED}")
+
+
+def plain_sqlite_path(url: str) -> Path | None:
+    """The file of a plain ``sqlite:///PATH`` URL, read without SQLAlchemy; ``None`` for any other URL.
+
+    Plain: no host, no query and a path of ASCII letters, digits, ``_.~+-/`` and spaces only, which
+    SQLAlchemy neither decodes when parsing nor encodes when printing. So the file is exactly the one
+    SQLAlchemy would open, and the URL prints unchanged through :func:`redact`. Anything else (in-memory,
+    ``?timeout=5``, ``%20``, non-ASCII names, PostgreSQL) is left to SQLAlchemy.
+    """
+    match = _PLAIN_SQLITE.fullmatch(url)
+    if match is None:
+        return None
+    try:
+        return Path(match["path"]).expanduser()
+    except RuntimeError:  # "~name/..." of no known user: left to the SQLAlchemy path, which reports it
+        return None
+
+
+def existing_sqlite_file(url: str) -> Path | None:
+    """The file of a plain SQLite URL (:func:`plain_sqlite_path`), checked; ``None`` for any other URL.
+
+    The checks and errors are those of ``open_storage(url, create=False)``, so that a reader that skips
+    Optuna fails on a bad path (a folder, a missing folder or file) exactly as the other commands do.
+    """
+    path = plain_sqlite_path(url)
+    if path is not None:
+        check_url(url)
+        if not path.exists():
+            raise _no_database_file(url, path)
+    return path
 
 
 def open_storage(
@@ -172,7 +217,9 @@ def open_storage(
     reached or used.
     """
     import optuna
+    import sqlalchemy.exc
     from optuna.exceptions import ExperimentalWarning
+    from sqlalchemy.engine import make_url
 
     from edgesearch.searcher.reconnect import ReconnectingRDBStorage
 
@@ -187,10 +234,7 @@ def open_storage(
     if not create and parsed.drivername in _SQLITE_DRIVERS:
         path = _sqlite_path(parsed)
         if path is not None and not path.exists():
-            raise UserError(
-                f"storage {redact(url)}: no database file at {path}; "
-                "create a study first (edgesearch study create FILE)"
-            )
+            raise _no_database_file(url, path)
     engine_kwargs = _engine_kwargs(parsed)
     if parsed.drivername in _SQLITE_DRIVERS:
         _enable_wal(parsed, url)
@@ -235,6 +279,9 @@ def open_storage(
 
 def _parse(url: str) -> URL:
     """``make_url(normalize_url(url))``, raising ConfigError (password hidden) for a malformed URL."""
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
     try:
         return make_url(normalize_url(url))
     except (sqlalchemy.exc.ArgumentError, ValueError):
@@ -247,6 +294,21 @@ def _sqlite_path(parsed: URL) -> Path | None:
     if not database or database == ":memory:":
         return None
     return Path(database).expanduser()
+
+
+def _check_sqlite_path(url: str, path: Path) -> None:
+    """ConfigError unless ``path`` can be a SQLite database file: not a folder, in a folder that exists."""
+    where = f"storage {redact(url)}"
+    if path.is_dir():
+        raise ConfigError(f"{where}: {path} is a folder; name a database file, e.g. sqlite:///{path}/study.db")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{where}: folder {path.parent} does not exist; create it or choose another path")
+
+
+def _no_database_file(url: str, path: Path) -> UserError:
+    return UserError(
+        f"storage {redact(url)}: no database file at {path}; create a study first (edgesearch study create FILE)"
+    )
 
 
 def _check_positive(name: str, value: int | None) -> None:
@@ -304,6 +366,8 @@ def _enable_wal(parsed: URL, url: str) -> None:
 
 
 def _is_creation_race(exc: sqlalchemy.exc.SQLAlchemyError) -> bool:
+    import sqlalchemy.exc
+
     text = str(getattr(exc, "orig", exc)).lower()
     return isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in text or "duplicate key" in text
 
@@ -325,6 +389,8 @@ _REASONS: tuple[tuple[str, str, str], ...] = (
 
 def _storage_error(parsed: URL, url: str, exc: sqlalchemy.exc.SQLAlchemyError) -> UserError:
     """One line naming the redacted URL and why the database could not be used, with the password scrubbed."""
+    import sqlalchemy.exc
+
     if parsed.drivername in _SQLITE_DRIVERS:
         verb = "cannot open"
     elif isinstance(exc, sqlalchemy.exc.OperationalError):

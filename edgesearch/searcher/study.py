@@ -132,12 +132,18 @@ def create_study(config: StudyConfig, url: str) -> tuple[optuna.Study, bool]:
 
 def load_study(name: str, url: str, *, worker_index: int = 0) -> tuple[optuna.Study, StudyConfig]:
     """Load a study by name with the sampler and pruner its stored config names."""
-    storage = _storage_for(None, url, create=False)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-    if name not in names:
-        listing = ", ".join(sorted(names)) or "none"
-        raise UserError(f"no study named {name!r} in {redact(url)}; studies there: {listing}")
-    config = stored_config(optuna.load_study(study_name=name, storage=storage))
+    reader = _storage_for(None, url, create=False)
+    try:
+        names = [s.study_name for s in optuna.get_all_study_summaries(reader, include_best_trial=False)]
+        if name not in names:
+            listing = ", ".join(sorted(names)) or "none"
+            raise UserError(f"no study named {name!r} in {redact(url)}; studies there: {listing}")
+        config = stored_config(optuna.load_study(study_name=name, storage=reader))
+    finally:
+        # Only the stored config was wanted from it: close its pooled connections now rather than
+        # at a later garbage collection, since each worker would keep them open meanwhile and a
+        # PostgreSQL server allows ~100 connections for all the workers of all the boxes.
+        reader.engine.dispose()
     storage = _storage_for(config, url, create=False)
     study = optuna.load_study(
         study_name=name,

@@ -3,10 +3,12 @@
 Optuna's RDB storage is the only coordinator. Before each trial a worker fails stale trials
 (their retries are queued by the storage's RetryHeartbeatStaleTrialCallback), then, holding a
 lock of the database (a PostgreSQL advisory lock, or a file lock beside a SQLite file), counts
-the study's RUNNING + COMPLETE + PRUNED trials and calls ``study.ask()`` only when that is below
-``n_trials``: two workers never take the same last slot, so a study never overshoots and no
-stray trial is left behind. Every trial runs under a heartbeat thread so that a killed worker's
-trial is noticed and retried; SIGTERM/Ctrl-C hand the running trial back for a retry at once.
+the study's RUNNING + COMPLETE + PRUNED trials in one statement and calls ``study.ask()`` only
+when that is below ``n_trials``: two workers never take the same last slot, so a study never
+overshoots and no stray trial is left behind. The lock is held for one count and one ask, so
+the time it serializes workers does not grow with the study. Every trial runs under a heartbeat
+thread so that a killed worker's trial is noticed and retried; SIGTERM/Ctrl-C hand the running
+trial back for a retry at once.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import random
 import threading
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
 from optuna.trial import TrialState
@@ -34,7 +37,9 @@ from edgesearch.trainer.callbacks import Callback
 if TYPE_CHECKING:
     from optuna.artifacts._protocol import ArtifactStore
 
-__all__ = ["StopOnRequest", "WorkerSummary", "run_worker"]
+    from edgesearch.searcher.config import StudyConfig
+
+__all__ = ["StopOnRequest", "TrialRunner", "WorkerSummary", "run_worker"]
 
 _log = logging.getLogger(__name__)
 _COUNTED = (TrialState.RUNNING, *FINISHED)
@@ -107,30 +112,34 @@ def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> No
 
 
 @contextmanager
-def _admission(study: optuna.Study) -> Iterator[None]:
+def _admission(study: optuna.Study) -> Iterator[bool]:
+    """Hold the study's admission lock; yields whether the storage has one."""
     storage = _rdb(study)
     if isinstance(storage, ReconnectingRDBStorage):
-        with storage.exclusive(f"edgesearch-admission:{study.study_name}"):
-            yield
+        with storage.exclusive(f"edgesearch-admission:{study.study_name}") as locked:
+            yield locked
     else:
-        yield
+        yield False
 
 
-def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
-    """Trials of the study in ``states``, read from the database itself.
+def _counts(study: optuna.Study) -> Counter[TrialState]:
+    """The study's trials by state, read from the database itself.
 
     Not through the study's in-process trial cache: that cache may never see a trial whose
     row was committed after a newer one (it only re-reads ids above the last finished trial),
     and one missed trial is enough for two workers to take the same last slot.
     """
     storage = _rdb(study)
+    if isinstance(storage, ReconnectingRDBStorage):
+        return storage.count_trials(study._study_id)
     if storage is None:
-        return len(study.get_trials(deepcopy=False, states=states))
-    return len(storage.get_all_trials(study._study_id, deepcopy=False, states=states))
+        return Counter(t.state for t in study.get_trials(deepcopy=False))
+    return Counter(t.state for t in storage.get_all_trials(study._study_id, deepcopy=False))
 
 
-def _admitted(study: optuna.Study, n_trials: int) -> bool:
-    return _count(study, _COUNTED) <= n_trials
+def _taken(counts: Counter[TrialState]) -> int:
+    """Slots of ``n_trials`` already used: finished trials and the ones running now."""
+    return sum(counts[state] for state in _COUNTED)
 
 
 def _hand_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
@@ -144,6 +153,26 @@ def _hand_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)(study, frozen)
+
+
+class TrialRunner(Protocol):
+    """Trains one admitted trial and says how it ended; the worker tells the storage.
+
+    :func:`~edgesearch.searcher.objective.run_trial` is the real one. A stand-in must behave like
+    it towards the trial: report through it (pruning raised as ``TrialPruned`` and returned as a
+    PRUNED outcome), end at a ``callbacks`` batch hook when the worker is asked to stop, and let a
+    UserError propagate.
+    """
+
+    def __call__(
+        self,
+        trial: optuna.Trial,
+        config: StudyConfig,
+        *,
+        runs_dir: Path,
+        artifact_store: ArtifactStore | None,
+        callbacks: Sequence[Callback],
+    ) -> TrialOutcome: ...
 
 
 class StopOnRequest(Callback):
@@ -172,6 +201,7 @@ def run_worker(
     stop: threading.Event | None = None,
     max_consecutive_failures: int = 3,
     poll_seconds: float = 2.0,
+    trial_runner: TrialRunner = run_trial,
 ) -> WorkerSummary:
     """Run trials of study ``name`` until it is full, ``max_trials`` ran here, or ``timeout`` passed.
 
@@ -182,6 +212,9 @@ def run_worker(
     FAILs and the worker goes on, unless ``max_consecutive_failures`` trials in a row crash the
     same way: then the cause is not the trial, and the worker stops rather than burn the study.
     A UserError inside a trial (its data vanished) FAILs it and propagates at once.
+
+    ``trial_runner`` is what trains a trial (:func:`~edgesearch.searcher.objective.run_trial`);
+    tests and benchmarks swap in a cheap one to exercise the coordination alone.
     """
     study, config = load_study(name, url, worker_index=worker_index)
     stop = stop if stop is not None else threading.Event()
@@ -208,11 +241,11 @@ def run_worker(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-        with _admission(study):  # count-then-ask as one step, so two workers never take one slot
-            finished = _count(study, FINISHED)
-            running = _count(study, (TrialState.RUNNING,))
+        with _admission(study) as locked:  # count-then-ask as one step, so two workers never take one slot
+            counts = _counts(study)
+            finished = sum(counts[state] for state in FINISHED)
             trial = None
-            if finished + running < config.n_trials:
+            if _taken(counts) < config.n_trials:
                 with warnings.catch_warnings():
                     # We run the heartbeat ourselves (see _heartbeat); Optuna warns about ask() with one.
                     warnings.filterwarnings("ignore", message="Heartbeat of storage")
@@ -223,7 +256,7 @@ def run_worker(
         if trial is None:
             stop.wait(poll_seconds)  # the last trials run elsewhere; stay in case one fails
             continue
-        if not _admitted(study, config.n_trials):  # only storages without a lock get here
+        if not locked and _taken(_counts(study)) > config.n_trials:  # another worker took the slot meanwhile
             study._storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
             stop.wait(rng.uniform(0.1, 1.0))
             continue
@@ -231,7 +264,7 @@ def run_worker(
             on_trial_start(trial)
         with _heartbeat(study, trial):
             try:
-                outcome = run_trial(
+                outcome = trial_runner(
                     trial, config, runs_dir=runs_dir, artifact_store=artifact_store, callbacks=trial_callbacks
                 )
             except UserError as exc:

@@ -66,7 +66,18 @@ class ModelConfig(_Frozen):
         from edgesearch.trainer.model import available_encoders
 
         if value.startswith("tu-"):
-            return value  # any timm model; timm checks the name when the model is built
+            # Any timm model; checked here, since timm itself would only fail once a trial builds it.
+            import difflib
+
+            import timm
+
+            if not timm.is_model(value[3:]):
+                close = difflib.get_close_matches(value[3:], timm.list_models(), n=3, cutoff=0.6)
+                hint = f"; did you mean {', '.join('tu-' + name for name in close)}?" if close else ""
+                raise ValueError(
+                    f"unknown timm model {value[3:]!r}; allowed: 'tu-' + a name in timm.list_models(){hint}"
+                )
+            return value
         allowed = available_encoders()
         if value not in allowed:
             raise ValueError(

@@ -193,9 +193,10 @@ def _validate(run: _Run, loader: DataLoader[Any]) -> dict[str, float]:
             images, masks = run.to_device(images, masks)
             with run.precision.autocast():
                 logits = run.model(images)
-            target_edges = edge_map(masks, cfg.edge_width)
+            # The target's edge map serves the edge term of the loss and two of the metrics: computed once.
+            target_edges = edge_map(masks.float(), cfg.edge_width)
             loss_sum += total_loss(logits, masks, cfg, target_edges=target_edges)
-            meter.update(torch.sigmoid(logits.float()), masks)
+            meter.update(torch.sigmoid(logits.float()), masks, target_edges=target_edges)
             n_batches += 1
     metrics = meter.compute()
     metrics["val_loss"] = loss_sum.item() / max(n_batches, 1)

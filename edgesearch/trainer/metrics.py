@@ -35,15 +35,20 @@ def _iou_counts(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor,
     return inter, union
 
 
-def _edge_counts(pred: torch.Tensor, target: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _edge_counts(
+    pred: torch.Tensor, target: torch.Tensor, width: int, target_edges: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     pred_edges = edge_map(_binary(pred).float(), width)
-    target_edges = edge_map(_binary(target).float(), width)
+    if target_edges is None:
+        target_edges = edge_map(_binary(target).float(), width)
     return _iou_counts(pred_edges, target_edges)
 
 
-def _corr_sums(prob: torch.Tensor, target: torch.Tensor, width: int) -> torch.Tensor:
+def _corr_sums(
+    prob: torch.Tensor, target: torch.Tensor, width: int, target_edges: torch.Tensor | None = None
+) -> torch.Tensor:
     x = edge_map(prob.float(), width).double().flatten()
-    y = edge_map(target.float(), width).double().flatten()
+    y = (edge_map(target.float(), width) if target_edges is None else target_edges).double().flatten()
     n = torch.tensor(float(x.numel()), dtype=torch.float64, device=x.device)
     return torch.stack([n, x.sum(), y.sum(), (x * x).sum(), (y * y).sum(), (x * y).sum()])
 
@@ -84,10 +89,12 @@ class MetricAccumulator:
         self._sums = torch.zeros(10, dtype=torch.float64, device=device)
 
     @torch.no_grad()
-    def update(self, prob: torch.Tensor, target: torch.Tensor) -> None:
+    def update(self, prob: torch.Tensor, target: torch.Tensor, *, target_edges: torch.Tensor | None = None) -> None:
+        """Add one batch. ``target_edges`` is ``edge_map(target, width)`` of the 0/1 ``target`` when the
+        caller has it already (the loss needs it too); otherwise it is computed here."""
         inter, union = _iou_counts(prob, target)
-        b_inter, b_union = _edge_counts(prob, target, self.width)
-        corr = _corr_sums(prob, target, self.width)
+        b_inter, b_union = _edge_counts(prob, target, self.width, target_edges)
+        corr = _corr_sums(prob, target, self.width, target_edges)
         self._sums += torch.cat([torch.stack([inter, union, b_inter, b_union]), corr])
 
     def compute(self) -> dict[str, float]:

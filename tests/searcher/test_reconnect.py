@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
+import optuna
 import pytest
 import sqlalchemy.exc
 from optuna.exceptions import StorageInternalError
+from optuna.trial import TrialState
 
 from edgesearch.searcher.reconnect import ReconnectingRDBStorage, is_connection_error
 from edgesearch.searcher.storage import open_storage
@@ -50,3 +53,24 @@ def test_a_call_that_fails_while_the_database_is_away_is_retried_until_it_is_bac
     monkeypatch.setattr("edgesearch.searcher.reconnect.time.sleep", lambda seconds: None)
     assert storage.get_all_studies() == []
     assert next(failures, "done") == "done"  # it took the three attempts
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_trials_are_counted_by_state_in_the_database(request: pytest.FixtureRequest, backend: str) -> None:
+    url = str(request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url"))
+    storage = open_storage(url)
+    assert isinstance(storage, ReconnectingRDBStorage)
+    study = optuna.create_study(study_name="counted", storage=storage)
+    other = optuna.create_study(study_name="other", storage=storage)
+    study.tell(study.ask(), 1.0)
+    study.tell(study.ask(), 2.0)
+    study.tell(study.ask(), state=TrialState.PRUNED)
+    study.ask()
+    study.enqueue_trial({"x": 0.5})
+    other.ask()
+
+    assert storage.count_trials(study._study_id) == Counter(
+        {TrialState.COMPLETE: 2, TrialState.PRUNED: 1, TrialState.RUNNING: 1, TrialState.WAITING: 1}
+    )
+    assert storage.count_trials(other._study_id) == Counter({TrialState.RUNNING: 1})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import queue
+import random
 import sqlite3
 import subprocess
 import sys
@@ -21,14 +22,17 @@ from sqlalchemy.engine import make_url
 
 from edgesearch.errors import ConfigError, UserError
 from edgesearch.searcher.storage import (
+    _PLAIN_SQLITE,
     DEFAULT_STORAGE,
     ENV_VAR,
     check_url,
     normalize_url,
     open_storage,
+    plain_sqlite_path,
     redact,
     resolve_storage_url,
 )
+from edgesearch.searcher.storage import _sqlite_path as sqlalchemy_sqlite_path
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -145,6 +149,62 @@ def test_check_url_rejects_sqlite_path_that_is_a_folder(tmp_path: Path) -> None:
         check_url(f"sqlite:///{tmp_path}")
 
 
+PLAIN_SQLITE_URLS = [
+    "sqlite:///study.db",
+    "sqlite:////tmp/runs/study.db",
+    "sqlite+pysqlite:///study.db",
+    "sqlite:///~/studies/s.db",
+    "sqlite:///~nosuchuser/s.db",
+    "sqlite:///a b+c~d-e_f.0.db",
+    "sqlite:///dir/../x.db",
+]
+
+
+def _agrees_with_sqlalchemy(url: str) -> None:
+    assert make_url(url).render_as_string(hide_password=True) == url == redact(url)
+    path = plain_sqlite_path(url)
+    if path is None:  # "~name" of no known user: SQLAlchemy's path fails on it as before
+        with pytest.raises(RuntimeError):
+            sqlalchemy_sqlite_path(make_url(url))
+    else:
+        assert path == sqlalchemy_sqlite_path(make_url(url))
+
+
+@pytest.mark.parametrize("url", PLAIN_SQLITE_URLS)
+def test_plain_sqlite_path_is_the_file_sqlalchemy_opens_and_the_url_prints_unchanged(url: str) -> None:
+    _agrees_with_sqlalchemy(url)
+
+
+def test_plain_sqlite_path_agrees_with_sqlalchemy_on_random_paths() -> None:
+    rng = random.Random(0)
+    alphabet = "ab/._-~+ %:@?#é\\"
+    accepted = 0
+    for _ in range(2000):
+        url = "sqlite:///" + "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
+        if _PLAIN_SQLITE.fullmatch(url):
+            accepted += 1
+            _agrees_with_sqlalchemy(url)
+    assert accepted > 50  # the alphabet leaves enough plain paths to mean something
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://",
+        "sqlite:///:memory:",
+        "sqlite:///x.db?timeout=5",
+        "sqlite:///a%20b.db",
+        "sqlite:///caf\u00e9.db",
+        "sqlite://host/x.db",
+        "sqlite:///user@x.db",
+        "SQLITE:///x.db",
+        "postgresql+psycopg://u@h/db",
+    ],
+)
+def test_plain_sqlite_path_leaves_other_urls_to_sqlalchemy(url: str) -> None:
+    assert plain_sqlite_path(url) is None
+
+
 # --- opening ----------------------------------------------------------------------------------------------------
 
 
@@ -253,8 +313,13 @@ def test_open_storage_switches_sqlite_file_to_wal(tmp_path: Path) -> None:
     connection.close()
 
 
-def test_storage_module_imports_without_torch_or_optuna() -> None:
-    code = "import sys, edgesearch.searcher.storage; print(sorted({'torch', 'optuna'} & set(sys.modules)))"
+def test_storage_module_and_plain_sqlite_urls_need_no_torch_optuna_or_sqlalchemy() -> None:
+    code = (
+        "import sys\n"
+        "from edgesearch.searcher.storage import check_url, redact\n"
+        "check_url('sqlite:///study.db'); redact('sqlite:///study.db')\n"
+        "print(sorted({'torch', 'optuna', 'sqlalchemy'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ from typer.testing import CliRunner
 
 from edgesearch.cli import app
 from edgesearch.searcher.config import StudyConfig
+from edgesearch.searcher.objective import TrialOutcome
 from edgesearch.searcher.study import create_study, load_study
 from edgesearch.searcher.worker import run_worker
+from edgesearch.trainer.callbacks import Callback
 from tests.conftest import merge
 
 runner = CliRunner()
@@ -86,6 +89,33 @@ def test_hopeless_trials_are_pruned_before_their_last_epoch(tmp_path: Path, sqli
     assert pruned, [(t.number, t.state, t.intermediate_values) for t in trials]
     for t in pruned:
         assert 1 <= len(t.intermediate_values) < 4  # stopped early, its reports are in storage
+
+
+def test_a_worker_runs_its_trials_through_the_given_trial_runner(tmp_path: Path, sqlite_url: str) -> None:
+    create_study(StudyConfig.from_dict(_study("runner", n_trials=2), source="test"), sqlite_url)
+    seen: list[tuple[int, Path, list[str]]] = []
+
+    def runner(
+        trial: optuna.Trial,
+        config: StudyConfig,
+        *,
+        runs_dir: Path,
+        artifact_store: object,
+        callbacks: Sequence[Callback],
+    ) -> TrialOutcome:
+        seen.append((trial.number, runs_dir, [type(c).__name__ for c in callbacks]))
+        trial.report(0.25, step=1)
+        return TrialOutcome(trial.number, TrialState.COMPLETE, 0.25, 1)
+
+    summary = run_worker("runner", sqlite_url, runs_dir=tmp_path / "runs", trial_runner=runner)
+
+    assert summary.stopped_because == "study complete" and summary.count(TrialState.COMPLETE) == 2
+    assert [number for number, _, _ in seen] == [0, 1]
+    assert all(runs_dir == tmp_path / "runs" and "StopOnRequest" in names for _, runs_dir, names in seen)
+    study, _ = load_study("runner", sqlite_url)
+    assert [(t.state, t.value, t.intermediate_values) for t in study.get_trials()] == [
+        (TrialState.COMPLETE, 0.25, {1: 0.25})
+    ] * 2
 
 
 def _run_three_processes(tmp_path: Path, url: str, name: str) -> subprocess.CompletedProcess[str]:

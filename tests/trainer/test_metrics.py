@@ -107,11 +107,14 @@ def test_metric_accumulator_val_iou_is_dataset_level() -> None:
     assert metrics["val_iou"] == pytest.approx(expected, rel=1e-6)
 
 
-def test_metric_accumulator_matches_the_whole_dataset_metrics() -> None:
+@pytest.mark.parametrize("edges_given", [False, True], ids=["edges computed", "target edges passed in"])
+def test_metric_accumulator_matches_the_whole_dataset_metrics(edges_given: bool) -> None:
+    from edgesearch.trainer.edges import edge_map
+
     batches = _batches()
     acc = MetricAccumulator(width=2)
     for prob, target in batches:
-        acc.update(prob, target)
+        acc.update(prob, target, target_edges=edge_map(target, 2) if edges_given else None)
     metrics = acc.compute()
     all_prob = torch.cat([p for p, _ in batches])
     all_target = torch.cat([t for _, t in batches])

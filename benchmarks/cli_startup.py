@@ -1,0 +1,182 @@
+"""CLI start-up: wall time of ``edgesearch --help`` and ``edgesearch study list``, as a user runs them.
+
+Every command runs as a subprocess of the venv's ``edgesearch`` entry point (next to ``sys.executable``),
+in turns, after one untimed warm-up run each; the median of N runs counts (N = 7, 2 with ``--tiny``).
+Targets (< 0.5 s): ``edgesearch --help``, and ``edgesearch study list`` on a SQLite file holding 3
+studies of 20 trials (made with Optuna before timing). For information: ``study create --help``, and
+``study list`` on PostgreSQL when a server is given (``--postgres URL``, else
+``$EDGESEARCH_BENCH_POSTGRES_URL``, else ``$EDGESEARCH_TEST_POSTGRES_URL``) in a database of its own
+there, created, filled and dropped by the script.
+
+    python benchmarks/cli_startup.py [--tiny] [--json FILE] [--postgres URL]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common
+
+TARGET_S = 0.5
+N_STUDIES = 3
+N_TRIALS = 20
+POSTGRES_ENV = ("EDGESEARCH_BENCH_POSTGRES_URL", "EDGESEARCH_TEST_POSTGRES_URL")
+
+
+def fill(url: str) -> list[str]:
+    """Create the studies that ``study list`` shows (untimed): each with ``N_TRIALS`` finished trials."""
+    import optuna
+
+    from edgesearch.searcher.storage import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(url, heartbeat_interval=None)
+    names = [f"bench-{i}" for i in range(N_STUDIES)]
+    for i, name in enumerate(names):
+        study = optuna.create_study(
+            study_name=name, storage=storage, direction="maximize", sampler=optuna.samplers.RandomSampler(seed=i)
+        )
+        study.optimize(lambda trial: trial.suggest_float("x", 0.0, 1.0), n_trials=N_TRIALS)
+    storage.engine.dispose()  # no pooled connection left open while the commands are timed
+    return names
+
+
+def user_environment() -> dict[str, str]:
+    """This environment with Python's bytecode cache on, as on a user's machine.
+
+    A user's installed packages come with ``.pyc`` files and an editable checkout writes its own
+    ``__pycache__`` on the first run (the untimed warm-up here). ``PYTHONDONTWRITEBYTECODE=1``, set on
+    some build machines, would instead recompile edgesearch's own modules on every start.
+    """
+    return {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+
+
+def command(argv: list[str], *, cwd: Path, expect: list[str]) -> Callable[[], float]:
+    """A timed subprocess run of ``argv``; a failure or missing output stops the benchmark (no bogus timing)."""
+    env = user_environment()
+
+    def run() -> float:
+        started = time.perf_counter()
+        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+        elapsed = time.perf_counter() - started
+        missing = [text for text in expect if text not in done.stdout]
+        if done.returncode != 0 or missing:
+            raise SystemExit(
+                f"{' '.join(argv[1:])} exited {done.returncode}, missing {missing}:\n{done.stdout}{done.stderr}"
+            )
+        return elapsed
+
+    return run
+
+
+@contextlib.contextmanager
+def postgres_database(server: str) -> Iterator[str]:
+    """The URL of a new database on ``server``, dropped (with its connections) afterwards."""
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(server)
+    params: dict[str, Any] = {"host": parsed.host, "port": parsed.port, "user": parsed.username}
+    params.update(password=parsed.password, dbname="postgres", connect_timeout=10)
+    name = f"es_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(autocommit=True, **{k: v for k, v in params.items() if v is not None}) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield parsed.set(database=name).render_as_string(hide_password=False)
+        finally:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def postgres_server(explicit: str | None) -> tuple[str | None, str]:
+    """(server URL or None, where it came from or why there is none)."""
+    for candidate, source in [(explicit, "--postgres"), *((os.environ.get(n), f"${n}") for n in POSTGRES_ENV)]:
+        if candidate and candidate.strip():
+            return candidate.strip(), source
+    return None, f"no PostgreSQL server given (--postgres URL, ${POSTGRES_ENV[0]} or ${POSTGRES_ENV[1]})"
+
+
+def summarize(samples: list[float], *, argv: list[str], target: bool) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "command": "edgesearch " + " ".join(argv[1:]),
+        "median_s": round(_common.median(samples), 4),
+        "min_s": round(min(samples), 4),
+        "max_s": round(max(samples), 4),
+        "samples_s": [round(s, 4) for s in samples],
+    }
+    if target:
+        record["target_s"] = TARGET_S
+        record["met"] = record["median_s"] < TARGET_S
+    return record
+
+
+def main() -> None:
+    p = _common.parser(__doc__.splitlines()[0])
+    p.add_argument("--postgres", metavar="URL", default=None, help="PostgreSQL server (a database is created)")
+    args = p.parse_args()
+    runs = 2 if args.tiny else 7
+    edgesearch = str(Path(sys.executable).parent / "edgesearch")
+
+    with contextlib.ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cli-startup-")))
+        sqlite_url = f"sqlite:///{folder / 'studies.db'}"
+        names = fill(sqlite_url)
+        variants: dict[str, tuple[list[str], list[str], bool]] = {
+            "help": ([edgesearch, "--help"], ["study"], True),
+            "study_list_sqlite": ([edgesearch, "study", "list", "--storage", sqlite_url], names, True),
+            "study_create_help": ([edgesearch, "study", "create", "--help"], ["FILE"], False),
+        }
+        server, source = postgres_server(args.postgres)
+        postgres: dict[str, Any] = {"server": source}
+        if server is not None:
+            postgres_url = stack.enter_context(postgres_database(server))
+            fill(postgres_url)
+            variants["study_list_postgres"] = ([edgesearch, "study", "list", "--storage", postgres_url], names, False)
+        _common.log(f"timing {len(variants)} commands, {runs} runs each after 1 warm-up, in turns")
+        samples = _common.alternate(
+            {key: command(argv, cwd=folder, expect=expect) for key, (argv, expect, _) in variants.items()},
+            rounds=runs,
+            warmup=1,
+        )
+
+    commands = {
+        key: summarize(samples[key], argv=argv, target=targeted) for key, (argv, _, targeted) in variants.items()
+    }
+    if "study_list_postgres" in commands:
+        commands["study_list_postgres"]["command"] = "edgesearch study list --storage <postgres database>"
+        commands["study_list_postgres"].update(postgres)
+    else:
+        commands["study_list_postgres"] = {"skipped": postgres["server"]}
+    commands["study_list_sqlite"]["command"] = "edgesearch study list --storage sqlite:///<tmp>/studies.db"
+    for key, record in commands.items():
+        if "skipped" in record:
+            _common.log(f"{key:20s} skipped: {record['skipped']}")
+            continue
+        verdict = f"  target < {TARGET_S} s: {'met' if record['met'] else 'NOT met'}" if "met" in record else ""
+        _common.log(f"{key:20s} median {record['median_s']:.3f} s (min {record['min_s']:.3f}){verdict}")
+    targeted = [record for record in commands.values() if "met" in record]
+    result = {
+        "runs": runs,
+        "warmup_runs": 1,
+        "bytecode_cache": "on (PYTHONDONTWRITEBYTECODE unset for the timed commands)",
+        "storage": {"studies": N_STUDIES, "trials_per_study": N_TRIALS},
+        "commands": commands,
+        "target_s": TARGET_S,
+        "met": all(record["met"] for record in targeted),
+    }
+    _common.emit("cli_startup", args, result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Input pipeline: images/s the loader delivers against images/s the training step consumes.
+
+A folder of PNG image/mask pairs (320 px, written untimed) goes through edgesearch's own
+dataset, albumentations pipeline and DataLoader at 256 px with the default ``num_workers``,
+``persistent_workers`` and ``pin_memory`` settings. The step is edgesearch's trainer step with
+the default model (U-Net, resnet34) and batch size on the same machine. Target: the loader
+delivers >= 1.5x what the step consumes. As a check of the same thing from inside training,
+one real epoch measures the share of its wall time spent waiting for the next batch.
+
+    python benchmarks/input_pipeline.py [--tiny] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common
+import _step
+
+TARGET = 1.5
+SIZES = {
+    "full": {
+        "n_images": 80,
+        "source_px": 320,
+        "image_size": 256,
+        "loader_epochs": 2,
+        "step_rounds": 2,
+        "epoch_batches": 3,
+    },
+    "tiny": {
+        "n_images": 12,
+        "source_px": 80,
+        "image_size": 64,
+        "loader_epochs": 1,
+        "step_rounds": 1,
+        "epoch_batches": 1,
+    },
+}
+
+
+def write_pngs(root: Path, *, n: int, size: int) -> Path:
+    from PIL import Image
+
+    from edgesearch.trainer.data import synthetic_sample
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir(parents=True)
+    for i in range(n):
+        image, mask = synthetic_sample(i, size=size, seed=0)
+        Image.fromarray(image).save(root / "images" / f"{i:04d}.png")
+        Image.fromarray(mask * 255).save(root / "masks" / f"{i:04d}.png")
+    return root
+
+
+def loader_images_per_second(loader: Any, epochs: int) -> float:
+    for _ in loader:  # the first pass starts the (persistent) worker processes
+        pass
+    n, started = 0, time.perf_counter()
+    for _ in range(epochs):
+        for images, _masks in loader:
+            n += images.shape[0]
+    return n / (time.perf_counter() - started)
+
+
+class TimedLoader:
+    """Wraps a loader; adds up the time the consumer waits for each next batch."""
+
+    def __init__(self, loader: Any, limit: int) -> None:
+        self.loader, self.limit, self.wait = loader, limit, 0.0
+
+    def __len__(self) -> int:
+        return min(len(self.loader), self.limit)
+
+    def __iter__(self) -> Iterator[Any]:
+        it = iter(self.loader)
+        for _ in range(len(self)):
+            started = time.perf_counter()
+            batch = next(it)
+            self.wait += time.perf_counter() - started
+            yield batch
+
+
+def main() -> None:
+    args = _common.parser(__doc__.splitlines()[0]).parse_args()
+    import torch
+
+    from edgesearch.trainer import TrainConfig
+    from edgesearch.trainer.data import build_datasets, build_loader
+    from edgesearch.trainer.loop import _Precision, _Run, _set_train_mode, _train_epoch
+    from edgesearch.trainer.model import backbone_parameters, build_model, head_parameters
+    from edgesearch.trainer.schedule import BACKBONE, HEAD, StagedSchedule, build_optimizer
+
+    size = SIZES["tiny" if args.tiny else "full"]
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_pngs(Path(tmp) / "data", n=size["n_images"], size=size["source_px"])
+        overrides: dict[str, Any] = {
+            "data": {"root": str(root), "image_size": size["image_size"]},
+            # The encoder trains too (stage 2): the most expensive step, the one the loader must keep up with.
+            "optim": {"freeze_epochs": 0},
+            "device": "cpu",
+        }
+        if args.tiny:
+            overrides["model"] = {"encoder": "resnet18"}
+            overrides["data"]["batch_size"] = 4
+        config = TrainConfig.model_validate(overrides)
+        data = config.data
+        _common.log(
+            f"input pipeline: {size['n_images']} PNGs of {size['source_px']} px -> {data.image_size} px, "
+            f"batch {data.batch_size}, num_workers {data.num_workers}, model {config.model.arch}/{config.model.encoder}"
+        )
+        train_ds, _ = build_datasets(data, channels=3, seed=0)
+        loader = build_loader(train_ds, data, train=True, generator=torch.Generator())
+        loader_ips = loader_images_per_second(loader, size["loader_epochs"])
+        serial = build_loader(train_ds, data.model_copy(update={"num_workers": 0}), train=True)
+        serial_ips = loader_images_per_second(serial, 1)
+        _common.log(f"loader: {loader_ips:.1f} images/s ({data.num_workers} workers), {serial_ips:.1f} in-process")
+
+        batches = [batch for batch, _ in zip(loader, range(2), strict=False)]
+        model = build_model(config.model)
+        setup = _step.Setup(
+            encoder=config.model.encoder,
+            image_size=data.image_size,
+            batch_size=data.batch_size,
+            steps=len(batches),
+            rounds=size["step_rounds"],
+            device="cpu",
+        )
+        step = _step.edgesearch_step_runner(model, batches, config)
+        samples = _common.alternate({"step": step}, rounds=setup.rounds)["step"]
+        step_ips = data.batch_size / _common.median(samples)
+        _common.log(f"step: {step_ips:.2f} images/s ({_common.median(samples):.2f} s per batch of {data.batch_size})")
+
+        # One real epoch fed by the real loader: how long does the step wait for data?
+        optimizer = build_optimizer(config.optim, {HEAD: head_parameters(model), BACKBONE: backbone_parameters(model)})
+        timed = TimedLoader(loader, size["epoch_batches"])
+        run = _Run(
+            config,
+            torch.device("cpu"),
+            model,
+            optimizer,
+            StagedSchedule(config.optim, steps_per_epoch=len(timed)),
+            _Precision(torch.device("cpu")),
+            (),
+        )
+        _set_train_mode(run, 0)
+        started = time.perf_counter()
+        _train_epoch(run, timed, 0)  # type: ignore[arg-type]
+        epoch_s = time.perf_counter() - started
+
+    value = _common.ratio(loader_ips, step_ips)
+    wait_share = timed.wait / epoch_s
+    _common.log(f"loader/step {value:.1f}x; waiting for data: {100 * wait_share:.1f}% of a training epoch")
+    _common.emit(
+        "input_pipeline",
+        args,
+        {
+            "settings": {
+                "image_size": data.image_size,
+                "batch_size": data.batch_size,
+                "num_workers": data.num_workers,
+                "persistent_workers": data.num_workers > 0,
+                "pin_memory": "on CUDA only",
+                "augment": data.augment,
+                "model": f"{config.model.arch}/{config.model.encoder}",
+                "n_images": size["n_images"],
+            },
+            "loader_images_per_s": loader_ips,
+            "loader_in_process_images_per_s": serial_ips,
+            "step_images_per_s": step_ips,
+            "step_seconds": samples,
+            "ratio": value,
+            "data_wait_share_of_epoch": wait_share,
+            "target": f">= {TARGET}",
+            "met": value is not None and value >= TARGET,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Print the BENCHMARKS.md table from the JSON results of ``make bench``.
+
+python benchmarks/summary.py [RESULTS_DIR]      (default: benchmarks/results)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Row = tuple[str, str, str, Any]
+
+
+def _f(value: Any, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def trainer_overhead(r: dict[str, Any]) -> list[Row]:
+    m = r["seconds_per_step"]["median"]
+    measured = f"{_f(r['ratio'], '.3f')} ({m['edgesearch']:.3f} s vs {m['bare']:.3f} s per step)"
+    return [("Trainer overhead vs bare loop (λ=0, r=0)", r["target"], measured, r["met"])]
+
+
+def edge_cost(r: dict[str, Any]) -> list[Row]:
+    m = r["seconds_per_step"]["median"]
+    measured = f"{_f(r['ratio'], '.3f')} ({m['edge']:.3f} s vs {m['plain']:.3f} s per step)"
+    return [("Edge-awareness cost (λ=0.15, r=0.2, w=2 vs off)", r["target"], measured, r["met"])]
+
+
+def input_pipeline(r: dict[str, Any]) -> list[Row]:
+    measured = (
+        f"{_f(r['ratio'], '.1f')}x ({r['loader_images_per_s']:.0f} vs {r['step_images_per_s']:.1f} images/s); "
+        f"data wait {100 * r['data_wait_share_of_epoch']:.1f}% of an epoch"
+    )
+    return [("Input pipeline at 256 px: loader / step", r["target"], measured, r["met"])]
+
+
+def coordination(r: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for backend, item in r.get("overhead", {}).items():
+        if "skipped" in item:
+            rows.append((f"Storage overhead per trial, {backend}", "< 1% of a 1-min trial", item["skipped"], None))
+            continue
+        share = item.get("overhead_fraction_of_1min_trial")
+        measured = (
+            f"{100 * share:.2f}% ({1000 * item['median_seconds']:.0f} ms per trial)" if share is not None else "-"
+        )
+        rows.append((f"Storage overhead per trial, {backend}", "< 1% of a 1-min trial", measured, item.get("met")))
+    for backend, item in r.get("throughput", {}).items():
+        if "skipped" in item:
+            rows.append((f"Worker scaling, {backend}", "16 workers >= 12x of 1", item["skipped"], None))
+            continue
+        per = ", ".join(
+            f"{n}: {c['trials_per_minute']:.0f}" for n, c in item["counts"].items() if "trials_per_minute" in c
+        )
+        lost = sum(c.get("lost", 0) for c in item["counts"].values())
+        dup = sum(c.get("duplicated", 0) for c in item["counts"].values())
+        speed = item.get("speedup_16_vs_1")
+        measured = f"16 vs 1: {_f(speed, '.1f')}x; trials/min by workers {per}; lost {lost}, duplicated {dup}"
+        rows.append((f"Worker scaling, {backend}", item.get("target", "-"), measured, item.get("met")))
+    return rows
+
+
+def pruning(r: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    base = r["runs"]["none"]
+    for label, verdict in r["against_none"].items():
+        run = r["runs"][label]
+        measured = (
+            f"{run['epochs']} of {base['epochs']} epochs ({100 * verdict['epoch_share']:.0f}%), "
+            f"best IoU {run['best_val_iou']:.4f} vs {base['best_val_iou']:.4f}"
+        )
+        rows.append((f"Pruning pay-off: {label} vs none", r["target"], measured, verdict["met"]))
+    return rows
+
+
+def cli_startup(r: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for name, item in r["commands"].items():
+        if "skipped" in item:
+            rows.append((f"CLI start-up: `{name}`", "-", item["skipped"], None))
+            continue
+        target = f"< {item['target_s']} s" if item.get("target_s") else "(information)"
+        rows.append((f"CLI start-up: `{name}`", target, f"{item['median_s']:.2f} s", item.get("met")))
+    return rows
+
+
+def gpu(r: dict[str, Any]) -> list[Row]:
+    if "skipped" in r:
+        return [("GPU: 512 px resnet34-Unet, bf16 + channels_last vs fp32", "(record the card)", r["skipped"], None)]
+    measured = ", ".join(f"{k} {v:.0f} images/s" for k, v in r["images_per_s"].items())
+    return [(f"GPU ({r['card']}): 512 px resnet34-Unet", "(record the card)", measured, None)]
+
+
+RENDER: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "trainer_overhead": trainer_overhead,
+    "edge_cost": edge_cost,
+    "input_pipeline": input_pipeline,
+    "coordination": coordination,
+    "pruning": pruning,
+    "cli_startup": cli_startup,
+    "gpu": gpu,
+}
+
+
+def main() -> None:
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "results"
+    print("| Benchmark | Target | Measured | Met |")
+    print("|---|---|---|---|")
+    for name, render in RENDER.items():
+        path = folder / f"{name}.json"
+        if not path.exists():
+            print(f"| {name} | | not run | |")
+            continue
+        for label, target, measured, met in render(json.loads(path.read_text(encoding="utf-8"))):
+            mark = "-" if met is None else ("yes" if met else "**no**")
+            print(f"| {label} | {target} | {measured} | {mark} |")
+
+
+if __name__ == "__main__":
+    main()

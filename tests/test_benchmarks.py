@@ -1,0 +1,43 @@
+"""Every benchmark script runs at its tiny size and prints one valid JSON result.
+
+This proves the scripts work (CI runs them this way); their timings are not judged here, since a
+timing on a shared CI machine is noise: the numbers live in BENCHMARKS.md, from ``make bench``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = sorted(
+    p.stem for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_") and p.stem != "summary"
+)
+
+
+def test_every_issue_benchmark_has_a_script() -> None:
+    expected = {"trainer_overhead", "edge_cost", "input_pipeline", "coordination", "pruning", "cli_startup", "gpu"}
+    assert expected <= set(SCRIPTS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_benchmark_runs_tiny_and_prints_json(name: str, tmp_path: Path) -> None:
+    out = tmp_path / f"{name}.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--tiny", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    printed = json.loads(proc.stdout)
+    assert printed == json.loads(out.read_text(encoding="utf-8"))
+    assert printed["benchmark"] == name
+    assert printed["tiny"] is True
+    assert printed["machine"]["cpu_count"] >= 1
