@@ -1,10 +1,10 @@
-# make install | demo | test | lint | bench — each creates .venv first when it is missing.
+# make install | demo | check | test | lint | bench — each creates .venv first when it is missing.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo check test lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ lint: install
 	$(BIN)/ruff format --check edgesearch tests benchmarks
 	$(BIN)/mypy
 
+# The loop between edits: lint, types and every test not marked slow (no training, no processes).
+check: lint
+	$(BIN)/python -m pytest -m "not slow" -q
+
+# Everything, as CI runs it.
 test: lint
 	$(BIN)/python -m pytest
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start (or stop) a throwaway PostgreSQL cluster for the tests: trust auth, 127.0.0.1 only, in a temporary folder.
 #
-# Why: the storage tests run against a real PostgreSQL server (DESIGN.md §6). This script needs only the PostgreSQL
+# Why: the storage tests run against a real PostgreSQL server. This script needs only the PostgreSQL
 # server binaries (Debian: `apt-get install postgresql`); it never touches a system cluster.
 #
 # Usage (developers, from the repository root):

@@ -6,8 +6,8 @@ per-step lr schedule, NaN guard and callbacks), not of decoding or augmenting im
 
 - ``bare``: a hand-written loop over an ``smp.Unet`` with Adam and ``binary_cross_entropy_with_logits``,
   the least a user could write;
-- ``edgesearch``: the trainer's own epoch function (``edgesearch.trainer.loop._train_epoch``, the
-  code ``train()`` runs) with a given loss config.
+- ``edgesearch``: the trainer's own epoch (``EpochRunner.train_epoch``, the code ``train()``
+  runs) with a given loss config.
 
 Every variant gets its own model with the same initial weights, and all parameters train (no
 frozen stage), so the work per step is the same arithmetic.
@@ -96,20 +96,17 @@ def edgesearch_step_runner(
     """The trainer's epoch function over the same batches: returns seconds per step."""
     import time
 
-    from edgesearch.trainer.loop import _Precision, _Run, _set_train_mode, _train_epoch
-    from edgesearch.trainer.model import backbone_parameters, head_parameters
-    from edgesearch.trainer.schedule import BACKBONE, HEAD, StagedSchedule, build_optimizer
+    from edgesearch.trainer.epoch import EpochRunner
 
     device = torch.device(config.device)
-    schedule = StagedSchedule(config.optim, steps_per_epoch=len(data))
-    optimizer = build_optimizer(config.optim, {HEAD: head_parameters(model), BACKBONE: backbone_parameters(model)})
-    run_state = _Run(config, device, model, optimizer, schedule, _Precision(device), ())
-    _set_train_mode(run_state, 0)
+    # freeze_epochs is 0: the runner's optimizer trains the encoder too, as the bare loop does.
+    runner = EpochRunner.build(config, model, device=device, steps_per_epoch=len(data))
+    runner.set_train_mode(0)
 
     def run() -> float:
         _sync(data[0][0])
         started = time.perf_counter()
-        _train_epoch(run_state, data, 0)  # type: ignore[arg-type]  # a list of batches is a loader here
+        runner.train_epoch(data, 0)
         _sync(data[0][0])
         return (time.perf_counter() - started) / len(data)
 

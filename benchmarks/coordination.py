@@ -51,10 +51,10 @@ import _common
 if TYPE_CHECKING:
     import optuna
     import psycopg
-    from optuna.artifacts._protocol import ArtifactStore
 
     from edgesearch.searcher.config import StudyConfig
     from edgesearch.searcher.objective import TrialOutcome
+    from edgesearch.searcher.optuna_internals import ArtifactStore
     from edgesearch.trainer.callbacks import Callback
 
 QUICKSTART = _common.ROOT / "studies" / "quickstart.yaml"
@@ -504,10 +504,11 @@ def throughput(url: str | None, *, backend: str, sizes: Sizes, folder: Path, adm
 
 def _dispose(study: optuna.Study) -> None:
     """Close the study's pooled connections now, so that no forked worker inherits one."""
-    backend = getattr(study._storage, "_backend", study._storage)
-    engine = getattr(backend, "engine", None)
-    if engine is not None:
-        engine.dispose()
+    from edgesearch.searcher.optuna_internals import rdb_storage
+
+    storage = rdb_storage(study)
+    if storage is not None:
+        storage.engine.dispose()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -93,9 +93,8 @@ def main() -> None:
 
     from edgesearch.trainer import TrainConfig
     from edgesearch.trainer.data import build_datasets, build_loader
-    from edgesearch.trainer.loop import _Precision, _Run, _set_train_mode, _train_epoch
-    from edgesearch.trainer.model import backbone_parameters, build_model, head_parameters
-    from edgesearch.trainer.schedule import BACKBONE, HEAD, StagedSchedule, build_optimizer
+    from edgesearch.trainer.epoch import EpochRunner
+    from edgesearch.trainer.model import build_model
 
     size = SIZES["tiny" if args.tiny else "full"]
     torch.manual_seed(0)
@@ -139,20 +138,11 @@ def main() -> None:
         _common.log(f"step: {step_ips:.2f} images/s ({_common.median(samples):.2f} s per batch of {data.batch_size})")
 
         # One real epoch fed by the real loader: how long does the step wait for data?
-        optimizer = build_optimizer(config.optim, {HEAD: head_parameters(model), BACKBONE: backbone_parameters(model)})
         timed = TimedLoader(loader, size["epoch_batches"])
-        run = _Run(
-            config,
-            torch.device("cpu"),
-            model,
-            optimizer,
-            StagedSchedule(config.optim, steps_per_epoch=len(timed)),
-            _Precision(torch.device("cpu")),
-            (),
-        )
-        _set_train_mode(run, 0)
+        runner = EpochRunner.build(config, model, device=torch.device("cpu"), steps_per_epoch=len(timed))
+        runner.set_train_mode(0)
         started = time.perf_counter()
-        _train_epoch(run, timed, 0)  # type: ignore[arg-type]
+        runner.train_epoch(timed, 0)
         epoch_s = time.perf_counter() - started
 
     value = _common.ratio(loader_ips, step_ips)

@@ -18,3 +18,20 @@ class ConfigError(UserError, ValueError):
 
 class DataError(UserError):
     """A dataset folder that cannot be trained on (missing, unpaired or broken files)."""
+
+
+MAX_LISTED_PROBLEMS = 10
+"""How many problems one error message lists before it says how many more there are."""
+
+
+def join_problems(problems: list[str], *, limit: int = MAX_LISTED_PROBLEMS) -> str:
+    """The first ``limit`` problems, one per line, then ``... and N more problems`` for the rest."""
+    shown = problems[:limit]
+    more = len(problems) - len(shown)
+    return "\n".join([*shown, *([f"... and {more} more problems"] if more else [])])
+
+
+def raise_problems(problems: list[str], kind: type[UserError] = UserError) -> None:
+    """Raise ``kind`` listing ``problems`` (see :func:`join_problems`); nothing when there are none."""
+    if problems:
+        raise kind(join_problems(problems))

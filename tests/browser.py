@@ -1,7 +1,7 @@
 """A real headless Chromium for the dashboard and report tests (Debian's chromium + chromium-driver).
 
 Locally the tests skip when the browser is not installed; under ``CI=true`` a missing browser is a
-failure, never a skip (DESIGN.md §6). ``.ci/run`` installs both packages.
+failure, never a skip. ``.ci/run`` installs both packages.
 """
 
 from __future__ import annotations

@@ -1,27 +1,25 @@
-"""Shared fixtures: tiny configs and on-disk image folders made from the synthetic data."""
+"""Shared fixtures: tiny configs, image folders, storages (a real PostgreSQL database or a SQLite file).
+
+Locally, tests that need PostgreSQL skip when ``EDGESEARCH_TEST_POSTGRES_URL`` is unset; under ``CI=true``
+a missing server is a failure, never a skip. Start one with::
+
+    eval "$(.ci/start-postgres.sh)"
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
 
-TINY: dict[str, Any] = {
-    "model": {"arch": "unet", "encoder": "resnet18", "encoder_weights": None},
-    "data": {"image_size": 64, "batch_size": 8, "num_workers": 0, "synthetic": {"n_images": 96, "seed": 0}},
-    "optim": {"lr": 3.0e-3, "warmup_epochs": 1, "freeze_epochs": 1},
-    "epochs": 3,
-    "device": "cpu",
-}
-
-
-def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+from tests.helpers import TINY, TINY_TRAINER, merge, write_folder
 
 
 @pytest.fixture
@@ -35,21 +33,6 @@ def tiny_config() -> Callable[..., Any]:
     return make
 
 
-def write_folder(root: Path, *, n: int = 6, size: int = 64, seed: int = 0) -> Path:
-    """An ``images/`` + ``masks/`` folder of synthetic samples saved as PNG (masks 0/255)."""
-    from PIL import Image
-
-    from edgesearch.trainer.data import synthetic_sample
-
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "masks").mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        image, mask = synthetic_sample(i, size=size, seed=seed)
-        Image.fromarray(image).save(root / "images" / f"img{i:02d}.png")
-        Image.fromarray(mask * 255).save(root / "masks" / f"img{i:02d}.png")
-    return root
-
-
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return write_folder(tmp_path / "data")
@@ -61,19 +44,95 @@ def _artifacts_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGESEARCH_ARTIFACTS", str(tmp_path / "artifacts"))
 
 
-def train_tiny_run(run_dir: Path, *, image_size: int, n_images: int, epochs: int) -> tuple[Any, Path]:
-    """Train a tiny resnet18 U-Net on synthetic shapes on CPU; returns (config, best.pt)."""
-    from edgesearch.trainer import TrainConfig, train
+POSTGRES_ENV = "EDGESEARCH_TEST_POSTGRES_URL"
 
-    config = TrainConfig.model_validate(
-        {
-            "model": {"arch": "unet", "encoder": "resnet18", "encoder_weights": None},
-            "data": {"image_size": image_size, "batch_size": 8, "num_workers": 0, "synthetic": {"n_images": n_images}},
-            "optim": {"lr": 3.0e-3, "warmup_epochs": 0, "freeze_epochs": 0},
-            "epochs": epochs,
-            "device": "cpu",
-        }
+
+def _require_postgres_server() -> str:
+    """The test server's URL; skip (locally) or fail (under CI) when no server was started."""
+    url = os.environ.get(POSTGRES_ENV, "").strip()
+    if not url:
+        message = f'{POSTGRES_ENV} is not set: start a test server with: eval "$(.ci/start-postgres.sh)"'
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required under CI: {message}")
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """URL of a brand-new, empty database on the test server, dropped (with its connections) afterwards."""
+    import psycopg
+    from psycopg import sql
+
+    server = make_url(_require_postgres_server())
+    name = f"es_{uuid.uuid4().hex}"
+    # The server's maintenance database; CREATE/DROP DATABASE cannot run inside a transaction.
+    params: dict[str, Any] = {"host": server.host, "port": server.port, "user": server.username}
+    params.update(password=server.password, dbname="postgres", connect_timeout=10)
+    params = {key: value for key, value in params.items() if value is not None}
+    with psycopg.connect(autocommit=True, **params) as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(autocommit=True, **params) as connection:
+            connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[dict[str, str]]:
+    """A PostgreSQL server of this test's own (``.ci/start-postgres.sh``), for tests that restart it.
+
+    Restarting the shared test server would cut off every other test using it at that moment (with
+    ``pytest -n``, tests run side by side). Yields the script's variables: ``EDGESEARCH_TEST_POSTGRES_URL``,
+    ``EDGESEARCH_TEST_PG_BIN``, ``EDGESEARCH_TEST_PG_DATA``, ``EDGESEARCH_TEST_PG_USER``.
+    """
+    import shlex
+    import subprocess
+
+    _require_postgres_server()  # the same skip (locally) or failure (CI) when PostgreSQL is not set up
+    script = Path(__file__).resolve().parent.parent / ".ci" / "start-postgres.sh"
+    # A port range of its own, away from the shared server's.
+    env = dict(os.environ, EDGESEARCH_PG_PORT=str(56000 + os.getpid() % 1000))
+    for name in ("EDGESEARCH_TEST_PG_DATA", "EDGESEARCH_TEST_PG_DIR"):
+        env.pop(name, None)
+    started = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr
+    variables = dict(
+        line.removeprefix("export ").split("=", 1) for line in started.stdout.splitlines() if line.startswith("export ")
     )
-    result = train(config, run_dir=run_dir)
-    assert result.best_checkpoint is not None
-    return config, result.best_checkpoint
+    variables = {key: shlex.split(value)[0] for key, value in variables.items()}
+    try:
+        yield variables
+    finally:
+        subprocess.run(["bash", str(script), "stop"], env={**env, **variables}, capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """URL of a SQLite file (not yet created) in the test's temporary folder."""
+    return f"sqlite:///{tmp_path}/study.db"
+
+
+@pytest.fixture(scope="session")
+def finished_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A tiny study run to the end through ``study run``, its artifacts in a folder store (shared by tests)."""
+    from edgesearch.cli import app
+
+    root = tmp_path_factory.mktemp("finished")
+    raw = {
+        "name": "dash-study",
+        "n_trials": 2,
+        "sampler": {"kind": "random", "seed": 0},
+        "pruner": {"kind": "none"},
+        "trainer": merge(TINY_TRAINER, {"data": {"image_size": 64, "synthetic": {"n_images": 24}}}),
+        "space": {"loss.edge_lambda": {"low": 0.0, "high": 0.5}},
+    }
+    path = root / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    url = f"sqlite:///{root}/study.db"
+    artifacts = root / "artifacts"
+    args = ["study", "run", str(path), "--storage", url, "--runs-dir", str(root / "runs")]
+    result = CliRunner().invoke(app, [*args, "--artifacts", str(artifacts)])
+    assert result.exit_code == 0, result.output
+    return {"name": "dash-study", "url": url, "artifacts": artifacts, "root": root}

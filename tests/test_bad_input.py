@@ -1,6 +1,6 @@
 """Bad input anywhere exits 2 with a message naming the file, field or value and what is allowed.
 
-DESIGN.md §3: exit code 2 means bad input (a bad file, field, option, data folder, storage URL or
+The README's exit codes: 2 means bad input (a bad file, field, option, data folder, storage URL or
 study name); the message is a few lines on stderr, never a traceback, and nothing is written
 before the error: not to the storage, not to an output folder, not to the artifact folder.
 
@@ -27,21 +27,17 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edgesearch.cli import app
-from tests.conftest import write_folder
+from tests.helpers import TINY_TRAINER, merge, write_folder
 
-pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")]
 
 DB = "s.db"
 KNOWN = "known"
 """The study that cases needing an existing study find in the storage."""
 
-TRAINER: dict[str, Any] = {
-    "model": {"arch": "unet", "encoder": "resnet18", "encoder_weights": None},
-    "data": {"image_size": 64, "batch_size": 4, "num_workers": 0, "synthetic": {"n_images": 8}},
-    "optim": {"lr": 3.0e-3, "warmup_epochs": 0, "freeze_epochs": 0},
-    "epochs": 1,
-    "device": "cpu",
-}
+TRAINER: dict[str, Any] = merge(
+    TINY_TRAINER, {"data": {"image_size": 64, "batch_size": 4, "synthetic": {"n_images": 8}}}
+)
 STUDY: dict[str, Any] = {
     "name": KNOWN,
     "n_trials": 2,
@@ -96,9 +92,9 @@ def text_file(tmp: Path, text: str, name: str = "study.yaml") -> Path:
 
 def known_study(tmp: Path) -> None:
     """Create study ``known`` (no trials) in the case's storage, as ``study create`` would."""
+    from edgesearch.cli.options import quiet_optuna
     from edgesearch.searcher.config import StudyConfig
     from edgesearch.searcher.study import create_study
-    from edgesearch.searcher.worker_commands import quiet_optuna
 
     quiet_optuna()
     create_study(StudyConfig.from_dict(STUDY, source="test"), url(tmp))

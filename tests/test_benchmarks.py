@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted(
     p.stem for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_") and p.stem != "summary"
@@ -24,7 +26,6 @@ def test_every_issue_benchmark_has_a_script() -> None:
     assert expected <= set(SCRIPTS)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_benchmark_runs_tiny_and_prints_json(name: str, tmp_path: Path) -> None:
     out = tmp_path / f"{name}.json"

@@ -29,9 +29,9 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from tests.conftest import merge, write_folder
-from tests.searcher import conftest as storage_fixtures
-from tests.searcher.test_worker import TINY_TRAINER
+from tests.helpers import TINY_TRAINER, merge, write_folder
+
+pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
 
 PASSWORD = "Pw-5ecret-XyZ"
 NEEDLES = tuple(sorted({form.encode() for form in (PASSWORD, quote(PASSWORD, safe=""), quote_plus(PASSWORD))}))
@@ -47,7 +47,6 @@ OPTUNA_TABLES = (
     "trial_values",
     "trial_intermediate_values",
 )
-postgres_url = storage_fixtures.postgres_url  # a fresh database on the PostgreSQL test server
 _OPEN_LINE = re.compile(r"open http://(\[[^\]]+\]|[^\s:/]+):(\d+)/dashboard")
 
 
@@ -185,7 +184,6 @@ def _get(url: str) -> str:
     return body.decode("utf-8", errors="replace")
 
 
-@pytest.mark.slow
 def test_a_database_password_appears_in_no_output_file_or_database_row(tmp_path: Path, postgres_url: str) -> None:
     url = make_url(postgres_url).set(password=PASSWORD).render_as_string(hide_password=False)
     unreachable = make_url(url).set(port=1).render_as_string(hide_password=False)
@@ -420,7 +418,6 @@ def _connects(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-@pytest.mark.slow
 def test_the_dashboard_binds_loopback_by_default(tmp_path: Path) -> None:
     port = _free_port()
     output: list[str] = []

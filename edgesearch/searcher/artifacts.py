@@ -17,15 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgesearch.errors import UserError
+from edgesearch.trainer.run_files import TRIAL_ARTIFACTS
 
 if TYPE_CHECKING:
     import optuna
-    from optuna.artifacts._protocol import ArtifactStore
+
+    from edgesearch.searcher.optuna_internals import ArtifactStore
 
 __all__ = [
     "DEFAULT_ARTIFACTS",
     "ENV_VAR",
-    "TRIAL_FILES",
     "artifact_paths",
     "check_artifact_dir",
     "open_artifact_store",
@@ -37,8 +38,6 @@ _log = logging.getLogger(__name__)
 
 ENV_VAR = "EDGESEARCH_ARTIFACTS"
 DEFAULT_ARTIFACTS = Path("artifacts")
-TRIAL_FILES = ("curves.png", "edges.png", "best.pt")
-"""The run-directory files each trial uploads (those that exist)."""
 
 
 def resolve_artifact_dir(cli_value: Path | str | None = None) -> Path:
@@ -67,14 +66,14 @@ def open_artifact_store(folder: Path) -> ArtifactStore:
 
 
 def upload_trial_files(trial: optuna.Trial, store: ArtifactStore, run_dir: Path) -> dict[str, str]:
-    """Upload the trial's TRIAL_FILES that exist; returns {file name: artifact id}.
+    """Upload the trial's TRIAL_ARTIFACTS that exist; returns {file name: artifact id}.
 
     Failing to upload a picture must not fail a trained trial, so errors are logged, not raised.
     """
     from optuna.artifacts import upload_artifact
 
     ids: dict[str, str] = {}
-    for name in TRIAL_FILES:
+    for name in TRIAL_ARTIFACTS:
         path = run_dir / name
         if not path.is_file():
             continue

@@ -20,8 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from edgesearch.errors import ConfigError
 from edgesearch.searcher.space import (
@@ -33,7 +32,17 @@ from edgesearch.searcher.space import (
     leaf_paths,
     set_path,
 )
-from edgesearch.trainer.config import TrainConfig, allowed_range, read_yaml, validate_train_config
+from edgesearch.searcher.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, MAX_RETRIES
+from edgesearch.trainer.config import TrainConfig, validate_train_config
+from edgesearch.validation import (
+    BOUND_TYPES,
+    FrozenModel,
+    allowed_range,
+    format_validation_error,
+    lines_error,
+    read_yaml,
+    shorten,
+)
 
 __all__ = [
     "METRICS",
@@ -51,20 +60,12 @@ __all__ = [
 Metric: TypeAlias = Literal["val_iou", "val_boundary_iou", "val_edge_corr"]
 METRICS: tuple[str, ...] = ("val_iou", "val_boundary_iou", "val_edge_corr")
 
-_LINES = "edgesearch_lines"
-"""pydantic error type whose message is already one or more ``dotted.field: problem`` lines."""
-
-_BOUND_TYPES = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SamplerConfig(_Frozen):
+class SamplerConfig(FrozenModel):
     """Which Optuna sampler proposes trials; workers seed it ``seed + worker index``."""
 
     kind: Literal["tpe", "random", "cmaes", "grid"] = "tpe"
@@ -72,7 +73,7 @@ class SamplerConfig(_Frozen):
     """``null``: a fresh random seed in every worker (runs are then not reproducible)."""
 
 
-class MedianPrunerConfig(_Frozen):
+class MedianPrunerConfig(FrozenModel):
     """``MedianPruner``: stop a trial whose metric is below the median of earlier trials at that epoch."""
 
     kind: Literal["median"] = "median"
@@ -82,7 +83,7 @@ class MedianPrunerConfig(_Frozen):
     interval_steps: int = Field(1, ge=1)
 
 
-class SuccessiveHalvingPrunerConfig(_Frozen):
+class SuccessiveHalvingPrunerConfig(FrozenModel):
     """``SuccessiveHalvingPruner`` (asynchronous successive halving)."""
 
     kind: Literal["successive_halving"] = "successive_halving"
@@ -96,7 +97,7 @@ class SuccessiveHalvingPrunerConfig(_Frozen):
         return _auto_or_positive_int(value)
 
 
-class HyperbandPrunerConfig(_Frozen):
+class HyperbandPrunerConfig(FrozenModel):
     """``HyperbandPruner``: several successive-halving brackets over ``[min_resource, max_resource]`` epochs."""
 
     kind: Literal["hyperband"] = "hyperband"
@@ -119,7 +120,7 @@ class HyperbandPrunerConfig(_Frozen):
         return self
 
 
-class NoPrunerConfig(_Frozen):
+class NoPrunerConfig(FrozenModel):
     """No pruning: every trial trains all its epochs."""
 
     kind: Literal["none"] = "none"
@@ -129,12 +130,10 @@ PrunerConfig: TypeAlias = Annotated[
     MedianPrunerConfig | SuccessiveHalvingPrunerConfig | HyperbandPrunerConfig | NoPrunerConfig,
     Field(discriminator="kind"),
 ]
-_PRUNERS: dict[str, type[_Frozen]] = {
-    "median": MedianPrunerConfig,
-    "successive_halving": SuccessiveHalvingPrunerConfig,
-    "hyperband": HyperbandPrunerConfig,
-    "none": NoPrunerConfig,
-}
+_HINTS = {"name": "letters, digits, '-', '_' and '.' (e.g. lambda-search)", "n_trials": "an integer >= 1"}
+"""What is allowed for required fields whose type says too little, for "required but missing"."""
+_SHAPES = {"RangeSpec": ("a range", "{low: .., high: ..}"), "ChoicesSpec": ("choices", "{choices: [...]}")}
+"""How a space entry may look, for an entry that is neither."""
 
 
 def _auto_or_positive_int(value: Any) -> Any:
@@ -142,15 +141,15 @@ def _auto_or_positive_int(value: Any) -> Any:
         return value
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return value
-    raise ValueError(f"expected 'auto' or an integer >= 1, got {value!r}; allowed: auto, 1, 2, ...")
+    raise ValueError(f"expected 'auto' or an integer >= 1, got {shorten(value)}; allowed: auto, 1, 2, ...")
 
 
-class FaultToleranceConfig(_Frozen):
+class FaultToleranceConfig(FrozenModel):
     """Heartbeat settings (seconds): a trial silent for ``grace_period`` is failed and retried."""
 
-    heartbeat_interval: int = Field(30, ge=1)
-    grace_period: int = Field(90, ge=1)
-    max_retries: int = Field(2, ge=0)
+    heartbeat_interval: int = Field(HEARTBEAT_INTERVAL_S, ge=1)
+    grace_period: int = Field(GRACE_PERIOD_S, ge=1)
+    max_retries: int = Field(MAX_RETRIES, ge=0)
     """How often one trial is retried after its worker died; 0 = never."""
 
     @field_validator("grace_period")
@@ -165,7 +164,7 @@ class FaultToleranceConfig(_Frozen):
         return value
 
 
-class StudyConfig(_Frozen):
+class StudyConfig(FrozenModel):
     """One study file. Build it with :meth:`from_yaml` or :meth:`from_dict` for readable errors."""
 
     name: str
@@ -196,7 +195,8 @@ class StudyConfig(_Frozen):
     def _folder_safe(cls, value: str) -> str:
         if not _NAME.fullmatch(value) or value in (".", ".."):
             raise ValueError(
-                f"{value!r} cannot be a folder name; allowed: letters, digits, '-', '_' and '.' (e.g. lambda-search)"
+                f"{shorten(value)} cannot be a folder name; "
+                "allowed: letters, digits, '-', '_' and '.' (e.g. lambda-search)"
             )
         return value
 
@@ -218,15 +218,16 @@ class StudyConfig(_Frozen):
         lines = []
         for index, point in enumerate(value):
             if not isinstance(point, Mapping):
-                lines.append(f"enqueue[{index}]: expected a mapping of space path -> value, got {point!r}")
+                lines.append(f"enqueue[{index}]: expected a mapping of space path -> value, got {shorten(point)}")
                 continue
             lines.extend(
-                f"enqueue[{index}].{path}: {item!r} is not a single value; allowed: a number, string, true/false, null"
+                f"enqueue[{index}].{path}: {shorten(item)} is not a single value; "
+                "allowed: a number, string, true/false, null"
                 for path, item in point.items()
                 if not _is_choice(item)
             )
         if lines:
-            raise PydanticCustomError(_LINES, "{detail}", {"detail": "\n".join(lines)})
+            raise lines_error(lines)
         return value
 
     @model_validator(mode="after")
@@ -236,7 +237,7 @@ class StudyConfig(_Frozen):
             return self
         lines = _study_problems(self)
         if lines:
-            raise PydanticCustomError(_LINES, "{detail}", {"detail": "\n".join(lines)})
+            raise lines_error(lines)
         return self
 
     @classmethod
@@ -261,7 +262,7 @@ class StudyConfig(_Frozen):
         try:
             config = cls.model_validate(shaped, context={"skip_space_checks": trainer is None})
         except ValidationError as exc:
-            lines.extend(_format_errors(exc, source=source))
+            lines.extend(format_validation_error(exc, source=source, model=StudyConfig, hints=_HINTS, shapes=_SHAPES))
         if lines:
             raise ConfigError("\n".join(lines))
         return config
@@ -337,7 +338,7 @@ def _range_problems(path: str, entry: RangeSpec, base: dict[str, Any]) -> list[s
         among = f" with values among {values}" if values else ""
         return [f"{path} is not a numeric field, so it has no range; allowed: {{choices: [...]}}{among}"]
     lines = [
-        f"{name} {value!r} is not a finite number; allowed: finite numbers"
+        f"{name} {shorten(value)} is not a finite number; allowed: finite numbers"
         for name, value in (("low", entry.low), ("high", entry.high))
         if not math.isfinite(value)
     ]
@@ -345,17 +346,17 @@ def _range_problems(path: str, entry: RangeSpec, base: dict[str, Any]) -> list[s
         return lines
     if kind == "int":
         lines.extend(
-            f"{path} is an integer field, so {name} must be an integer (got {value!r}); allowed: whole numbers"
+            f"{path} is an integer field, so {name} must be an integer (got {shorten(value)}); allowed: whole numbers"
             for name, value in (("low", entry.low), ("high", entry.high))
             if not isinstance(value, int)
         )
         if entry.step is not None and (not isinstance(entry.step, int) or entry.step < 1):
-            lines.append(f"step {entry.step!r} is not a positive integer; allowed: 1, 2, 3, ...")
+            lines.append(f"step {shorten(entry.step)} is not a positive integer; allowed: 1, 2, 3, ...")
         if entry.log and entry.step not in (None, 1):
             lines.append(f"log: true cannot be combined with step {entry.step}; allowed: log or step, not both")
     else:
         if entry.step is not None and not entry.step > 0:
-            lines.append(f"step {entry.step!r} is not positive; allowed: step > 0")
+            lines.append(f"step {shorten(entry.step)} is not positive; allowed: step > 0")
         if entry.log and entry.step is not None:
             lines.append(f"log: true cannot be combined with step {entry.step}; allowed: log or step, not both")
     if entry.low > entry.high:
@@ -367,7 +368,7 @@ def _range_problems(path: str, entry: RangeSpec, base: dict[str, Any]) -> list[s
     for name, value in (("low", entry.low), ("high", entry.high)):
         _, problem = _try_value(base, path, value)
         if problem is not None:
-            lines.append(f"{name} {value!r} {problem}")
+            lines.append(f"{name} {shorten(value)} {problem}")
     return lines
 
 
@@ -377,9 +378,9 @@ def _choices_problems(path: str, entry: ChoicesSpec, base: dict[str, Any]) -> li
     for choice in entry.choices:
         value, problem = _try_value(base, path, choice)
         if problem is not None:
-            lines.append(f"choice {choice!r} {problem}{_yaml_float_hint(choice)}")
+            lines.append(f"choice {shorten(choice)} {problem}{_yaml_float_hint(choice)}")
         elif any(_same(value, other) for other in seen):
-            lines.append(f"choice {choice!r} is listed twice; allowed: each value once")
+            lines.append(f"choice {shorten(choice)} is listed twice; allowed: each value once")
         else:
             seen.append(value)
     return lines
@@ -421,17 +422,17 @@ def _outside_entry(path: str, value: Choice, entry: RangeSpec | ChoicesSpec) -> 
         if any(_same(value, choice) for choice in entry.choices):
             return None
         allowed = ", ".join(repr(choice) for choice in entry.choices)
-        return f"{value!r} is not one of the space's choices{_yaml_float_hint(value)}; allowed: {allowed}"
+        return f"{shorten(value)} is not one of the space's choices{_yaml_float_hint(value)}; allowed: {allowed}"
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"{value!r} is not a number{_yaml_float_hint(value)}; allowed: {entry.low} <= x <= {entry.high}"
+        return f"{shorten(value)} is not a number{_yaml_float_hint(value)}; allowed: {entry.low} <= x <= {entry.high}"
     if field_kind(path) == "int" and not isinstance(value, int):
-        return f"{value!r} is not an integer and {path} is an integer field; allowed: whole numbers"
+        return f"{shorten(value)} is not an integer and {path} is an integer field; allowed: whole numbers"
     if not entry.low <= value <= entry.high:
-        return f"{value!r} is outside the space's range; allowed: {entry.low} <= x <= {entry.high}"
+        return f"{shorten(value)} is outside the space's range; allowed: {entry.low} <= x <= {entry.high}"
     if entry.step is not None:
         k = (value - entry.low) / entry.step
         if abs(k - round(k)) > 1.0e-8:
-            return f"{value!r} is not on the range's grid; allowed: {entry.low} + k * {entry.step}"
+            return f"{shorten(value)} is not on the range's grid; allowed: {entry.low} + k * {entry.step}"
     return None
 
 
@@ -459,7 +460,7 @@ def _describe(exc: ValidationError) -> str:
     """The trainer's objection to a value, phrased to follow ``<what> <value>``."""
     item = exc.errors()[0]
     field = ".".join(str(part) for part in item["loc"])
-    if item["type"] in _BOUND_TYPES:
+    if item["type"] in BOUND_TYPES:
         bounds = allowed_range(TrainConfig, item["loc"])
         if bounds is not None:
             return f"is outside the field's allowed values; allowed: {bounds}"
@@ -498,81 +499,3 @@ def _yaml_float_hint(value: Any) -> str:
         fixed = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent}"
         return f" (YAML reads {value} as text; write {fixed})"
     return ""
-
-
-# ---------------------------------------------------------------------------------------------
-# pydantic errors -> ``FILE: dotted.field: what is wrong; allowed: ...`` lines.
-
-
-_MISSING_HINTS = {"name": "letters, digits, '-', '_' and '.' (e.g. lambda-search)", "n_trials": "an integer >= 1"}
-
-
-def _format_errors(exc: ValidationError, *, source: str) -> list[str]:
-    lines: list[str] = []
-    for item in exc.errors():
-        if item["type"] == _LINES:
-            lines.extend(f"{source}: {line}" for line in str(item["msg"]).splitlines())
-            continue
-        parts, owner = _clean_loc(item["loc"])
-        field = _dotted(parts) or "(top level)"
-        if item["type"] in ("union_tag_invalid", "union_tag_not_found") and parts == ["pruner"]:
-            field = "pruner.kind"
-        lines.append(f"{source}: {field}: {_error_message(item, parts, owner)}")
-    return lines
-
-
-def _clean_loc(loc: tuple[str | int, ...]) -> tuple[list[str], type[BaseModel]]:
-    """Drop pydantic's union tags from ``loc`` and find the model that owns its last part."""
-    parts = [str(part) for part in loc]
-    owner: type[BaseModel] = StudyConfig
-    if parts[:1] == ["pruner"] and len(parts) > 1 and parts[1] in _PRUNERS:
-        owner = _PRUNERS[parts.pop(1)]
-    elif parts[:1] == ["space"] and len(parts) > 2 and parts[2] in ("range", "choices"):
-        owner = RangeSpec if parts.pop(2) == "range" else ChoicesSpec
-    elif parts[:1] == ["sampler"] and len(parts) > 1:
-        owner = SamplerConfig
-    elif parts[:1] == ["fault_tolerance"] and len(parts) > 1:
-        owner = FaultToleranceConfig
-    return parts, owner
-
-
-def _dotted(parts: list[str]) -> str:
-    """``enqueue.0.loss.kind`` -> ``enqueue[0].loss.kind``: list indexes read as indexes."""
-    out = ""
-    for part in parts:
-        if part.isdigit() and out == "enqueue":
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else part
-    return out
-
-
-def _error_message(item: Any, parts: list[str], owner: type[BaseModel]) -> str:
-    kind = item["type"]
-    ctx = item.get("ctx", {})
-    leaf = parts[-1] if parts else ""
-    if kind == "extra_forbidden":
-        message = f"unknown key; allowed: {', '.join(owner.model_fields)}"
-        elsewhere = [tag for tag, model in _PRUNERS.items() if leaf in model.model_fields and model is not owner]
-        if owner in _PRUNERS.values() and elsewhere:
-            message += f" ({leaf} belongs to pruner kind {' / '.join(elsewhere)})"
-        return message
-    if kind in ("union_tag_invalid", "union_tag_not_found") and parts == ["pruner"]:
-        got = f"unknown pruner {ctx.get('tag')!r}" if kind == "union_tag_invalid" else "missing"
-        return f"{got}; allowed: {', '.join(_PRUNERS)}"
-    if kind in ("model_type", "dict_type") and len(parts) == 2 and parts[0] == "space":
-        got = item.get("input")
-        return f"expected a range or choices, got {got!r}; allowed: {{low: .., high: ..}} or {{choices: [...]}}"
-    if kind == "too_short" and leaf == "choices":
-        return "empty; allowed: a non-empty list of values"
-    bounds = allowed_range(owner, (leaf,)) if leaf in owner.model_fields else None
-    if kind == "missing":
-        hint = _MISSING_HINTS.get(leaf, bounds) if owner is StudyConfig else bounds
-        return "required but missing" + (f"; allowed: {hint}" if hint else "")
-    if kind in _BOUND_TYPES and bounds is not None:
-        return f"{item.get('input')!r} is out of range; allowed: {bounds}"
-    if kind == "literal_error":
-        return f"{item.get('input')!r} is not allowed; allowed: {ctx.get('expected', '?')}"
-    if kind == "value_error":
-        return str(item["msg"]).removeprefix("Value error, ")
-    return f"{item['msg']} (got {item.get('input')!r})" + (f"; allowed: {bounds}" if bounds else "")

@@ -1,4 +1,4 @@
-"""``edgesearch dashboard``: optuna-dashboard over the study storage, with the artifact store.
+"""The dashboard server: optuna-dashboard over the study storage, with the artifact store.
 
 With the artifact store attached, each trial page shows the files the trial uploaded
 (curves.png, edges.png, best.pt). The dashboard has no authentication, so it binds to
@@ -10,21 +10,15 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
-
-from edgesearch.console import err, out, user_errors
 from edgesearch.errors import UserError
-from edgesearch.searcher.worker_commands import ArtifactsOption, StorageOption
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
     from wsgiref.types import WSGIApplication
 
-__all__ = ["dashboard_app", "is_loopback", "make_dashboard_server"]
-
-dashboard_app = typer.Typer()
+__all__ = ["is_loopback", "make_dashboard_server"]
 
 
 def is_loopback(host: str) -> bool:
@@ -63,36 +57,3 @@ def make_dashboard_server(url: str, artifacts: Path, *, host: str, port: int) ->
         raise UserError(f"--host: {host!r} is not a known host name or address") from None
     except OSError as exc:
         raise UserError(f"--port: cannot listen on {host}:{port}: {exc.strerror}; choose another --port") from None
-
-
-@dashboard_app.command("dashboard")
-def dashboard_command(
-    storage: StorageOption = None,
-    artifacts: ArtifactsOption = None,
-    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback exposes it unauthenticated.")] = (
-        "127.0.0.1"
-    ),
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
-) -> None:
-    """Watch studies in the browser: optuna-dashboard with each trial's pictures."""
-    with user_errors():
-        from edgesearch.searcher.artifacts import resolve_artifact_dir
-        from edgesearch.searcher.storage import redact, resolve_storage_url
-
-        url = resolve_storage_url(storage)
-        folder = resolve_artifact_dir(artifacts)
-        server = make_dashboard_server(url, folder, host=host, port=port)
-    if not is_loopback(host):
-        err.print(
-            f"[bold yellow]warning:[/] the dashboard has no authentication and listens on {host}:{port}; "
-            "anyone who can reach it can read and change studies. Prefer 127.0.0.1 and an SSH tunnel."
-        )
-    shown_host = f"[{host}]" if ":" in host else host
-    out.print(f"dashboard for {redact(url)} (artifacts in {folder})")
-    out.print(f"open http://{shown_host}:{server.server_port}/dashboard  (Ctrl-C stops it)")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()

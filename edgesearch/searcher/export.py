@@ -5,18 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from edgesearch.errors import UserError
 
 if TYPE_CHECKING:
     import optuna
 
     from edgesearch.searcher.config import StudyConfig
 
-__all__ = ["export_text", "trial_records", "write_text_atomic"]
+__all__ = ["export_text", "trial_records"]
 
 _COLUMNS = ("number", "state", "value", "epochs", "datetime_start", "datetime_complete", "duration_s")
 _PATHS = ("run_dir", "best_checkpoint", "fail_reason")
@@ -59,14 +55,3 @@ def export_text(study: optuna.Study, config: StudyConfig, *, fmt: str) -> str:
         writer.writerows(trial_records(study, config))
         return buffer.getvalue()
     raise ValueError(f"unknown export format {fmt!r}; allowed: csv, json")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, so a reader never sees half of it."""
-    if path.is_dir():
-        raise UserError(f"--out: {path} is a folder; expected a file name")
-    if not path.parent.is_dir():
-        raise UserError(f"--out: folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

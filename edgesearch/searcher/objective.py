@@ -16,20 +16,19 @@ import optuna
 from optuna.trial import TrialState
 
 from edgesearch.errors import UserError
+from edgesearch.searcher.optuna_internals import is_retry
+from edgesearch.trainer import run_files
 from edgesearch.trainer.callbacks import Callback
+from edgesearch.trainer.records import EpochRecord, summary
 
 if TYPE_CHECKING:
-    from optuna.artifacts._protocol import ArtifactStore
-
     from edgesearch.searcher.config import StudyConfig
+    from edgesearch.searcher.optuna_internals import ArtifactStore
     from edgesearch.trainer.config import TrainConfig
 
-__all__ = ["HISTORY_KEYS", "PruningCallback", "TrialInterrupted", "TrialOutcome", "run_trial"]
+__all__ = ["PruningCallback", "TrialInterrupted", "TrialOutcome", "run_trial"]
 
 _log = logging.getLogger(__name__)
-
-HISTORY_KEYS = ("epoch", "stage", "train_loss", "val_iou", "val_boundary_iou", "val_edge_corr")
-"""The per-epoch fields kept in a trial's ``history`` user attribute (the rest is in history.json)."""
 
 
 class PruningCallback(Callback):
@@ -40,13 +39,15 @@ class PruningCallback(Callback):
         self.metric = metric
         self.history = list(history or [])
 
-    def on_epoch_end(self, record: dict[str, Any]) -> None:
-        epoch = int(record["epoch"])
-        self.trial.report(float(record[self.metric]), step=epoch)
-        self.history.append({key: record[key] for key in HISTORY_KEYS})
+    def on_epoch_end(self, record: EpochRecord) -> None:
+        epoch = record["epoch"]
+        kept = summary(record)
+        value = float(kept[self.metric])
+        self.trial.report(value, step=epoch)
+        self.history.append(kept)
         self.trial.set_user_attr("history", self.history)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {epoch}: {self.metric} {record[self.metric]:.4f}")
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}: {self.metric} {value:.4f}")
 
 
 class TrialInterrupted(Exception):
@@ -68,12 +69,12 @@ class TrialOutcome:
 
 def _resume_point(trial: optuna.Trial) -> Path | None:
     """A retried trial continues from the failed trial's last.pt when that file is here."""
-    if trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial") is None:
+    if not is_retry(trial):
         return None
     previous = trial.user_attrs.get("run_dir")
     if not previous:
         return None
-    last = Path(previous) / "last.pt"
+    last = Path(previous) / run_files.LAST
     return last if last.is_file() else None
 
 
@@ -99,7 +100,7 @@ def run_trial(
     run_dir = Path(trial.user_attrs["run_dir"]) if resume_from else runs_dir / config.name / f"trial-{trial.number:05d}"
     history: list[dict[str, Any]] = []
     if resume_from is not None:
-        from edgesearch.trainer.callbacks import load_checkpoint
+        from edgesearch.trainer.checkpoint import load_checkpoint
 
         history = list(trial.user_attrs.get("history", []))
         trial.set_user_attr("resumed_from_epoch", int(load_checkpoint(resume_from)["epoch"]))
@@ -128,7 +129,7 @@ def run_trial(
             trial.number, TrialState.FAIL, None, len(pruning.history), reason, error_kind=type(exc).__name__
         )
     else:
-        value = max(row[config.metric] for row in result.history)
+        value = max(float(summary(row)[config.metric]) for row in result.history)
         if result.best_checkpoint is not None:
             trial.set_user_attr("best_checkpoint", str(result.best_checkpoint.resolve()))
         outcome = TrialOutcome(trial.number, TrialState.COMPLETE, value, len(result.history))
@@ -140,12 +141,12 @@ def run_trial(
 def _publish(trial: optuna.Trial, train_config: TrainConfig, run_dir: Path, store: ArtifactStore) -> None:
     """Draw the edge overlay from best.pt and upload the trial's files to the artifact store."""
     from edgesearch.searcher.artifacts import upload_trial_files
-    from edgesearch.trainer.overlay import write_edge_overlay
+    from edgesearch.trainer.plots import write_edge_overlay
 
-    best = run_dir / "best.pt"
+    best = run_dir / run_files.BEST
     if best.is_file():
         try:
-            write_edge_overlay(train_config, best, run_dir / "edges.png")
+            write_edge_overlay(train_config, best, run_dir / run_files.EDGES)
         except Exception:  # a picture is not worth failing a trained trial for
             _log.warning("could not draw the edge overlay of trial %d", trial.number, exc_info=True)
     ids = upload_trial_files(trial, store, run_dir)

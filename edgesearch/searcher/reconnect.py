@@ -23,17 +23,19 @@ from typing import Any, TypeVar
 import sqlalchemy.exc
 from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage
-from optuna.storages._rdb import models
 from optuna.trial import TrialState
-from sqlalchemy import func, select, text
+from sqlalchemy import text
+
+from edgesearch.searcher.optuna_internals import PRIVATE_STORAGE_CALLS, state_counts_query
 
 __all__ = ["ReconnectingRDBStorage", "is_connection_error"]
 
 _log = logging.getLogger(__name__)
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-# Calls that touch the database. Private helpers are left alone: they run inside these calls.
+# Calls that touch the database. Other private helpers are left alone: they run inside these calls.
 _RETRIED = (
+    *PRIVATE_STORAGE_CALLS,
     "create_new_study",
     "delete_study",
     "set_study_user_attr",
@@ -56,10 +58,8 @@ _RETRIED = (
     "get_trial_id_from_study_id_trial_number",
     "get_trial",
     "get_all_trials",
-    "_get_trials",
     "get_best_trial",
     "record_heartbeat",
-    "_get_stale_trial_ids",
 )
 
 
@@ -108,8 +108,7 @@ class ReconnectingRDBStorage(RDBStorage):
         once, as RUNNING or as finished, never in neither (two separate counts can miss it, and
         then one trial too many is admitted).
         """
-        table = models.TrialModel.__table__
-        query = select(table.c.state, func.count()).where(table.c.study_id == study_id).group_by(table.c.state)
+        query = state_counts_query(study_id)
 
         def count() -> Counter[TrialState]:
             with self.engine.connect() as connection:

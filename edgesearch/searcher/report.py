@@ -33,17 +33,16 @@ from optuna.artifacts import download_artifact, get_all_artifact_meta
 from optuna.trial import FrozenTrial, TrialState
 
 from edgesearch.errors import UserError
+from edgesearch.searcher.optuna_internals import study_storage
+from edgesearch.trainer.run_files import EDGES as OVERLAY
 
 if TYPE_CHECKING:
     from matplotlib.typing import LineStyleType
-    from optuna.artifacts._protocol import ArtifactStore
 
     from edgesearch.searcher.config import StudyConfig
+    from edgesearch.searcher.optuna_internals import ArtifactStore
 
-__all__ = ["OVERLAY", "build_report", "collect", "curves_figure", "importances_figure", "scatter_figure"]
-
-OVERLAY = "edges.png"
-"""File name of a trial's edge overlay picture, as a trial artifact and in its run directory."""
+__all__ = ["build_report", "collect", "curves_figure", "importances_figure", "scatter_figure"]
 SCATTERS = {
     "iou_vs_lambda": ("loss.edge_lambda", "edge lambda"),
     "iou_vs_edge_width": ("loss.edge_width", "edge width (px)"),
@@ -261,7 +260,7 @@ def importances_figure(values: dict[str, float]) -> Figure:
 def _fetch_overlay(study: optuna.Study, trial: FrozenTrial, store: ArtifactStore | None, dest: Path) -> str | None:
     """Copy the trial's edge overlay to ``dest``: its artifact, else its run dir's file; says which."""
     if store is not None:
-        metas = get_all_artifact_meta(trial, storage=study._storage)  # the public Study hides its storage
+        metas = get_all_artifact_meta(trial, storage=study_storage(study))
         for meta in reversed([m for m in metas if m.filename == OVERLAY]):
             try:
                 download_artifact(artifact_store=store, file_path=str(dest), artifact_id=meta.artifact_id)

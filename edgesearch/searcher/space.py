@@ -17,10 +17,11 @@ import typing
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationInfo, field_validator
 
 from edgesearch.errors import ConfigError
 from edgesearch.trainer.config import TrainConfig, validate_train_config
+from edgesearch.validation import FrozenModel, shorten
 
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
@@ -42,11 +43,7 @@ Choice: TypeAlias = bool | int | float | str | None
 """A value Optuna can store for a categorical parameter (and YAML can write as a scalar)."""
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class RangeSpec(_Frozen):
+class RangeSpec(FrozenModel):
     """``{low, high, log?, step?}``: a numeric interval, integer or float as the field is."""
 
     low: int | float
@@ -70,10 +67,10 @@ class RangeSpec(_Frozen):
                 return float(value)  # YAML reads 1e-4 (no dot) as text
             except ValueError:
                 pass
-        raise ValueError(f"expected a number, got {value!r}")
+        raise ValueError(f"expected a number, got {shorten(value)}")
 
 
-class ChoicesSpec(_Frozen):
+class ChoicesSpec(FrozenModel):
     """``{choices: [...]}``: a categorical parameter over the listed values."""
 
     choices: list[Choice] = Field(min_length=1)
@@ -85,7 +82,9 @@ class ChoicesSpec(_Frozen):
         if isinstance(value, list):
             for item in value:
                 if not (item is None or isinstance(item, bool | int | float | str)):
-                    raise ValueError(f"{item!r} is not a single value; allowed: numbers, strings, true/false, null")
+                    raise ValueError(
+                        f"{shorten(item)} is not a single value; allowed: numbers, strings, true/false, null"
+                    )
         return value
 
 
@@ -177,7 +176,7 @@ def set_path(raw: Mapping[str, Any], path: str, value: Any) -> dict[str, Any]:
         return out
     inner = out.get(head, {})
     if not isinstance(inner, Mapping):
-        raise ValueError(f"{path}: {head} holds {inner!r}, not a mapping, so the path cannot continue")
+        raise ValueError(f"{path}: {head} holds {shorten(inner)}, not a mapping, so the path cannot continue")
     out[head] = set_path(inner, rest, value)
     return out
 

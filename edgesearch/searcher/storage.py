@@ -1,7 +1,7 @@
 """Storage URL -> Optuna ``RDBStorage``: SQLite by default, PostgreSQL for many machines, heartbeat on.
 
-Everything a study shares between workers lives in one SQL database reached through SQLAlchemy
-(DESIGN.md §5). This module decides which URL to use (``--storage`` > ``$EDGESEARCH_STORAGE`` > the
+Everything a study shares between workers lives in one SQL database reached through SQLAlchemy.
+This module decides which URL to use (``--storage`` > ``$EDGESEARCH_STORAGE`` > the
 study file's ``storage:`` > :data:`DEFAULT_STORAGE`), checks it before anything is written, and opens
 it with settings that make it safe to share:
 
@@ -46,6 +46,9 @@ __all__ = [
     "ALLOWED",
     "DEFAULT_STORAGE",
     "ENV_VAR",
+    "GRACE_PERIOD_S",
+    "HEARTBEAT_INTERVAL_S",
+    "MAX_RETRIES",
     "check_url",
     "existing_sqlite_file",
     "normalize_url",
@@ -63,6 +66,15 @@ ENV_VAR = "EDGESEARCH_STORAGE"
 
 ALLOWED = "sqlite:///PATH (a local file) or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
 """The URL forms edgesearch accepts, as printed in error messages."""
+
+HEARTBEAT_INTERVAL_S = 30
+"""Default seconds between a running trial's heartbeats (a study file's ``fault_tolerance``)."""
+
+GRACE_PERIOD_S = 90
+"""Default seconds without a heartbeat after which a trial counts as dead: FAIL, then retried."""
+
+MAX_RETRIES = 2
+"""Default number of times a dead worker's trial is retried."""
 
 SQLITE_BUSY_TIMEOUT_S = 60
 """How long a SQLite writer waits for another process's lock before giving up."""
@@ -197,9 +209,9 @@ def existing_sqlite_file(url: str) -> Path | None:
 def open_storage(
     url: str,
     *,
-    heartbeat_interval: int | None = 30,
-    grace_period: int | None = 90,
-    max_retries: int | None = 2,
+    heartbeat_interval: int | None = HEARTBEAT_INTERVAL_S,
+    grace_period: int | None = GRACE_PERIOD_S,
+    max_retries: int | None = MAX_RETRIES,
     create: bool = True,
 ) -> RDBStorage:
     """Open (creating tables if needed) the Optuna storage at ``url``, ready to be shared by many workers.

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -15,13 +17,19 @@ from optuna.trial import TrialState
 
 from edgesearch.errors import UserError
 from edgesearch.searcher.storage import open_storage, redact
+from edgesearch.validation import shorten
 
 if TYPE_CHECKING:
     from edgesearch.searcher.config import StudyConfig
+    from edgesearch.trainer.config import TrainConfig
 
 __all__ = [
     "CONFIG_ATTR",
     "FINISHED",
+    "BestModel",
+    "TrialCounts",
+    "best_model",
+    "best_trial",
     "create_study",
     "enqueue_point",
     "load_study",
@@ -137,7 +145,7 @@ def load_study(name: str, url: str, *, worker_index: int = 0) -> tuple[optuna.St
         names = [s.study_name for s in optuna.get_all_study_summaries(reader, include_best_trial=False)]
         if name not in names:
             listing = ", ".join(sorted(names)) or "none"
-            raise UserError(f"no study named {name!r} in {redact(url)}; studies there: {listing}")
+            raise UserError(f"no study named {shorten(name)} in {redact(url)}; studies there: {listing}")
         config = stored_config(optuna.load_study(study_name=name, storage=reader))
     finally:
         # Only the stored config was wanted from it: close its pooled connections now rather than
@@ -154,14 +162,71 @@ def load_study(name: str, url: str, *, worker_index: int = 0) -> tuple[optuna.St
     return study, config
 
 
-def trial_counts(study: optuna.Study) -> dict[str, Any]:
-    """Trials by state name, plus ``finished`` (COMPLETE + PRUNED) and the best value so far."""
+@dataclass(frozen=True)
+class TrialCounts:
+    """How many of a study's trials are in each state, and the best value so far."""
+
+    complete: int = 0
+    pruned: int = 0
+    fail: int = 0
+    running: int = 0
+    waiting: int = 0
+    best: float | None = None
+    """The best COMPLETE trial's value; None before the first one."""
+
+    @property
+    def finished(self) -> int:
+        """COMPLETE + PRUNED: the trials that count towards ``n_trials``."""
+        return self.complete + self.pruned
+
+
+def trial_counts(study: optuna.Study) -> TrialCounts:
+    """The study's trials by state and its best value, from one read of its trials."""
     trials = study.get_trials(deepcopy=False)
-    counts: dict[str, Any] = dict(Counter(t.state.name for t in trials))
-    counts["finished"] = sum(1 for t in trials if t.state in FINISHED)
+    states = Counter(t.state for t in trials)
     complete = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    counts["best"] = max(complete) if complete else None
-    return counts
+    return TrialCounts(
+        complete=states[TrialState.COMPLETE],
+        pruned=states[TrialState.PRUNED],
+        fail=states[TrialState.FAIL],
+        running=states[TrialState.RUNNING],
+        waiting=states[TrialState.WAITING],
+        best=max(complete) if complete else None,
+    )
+
+
+@dataclass(frozen=True)
+class BestModel:
+    """The best trial's model: its resolved config, its ``best.pt``, and a line saying which it is."""
+
+    config: TrainConfig
+    checkpoint: Path
+    description: str
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """The study's best COMPLETE trial; a UserError when it has none yet."""
+    try:
+        return study.best_trial
+    except ValueError:
+        raise UserError(f"study {study.study_name!r} has no completed trial yet") from None
+
+
+def best_model(study: optuna.Study) -> BestModel:
+    """The best trial's config and checkpoint, ready to predict with (pretrained weights never loaded).
+
+    The checkpoint holds every weight, and the ``encoder_weights`` a run started from (a download,
+    or a file on the training machine) may be out of reach here.
+    """
+    from edgesearch.trainer.config import validate_train_config
+
+    best = best_trial(study)
+    where = f"study {study.study_name} trial {best.number}"
+    raw, checkpoint = best.user_attrs.get("config"), best.user_attrs.get("best_checkpoint")
+    if raw is None or checkpoint is None:
+        raise UserError(f"{where}: no stored config or best_checkpoint (was it run by edgesearch worker?)")
+    config = validate_train_config(raw, source=where, overrides={"model": {"encoder_weights": None}})
+    return BestModel(config, Path(checkpoint), f"{where} (value {best.value:.4f}), {checkpoint}")
 
 
 def parse_assignments(assignments: list[str], config: StudyConfig) -> dict[str, Any]:
@@ -180,7 +245,7 @@ def parse_assignments(assignments: list[str], config: StudyConfig) -> dict[str, 
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise UserError(f"enqueue: {item!r} is not PATH=VALUE; e.g. loss.edge_lambda=0.15")
+            raise UserError(f"enqueue: {shorten(item)} is not PATH=VALUE; e.g. loss.edge_lambda=0.15")
         if key in point:
             raise UserError(f"enqueue: {key} is given twice")
         try:

@@ -30,14 +30,21 @@ from optuna.trial import TrialState
 
 from edgesearch.errors import UserError
 from edgesearch.searcher.objective import TrialInterrupted, TrialOutcome, run_trial
+from edgesearch.searcher.optuna_internals import (
+    count_trials,
+    hand_back,
+    heartbeat,
+    rdb_storage,
+    release_slot,
+    stored_state,
+)
 from edgesearch.searcher.reconnect import ReconnectingRDBStorage
 from edgesearch.searcher.study import FINISHED, load_study
 from edgesearch.trainer.callbacks import Callback
 
 if TYPE_CHECKING:
-    from optuna.artifacts._protocol import ArtifactStore
-
     from edgesearch.searcher.config import StudyConfig
+    from edgesearch.searcher.optuna_internals import ArtifactStore
 
 __all__ = ["StopOnRequest", "TrialRunner", "WorkerSummary", "run_worker"]
 
@@ -56,44 +63,8 @@ class WorkerSummary:
         return sum(1 for o in self.outcomes if o.state == state)
 
 
-def _rdb(study: optuna.Study) -> optuna.storages.RDBStorage | None:
-    """The study's RDB storage: the public Study has no accessor, and Optuna wraps it in a cache."""
-    storage = getattr(study._storage, "_backend", study._storage)
-    return storage if isinstance(storage, optuna.storages.RDBStorage) else None
-
-
-@contextmanager
-def _heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
-    storage = _rdb(study)
-    if storage is None:
-        yield
-        return
-    interval = storage.get_heartbeat_interval()
-    if interval is None:
-        yield
-        return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while True:
-            try:
-                storage.record_heartbeat(trial._trial_id)
-            except Exception:  # a dropped connection: try again on the next beat
-                _log.warning("heartbeat of trial %d failed; retrying", trial.number, exc_info=True)
-            if stop.wait(interval):
-                return
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
 def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> None:
-    state = study._storage.get_trial(trial._trial_id).state
+    state = stored_state(study, trial)
     if state.is_finished():
         # Its heartbeats went missing (a long outage, a frozen machine) and another worker failed
         # it and queued a retry; telling now would raise, and the retry carries on.
@@ -114,7 +85,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> No
 @contextmanager
 def _admission(study: optuna.Study) -> Iterator[bool]:
     """Hold the study's admission lock; yields whether the storage has one."""
-    storage = _rdb(study)
+    storage = rdb_storage(study)
     if isinstance(storage, ReconnectingRDBStorage):
         with storage.exclusive(f"edgesearch-admission:{study.study_name}") as locked:
             yield locked
@@ -122,37 +93,9 @@ def _admission(study: optuna.Study) -> Iterator[bool]:
         yield False
 
 
-def _counts(study: optuna.Study) -> Counter[TrialState]:
-    """The study's trials by state, read from the database itself.
-
-    Not through the study's in-process trial cache: that cache may never see a trial whose
-    row was committed after a newer one (it only re-reads ids above the last finished trial),
-    and one missed trial is enough for two workers to take the same last slot.
-    """
-    storage = _rdb(study)
-    if isinstance(storage, ReconnectingRDBStorage):
-        return storage.count_trials(study._study_id)
-    if storage is None:
-        return Counter(t.state for t in study.get_trials(deepcopy=False))
-    return Counter(t.state for t in storage.get_all_trials(study._study_id, deepcopy=False))
-
-
 def _taken(counts: Counter[TrialState]) -> int:
     """Slots of ``n_trials`` already used: finished trials and the ones running now."""
     return sum(counts[state] for state in _COUNTED)
-
-
-def _hand_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-    """FAIL the interrupted trial and queue its retry at once, as the heartbeat would do later.
-
-    The retry carries the trial's ``run_dir``, so it resumes from the last checkpoint written.
-    """
-    trial.set_user_attr("fail_reason", reason)
-    study.tell(trial, state=TrialState.FAIL)
-    frozen = study._storage.get_trial(trial._trial_id)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)(study, frozen)
 
 
 class TrialRunner(Protocol):
@@ -242,12 +185,12 @@ def run_worker(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
         with _admission(study) as locked:  # count-then-ask as one step, so two workers never take one slot
-            counts = _counts(study)
+            counts = count_trials(study)
             finished = sum(counts[state] for state in FINISHED)
             trial = None
             if _taken(counts) < config.n_trials:
                 with warnings.catch_warnings():
-                    # We run the heartbeat ourselves (see _heartbeat); Optuna warns about ask() with one.
+                    # We run the heartbeat ourselves (optuna_internals.heartbeat); Optuna warns about ask() with one.
                     warnings.filterwarnings("ignore", message="Heartbeat of storage")
                     trial = study.ask()
         if finished >= config.n_trials:
@@ -256,13 +199,13 @@ def run_worker(
         if trial is None:
             stop.wait(poll_seconds)  # the last trials run elsewhere; stay in case one fails
             continue
-        if not locked and _taken(_counts(study)) > config.n_trials:  # another worker took the slot meanwhile
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
+        if not locked and _taken(count_trials(study)) > config.n_trials:  # another worker took the slot meanwhile
+            release_slot(study, trial)
             stop.wait(rng.uniform(0.1, 1.0))
             continue
         if on_trial_start is not None:
             on_trial_start(trial)
-        with _heartbeat(study, trial):
+        with heartbeat(study, trial):
             try:
                 outcome = trial_runner(
                     trial, config, runs_dir=runs_dir, artifact_store=artifact_store, callbacks=trial_callbacks
@@ -272,7 +215,7 @@ def run_worker(
                 study.tell(trial, state=TrialState.FAIL)
                 raise
             if outcome.interrupted:
-                _hand_back(study, trial, f"interrupted: {outcome.reason}; retried from its last checkpoint")
+                hand_back(study, trial, f"interrupted: {outcome.reason}; retried from its last checkpoint")
             else:
                 _tell(study, trial, outcome)
         summary.outcomes.append(outcome)

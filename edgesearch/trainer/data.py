@@ -27,7 +27,7 @@ from albumentations.pytorch import ToTensorV2
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from edgesearch.errors import DataError
+from edgesearch.errors import DataError, raise_problems
 from edgesearch.trainer.config import DataConfig
 
 __all__ = [
@@ -47,7 +47,6 @@ __all__ = [
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-MAX_LISTED_PROBLEMS = 10
 
 
 @dataclass(frozen=True)
@@ -173,11 +172,7 @@ def scan_folder(root: Path, *, channels: int = 3) -> tuple[list[Pair], list[Pair
     if not problems:
         for pair in [*train, *(val or [])]:
             _check_pair(pair, channels, problems)
-    if problems:
-        shown = problems[:MAX_LISTED_PROBLEMS]
-        more = len(problems) - len(shown)
-        tail = [f"... and {more} more problems"] if more else []
-        raise DataError("\n".join([*shown, *tail]))
+    raise_problems(problems, DataError)
     return train, val
 
 

@@ -1,4 +1,4 @@
-"""The loss of the method (DESIGN.md §4), as small pure functions.
+"""The loss of the method (ARCHITECTURE.md, "Where the method lives"), as small pure functions.
 
 Notation: ``z`` logits, ``p = sigmoid(z)``, ``y`` the 0/1 target, all (N,1,H,W).
 

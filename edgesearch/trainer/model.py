@@ -7,7 +7,6 @@ The encoder is the "backbone"; everything else (decoder, segmentation head, aux 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 
 import torch
@@ -15,35 +14,9 @@ from torch import nn
 
 from edgesearch.errors import ConfigError
 from edgesearch.trainer.config import ModelConfig
+from edgesearch.trainer.registry import is_local_weights
 
-__all__ = [
-    "available_archs",
-    "available_encoders",
-    "backbone_parameters",
-    "build_model",
-    "head_parameters",
-    "is_local_weights",
-    "set_backbone_trainable",
-]
-
-
-@cache
-def available_archs() -> list[str]:
-    import segmentation_models_pytorch as smp
-
-    return sorted(smp.MODEL_ARCHITECTURES_MAPPING)
-
-
-@cache
-def available_encoders() -> list[str]:
-    import segmentation_models_pytorch as smp
-
-    return list(smp.encoders.get_encoder_names())
-
-
-def is_local_weights(weights: str) -> bool:
-    """A path to a state-dict file, as opposed to a weights name smp downloads."""
-    return Path(weights).suffix in (".pt", ".pth", ".bin", ".safetensors") or "/" in weights
+__all__ = ["backbone_parameters", "build_model", "head_parameters", "set_backbone_trainable"]
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

@@ -1,16 +1,39 @@
-"""curves.png: loss and validation metrics per epoch, the stage switch marked."""
+"""The pictures of a run: curves.png (metrics per epoch) and edges.png (the edge overlay of its model).
+
+``curves.png``: loss and validation metrics per epoch, the stage switch marked. ``edges.png``:
+the best- and worst-IoU validation images with their true and predicted edge bands, the
+report's "good" and "bad" figures.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+import numpy as np
+import torch
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from torch import nn
 
-__all__ = ["plot_curves"]
+from edgesearch.files import atomic_write
+from edgesearch.trainer.config import TrainConfig
+from edgesearch.trainer.data import build_datasets
+from edgesearch.trainer.device import resolve_device
+from edgesearch.trainer.metrics import iou
+from edgesearch.trainer.overlay import BOTH_EDGE_COLOUR, PRED_EDGE_COLOUR, TRUE_EDGE_COLOUR, edge_overlay
+from edgesearch.trainer.predict import load_model, probability_maps
+from edgesearch.trainer.records import EpochRecord
+
+__all__ = ["plot_curves", "write_edge_overlay"]
+
+Ranking = list[tuple[int, float]]
 
 
-def plot_curves(history: list[dict[str, Any]], path: Path, *, title: str = "") -> None:
+def _save(fig: Figure, path: Path) -> None:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def plot_curves(history: list[EpochRecord], path: Path, *, title: str = "") -> None:
     """Write a two-panel PNG (losses; IoU, boundary IoU, edge correlation) for ``history``."""
     fig = Figure(figsize=(10, 4), dpi=100)
     ax_loss, ax_metric = fig.subplots(1, 2)
@@ -19,8 +42,9 @@ def plot_curves(history: list[dict[str, Any]], path: Path, *, title: str = "") -
     ax_loss.plot(epochs, [row["val_loss"] for row in history], marker="o", label="val loss")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
-    for key, label in (("val_iou", "IoU"), ("val_boundary_iou", "boundary IoU"), ("val_edge_corr", "edge corr")):
-        ax_metric.plot(epochs, [row[key] for row in history], marker="o", label=label)
+    ax_metric.plot(epochs, [row["val_iou"] for row in history], marker="o", label="IoU")
+    ax_metric.plot(epochs, [row["val_boundary_iou"] for row in history], marker="o", label="boundary IoU")
+    ax_metric.plot(epochs, [row["val_edge_corr"] for row in history], marker="o", label="edge corr")
     ax_metric.set_xlabel("epoch")
     ax_metric.set_ylim(min(0.0, *(row["val_edge_corr"] for row in history)) if history else 0.0, 1.0)
     switch = next((row["epoch"] for row in history if row["stage"] == 2), None)
@@ -34,4 +58,76 @@ def plot_curves(history: list[dict[str, Any]], path: Path, *, title: str = "") -
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
+
+
+def _image_iou(pred: np.ndarray, target: np.ndarray) -> float:
+    return iou(torch.from_numpy(pred > 0)[None, None], torch.from_numpy(target > 0)[None, None])
+
+
+def _predict_masks(model: nn.Module, images: list[np.ndarray], config: TrainConfig) -> list[np.ndarray]:
+    return [(prob >= 0.5).astype(np.uint8) for prob in probability_maps(model, images, config=config)]
+
+
+def write_edge_overlay(
+    config: TrainConfig,
+    checkpoint: Path,
+    path: Path,
+    *,
+    n_good: int = 2,
+    n_bad: int = 2,
+    device: str = "cpu",
+) -> dict[str, Ranking]:
+    """Write one PNG: the ``n_good`` best- and ``n_bad`` worst-IoU validation images with their edges.
+
+    The validation split is rebuilt as training builds it, every image is predicted (threshold
+    0.5) at its own size, and IoU is taken per image (both masks empty counts as 1.0). A split
+    with fewer images than ``n_good + n_bad`` shows each image once, the good row first.
+    Returns ``{"good": [(val index, IoU), ...], "bad": [...]}``, best and worst first.
+    """
+    if n_good < 0 or n_bad < 0 or n_good + n_bad < 1:
+        raise ValueError(f"n_good and n_bad must be >= 0 with at least one image shown, got {n_good} and {n_bad}")
+    _, val_ds = build_datasets(config.data, channels=config.model.in_channels, seed=config.seed)
+    model = load_model(config, checkpoint, device=resolve_device(device))
+
+    # Pass 1 keeps one IoU per image, not the images: a folder's validation split may be large.
+    scores: Ranking = []
+    for start in range(0, len(val_ds), config.data.batch_size):
+        indices = range(start, min(start + config.data.batch_size, len(val_ds)))
+        samples = [val_ds.raw(i) for i in indices]
+        preds = _predict_masks(model, [image for image, _ in samples], config)
+        scores += [(i, _image_iou(pred, mask)) for i, pred, (_, mask) in zip(indices, preds, samples, strict=True)]
+    ranked = sorted(scores, key=lambda item: (-item[1], item[0]))
+    good = ranked[:n_good]
+    bad = ranked[max(len(good), len(ranked) - n_bad) :][::-1]
+
+    # Pass 2 predicts the few shown images again; in eval mode a prediction ignores the rest of its batch.
+    shown = [index for index, _ in good + bad]
+    samples = [val_ds.raw(i) for i in shown]
+    drawn = dict(zip(shown, _predict_masks(model, [image for image, _ in samples], config), strict=True))
+    truth = {index: mask for index, (_, mask) in zip(shown, samples, strict=True)}
+    pictures = {index: image for index, (image, _) in zip(shown, samples, strict=True)}
+
+    rows = [(label, row) for label, row in (("good", good), ("bad", bad)) if row]
+    n_cols = max(len(row) for _, row in rows)
+    # At least as wide as the legend, which sits below the panels.
+    fig = Figure(figsize=(max(3.0 * n_cols, 4.8), 3.3 * len(rows) + 0.4), dpi=100, layout="constrained")
+    axes = fig.subplots(len(rows), n_cols, squeeze=False)
+    width = config.loss.edge_width
+    for (label, row), row_axes in zip(rows, axes, strict=True):
+        for ax in row_axes:
+            ax.set_axis_off()
+        for ax, (index, value) in zip(row_axes, row, strict=False):
+            ax.imshow(edge_overlay(pictures[index], truth[index], drawn[index], width=width))
+            ax.set_title(f"{label} IoU {value:.2f}\nval image {index}", fontsize=10)
+    handles = [
+        Patch(color=(r / 255, g / 255, b / 255), label=label)
+        for (r, g, b), label in (
+            (TRUE_EDGE_COLOUR, "true edge"),
+            (PRED_EDGE_COLOUR, "predicted edge"),
+            (BOTH_EDGE_COLOUR, "both"),
+        )
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=9, frameon=False)
+    _save(fig, path)
+    return {"good": good, "bad": bad}

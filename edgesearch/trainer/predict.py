@@ -9,7 +9,7 @@ is found before the first file is written.
 
 from __future__ import annotations
 
-import os
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,14 +20,18 @@ import torch
 from PIL import Image
 from torch import nn
 
-from edgesearch.errors import ConfigError, DataError
-from edgesearch.trainer.config import TrainConfig
+from edgesearch.errors import ConfigError, DataError, raise_problems
+from edgesearch.files import atomic_write, check_new_or_empty
+from edgesearch.trainer import run_files
+from edgesearch.trainer.config import TrainConfig, load_train_config, validate_train_config
 from edgesearch.trainer.data import IMAGE_SUFFIXES, build_transforms, read_image
-from edgesearch.trainer.loop import resolve_device
+from edgesearch.trainer.device import resolve_device
 from edgesearch.trainer.model import build_model
+from edgesearch.trainer.overlay import edge_overlay
 
 __all__ = [
     "check_output_options",
+    "checkpoint_config",
     "collect_inputs",
     "load_model",
     "predict_files",
@@ -35,8 +39,6 @@ __all__ = [
     "predict_probabilities",
     "probability_maps",
 ]
-
-MAX_LISTED_PROBLEMS = 10
 
 
 def _first_line(exc: BaseException) -> str:
@@ -80,6 +82,30 @@ def load_model(config: TrainConfig, checkpoint: Path, *, device: torch.device) -
         raise ConfigError(f"{checkpoint}: does not fit the config's model {what}: {'; '.join(parts)}")
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+# The checkpoint holds every weight, and the encoder_weights a run started from (a download, or
+# a file on the training machine) may be out of reach here: prediction never loads them.
+_NO_ENCODER_WEIGHTS: dict[str, Any] = {"model": {"encoder_weights": None}}
+
+
+def checkpoint_config(checkpoint: Path, config_file: Path | None = None) -> TrainConfig:
+    """The config of ``checkpoint``'s model: ``config_file`` if given, else the run directory's config.json.
+
+    Pretrained encoder weights are never loaded: the checkpoint replaces all of them.
+    """
+    if not checkpoint.is_file():
+        raise ConfigError(f"{checkpoint}: checkpoint not found")
+    if config_file is not None:
+        return load_train_config(config_file, overrides=_NO_ENCODER_WEIGHTS)
+    path = checkpoint.parent / run_files.CONFIG
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found; a run directory has one beside best.pt, or pass --config FILE") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable config.json ({exc})") from None
+    return validate_train_config(raw, source=str(path), overrides=_NO_ENCODER_WEIGHTS)
 
 
 def _shape(value: Any) -> tuple[int, ...] | None:
@@ -164,15 +190,8 @@ def collect_inputs(inputs: Sequence[Path]) -> list[Path]:
             problems.append(f"{path}: no such file or folder")
     if not inputs:
         problems.append("no input images given")
-    _raise_problems(problems, DataError)
+    raise_problems(problems, DataError)
     return files
-
-
-def _raise_problems(problems: list[str], kind: type[Exception]) -> None:
-    if problems:
-        shown = problems[:MAX_LISTED_PROBLEMS]
-        more = len(problems) - len(shown)
-        raise kind("\n".join([*shown, *([f"... and {more} more problems"] if more else [])]))
 
 
 def _output_paths(files: Sequence[Path], out_dir: Path, *, overlay: bool) -> list[tuple[Path, Path | None]]:
@@ -190,31 +209,17 @@ def _output_paths(files: Sequence[Path], out_dir: Path, *, overlay: bool) -> lis
                 problems.append(f"{file}: would overwrite {target.name}, also written for {written[target]}")
             written[target] = file
         paths.append((mask, picture))
-    _raise_problems(problems, DataError)
+    raise_problems(problems, DataError)
     return paths
 
 
-def _check_out_dir(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out {out_dir}: exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        raise ConfigError(f"--out {out_dir}: folder is not empty; choose a new one")
-
-
 def check_output_options(*, threshold: float, out_dir: Path) -> None:
-    """Raise a ConfigError for a threshold outside (0, 1) or an ``out_dir`` that is not new or empty.
+    """Raise a UserError for a threshold outside (0, 1) or an ``out_dir`` that is not new or empty.
 
     Cheap and offline: the CLI calls it before it loads a study or a checkpoint.
     """
     _check_threshold(threshold)
-    _check_out_dir(out_dir)
-
-
-def _resolve(device: str) -> torch.device:
-    try:
-        return resolve_device(device)
-    except RuntimeError:  # torch.device() of a name torch does not know
-        raise ConfigError(f"device: unknown device {device!r}; allowed: auto, cpu, cuda, cuda:N, mps") from None
+    check_new_or_empty(out_dir, label="--out")
 
 
 def _read(path: Path, channels: int) -> np.ndarray:
@@ -225,10 +230,8 @@ def _read(path: Path, channels: int) -> np.ndarray:
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
-    # Temporary file + rename: an interrupted run never leaves a truncated mask behind.
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    # Atomic: an interrupted run never leaves a truncated mask behind.
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
 def predict_files(
@@ -251,9 +254,6 @@ def predict_files(
     (0, 1), an out_dir that is not new or empty, and a checkpoint that does not fit the config
     raise a :class:`~edgesearch.errors.UserError` before anything is written.
     """
-    # overlay.py runs its model through this module, so its picture function is imported here.
-    from edgesearch.trainer.overlay import edge_overlay
-
     check_output_options(threshold=threshold, out_dir=out_dir)
     files = collect_inputs(inputs)
     outputs = _output_paths(files, out_dir, overlay=overlay)
@@ -264,8 +264,8 @@ def predict_files(
             _read(file, channels)
         except DataError as exc:
             problems.append(str(exc))
-    _raise_problems(problems, DataError)
-    model = load_model(config, checkpoint, device=_resolve(device))
+    raise_problems(problems, DataError)
+    model = load_model(config, checkpoint, device=resolve_device(device))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

@@ -17,11 +17,10 @@ from typer.testing import CliRunner
 from edgesearch.cli import app
 from edgesearch.searcher.config import StudyConfig
 from edgesearch.searcher.study import create_study, load_study
-from tests.conftest import merge
-from tests.searcher.test_worker import TINY_TRAINER
+from tests.helpers import TINY_TRAINER, merge
 
 runner = CliRunner()
-pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")]
 
 
 def _raw(name: str = "cli", **extra: Any) -> dict[str, Any]:

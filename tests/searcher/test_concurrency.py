@@ -22,10 +22,9 @@ from optuna.trial import TrialState
 from edgesearch.searcher.config import StudyConfig
 from edgesearch.searcher.study import FINISHED, create_study, load_study
 from edgesearch.searcher.worker import WorkerSummary, run_worker
-from tests.conftest import merge
-from tests.searcher.test_worker import TINY_TRAINER
+from tests.helpers import TINY_TRAINER, merge
 
-pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")]
 
 # Imports everything first, says it is ready, waits for the start signal, then runs `python -m edgesearch ARGS`:
 # so that the racing processes really reach the storage at the same moment, whatever their start-up times.
@@ -64,7 +63,6 @@ def fresh_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
     return sqlite_url if request.param == "sqlite" else str(request.getfixturevalue("postgres_url"))
 
 
-@pytest.mark.slow
 def test_four_worker_processes_on_sqlite_run_every_trial_exactly_once(tmp_path: Path, sqlite_url: str) -> None:
     pruner = {"kind": "median", "n_startup_trials": 2, "n_warmup_steps": 0}
     create_study(StudyConfig.from_dict(_study("many", n_trials=20, pruner=pruner), source="test"), sqlite_url)
@@ -91,7 +89,6 @@ def test_four_worker_processes_on_sqlite_run_every_trial_exactly_once(tmp_path: 
     assert len({t.user_attrs["run_dir"] for t in finished}) == 20  # no trial ran twice
 
 
-@pytest.mark.slow
 def test_workers_colliding_on_the_last_free_slot_leave_no_waiting_trial_behind(
     tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -159,7 +156,6 @@ def _verdict(result: subprocess.CompletedProcess[str], name: str) -> str:
     return f"exit {result.returncode}: {result.stdout}{result.stderr}"
 
 
-@pytest.mark.slow
 def test_two_simultaneous_creates_of_one_study_make_exactly_one(tmp_path: Path, fresh_url: str) -> None:
     raw = _study("raced", enqueue=[{"loss.edge_lambda": 0.15}])
     path = _write(tmp_path / "raced.yaml", raw)
@@ -175,7 +171,6 @@ def test_two_simultaneous_creates_of_one_study_make_exactly_one(tmp_path: Path, 
     assert [t.state for t in study.get_trials()] == [TrialState.WAITING]  # the point was enqueued once
 
 
-@pytest.mark.slow
 def test_of_two_simultaneous_creates_with_different_configs_one_is_refused(tmp_path: Path, fresh_url: str) -> None:
     paths = [_write(tmp_path / f"{n}.yaml", _study("clash", n_trials=n)) for n in (3, 4)]
     results = _race([["study", "create", str(p), "--storage", fresh_url] for p in paths], tmp_path)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -284,12 +282,3 @@ def test_config_is_frozen() -> None:
     config = StudyConfig.from_dict(GOOD, source="t")
     with pytest.raises(ValidationError):
         config.n_trials = 5  # type: ignore[misc]
-
-
-def test_importing_the_study_config_imports_neither_torch_nor_optuna() -> None:
-    code = (
-        "import sys, edgesearch.searcher.config, edgesearch.searcher.space;"
-        "print(sorted(m for m in ('torch', 'optuna') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"

@@ -18,6 +18,8 @@ from edgesearch.searcher.dashboard import is_loopback
 from edgesearch.searcher.storage import open_storage
 from tests.browser import broken_images, open_browser, screenshot, wait_for
 
+pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
+
 runner = CliRunner()
 
 

@@ -23,8 +23,7 @@ from edgesearch.searcher.config import StudyConfig
 from edgesearch.searcher.study import create_study
 from edgesearch.searcher.worker import run_worker
 from tests.browser import wait_for
-from tests.conftest import merge, write_folder
-from tests.searcher.test_worker import TINY_TRAINER
+from tests.helpers import TINY_TRAINER, merge, write_folder
 
 runner = CliRunner()
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
@@ -148,9 +147,12 @@ def test_a_killed_workers_trial_is_retried_elsewhere_and_resumes_from_its_checkp
 # --------------------------------------------------------------------------- database outage
 
 
-def test_workers_survive_a_postgres_restart_and_finish_the_study(tmp_path: Path, postgres_url: str) -> None:
-    pg_bin, pg_data = os.environ["EDGESEARCH_TEST_PG_BIN"], os.environ["EDGESEARCH_TEST_PG_DATA"]
-    owner = os.environ.get("EDGESEARCH_TEST_PG_USER", "")
+def test_workers_survive_a_postgres_restart_and_finish_the_study(
+    tmp_path: Path, private_postgres: dict[str, str]
+) -> None:
+    postgres_url = private_postgres["EDGESEARCH_TEST_POSTGRES_URL"]
+    pg_bin, pg_data = private_postgres["EDGESEARCH_TEST_PG_BIN"], private_postgres["EDGESEARCH_TEST_PG_DATA"]
+    owner = private_postgres.get("EDGESEARCH_TEST_PG_USER", "")
     # A grace period far longer than the restart: the outage must not look like dead workers.
     tolerance = {"heartbeat_interval": 2, "grace_period": 60}
     _create(postgres_url, "outage", n_trials=4, trainer={"epochs": 3}, fault_tolerance=tolerance)

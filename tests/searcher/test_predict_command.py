@@ -19,6 +19,8 @@ from edgesearch.searcher.worker import run_worker
 from edgesearch.trainer import TrainConfig
 from edgesearch.trainer.data import build_datasets
 
+pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
+
 runner = CliRunner()
 
 STUDY: dict[str, Any] = {

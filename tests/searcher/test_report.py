@@ -18,10 +18,10 @@ from PIL import Image
 
 from edgesearch.errors import UserError
 from edgesearch.searcher.config import StudyConfig
-from edgesearch.searcher.objective import HISTORY_KEYS
 from edgesearch.searcher.report import build_report, curves_figure, scatter_figure
 from edgesearch.searcher.study import create_study
 from edgesearch.trainer.config import TrainConfig
+from edgesearch.trainer.records import SUMMARY_KEYS as HISTORY_KEYS
 
 TRAINER: dict[str, Any] = {
     "model": {"arch": "unet", "encoder": "resnet18", "encoder_weights": None},
@@ -31,7 +31,7 @@ TRAINER: dict[str, Any] = {
     "device": "cpu",
 }
 # Trials here are asked and told by hand, under the heartbeat that study storages always have.
-pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")]
 
 SPACE = {
     "loss.edge_lambda": {"low": 0.0, "high": 0.5},

@@ -7,8 +7,6 @@ import multiprocessing
 import queue
 import random
 import sqlite3
-import subprocess
-import sys
 import time
 import warnings
 from multiprocessing.queues import Queue
@@ -33,6 +31,8 @@ from edgesearch.searcher.storage import (
     resolve_storage_url,
 )
 from edgesearch.searcher.storage import _sqlite_path as sqlalchemy_sqlite_path
+
+pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -313,17 +313,6 @@ def test_open_storage_switches_sqlite_file_to_wal(tmp_path: Path) -> None:
     connection.close()
 
 
-def test_storage_module_and_plain_sqlite_urls_need_no_torch_optuna_or_sqlalchemy() -> None:
-    code = (
-        "import sys\n"
-        "from edgesearch.searcher.storage import check_url, redact\n"
-        "check_url('sqlite:///study.db'); redact('sqlite:///study.db')\n"
-        "print(sorted({'torch', 'optuna', 'sqlalchemy'} & set(sys.modules)))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
-
-
 # --- many workers ------------------------------------------------------------------------------------------------
 
 N_PROCESSES = 4
@@ -346,7 +335,6 @@ def _ask_tell_worker(url: str, barrier: Barrier, errors: Queue[str]) -> None:
         raise
 
 
-@pytest.mark.slow
 def test_open_storage_many_processes_share_one_new_study(storage_url: str) -> None:
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(N_PROCESSES)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pytest
 import yaml
 from optuna.trial import TrialState
 from typer.testing import CliRunner
@@ -20,17 +21,11 @@ from edgesearch.searcher.objective import TrialOutcome
 from edgesearch.searcher.study import create_study, load_study
 from edgesearch.searcher.worker import run_worker
 from edgesearch.trainer.callbacks import Callback
-from tests.conftest import merge
+from tests.helpers import TINY_TRAINER, merge
+
+pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
 
 runner = CliRunner()
-
-TINY_TRAINER: dict[str, Any] = {
-    "model": {"arch": "unet", "encoder": "resnet18", "encoder_weights": None},
-    "data": {"image_size": 32, "batch_size": 8, "num_workers": 0, "synthetic": {"n_images": 16}},
-    "optim": {"lr": 3.0e-3, "warmup_epochs": 0, "freeze_epochs": 0},
-    "epochs": 1,
-    "device": "cpu",
-}
 
 
 def _study(name: str, **extra: Any) -> dict[str, Any]:

@@ -13,7 +13,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edgesearch.cli import app
-from tests.conftest import TINY, merge, write_folder
+from tests.helpers import TINY, merge, write_folder
+
+pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
 
 runner = CliRunner()
 

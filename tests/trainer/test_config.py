@@ -6,7 +6,9 @@ import pytest
 from pydantic import ValidationError
 
 from edgesearch.errors import ConfigError
-from edgesearch.trainer.config import TrainConfig, device_problem, load_train_config, read_yaml
+from edgesearch.trainer.config import TrainConfig, load_train_config
+from edgesearch.trainer.device import device_problem
+from edgesearch.validation import read_yaml
 
 
 def test_defaults_follow_the_design() -> None:

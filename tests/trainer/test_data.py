@@ -16,7 +16,7 @@ from edgesearch.trainer.data import (
     scan_folder,
     synthetic_sample,
 )
-from tests.conftest import write_folder
+from tests.helpers import write_folder
 
 
 def test_synthetic_samples_are_a_pure_function_of_seed_and_index() -> None:

@@ -1,4 +1,4 @@
-"""The loss of DESIGN.md §4, checked against torch, torchvision and cv2 references."""
+"""The loss of the method, checked against torch, torchvision and cv2 references."""
 
 from __future__ import annotations
 

@@ -12,14 +12,11 @@ from PIL import Image
 from edgesearch.trainer import TrainConfig
 from edgesearch.trainer.data import build_datasets
 from edgesearch.trainer.model import build_model
-from edgesearch.trainer.overlay import (
-    BOTH_EDGE_COLOUR,
-    PRED_EDGE_COLOUR,
-    TRUE_EDGE_COLOUR,
-    edge_overlay,
-    write_edge_overlay,
-)
-from tests.conftest import train_tiny_run
+from edgesearch.trainer.overlay import BOTH_EDGE_COLOUR, PRED_EDGE_COLOUR, TRUE_EDGE_COLOUR, edge_overlay
+from edgesearch.trainer.plots import write_edge_overlay
+from tests.helpers import train_tiny_run
+
+pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
 
 GREY = (100, 100, 100)
 COLOURS = {".": GREY, "g": TRUE_EDGE_COLOUR, "m": PRED_EDGE_COLOUR, "y": BOTH_EDGE_COLOUR}

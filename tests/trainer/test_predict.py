@@ -16,7 +16,9 @@ from edgesearch.trainer import TrainConfig
 from edgesearch.trainer.data import build_transforms, read_image, synthetic_sample
 from edgesearch.trainer.overlay import edge_overlay
 from edgesearch.trainer.predict import load_model, predict_files, predict_image
-from tests.conftest import train_tiny_run
+from tests.helpers import train_tiny_run
+
+pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
 
 CPU = torch.device("cpu")
 

@@ -118,7 +118,7 @@ def test_flat_metric_during_warmup_epochs_causes_no_cut() -> None:
 def test_plateau_ignores_every_epoch_that_ramps_the_lr() -> None:
     # warmup_epochs=1: epochs 0 and 3 (the first of each stage) ramp the lr from lr/4 up to lr,
     # so neither is evidence of a plateau (schedule.py: "an epoch spent ramping up is not
-    # evidence of a plateau"; DESIGN.md §4: ReduceLROnPlateau runs "after each warmup").
+    # evidence of a plateau"; the schedule: ReduceLROnPlateau runs "after each warmup").
     sched = StagedSchedule(_cfg(warmup_epochs=1, freeze_epochs=3), steps_per_epoch=4)
     assert sched.lrs(0, 0)["head"] < LR
     assert sched.lrs(3, 0)["head"] < LR

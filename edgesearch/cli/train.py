@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from edgesearch.console import EXIT_RUN_FAILED, fail, out, user_errors
+from edgesearch.cli.console import EXIT_RUN_FAILED, fail, out, user_errors
 
 if TYPE_CHECKING:
-    from edgesearch.trainer.config import TrainConfig
+    from edgesearch.trainer import TrainConfig, TrainResult
+
+__all__ = ["app"]
 
 app = typer.Typer()
 
@@ -37,7 +39,9 @@ def train_command(
         overrides["device"] = device
     with user_errors():
         from edgesearch.errors import ConfigError
-        from edgesearch.trainer.config import device_problem, load_train_config
+        from edgesearch.files import check_new_or_empty
+        from edgesearch.trainer.config import load_train_config
+        from edgesearch.trainer.device import device_problem
 
         # Checked before the file, so the message names the option rather than the file's device field.
         problem = device_problem(device) if device is not None else None
@@ -45,29 +49,21 @@ def train_command(
             raise ConfigError(f"--device: {problem}")
         config = load_train_config(file, overrides=overrides)
         run_dir = out_dir or Path("runs") / f"{file.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        _check_run_dir(run_dir, resuming=resume is not None)
+        if resume is None:
+            check_new_or_empty(run_dir, label="--out", hint="choose a new one (or --resume its last.pt)")
+        elif run_dir.exists() and not run_dir.is_dir():
+            check_new_or_empty(run_dir, label="--out")
         result = _train_with_progress(config, run_dir, resume)
-    if result is None:
-        raise typer.Exit(EXIT_RUN_FAILED)
     out.print(
         f"best val IoU [bold]{result.best_val_iou:.4f}[/] at epoch {result.best_epoch}; "
         f"model: {result.best_checkpoint}; run directory: {run_dir}"
     )
 
 
-def _check_run_dir(run_dir: Path, *, resuming: bool) -> None:
-    from edgesearch.errors import UserError
-
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--out {run_dir}: exists and is not a folder")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not resuming:
-        raise UserError(f"--out {run_dir}: folder is not empty; choose a new one (or --resume its last.pt)")
-
-
-def _train_with_progress(config: TrainConfig, run_dir: Path, resume: Path | None) -> Any:
+def _train_with_progress(config: TrainConfig, run_dir: Path, resume: Path | None) -> TrainResult:
+    from edgesearch.cli.train_progress import RichProgress
     from edgesearch.trainer import NonFiniteLossError, train
-    from edgesearch.trainer.loop import resolve_device
-    from edgesearch.trainer.progress import RichProgress
+    from edgesearch.trainer.device import resolve_device
 
     m, d = config.model, config.data
     source = f"folder {d.root}" if d.root else f"synthetic data ({d.synthetic.n_images} images)"
@@ -80,4 +76,3 @@ def _train_with_progress(config: TrainConfig, run_dir: Path, resume: Path | None
             return train(config, callbacks=[progress], run_dir=run_dir, resume_from=resume)
     except NonFiniteLossError as exc:
         fail(f"{exc} (try a lower optim.lr)", EXIT_RUN_FAILED)
-        return None

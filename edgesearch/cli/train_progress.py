@@ -1,22 +1,26 @@
-"""RichProgress: a progress bar over batches and one summary line per epoch."""
+"""What a person watching ``edgesearch train`` sees: a bar over batches and one line per epoch."""
 
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from edgesearch.trainer.callbacks import Callback
 
+if TYPE_CHECKING:
+    import torch
+
+    from edgesearch.trainer.records import EpochRecord
+
 __all__ = ["RichProgress", "format_epoch"]
 
 
-def format_epoch(record: dict[str, Any], epochs: int) -> str:
+def format_epoch(record: EpochRecord, epochs: int) -> str:
     lrs = " ".join(f"{name} {lr:.1e}" for name, lr in record["lrs"].items())
-    cut = " (lr cut)" if record.get("lr_cut") else ""
+    cut = " (lr cut)" if record["lr_cut"] else ""
     return (
         f"epoch {record['epoch']:>3}/{epochs} stage {record['stage']}  loss {record['train_loss']:.4f}  "
         f"val IoU {record['val_iou']:.4f}  boundary IoU {record['val_boundary_iou']:.4f}  "
@@ -59,7 +63,7 @@ class RichProgress(Callback):
         if self.task is not None:
             self.progress.update(self.task, completed=step + 1, description=f"epoch {epoch + 1}/{self.epochs}")
 
-    def on_epoch_end(self, record: dict[str, Any]) -> None:
+    def on_epoch_end(self, record: EpochRecord) -> None:
         self.progress.console.print(format_epoch(record, self.epochs))
         if self.task is not None:
             self.progress.reset(self.task)

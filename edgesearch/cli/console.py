@@ -1,9 +1,10 @@
-"""Shared terminal output for the CLI: consoles, and the bad-input -> exit 2 rule."""
+"""Terminal output for the CLI: consoles, exit codes, and the bad-input -> exit 2 rule."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -28,11 +29,12 @@ class _Settings:
 settings = _Settings()
 
 
-def fail(message: str, code: int) -> typer.Exit:
+def fail(message: str, code: int) -> NoReturn:
+    """Print ``message`` on stderr (``error:`` for bad input, ``failed:`` otherwise) and exit with ``code``."""
     prefix = "error" if code == EXIT_BAD_INPUT else "failed"
     for line in message.splitlines() or [""]:
         err.print(f"[bold red]{prefix}:[/] {escape(line)}")
-    return typer.Exit(code)
+    raise typer.Exit(code)
 
 
 @contextlib.contextmanager
@@ -43,4 +45,4 @@ def user_errors() -> Iterator[None]:
     except UserError as exc:
         if settings.debug:
             raise
-        raise fail(str(exc), EXIT_BAD_INPUT) from None
+        fail(str(exc), EXIT_BAD_INPUT)

@@ -9,18 +9,13 @@ from typing import Annotated, Any
 
 import typer
 
-from edgesearch.console import err, out, user_errors
-from edgesearch.searcher.worker_commands import (
-    ArtifactsOption,
-    RunsOption,
-    StorageOption,
-    quiet_optuna,
-    run_here,
-    run_local,
-    worker_args,
-)
+from edgesearch.cli.console import err, out, user_errors
+from edgesearch.cli.options import ArtifactsOption, RunsOption, StorageOption, format_value, quiet_optuna
+from edgesearch.cli.worker import run_here, run_local
 
-study_app = typer.Typer(help="Create, run and inspect studies.", no_args_is_help=True)
+__all__ = ["app"]
+
+app = typer.Typer(help="Create, run and inspect studies.", no_args_is_help=True)
 
 
 class ExportFormat(str, Enum):
@@ -28,7 +23,7 @@ class ExportFormat(str, Enum):
     json = "json"
 
 
-@study_app.command("create")
+@app.command("create")
 def create_command(
     file: Annotated[Path, typer.Argument(help="Study file (YAML).")], storage: StorageOption = None
 ) -> None:
@@ -47,7 +42,7 @@ def create_command(
     out.print(f"run workers with: edgesearch worker {config.name} --storage '{redact(url)}'")
 
 
-@study_app.command("run")
+@app.command("run")
 def run_command(
     file: Annotated[Path, typer.Argument(help="Study file (YAML).")],
     storage: StorageOption = None,
@@ -73,6 +68,8 @@ def run_command(
         open_artifact_store(artifact_dir)
         out.print(f"study {config.name} in {redact(url)}: {config.n_trials} trials, {processes} process(es)")
         if processes > 1:
+            from edgesearch.searcher.local import worker_args
+
             code = run_local(
                 config.name, url, slots=[None] * processes, args=worker_args(runs_dir=runs_dir, artifacts=artifacts)
             )
@@ -94,7 +91,7 @@ def run_command(
     out.print(f"dashboard:   edgesearch dashboard --storage '{shown}' --artifacts {artifact_dir}")
 
 
-@study_app.command("list")
+@app.command("list")
 def list_command(storage: StorageOption = None) -> None:
     """List the studies in the storage with their progress."""
     with user_errors():
@@ -112,14 +109,10 @@ def list_command(storage: StorageOption = None) -> None:
 
 
 def _best_record(name: str, url: str) -> dict[str, Any]:
-    from edgesearch.errors import UserError
-    from edgesearch.searcher.study import load_study
+    from edgesearch.searcher.study import best_trial, load_study
 
     study, _ = load_study(name, url)
-    try:
-        best = study.best_trial
-    except ValueError:
-        raise UserError(f"study {name!r} has no completed trial yet") from None
+    best = best_trial(study)
     return {
         "study": name,
         "trial": best.number,
@@ -130,7 +123,7 @@ def _best_record(name: str, url: str) -> dict[str, Any]:
     }
 
 
-@study_app.command("best")
+@app.command("best")
 def best_command(
     name: Annotated[str, typer.Argument(help="Study name.")],
     storage: StorageOption = None,
@@ -150,14 +143,14 @@ def best_command(
     out.print(f"checkpoint: {record['checkpoint']}")
 
 
-@study_app.command("show")
+@app.command("show")
 def show_command(name: Annotated[str, typer.Argument(help="Study name.")], storage: StorageOption = None) -> None:
     """A table of the study's trials, best first."""
     with user_errors():
         from rich.console import Console
         from rich.table import Table
 
-        from edgesearch.searcher.progress import format_counts
+        from edgesearch.cli.study_progress import format_counts
         from edgesearch.searcher.storage import resolve_storage_url
         from edgesearch.searcher.study import load_study, trial_counts
 
@@ -170,20 +163,14 @@ def show_command(name: Annotated[str, typer.Argument(help="Study name.")], stora
     for t in sorted(trials, key=lambda t: (t.value is None, -(t.value or 0.0), t.number)):
         value = f"{t.value:.4f}" if t.value is not None else "-"
         epochs = str(len(t.intermediate_values))
-        cells = [_fmt(t.params.get(p)) for p in params]
+        cells = [format_value(t.params.get(p)) for p in params]
         table.add_row(str(t.number), t.state.name, value, epochs, *cells)
     # A pipe or log gets the whole table instead of columns squeezed to 80 characters.
     wide = out if out.is_terminal else Console(file=out.file, width=400, highlight=False)
     wide.print(table)
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-@study_app.command("export")
+@app.command("export")
 def export_command(
     name: Annotated[str, typer.Argument(help="Study name.")],
     storage: StorageOption = None,
@@ -203,13 +190,17 @@ def export_command(
         if out_file is None:
             typer.echo(text, nl=False)
             return
-        from edgesearch.searcher.export import write_text_atomic
+        from edgesearch.errors import UserError
+        from edgesearch.files import atomic_write_text
 
-        write_text_atomic(out_file, text)
+        try:
+            atomic_write_text(out_file, text)
+        except UserError as exc:
+            raise UserError(f"--out: {exc}") from None
     err.print(f"wrote {len(study.trials)} trials to {out_file}")
 
 
-@study_app.command("enqueue")
+@app.command("enqueue")
 def enqueue_command(
     name: Annotated[str, typer.Argument(help="Study name.")],
     assignments: Annotated[list[str], typer.Argument(help="Space paths and values: loss.edge_lambda=0.15 ...")],
@@ -217,7 +208,7 @@ def enqueue_command(
 ) -> None:
     """Queue a point of the search space to be tried next (values parsed as YAML scalars)."""
     with user_errors():
-        from edgesearch.searcher.progress import format_counts
+        from edgesearch.cli.study_progress import format_counts
         from edgesearch.searcher.storage import resolve_storage_url
         from edgesearch.searcher.study import enqueue_point, load_study, parse_assignments, trial_counts
 
@@ -227,14 +218,14 @@ def enqueue_command(
         counts = trial_counts(study)
     shown = ", ".join(f"{key}={value}" for key, value in point.items())
     out.print(f"enqueued in study {name}: {shown}")
-    if counts["finished"] >= config.n_trials:
+    if counts.finished >= config.n_trials:
         out.print(
             f"note: the study already holds {format_counts(counts, config.n_trials)}; "
             "no worker starts a new trial in a full study, so this point waits"
         )
 
 
-@study_app.command("delete")
+@app.command("delete")
 def delete_command(
     name: Annotated[str, typer.Argument(help="Study name.")],
     storage: StorageOption = None,
@@ -257,7 +248,7 @@ def delete_command(
     out.print(f"deleted study {name} ({n} trials) from {redact(url)}")
 
 
-@study_app.command("report")
+@app.command("report")
 def report_command(
     name: Annotated[str, typer.Argument(help="Study name.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for report.html and its figures.")],

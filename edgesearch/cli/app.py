@@ -10,11 +10,11 @@ from typing import Annotated
 
 import typer
 
-from edgesearch.console import settings
-from edgesearch.searcher import commands as searcher_commands
-from edgesearch.searcher import dashboard as dashboard_commands
-from edgesearch.searcher import predict_command, worker_commands
-from edgesearch.trainer import commands as trainer_commands
+from edgesearch import __version__
+from edgesearch.cli import dashboard, predict, study, train, worker
+from edgesearch.cli.console import out, settings
+
+__all__ = ["app", "main"]
 
 app = typer.Typer(
     name="edgesearch",
@@ -25,18 +25,27 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"edgesearch {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks for errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     settings.debug = debug
 
 
-app.add_typer(trainer_commands.app)
-app.add_typer(searcher_commands.study_app, name="study")
-app.add_typer(worker_commands.worker_app)
-app.add_typer(dashboard_commands.dashboard_app)
-app.add_typer(predict_command.app)
+app.add_typer(train.app)
+app.add_typer(study.app, name="study")
+app.add_typer(worker.app)
+app.add_typer(dashboard.app)
+app.add_typer(predict.app)
 
 
 def main() -> None:

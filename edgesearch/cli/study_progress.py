@@ -9,25 +9,32 @@ a pipe to a parent process) only the lines are written, so logs stay readable.
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from edgesearch.console import out
+from edgesearch.cli.console import out
 from edgesearch.trainer.callbacks import Callback
+from edgesearch.trainer.records import summary
+
+if TYPE_CHECKING:
+    from edgesearch.searcher.study import TrialCounts
+    from edgesearch.trainer.records import EpochRecord
 
 __all__ = ["EpochLines", "StudyProgress", "format_counts"]
 
 
-def format_counts(counts: dict[str, Any], n_trials: int) -> str:
+def _best(counts: TrialCounts) -> str:
+    return f"{counts.best:.4f}" if counts.best is not None else "-"
+
+
+def format_counts(counts: TrialCounts, n_trials: int) -> str:
     """``4/6 finished (3 complete, 1 pruned), 0 failed, 2 running; best 0.9100``."""
-    best = f"{counts['best']:.4f}" if counts.get("best") is not None else "-"
     return (
-        f"{counts.get('finished', 0)}/{n_trials} finished ({counts.get('COMPLETE', 0)} complete, "
-        f"{counts.get('PRUNED', 0)} pruned), {counts.get('FAIL', 0)} failed, "
-        f"{counts.get('RUNNING', 0)} running; best {best}"
+        f"{counts.finished}/{n_trials} finished ({counts.complete} complete, {counts.pruned} pruned), "
+        f"{counts.fail} failed, {counts.running} running; best {_best(counts)}"
     )
 
 
@@ -61,15 +68,14 @@ class StudyProgress:
             self._progress.stop()
             self._progress = None
 
-    def refresh(self, counts: dict[str, Any]) -> None:
+    def refresh(self, counts: TrialCounts) -> None:
         if self._progress is None or self._task is None:
             return
-        best = f"{counts['best']:.4f}" if counts.get("best") is not None else "-"
         detail = (
-            f"complete {counts.get('COMPLETE', 0)}  pruned {counts.get('PRUNED', 0)}  "
-            f"failed {counts.get('FAIL', 0)}  running {counts.get('RUNNING', 0)}  best {best}"
+            f"complete {counts.complete}  pruned {counts.pruned}  "
+            f"failed {counts.fail}  running {counts.running}  best {_best(counts)}"
         )
-        self._progress.update(self._task, completed=counts.get("finished", 0), detail=detail)
+        self._progress.update(self._task, completed=counts.finished, detail=detail)
 
     def log(self, line: str) -> None:
         self.console.print(escape(line))
@@ -87,8 +93,9 @@ class EpochLines(Callback):
     def on_train_start(self, *, epochs: int, start_epoch: int, steps_per_epoch: int) -> None:
         self.epochs = epochs
 
-    def on_epoch_end(self, record: dict[str, Any]) -> None:
+    def on_epoch_end(self, record: EpochRecord) -> None:
+        value = summary(record)[self.metric]
         self.progress.log(
-            f"trial {self.number} epoch {record['epoch']}/{self.epochs}: {self.metric} {record[self.metric]:.4f}, "
+            f"trial {self.number} epoch {record['epoch']}/{self.epochs}: {self.metric} {value:.4f}, "
             f"boundary IoU {record['val_boundary_iou']:.4f}, loss {record['train_loss']:.4f}"
         )

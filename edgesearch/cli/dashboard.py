@@ -1,0 +1,48 @@
+"""``edgesearch dashboard``: optuna-dashboard with each trial's pictures, on loopback by default."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from edgesearch.cli.console import err, out, user_errors
+from edgesearch.cli.options import ArtifactsOption, StorageOption
+
+__all__ = ["app"]
+
+app = typer.Typer()
+
+
+@app.command("dashboard")
+def dashboard_command(
+    storage: StorageOption = None,
+    artifacts: ArtifactsOption = None,
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback exposes it unauthenticated.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
+) -> None:
+    """Watch studies in the browser: optuna-dashboard with each trial's pictures."""
+    with user_errors():
+        from edgesearch.searcher.artifacts import resolve_artifact_dir
+        from edgesearch.searcher.dashboard import is_loopback, make_dashboard_server
+        from edgesearch.searcher.storage import redact, resolve_storage_url
+
+        url = resolve_storage_url(storage)
+        folder = resolve_artifact_dir(artifacts)
+        server = make_dashboard_server(url, folder, host=host, port=port)
+    if not is_loopback(host):
+        err.print(
+            f"[bold yellow]warning:[/] the dashboard has no authentication and listens on {host}:{port}; "
+            "anyone who can reach it can read and change studies. Prefer 127.0.0.1 and an SSH tunnel."
+        )
+    shown_host = f"[{host}]" if ":" in host else host
+    out.print(f"dashboard for {redact(url)} (artifacts in {folder})")
+    out.print(f"open http://{shown_host}:{server.server_port}/dashboard  (Ctrl-C stops it)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

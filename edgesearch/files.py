@@ -1,0 +1,92 @@
+"""Files that are either whole or absent: atomic writes, and the "new or empty folder" rule.
+
+Every file edgesearch writes for a user (checkpoints, history, pictures, masks, exports) goes
+through :func:`atomic_write`: the content is written to a temporary file with a unique name in
+the same folder, flushed to disk, then renamed over the target. A reader, a crash or a second
+writer never sees half a file, and two processes writing the same file cannot collide on one
+temporary name. The file gets the process umask's permissions, like any other file the user
+creates, so a team sharing a runs folder can read each other's models.
+
+A symlink at the target is written through (the link stays, its regular file is replaced); a
+device node, a FIFO or a folder is never replaced: that is a :class:`~edgesearch.errors.UserError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from edgesearch.errors import UserError
+
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "check_new_or_empty", "writable_target"]
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux), else by a swap."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def writable_target(path: Path) -> Path:
+    """The regular file a write to ``path`` should replace: ``path``, or the file its symlink points to.
+
+    Raises UserError when ``path`` (or the end of its link) exists and is not a regular file, or
+    when its folder does not exist.
+    """
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise UserError(f"{path}: is {kind}; refusing to replace it")
+    if not target.parent.is_dir():
+        raise UserError(f"{path}: folder {target.parent} does not exist")
+    return target
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp)`` to fill a temporary file beside ``path``, then make it ``path`` in one rename.
+
+    ``write`` may use any library that writes to a path (``torch.save``, ``Figure.savefig``, PIL).
+    On any error, the temporary file is removed and ``path`` is left as it was.
+    """
+    target = writable_target(path)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:  # flushed before the rename: a power cut leaves old or new
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make the file private
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def check_new_or_empty(folder: Path, *, label: str, hint: str = "choose a new one") -> None:
+    """Raise UserError unless ``folder`` is missing or an empty folder; ``label`` names the option."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{label} {folder}: exists and is not a folder")
+    if folder.is_dir() and any(folder.iterdir()):
+        raise UserError(f"{label} {folder}: folder is not empty; {hint}")

@@ -1,0 +1,48 @@
+"""Device names: which ones a config may say (checked offline), and which device one means here."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from edgesearch.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["device_problem", "resolve_device"]
+
+
+def device_problem(value: str) -> str | None:
+    """None for a device name the trainer accepts, else what is wrong and what is allowed.
+
+    Shared by ``TrainConfig.device`` and the CLI's ``--device`` options, so both say the same.
+    """
+    head, _, index = value.partition(":")
+    if head in ("auto", "cpu", "mps") and not index:
+        return None
+    if head == "cuda" and (not index or index.isdigit()):
+        return None
+    return f"unknown device {value!r}; allowed: auto, cpu, cuda, cuda:N, mps"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; an unknown or unavailable explicit choice is a ConfigError."""
+    import torch
+
+    problem = device_problem(name)
+    if problem is not None:
+        raise ConfigError(f"device: {problem}")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} requested but CUDA is not available here; use cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device: {name!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device: {name!r} requested but MPS is not available here; use cpu or auto")
+    return device

@@ -1,0 +1,64 @@
+"""Tiny configs and data makers shared by the tests: plain data and functions (fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+TINY: dict[str, Any] = {
+    "model": {"arch": "unet", "encoder": "resnet18", "encoder_weights": None},
+    "data": {"image_size": 64, "batch_size": 8, "num_workers": 0, "synthetic": {"n_images": 96, "seed": 0}},
+    "optim": {"lr": 3.0e-3, "warmup_epochs": 1, "freeze_epochs": 1},
+    "epochs": 3,
+    "device": "cpu",
+}
+"""A trainer config that trains in seconds on CPU (``tiny_config`` builds TrainConfigs from it)."""
+
+TINY_TRAINER: dict[str, Any] = {
+    "model": {"arch": "unet", "encoder": "resnet18", "encoder_weights": None},
+    "data": {"image_size": 32, "batch_size": 8, "num_workers": 0, "synthetic": {"n_images": 16}},
+    "optim": {"lr": 3.0e-3, "warmup_epochs": 0, "freeze_epochs": 0},
+    "epochs": 1,
+    "device": "cpu",
+}
+"""The smallest trainer block of a study file: one epoch at 32 px, for tests of the search around it."""
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def write_folder(root: Path, *, n: int = 6, size: int = 64, seed: int = 0) -> Path:
+    """An ``images/`` + ``masks/`` folder of synthetic samples saved as PNG (masks 0/255)."""
+    from PIL import Image
+
+    from edgesearch.trainer.data import synthetic_sample
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        image, mask = synthetic_sample(i, size=size, seed=seed)
+        Image.fromarray(image).save(root / "images" / f"img{i:02d}.png")
+        Image.fromarray(mask * 255).save(root / "masks" / f"img{i:02d}.png")
+    return root
+
+
+def train_tiny_run(run_dir: Path, *, image_size: int, n_images: int, epochs: int) -> tuple[Any, Path]:
+    """Train a tiny resnet18 U-Net on synthetic shapes on CPU; returns (config, best.pt)."""
+    from edgesearch.trainer import TrainConfig, train
+
+    config = TrainConfig.model_validate(
+        {
+            "model": {"arch": "unet", "encoder": "resnet18", "encoder_weights": None},
+            "data": {"image_size": image_size, "batch_size": 8, "num_workers": 0, "synthetic": {"n_images": n_images}},
+            "optim": {"lr": 3.0e-3, "warmup_epochs": 0, "freeze_epochs": 0},
+            "epochs": epochs,
+            "device": "cpu",
+        }
+    )
+    result = train(config, run_dir=run_dir)
+    assert result.best_checkpoint is not None
+    return config, result.best_checkpoint

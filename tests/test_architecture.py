@@ -1,0 +1,336 @@
+"""The layers of ARCHITECTURE.md, read from the source with ``ast``: imports go down, never round.
+
+``cli -> searcher -> trainer -> shared leaves (errors, validation, files)``: a module imports
+its own layer or a lower one. Imports inside functions count (they are a dependency all the
+same); imports under ``if TYPE_CHECKING:`` do not (they never run). Each checker is also run on a
+small planted tree, so a test that could never fail would show here.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "edgesearch"
+LAYERS = {"leaf": 0, "trainer": 1, "searcher": 2, "cli": 3}
+UI_LIBRARIES = ("typer", "rich", "click")
+OPTUNA_PRIVATE_ATTRS = frozenset({"_storage", "_trial_id", "_study_id", "_backend"})
+OPTUNA_HOME = "edgesearch.searcher.optuna_internals"
+
+
+def module_files(package: Path) -> dict[str, Path]:
+    """Dotted module name -> file, for every .py file under ``package``."""
+    modules = {}
+    for path in sorted(package.rglob("*.py")):
+        parts = list(path.relative_to(package.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    return modules
+
+
+def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node except those under ``if TYPE_CHECKING:``."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                stack.extend(child.orelse)
+                continue
+            stack.append(child)
+
+
+def imports(path: Path) -> list[tuple[str, str | None]]:
+    """What ``path`` imports at run time: ``import a.b`` -> (a.b, None); ``from a import b`` -> (a, b)."""
+    found: list[tuple[str, str | None]] = []
+    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.extend((alias.name, None) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.extend((node.module, alias.name) for alias in node.names)
+    return found
+
+
+def imported_names(path: Path) -> set[str]:
+    """The modules (and ``module.name`` pairs) ``path`` imports at run time."""
+    return {module if name is None else f"{module}.{name}" for module, name in imports(path)} | {
+        module for module, _ in imports(path)
+    }
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports.
+
+    ``from pkg import mod`` is an edge to ``pkg.mod`` when that is a module, else to ``pkg``
+    (``from edgesearch.trainer import TrainConfig`` depends on the package's ``__init__``).
+    """
+    modules = module_files(package)
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for module, imported in imports(path):
+            dotted = f"{module}.{imported}" if imported is not None else module
+            if dotted in modules:
+                targets.add(dotted)
+            elif module in modules:
+                targets.add(module)
+        graph[name] = targets - {name}
+    return graph
+
+
+def layer(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) > 1 and parts[1] in ("cli", "__main__"):
+        return "cli"
+    if len(parts) > 1 and parts[1] in ("searcher", "trainer"):
+        return parts[1]
+    return "leaf"
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(
+        f"{source} ({layer(source)}) imports {target} ({layer(target)})"
+        for source, targets in graph.items()
+        for target in targets
+        if LAYERS[layer(target)] > LAYERS[layer(source)]
+    )
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per strongly connected component of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def ui_imports(package: Path) -> list[str]:
+    """Modules outside ``cli`` that import a terminal-UI library."""
+    return sorted(
+        f"{name} imports {imported}"
+        for name, path in module_files(package).items()
+        if layer(name) != "cli"
+        for imported, _ in imports(path)
+        if imported.split(".")[0] in UI_LIBRARIES
+    )
+
+
+def optuna_private_uses(files: dict[str, Path]) -> list[str]:
+    """Uses of Optuna's private API (``optuna.x._y`` modules, private storage/id attributes) outside its home."""
+    found = []
+    for name, path in files.items():
+        if name == OPTUNA_HOME:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            modules = []
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module]
+            for module in modules:
+                if module.startswith("optuna") and any(part.startswith("_") for part in module.split(".")):
+                    found.append(f"{name}:{node.lineno} imports {module}")
+            if isinstance(node, ast.Attribute) and node.attr in OPTUNA_PRIVATE_ATTRS:
+                found.append(f"{name}:{node.lineno} uses .{node.attr}")
+    return sorted(found)
+
+
+def _plant(root: Path, files: dict[str, str]) -> Path:
+    package = root / "edgesearch"
+    for relative, text in {"__init__.py": "", **files}.items():
+        path = package / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return package
+
+
+# ---------------------------------------------------------------------------------------------
+# The real tree
+
+
+def test_imports_only_go_down_the_layers() -> None:
+    assert upward_imports(import_graph(PACKAGE)) == []
+
+
+def test_the_import_graph_has_no_cycles() -> None:
+    assert cycles(import_graph(PACKAGE)) == []
+
+
+def test_the_library_imports_no_terminal_ui() -> None:
+    assert ui_imports(PACKAGE) == []
+
+
+def test_optuna_private_api_is_used_only_in_its_module() -> None:
+    files = module_files(PACKAGE)
+    assert OPTUNA_HOME in files
+    benchmarks = {f"benchmarks.{path.stem}": path for path in sorted((ROOT / "benchmarks").glob("*.py"))}
+    assert optuna_private_uses({**files, **benchmarks}) == []
+
+
+def test_every_cli_command_module_is_a_thin_typer_app() -> None:
+    """Each top-level command has its module under cli/, and the app composes exactly those."""
+    app_imports = imported_names(PACKAGE / "cli" / "app.py")
+    for command in ("train", "study", "worker", "dashboard", "predict"):
+        assert (PACKAGE / "cli" / f"{command}.py").is_file()
+        assert "edgesearch.cli." + command in app_imports
+
+
+def test_no_test_module_imports_another_test_module() -> None:
+    """Fixtures live in conftest.py (never imported), shared configs and makers in helpers.py and browser.py."""
+    shared = {"tests.helpers", "tests.browser"}
+    offenders = sorted(
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in sorted((ROOT / "tests").rglob("test_*.py"))
+        for name in imported_names(path)
+        if name.startswith("tests.") and name.rpartition(".")[0] not in shared and name not in shared
+    )
+    assert offenders == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The checkers find what they look for
+
+
+def test_an_upward_import_is_found(tmp_path: Path) -> None:
+    package = _plant(
+        tmp_path,
+        {
+            "trainer/__init__.py": "",
+            "trainer/loop.py": "def f():\n    from edgesearch.searcher.worker import run\n",
+            "searcher/__init__.py": "",
+            "searcher/worker.py": "from edgesearch.trainer import loop\n",
+        },
+    )
+    assert upward_imports(import_graph(package)) == [
+        "edgesearch.trainer.loop (trainer) imports edgesearch.searcher.worker (searcher)"
+    ]
+
+
+def test_a_leaf_importing_the_trainer_is_found(tmp_path: Path) -> None:
+    package = _plant(tmp_path, {"errors.py": "import edgesearch.trainer.config\n", "trainer/config.py": ""})
+    assert upward_imports(import_graph(package)) == [
+        "edgesearch.errors (leaf) imports edgesearch.trainer.config (trainer)"
+    ]
+
+
+def test_a_type_checking_import_is_not_a_dependency(tmp_path: Path) -> None:
+    package = _plant(
+        tmp_path,
+        {
+            "trainer/a.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from edgesearch.cli import app\n",
+            "cli/__init__.py": "app = 1\n",
+        },
+    )
+    assert upward_imports(import_graph(package)) == []
+
+
+def test_a_cycle_is_found(tmp_path: Path) -> None:
+    package = _plant(
+        tmp_path,
+        {
+            "trainer/config.py": "from edgesearch.trainer.model import build\n",
+            "trainer/model.py": "def f():\n    from edgesearch.trainer import config\n",
+            "trainer/loop.py": "from edgesearch.trainer.model import build\n",
+        },
+    )
+    assert cycles(import_graph(package)) == [["edgesearch.trainer.config", "edgesearch.trainer.model"]]
+
+
+def test_ui_imports_in_the_library_are_found(tmp_path: Path) -> None:
+    package = _plant(
+        tmp_path, {"searcher/progress.py": "from rich.console import Console\n", "cli/x.py": "import typer\n"}
+    )
+    assert ui_imports(package) == ["edgesearch.searcher.progress imports rich.console"]
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("from optuna.artifacts._protocol import ArtifactStore\n", "imports optuna.artifacts._protocol"),
+        ("import optuna.storages._rdb.models\n", "imports optuna.storages._rdb.models"),
+        ("def f(study):\n    return study._storage\n", "uses ._storage"),
+        ("def f(trial):\n    return trial._trial_id\n", "uses ._trial_id"),
+    ],
+)
+def test_optuna_private_uses_are_found(tmp_path: Path, source: str, expected: str) -> None:
+    package = _plant(tmp_path, {"searcher/worker.py": source, "searcher/optuna_internals.py": source})
+    found = optuna_private_uses(module_files(package))
+    assert len(found) == 1
+    assert found[0].startswith("edgesearch.searcher.worker:") and found[0].endswith(expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# ARCHITECTURE.md
+
+
+def mapped_modules(text: str) -> set[str]:
+    """The file paths named in the first column of ARCHITECTURE.md's module map.
+
+    ``cli/train.py``, ``study.py`` in one cell: a name without a folder is in the folder of the one before.
+    """
+    section = text.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    paths: set[str] = set()
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        folder = ""
+        for name in re.findall(r"`([^`]+\.py)`", line.split("|")[1]):
+            if "/" in name:
+                folder = name.rpartition("/")[0] + "/"
+                paths.add(name)
+            else:
+                paths.add(folder + name)
+    return paths
+
+
+def test_the_module_map_matches_the_tree() -> None:
+    text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    tree = {
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if path.name not in ("__init__.py", "__main__.py")
+    }
+    mapped = mapped_modules(text)
+    assert sorted(tree - mapped) == [], "modules missing from ARCHITECTURE.md's module map"
+    assert sorted(mapped - tree) == [], "ARCHITECTURE.md names modules that do not exist"
+    assert len(text.splitlines()) <= 150
+
+
+def test_the_module_map_reader_sees_shared_folders() -> None:
+    text = "## Module map\n| `cli/a.py`, `b.py` | x |\n| `errors.py` | y |\n## Next\n| `c.py` | z |\n"
+    assert mapped_modules(text) == {"cli/a.py", "cli/b.py", "errors.py"}

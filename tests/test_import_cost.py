@@ -1,0 +1,42 @@
+"""What importing a part of edgesearch costs, seen from a fresh interpreter (one process per check).
+
+The CLI's start-up and the searcher's file checks stay fast because heavy libraries are imported
+only where they are needed; each check here names what a module must not pull in.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _imported(code: str, names: set[str]) -> list[str]:
+    """Run ``code`` in a fresh interpreter; which of ``names`` it imported."""
+    probe = f"{code}\nimport sys\nprint(sorted({sorted(names)!r} & sys.modules.keys()))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    return list(eval(out.strip().splitlines()[-1]))  # a list of str printed by the probe itself
+
+
+def test_importing_the_trainer_imports_torch_but_not_optuna() -> None:
+    code = "import edgesearch.trainer.loop, edgesearch.trainer.epoch\nfrom edgesearch.trainer import train"
+    assert _imported(code, {"optuna", "torch"}) == ["torch"]
+
+
+def test_importing_the_study_config_imports_neither_torch_nor_optuna() -> None:
+    assert _imported("import edgesearch.searcher.config, edgesearch.searcher.space", {"torch", "optuna"}) == []
+
+
+def test_storage_module_and_plain_sqlite_urls_need_no_torch_optuna_or_sqlalchemy() -> None:
+    code = (
+        "from edgesearch.searcher.storage import check_url, redact\n"
+        "check_url('sqlite:///study.db'); redact('sqlite:///study.db')"
+    )
+    assert _imported(code, {"torch", "optuna", "sqlalchemy"}) == []
+
+
+def test_the_cli_modules_import_no_torch_optuna_or_pydantic() -> None:
+    assert _imported("import edgesearch.cli", {"torch", "optuna", "pydantic", "sqlalchemy"}) == []
