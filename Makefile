@@ -29,9 +29,11 @@ lint: install
 check: lint
 	$(BIN)/python -m pytest -m "not slow" -q
 
-# Everything, as CI runs it.
+# Everything, as CI runs it: in PYTEST_WORKERS processes (pytest-xdist), since most of the suite waits
+# on worker processes and databases. Each test process then uses one math thread (tests/conftest.py).
+PYTEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 # Every benchmark at full size, one after the other (never in parallel: they time the same cores),
 # results in benchmarks/results/*.json and the BENCHMARKS.md table printed at the end. PostgreSQL:

@@ -21,6 +21,13 @@ from typer.testing import CliRunner
 
 from tests.helpers import TINY, TINY_TRAINER, merge, write_folder
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under ``pytest -n 2`` two test processes, and the worker processes their tests start, share the
+    # cores: one math thread each instead of one per core each, or the threads wait on each other.
+    # Set before torch is imported; child processes inherit it.
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
+
 
 @pytest.fixture
 def tiny_config() -> Callable[..., Any]:
