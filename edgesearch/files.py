@@ -9,6 +9,8 @@ creates, so a team sharing a runs folder can read each other's models.
 
 A symlink at the target is written through (the link stays, its regular file is replaced); a
 device node, a FIFO or a folder is never replaced: that is a :class:`~edgesearch.errors.UserError`.
+:func:`write_text`, for files a user names (``study export --out``), writes into a FIFO or device
+such as ``/dev/stdout`` directly instead.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from pathlib import Path
 
 from edgesearch.errors import UserError
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "check_new_or_empty", "writable_target"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_new_or_empty",
+    "is_stream",
+    "writable_target",
+    "write_text",
+]
 
 
 def _umask() -> int:
@@ -82,6 +92,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def is_stream(path: Path) -> bool:
+    """Whether ``path`` is (or links to) a FIFO, character device or socket, such as ``/dev/stdout``."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` for a user who named ``path``: straight into a stream (``/dev/stdout``, a FIFO),
+    else atomically into a regular file (through a symlink, never replacing it); a folder is refused."""
+    if is_stream(path):
+        with open(path, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        return
+    atomic_write_text(path, text)
 
 
 def check_new_or_empty(folder: Path, *, label: str, hint: str = "choose a new one") -> None:

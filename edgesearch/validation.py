@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Tag, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from edgesearch.errors import ConfigError
@@ -30,10 +30,13 @@ from edgesearch.errors import ConfigError
 __all__ = [
     "BOUND_TYPES",
     "MAX_SHOWN_CHARS",
+    "MAX_YAML_DEPTH",
+    "MAX_YAML_NODES",
     "FrozenModel",
     "allowed_range",
     "format_validation_error",
     "lines_error",
+    "load_yaml_text",
     "read_yaml",
     "shorten",
 ]
@@ -49,9 +52,35 @@ _UNION_TAG_TYPES = frozenset({"union_tag_invalid", "union_tag_not_found"})
 
 
 class FrozenModel(BaseModel):
-    """Base of every config section: immutable once validated, and unknown keys are errors."""
+    """Base of every config section: immutable once validated, and unknown keys are errors.
+
+    ``true``/``false`` are never numbers: pydantic would read ``n_trials: true`` as 1 (YAML's
+    ``yes`` too), a typo that silently runs something else.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            wrong = [
+                f"{name}: {str(value).lower()} is a boolean, not a number"
+                for name, value in data.items()
+                if isinstance(value, bool)
+                and name in cls.model_fields
+                and _takes_numbers_not_booleans(cls.model_fields[name].annotation)
+            ]
+            if wrong:
+                raise lines_error(wrong)
+        return data
+
+
+def _takes_numbers_not_booleans(annotation: Any) -> bool:
+    members = (
+        typing.get_args(annotation) if typing.get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    )
+    return bool not in members and any(member in (int, float) for member in members)
 
 
 def shorten(value: Any, limit: int = MAX_SHOWN_CHARS) -> str:
@@ -78,13 +107,74 @@ class _DuplicateKeyError(yaml.YAMLError):
         )
 
 
+MAX_YAML_DEPTH = 64
+"""Deepest nesting of mappings and lists a config file may have (real ones use 4 or 5 levels)."""
+
+MAX_YAML_NODES = 100_000
+"""Most values a config file may hold once its aliases are expanded (real ones hold a few hundred)."""
+
+
+class _LimitError(yaml.YAMLError):
+    """A file that is too deep or expands too far to be a config file."""
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """How many nodes ``root`` holds with every alias expanded, counted up to just past ``limit``.
+
+    Aliases make the node graph a DAG whose expansion can be exponential (a 400-byte "billion
+    laughs" file): sizes are computed once per node, bottom-up, never by walking the expansion.
+    """
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            sizes[id(node)] = 1
+            continue
+        children: list[yaml.Node] = (
+            [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else list(node.value)
+        )
+        if children_done:
+            sizes[id(node)] = min(limit + 1, 1 + sum(sizes[id(child)] for child in children))
+        else:
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes[id(root)]
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """``SafeLoader`` that refuses a key given twice in one mapping.
+    """``SafeLoader`` that refuses a key given twice in one mapping, and files built to exhaust memory.
 
     PyYAML silently keeps the last of two equal keys, so a study file that sets ``n_trials``
     twice would run with whichever came last: a mistake users expect to be told about. Keys
-    that a ``<<: *anchor`` merge brings in may still be overridden, as YAML intends.
+    that a ``<<: *anchor`` merge brings in may still be overridden, as YAML intends. Nesting
+    deeper than :data:`MAX_YAML_DEPTH` and aliases expanding past :data:`MAX_YAML_NODES` values
+    are refused before anything is built from the file.
     """
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise _LimitError(
+                    f"line {mark.line + 1}: nested deeper than {MAX_YAML_DEPTH} levels; a config file needs a few"
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None and _expanded_size(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise _LimitError(
+                f"its aliases expand to more than {MAX_YAML_NODES:,} values; a config file holds a few hundred"
+            )
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -103,6 +193,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def load_yaml_text(text: str) -> Any:
+    """Parse YAML text as :func:`read_yaml` does (plain data, no duplicate keys, bounded size).
+
+    Raises yaml.YAMLError for text that is not such YAML, ValueError for an integer of more
+    digits than Python converts (4300).
+    """
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: builds plain data only
+
+
 def read_yaml(path: Path) -> Any:
     """Read a YAML file safely; a missing or malformed file, or a key given twice, is a ConfigError."""
     try:
@@ -112,8 +211,10 @@ def read_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the file ({exc})") from None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: builds plain data only
-    except _DuplicateKeyError as exc:
+        return load_yaml_text(text)
+    except (_DuplicateKeyError, _LimitError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except ValueError as exc:  # Python's limit on the digits of an int literal, and the like
         raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -302,10 +403,12 @@ def format_validation_error(
     """
     lines: list[str] = []
     for item in error.errors():
-        if item["type"] == _LINES:
-            lines.extend(f"{source}: {prefix}{line}" for line in str(item["msg"]).splitlines())
-            continue
         where = _Where(model, item["loc"])
+        if item["type"] == _LINES:
+            # Lines name fields of the section the error was raised in: prefix them with its path.
+            section = f"{where.dotted(prefix)}." if where.parts else prefix
+            lines.extend(f"{source}: {section}{line}" for line in str(item["msg"]).splitlines())
+            continue
         field = where.dotted(prefix)
         if item["type"] in _UNION_TAG_TYPES:
             discriminator = item.get("ctx", {}).get("discriminator", "'kind'").strip("'")

@@ -296,6 +296,38 @@ CASES = [
     Case("study-bad-name", study_create(name="a/b"), ("study.yaml", "name", "'a/b'", "letters, digits")),
     Case("study-n-trials-wrong-type", study_create(n_trials="many"), ("study.yaml", "n_trials", "'many'", "x >= 1")),
     Case("study-n-trials-zero", study_create(n_trials=0), ("study.yaml", "n_trials", "0", "x >= 1")),
+    # Accepted once, then crashed or ran something else: refused when the file is read.
+    Case("study-n-trials-boolean", study_create(n_trials=True), ("study.yaml", "n_trials", "true is a boolean")),
+    Case(
+        "study-sampler-seed-beyond-numpy",
+        study_create(sampler={"kind": "random", "seed": 2**40}),
+        ("study.yaml", "sampler.seed", "1099511627776", "0 <= x <= 2147483647"),
+    ),
+    Case(
+        "study-heartbeat-beyond-a-thread-wait",
+        study_create(fault_tolerance={"heartbeat_interval": 10**13}),
+        ("study.yaml", "fault_tolerance.heartbeat_interval", "1 <= x <= 3600"),
+    ),
+    Case("study-name-too-long", study_create(name="a" * 300), ("study.yaml", "name", "at most 100 characters")),
+    Case(
+        "study-space-step-tiny",
+        study_create(space={"loss.edge_lambda": {"low": 0.0, "high": 0.5, "step": 1e-30}}),
+        ("study.yaml", "space.loss.edge_lambda", "step 1e-30", "1,000,000"),
+    ),
+    Case("study-integer-of-5000-digits", study_create_text("n_trials: " + "9" * 5000 + "\n"), ("study.yaml", "4300")),
+    Case(
+        "study-yaml-alias-bomb",
+        study_create_text(
+            'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n'
+            + "".join(f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True))
+        ),
+        ("study.yaml", "aliases expand to more than 100,000 values"),
+    ),
+    Case(
+        "study-yaml-nested-50000-deep",
+        study_create_text("name: " + "[" * 50_000 + "]" * 50_000 + "\n"),
+        ("study.yaml", "line 1", "nested deeper than 64 levels"),
+    ),
     Case(
         "study-unknown-metric",
         study_create(metric="accuracy"),
@@ -393,9 +425,22 @@ CASES = [
         ("trainer.yaml", "optim.learning_rate", "unknown key", "allowed: name, lr"),
     ),
     Case("trainer-lr-negative", train(optim={"lr": -0.001}), ("trainer.yaml", "optim.lr", "-0.001", "x > 0")),
-    Case("trainer-edge-width-zero", train(loss={"edge_width": 0}), ("trainer.yaml", "loss.edge_width", "0", "x >= 1")),
+    Case("trainer-edge-width-zero", train(loss={"edge_width": 0}), ("trainer.yaml", "loss.edge_width", "0", "1 <= x")),
     Case("trainer-epochs-wrong-type", train(epochs="ten"), ("trainer.yaml", "epochs", "'ten'", "integer", "x >= 1")),
     Case("trainer-loss-kind-unknown", train(loss={"kind": "dice"}), ("trainer.yaml", "loss.kind", "'dice'", "'focal'")),
+    Case("trainer-epochs-boolean", train(epochs=True), ("trainer.yaml", "epochs", "true is a boolean")),
+    Case("trainer-seed-huge", train(seed=10**20), ("trainer.yaml", "seed", "0 <= x <= 2147483647")),
+    Case(
+        "trainer-synthetic-seed-negative",
+        train(data={"synthetic": {"seed": -1}}),
+        ("trainer.yaml", "data.synthetic.seed", "-1", "0 <= x"),
+    ),
+    Case("trainer-batch-of-one", train(data={"batch_size": 1}), ("trainer.yaml", "data.batch_size", "x >= 2")),
+    Case(
+        "trainer-training-split-of-one",
+        train(data={"val_fraction": 0.9, "synthetic": {"n_images": 4}}),
+        ("data.synthetic.n_images", "training split has 1 image"),
+    ),
     Case(
         "trainer-image-size-not-multiple-of-32",
         train(data={"image_size": 100}),
@@ -480,6 +525,11 @@ CASES = [
         "cli-predict-missing-input",
         predict_with_checkpoint(missing_input=True),
         ("{tmp}/nope.png", "no such file"),
+    ),
+    Case(
+        "cli-enqueue-integer-of-5000-digits",
+        on_known("study", "enqueue", KNOWN, "loss.edge_lambda=" + "9" * 5000),
+        ("enqueue", "loss.edge_lambda", "4300"),
     ),
     Case("cli-export-format-xml", on_known("study", "export", KNOWN, "--format", "xml"), ("--format", "'xml'", "csv")),
     Case("cli-dashboard-port-zero", plain("dashboard", "--port", "0"), ("--port", "greater than or equal to 1")),

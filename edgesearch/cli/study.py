@@ -30,7 +30,7 @@ def create_command(
     """Create a study from FILE in the storage (or load it when an identical one exists)."""
     with user_errors():
         from edgesearch.searcher.config import StudyConfig
-        from edgesearch.searcher.storage import redact, resolve_storage_url
+        from edgesearch.searcher.storage import redact, resolve_storage_url, storage_hint, storage_option
         from edgesearch.searcher.study import create_study
 
         config = StudyConfig.from_yaml(file)
@@ -38,8 +38,11 @@ def create_command(
         quiet_optuna()
         _, created = create_study(config, url)
     verb = "created" if created else "already exists (same config)"
-    out.print(f"study {config.name} {verb} in {redact(url)}")
-    out.print(f"run workers with: edgesearch worker {config.name} --storage '{redact(url)}'")
+    out.print(f"study {config.name} {verb} in {redact(url)}", markup=False)
+    out.print(f"run workers with: edgesearch worker {config.name}{storage_option(url)}", markup=False)
+    hint = storage_hint(url)
+    if hint is not None:
+        out.print(hint, markup=False)
 
 
 @app.command("run")
@@ -85,10 +88,15 @@ def run_command(
                 runs_dir=runs_dir,
                 artifacts=artifacts,
             )
-    shown = redact(url)
-    out.print(f"best trial:  edgesearch study best {config.name} --storage '{shown}'")
-    out.print(f"report:      edgesearch study report {config.name} --storage '{shown}' --out reports/{config.name}")
-    out.print(f"dashboard:   edgesearch dashboard --storage '{shown}' --artifacts {artifact_dir}")
+    from edgesearch.searcher.storage import storage_hint, storage_option
+
+    option = storage_option(url)
+    out.print(f"best trial:  edgesearch study best {config.name}{option}", markup=False)
+    out.print(f"report:      edgesearch study report {config.name}{option} --out reports/{config.name}", markup=False)
+    out.print(f"dashboard:   edgesearch dashboard{option} --artifacts {artifact_dir}", markup=False)
+    hint = storage_hint(url)
+    if hint is not None:
+        out.print(hint, markup=False)
 
 
 @app.command("list")
@@ -177,7 +185,12 @@ def export_command(
     fmt: Annotated[ExportFormat, typer.Option("--format", help="csv: one row per trial; json: with histories.")] = (
         ExportFormat.csv
     ),
-    out_file: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout.")] = None,
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Write to this file (written whole, through a symlink) instead of stdout; - is stdout."
+        ),
+    ] = None,
 ) -> None:
     """Every trial of study NAME: state, value, parameters, epochs, paths (json adds histories)."""
     with user_errors():
@@ -187,14 +200,14 @@ def export_command(
 
         study, config = load_study(name, resolve_storage_url(storage))
         text = export_text(study, config, fmt=fmt.value)
-        if out_file is None:
+        if out_file is None or str(out_file) == "-":
             typer.echo(text, nl=False)
             return
         from edgesearch.errors import UserError
-        from edgesearch.files import atomic_write_text
+        from edgesearch.files import write_text
 
         try:
-            atomic_write_text(out_file, text)
+            write_text(out_file, text)
         except UserError as exc:
             raise UserError(f"--out: {exc}") from None
     err.print(f"wrote {len(study.trials)} trials to {out_file}")

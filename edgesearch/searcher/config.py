@@ -33,7 +33,7 @@ from edgesearch.searcher.space import (
     set_path,
 )
 from edgesearch.searcher.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, MAX_RETRIES
-from edgesearch.trainer.config import TrainConfig, validate_train_config
+from edgesearch.trainer.config import MAX_SEED, TrainConfig, validate_train_config
 from edgesearch.validation import (
     BOUND_TYPES,
     FrozenModel,
@@ -45,6 +45,8 @@ from edgesearch.validation import (
 )
 
 __all__ = [
+    "MAX_GRID_POINTS",
+    "MAX_NAME_LENGTH",
     "METRICS",
     "FaultToleranceConfig",
     "HyperbandPrunerConfig",
@@ -69,8 +71,9 @@ class SamplerConfig(FrozenModel):
     """Which Optuna sampler proposes trials; workers seed it ``seed + worker index``."""
 
     kind: Literal["tpe", "random", "cmaes", "grid"] = "tpe"
-    seed: int | None = None
-    """``null``: a fresh random seed in every worker (runs are then not reproducible)."""
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    """``null``: a fresh random seed in every worker (runs are then not reproducible). Worker i uses
+    ``seed + i``, which stays a valid numpy seed for any number of workers."""
 
 
 class MedianPrunerConfig(FrozenModel):
@@ -130,6 +133,12 @@ PrunerConfig: TypeAlias = Annotated[
     MedianPrunerConfig | SuccessiveHalvingPrunerConfig | HyperbandPrunerConfig | NoPrunerConfig,
     Field(discriminator="kind"),
 ]
+MAX_NAME_LENGTH = 100
+"""Longest study name: a folder name on every file system, and a PostgreSQL study_name, with room to spare."""
+
+MAX_GRID_POINTS = 1_000_000
+"""Most values a range with a ``step`` may hold: Optuna lists them all when it samples."""
+
 _HINTS = {"name": "letters, digits, '-', '_' and '.' (e.g. lambda-search)", "n_trials": "an integer >= 1"}
 """What is allowed for required fields whose type says too little, for "required but missing"."""
 _SHAPES = {"RangeSpec": ("a range", "{low: .., high: ..}"), "ChoicesSpec": ("choices", "{choices: [...]}")}
@@ -147,9 +156,9 @@ def _auto_or_positive_int(value: Any) -> Any:
 class FaultToleranceConfig(FrozenModel):
     """Heartbeat settings (seconds): a trial silent for ``grace_period`` is failed and retried."""
 
-    heartbeat_interval: int = Field(HEARTBEAT_INTERVAL_S, ge=1)
-    grace_period: int = Field(GRACE_PERIOD_S, ge=1)
-    max_retries: int = Field(MAX_RETRIES, ge=0)
+    heartbeat_interval: int = Field(HEARTBEAT_INTERVAL_S, ge=1, le=3600)
+    grace_period: int = Field(GRACE_PERIOD_S, ge=1, le=7 * 86400)
+    max_retries: int = Field(MAX_RETRIES, ge=0, le=100)
     """How often one trial is retried after its worker died; 0 = never."""
 
     @field_validator("grace_period")
@@ -167,8 +176,9 @@ class FaultToleranceConfig(FrozenModel):
 class StudyConfig(FrozenModel):
     """One study file. Build it with :meth:`from_yaml` or :meth:`from_dict` for readable errors."""
 
-    name: str
-    """Study name in the storage and the folder of its runs: letters, digits, ``-``, ``_``, ``.``."""
+    name: str = Field(max_length=MAX_NAME_LENGTH)
+    """Study name in the storage and the folder of its runs: letters, digits, ``-``, ``_``, ``.``;
+    at most :data:`MAX_NAME_LENGTH` characters (every file system and PostgreSQL take it)."""
     metric: Metric = "val_iou"
     """Maximised; a trial's value is its best epoch's metric."""
     n_trials: int = Field(ge=1)
@@ -361,6 +371,11 @@ def _range_problems(path: str, entry: RangeSpec, base: dict[str, Any]) -> list[s
             lines.append(f"log: true cannot be combined with step {entry.step}; allowed: log or step, not both")
     if entry.low > entry.high:
         lines.append(f"low {entry.low} is above high {entry.high}; allowed: low <= high")
+    elif entry.step is not None and entry.step > 0 and (entry.high - entry.low) / entry.step >= MAX_GRID_POINTS:
+        lines.append(
+            f"step {entry.step!r} makes more than {MAX_GRID_POINTS:,} values between {entry.low} and {entry.high}; "
+            f"allowed: step >= {(entry.high - entry.low) / MAX_GRID_POINTS:.3g}"
+        )
     if entry.log and entry.low <= 0:
         lines.append(f"log: true needs low > 0 (got low {entry.low}); allowed: low > 0, or log: false")
     if lines:

@@ -49,6 +49,7 @@ __all__ = [
     "GRACE_PERIOD_S",
     "HEARTBEAT_INTERVAL_S",
     "MAX_RETRIES",
+    "SECRET_QUERY_PARAMETERS",
     "check_url",
     "existing_sqlite_file",
     "normalize_url",
@@ -56,6 +57,8 @@ __all__ = [
     "plain_sqlite_path",
     "redact",
     "resolve_storage_url",
+    "storage_hint",
+    "storage_option",
 ]
 
 DEFAULT_STORAGE = "sqlite:///edgesearch.db"
@@ -107,11 +110,18 @@ def resolve_storage_url(cli: str | None, study_file_url: str | None = None) -> s
     return DEFAULT_STORAGE
 
 
-def redact(url: str) -> str:
-    """``url`` with its password (also a ``?password=`` query value) replaced by ``***``, safe to print.
+SECRET_QUERY_PARAMETERS = frozenset({"password", "sslpassword"})
+"""Query parameters of a database URL whose values are secrets (libpq's names)."""
 
-    A string that SQLAlchemy cannot parse is shown as is only when it cannot hold a password (no ``@``,
-    no ``:`` beyond the scheme, no "password"); otherwise a placeholder stands in for it.
+
+def redact(url: str) -> str:
+    """``url`` with its password and secret query values (:data:`SECRET_QUERY_PARAMETERS`) as ``***``.
+
+    A password holding a raw ``@`` (which belongs in a URL as ``%40``) makes SQLAlchemy split the
+    URL at its first ``@`` and show the rest of the password as the host; such a URL is redacted
+    from its last ``@`` instead. A string that SQLAlchemy cannot parse is shown as is only when it
+    cannot hold a password (no ``@``, no ``:`` beyond the scheme, no "password"); otherwise a
+    placeholder stands in for it.
     """
     if _PLAIN_SQLITE.fullmatch(url):
         return url  # nothing to hide, and SQLAlchemy would print it unchanged: no need to import it
@@ -125,9 +135,30 @@ def redact(url: str) -> str:
         if "@" in url or ":" in rest or "password" in url.lower():
             return _UNPARSABLE
         return url
-    if "password" in parsed.query:
-        parsed = parsed.update_query_dict({"password": _HIDDEN})
-    return parsed.render_as_string(hide_password=True)
+    if parsed.host and "@" in parsed.host:  # the rest of a password that held a raw "@"
+        parsed = parsed.set(host=parsed.host.rsplit("@", 1)[1], password=_HIDDEN)
+    secret = {key: _HIDDEN for key in parsed.query if key.lower() in SECRET_QUERY_PARAMETERS}
+    if secret:
+        parsed = parsed.update_query_dict(secret)
+    # SQLAlchemy quotes the stars of a hidden query value; they are shown as they are.
+    return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", _HIDDEN)
+
+
+def storage_option(url: str) -> str:
+    """The ``--storage`` option to print in a command to copy, or ``""`` when the URL holds a secret.
+
+    A redacted URL would not work when pasted, and a secret must not be printed: the user sets
+    ``EDGESEARCH_STORAGE`` instead (:func:`storage_hint` says so).
+    """
+    shown = redact(url)
+    return f" --storage '{shown}'" if shown == url else ""
+
+
+def storage_hint(url: str) -> str | None:
+    """One line telling the user how the printed commands find a storage whose URL holds a secret."""
+    if redact(url) == url:
+        return None
+    return f"the storage URL holds a password: set {ENV_VAR} to it (export {ENV_VAR}='...') and run these commands"
 
 
 def normalize_url(url: str) -> str:
@@ -165,6 +196,12 @@ def check_url(url: str) -> None:
             _check_sqlite_path(url, path)
         return
     where = f"storage {redact(url)}"
+    if parsed.host and "@" in parsed.host:
+        # Connecting would try the rest of the password as a host name, and print it in the error.
+        raise ConfigError(
+            f"{where}: the password holds a raw '@'; write it URL-encoded (@ as %40), "
+            "e.g. python3 -c 'import urllib.parse; print(urllib.parse.quote(input(), safe=\"\"))'"
+        )
     if parsed.drivername == _POSTGRES_DRIVER:
         return
     backend = parsed.get_backend_name()

@@ -239,6 +239,7 @@ def parse_assignments(assignments: list[str], config: StudyConfig) -> dict[str, 
     import yaml
 
     from edgesearch.searcher.config import StudyConfig
+    from edgesearch.validation import load_yaml_text
 
     point: dict[str, Any] = {}
     for item in assignments:
@@ -247,11 +248,13 @@ def parse_assignments(assignments: list[str], config: StudyConfig) -> dict[str, 
         if not sep or not key:
             raise UserError(f"enqueue: {shorten(item)} is not PATH=VALUE; e.g. loss.edge_lambda=0.15")
         if key in point:
-            raise UserError(f"enqueue: {key} is given twice")
+            raise UserError(f"enqueue: {shorten(key)} is given twice")
         try:
-            point[key] = yaml.safe_load(text) if text.strip() else text
+            point[key] = load_yaml_text(text) if text.strip() else text
         except yaml.YAMLError:
             point[key] = text
+        except ValueError as exc:  # an integer of more digits than Python converts
+            raise UserError(f"enqueue: {shorten(key)}: {exc}") from None
     raw = {**config.to_dict(), "enqueue": [point]}
     StudyConfig.from_dict(raw, source="command line")
     return point

@@ -17,7 +17,11 @@ from edgesearch.trainer import registry
 from edgesearch.trainer.device import device_problem
 from edgesearch.validation import FrozenModel, format_validation_error, read_yaml, shorten
 
+MAX_SEED = 2**31 - 1
+"""The largest seed: numpy, torch and albumentations all take it, also as the per-epoch seed (seed * 100003 + epoch)."""
+
 __all__ = [
+    "MAX_SEED",
     "DataConfig",
     "LossConfig",
     "ModelConfig",
@@ -36,7 +40,7 @@ class ModelConfig(FrozenModel):
     encoder: str = "resnet34"
     encoder_weights: str | None = None
     """``null`` (random init), ``imagenet`` (downloaded by smp) or a path to a local state dict."""
-    in_channels: int = Field(3, ge=1)
+    in_channels: int = Field(3, ge=1, le=64)
 
     @field_validator("encoder_weights")
     @classmethod
@@ -65,18 +69,22 @@ class ModelConfig(FrozenModel):
 class SyntheticConfig(FrozenModel):
     """The built-in dataset of random shapes used when ``data.root`` is null."""
 
-    n_images: int = Field(64, ge=4)
-    seed: int = 0
+    n_images: int = Field(64, ge=4, le=100_000)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 class DataConfig(FrozenModel):
     root: Path | None = None
     """Folder with ``images/`` + ``masks/`` (or ``train/`` + ``val/``); null = synthetic data."""
-    image_size: int = Field(256, ge=32)
-    batch_size: int = Field(16, ge=1)
+    image_size: int = Field(256, ge=32, le=4096)
+    batch_size: int = Field(16, ge=2)
+    """At least 2: BatchNorm cannot train on one image (a last batch of one is dropped)."""
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    num_workers: int = Field(2, ge=0)
+    num_workers: int = Field(2, ge=0, le=64)
     augment: bool = True
+    normalize: Literal["auto", "imagenet", "percentile"] = "auto"
+    """How images become 0..1: ``auto`` (8-bit: ``imagenet``, deeper: ``percentile``), ``imagenet``
+    (divide by the type's range) or ``percentile`` (per image, 1st..99.8th percentile); see trainer/images.py."""
     synthetic: SyntheticConfig = SyntheticConfig()
 
     @field_validator("image_size")
@@ -97,7 +105,7 @@ class LossConfig(FrozenModel):
     focal_alpha: float | None = Field(None, ge=0.0, le=1.0)
     round_ratio: float = Field(0.0, ge=0.0, le=1.0)
     edge_lambda: float = Field(0.15, ge=0.0, le=1.0)
-    edge_width: int = Field(2, ge=1)
+    edge_width: int = Field(2, ge=1, le=64)
 
 
 class OptimConfig(FrozenModel):
@@ -119,7 +127,7 @@ class TrainConfig(FrozenModel):
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
     epochs: int = Field(30, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = "auto"
 
     @field_validator("device")

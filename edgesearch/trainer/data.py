@@ -1,12 +1,13 @@
 """Datasets and loaders: image folders or the built-in synthetic shapes.
 
-Folder layouts (images and masks paired by file stem; png, jpg, jpeg, tif, tiff)::
+Folder layouts (images and masks paired by file stem; png, jpg, jpeg, tif, tiff; read at full
+depth and scaled to 0..1 by :mod:`edgesearch.trainer.images`)::
 
     DIR/images/*  DIR/masks/*                       -> split by data.val_fraction (seeded)
     DIR/train/{images,masks}  DIR/val/{images,masks}  -> the given split
 
-Mask foreground is any non-zero pixel. Everything wrong with a folder (unpaired files,
-unreadable images, size mismatches, masks that are not binary, no files at all) is found by
+Mask foreground is any non-zero pixel (labels too). Everything wrong with a folder (unpaired files,
+unreadable images, size mismatches, masks that look like images, no files at all) is found by
 :func:`scan_folder` before training starts and reported in one :class:`DataError` that names
 the files.
 """
@@ -24,11 +25,11 @@ import cv2
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from edgesearch.errors import DataError, raise_problems
 from edgesearch.trainer.config import DataConfig
+from edgesearch.trainer.images import binarize_mask, is_lossy, read_image, read_mask, to_unit_range
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -36,11 +37,9 @@ __all__ = [
     "Pair",
     "SegmentationDataset",
     "SyntheticShapes",
-    "binarize_mask",
     "build_datasets",
     "build_loader",
     "build_transforms",
-    "read_image",
     "scan_folder",
 ]
 
@@ -56,45 +55,6 @@ class Pair:
 
 
 # --------------------------------------------------------------------------- reading
-
-
-def read_image(path: Path, *, channels: int) -> np.ndarray:
-    """(H, W, C) uint8 array; raises OSError/ValueError for a file that cannot be decoded."""
-    with Image.open(path) as opened:
-        img: Image.Image = opened
-        if channels == 3:
-            img = opened.convert("RGB")
-        elif channels == 1:
-            img = opened.convert("L")
-        arr = np.asarray(img)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.shape[2] != channels:
-        raise ValueError(f"has {arr.shape[2]} channels, model.in_channels is {channels}")
-    if arr.dtype != np.uint8:  # 16-bit tiffs: scale to 8 bit
-        arr = (arr.astype(np.float64) / max(float(arr.max()), 1.0) * 255.0).astype(np.uint8)
-    return arr
-
-
-def _read_mask_raw(path: Path) -> np.ndarray:
-    with Image.open(path) as img:
-        return np.asarray(img.convert("L"))
-
-
-def binarize_mask(raw: np.ndarray) -> np.ndarray | None:
-    """0/1 uint8 mask from a stored mask, or None when it is not binary-like.
-
-    Exactly two values (or one): foreground is non-zero. More values are accepted only when
-    nearly all pixels sit at the extremes (a JPEG-compressed 0/255 mask); then foreground is
-    ``>= 128``.
-    """
-    values = np.unique(raw)
-    if len(values) <= 2:
-        return (raw > 0).astype(np.uint8)
-    extreme = np.count_nonzero((raw <= 15) | (raw >= 240))
-    if extreme >= 0.99 * raw.size:
-        return (raw >= 128).astype(np.uint8)
-    return None
 
 
 # --------------------------------------------------------------------------- folder scan
@@ -140,7 +100,7 @@ def _check_pair(pair: Pair, channels: int, problems: list[str]) -> None:
         problems.append(f"{pair.image}: unreadable image ({exc})")
         return
     try:
-        raw = _read_mask_raw(pair.mask)
+        raw = read_mask(pair.mask)
     except (OSError, ValueError, SyntaxError) as exc:
         problems.append(f"{pair.mask}: unreadable mask ({exc})")
         return
@@ -149,10 +109,10 @@ def _check_pair(pair: Pair, channels: int, problems: list[str]) -> None:
             f"{pair.mask}: mask is {raw.shape[1]}x{raw.shape[0]} but its image is "
             f"{image.shape[1]}x{image.shape[0]} (width x height)"
         )
-    elif binarize_mask(raw) is None:
+    elif binarize_mask(raw, lossy=is_lossy(pair.mask)) is None:
         problems.append(
-            f"{pair.mask}: mask is not binary ({len(np.unique(raw))} grey levels); expected background 0 "
-            "and foreground non-zero, e.g. 0/255 or 0/1"
+            f"{pair.mask}: mask is not binary ({len(np.unique(raw))} levels varying like an image's); expected "
+            "background 0 and foreground non-zero, e.g. 0/255, 0/1 or instance labels"
         )
 
 
@@ -180,7 +140,8 @@ def scan_folder(root: Path, *, channels: int = 3) -> tuple[list[Pair], list[Pair
 
 
 def build_transforms(*, image_size: int, channels: int, augment: bool) -> A.Compose:
-    """Joint image+mask pipeline: resize, (flips and rotations), ImageNet normalisation."""
+    """Joint image+mask pipeline for a float32 0..1 image (:func:`to_unit_range`): resize, (flips,
+    rotations and brightness), ImageNet mean and standard deviation."""
     mean: tuple[float, ...]
     std: tuple[float, ...]
     if channels == 3:
@@ -195,15 +156,16 @@ def build_transforms(*, image_size: int, channels: int, augment: bool) -> A.Comp
             A.RandomRotate90(p=0.5),
             A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.3),
         ]
-    steps += [A.Normalize(mean=mean, std=std), ToTensorV2()]
+    steps += [A.Normalize(mean=mean, std=std, max_pixel_value=1.0), ToTensorV2()]
     return A.Compose(steps)
 
 
 class SegmentationDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Base: subclasses return a raw (image, 0/1 mask) pair; this applies the transform."""
+    """Base: subclasses return a raw (image, 0/1 mask) pair; this scales the image and applies the transform."""
 
-    def __init__(self, transform: A.Compose) -> None:
+    def __init__(self, transform: A.Compose, *, normalize: str = "auto") -> None:
         self.transform = transform
+        self.normalize = normalize
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -217,13 +179,13 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.raw(index)
-        out = self.transform(image=image, mask=mask)
+        out = self.transform(image=to_unit_range(image, self.normalize), mask=mask)
         return out["image"], out["mask"].unsqueeze(0).float()
 
 
 class FolderDataset(SegmentationDataset):
-    def __init__(self, pairs: Sequence[Pair], *, channels: int, transform: A.Compose) -> None:
-        super().__init__(transform)
+    def __init__(self, pairs: Sequence[Pair], *, channels: int, transform: A.Compose, normalize: str = "auto") -> None:
+        super().__init__(transform, normalize=normalize)
         self.pairs = list(pairs)
         self.channels = channels
 
@@ -232,7 +194,7 @@ class FolderDataset(SegmentationDataset):
 
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         pair = self.pairs[index]
-        mask = binarize_mask(_read_mask_raw(pair.mask))
+        mask = binarize_mask(read_mask(pair.mask), lossy=is_lossy(pair.mask))
         if mask is None:  # scan_folder checked this; the file changed since
             raise DataError(f"{pair.mask}: mask is not binary")
         return read_image(pair.image, channels=self.channels), mask
@@ -310,6 +272,7 @@ def build_datasets(cfg: DataConfig, *, channels: int, seed: int) -> tuple[Segmen
         def make(indices: list[int], transform: A.Compose) -> SyntheticShapes:
             return SyntheticShapes(indices, size=cfg.image_size, seed=syn.seed, channels=channels, transform=transform)
 
+        _check_training_split(len(train_idx), "data.synthetic.n_images")
         return make(train_idx, train_tf), make(val_idx, val_tf)
 
     train_pairs, val_pairs = scan_folder(Path(cfg.root), channels=channels)
@@ -319,10 +282,21 @@ def build_datasets(cfg: DataConfig, *, channels: int, seed: int) -> tuple[Segmen
         train_idx, val_idx = _split(len(train_pairs), cfg.val_fraction, seed)
         val_pairs = [train_pairs[i] for i in val_idx]
         train_pairs = [train_pairs[i] for i in train_idx]
+    _check_training_split(len(train_pairs), f"data.root: {cfg.root}")
     return (
-        FolderDataset(train_pairs, channels=channels, transform=train_tf),
-        FolderDataset(val_pairs, channels=channels, transform=val_tf),
+        FolderDataset(train_pairs, channels=channels, transform=train_tf, normalize=cfg.normalize),
+        FolderDataset(val_pairs, channels=channels, transform=val_tf, normalize=cfg.normalize),
     )
+
+
+def _check_training_split(n_train: int, where: str) -> None:
+    # BatchNorm cannot train on a batch of one image; the loader drops a last batch that small,
+    # but a split of one image has nothing else.
+    if n_train < 2:
+        raise DataError(
+            f"{where}: the training split has {n_train} image; at least 2 are needed "
+            "(add images, or lower data.val_fraction)"
+        )
 
 
 def _seed_worker(worker_id: int) -> None:

@@ -19,6 +19,7 @@ from edgesearch.files import atomic_write
 from edgesearch.trainer.config import TrainConfig
 from edgesearch.trainer.data import build_datasets
 from edgesearch.trainer.device import resolve_device
+from edgesearch.trainer.images import to_display
 from edgesearch.trainer.metrics import iou
 from edgesearch.trainer.overlay import BOTH_EDGE_COLOUR, PRED_EDGE_COLOUR, TRUE_EDGE_COLOUR, edge_overlay
 from edgesearch.trainer.predict import load_model, probability_maps
@@ -106,7 +107,9 @@ def write_edge_overlay(
     samples = [val_ds.raw(i) for i in shown]
     drawn = dict(zip(shown, _predict_masks(model, [image for image, _ in samples], config), strict=True))
     truth = {index: mask for index, (_, mask) in zip(shown, samples, strict=True)}
-    pictures = {index: image for index, (image, _) in zip(shown, samples, strict=True)}
+    pictures = {
+        index: to_display(image, config.data.normalize) for index, (image, _) in zip(shown, samples, strict=True)
+    }
 
     rows = [(label, row) for label, row in (("good", good), ("bad", bad)) if row]
     n_cols = max(len(row) for _, row in rows)

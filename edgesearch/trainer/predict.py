@@ -24,8 +24,9 @@ from edgesearch.errors import ConfigError, DataError, raise_problems
 from edgesearch.files import atomic_write, check_new_or_empty
 from edgesearch.trainer import run_files
 from edgesearch.trainer.config import TrainConfig, load_train_config, validate_train_config
-from edgesearch.trainer.data import IMAGE_SUFFIXES, build_transforms, read_image
+from edgesearch.trainer.data import IMAGE_SUFFIXES, build_transforms
 from edgesearch.trainer.device import resolve_device
+from edgesearch.trainer.images import read_image, to_display, to_unit_range
 from edgesearch.trainer.model import build_model
 from edgesearch.trainer.overlay import edge_overlay
 
@@ -37,6 +38,7 @@ __all__ = [
     "predict_files",
     "predict_image",
     "predict_probabilities",
+    "prepare_image",
     "probability_maps",
 ]
 
@@ -124,15 +126,20 @@ def predict_probabilities(model: nn.Module, images: torch.Tensor) -> torch.Tenso
         return torch.sigmoid(logits.float()).cpu()
 
 
+def prepare_image(image: np.ndarray, config: TrainConfig) -> np.ndarray:
+    """An image as read (:func:`~edgesearch.trainer.images.read_image`) scaled to 0..1 as training scales it."""
+    return to_unit_range(_check_channels(image, config), config.data.normalize)
+
+
 def probability_maps(model: nn.Module, images: Sequence[np.ndarray], *, config: TrainConfig) -> list[np.ndarray]:
-    """One (H,W) float32 probability map per (H,W,C) uint8 image, each at its image's own size.
+    """One (H,W) float32 probability map per (H,W,C) image as read, each at its image's own size.
 
     The images go through the validation transform as one batch; callers keep batches small.
     """
     if not images:
         return []
     transform = build_transforms(image_size=config.data.image_size, channels=config.model.in_channels, augment=False)
-    batch = torch.stack([transform(image=_check_channels(image, config))["image"] for image in images])
+    batch = torch.stack([transform(image=prepare_image(image, config))["image"] for image in images])
     probs = predict_probabilities(model, batch)[:, 0].numpy()
     maps = []
     for prob, image in zip(probs, images, strict=True):
@@ -158,7 +165,7 @@ def _check_threshold(threshold: float) -> None:
 
 
 def predict_image(model: nn.Module, image: np.ndarray, *, config: TrainConfig, threshold: float = 0.5) -> np.ndarray:
-    """The (H,W) uint8 0/1 mask of an (H,W,C) uint8 image: probability ``>= threshold`` is foreground.
+    """The (H,W) uint8 0/1 mask of an (H,W,C) image as read: probability ``>= threshold`` is foreground.
 
     ``>=`` as in the validation metrics, so a threshold of 0.5 gives the masks ``val_iou`` scored.
     """
@@ -249,7 +256,7 @@ def predict_files(
 
     ``inputs`` are image files or folders of them. With ``overlay`` each input also gets
     ``<stem>.overlay.png``: the predicted mask's edge band drawn over the image. Inputs are
-    read as training reads them (grey, RGBA and 16-bit files are converted). ``on_image`` is
+    read as training reads them (at full depth; grey and RGBA files get the model's channels). ``on_image`` is
     called with (input, mask path) after each mask is written. Bad inputs, a threshold outside
     (0, 1), an out_dir that is not new or empty, and a checkpoint that does not fit the config
     raise a :class:`~edgesearch.errors.UserError` before anything is written.
@@ -280,7 +287,8 @@ def predict_files(
             mask = (prob >= threshold).astype(np.uint8)
             _save_png(mask * 255, mask_path)
             if overlay_path is not None:
-                _save_png(edge_overlay(image, np.zeros_like(mask), mask, width=config.loss.edge_width), overlay_path)
+                picture = to_display(image, config.data.normalize)
+                _save_png(edge_overlay(picture, np.zeros_like(mask), mask, width=config.loss.edge_width), overlay_path)
             written.append(mask_path)
             if on_image is not None:
                 on_image(file, mask_path)

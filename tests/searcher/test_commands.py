@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +211,31 @@ def test_delete_of_a_missing_study_exits_2(sqlite_url: str) -> None:
     create_study(StudyConfig.from_dict(_raw("kept"), source="test"), sqlite_url)
     result = runner.invoke(app, ["study", "delete", "gone", "--storage", sqlite_url, "--yes"])
     assert result.exit_code == 2 and "kept" in result.stderr
+
+
+def test_export_writes_through_a_symlink_and_into_a_stream_and_dash_is_stdout(tmp_path: Path, filled: str) -> None:
+    args = ["study", "export", "cli", "--storage", filled, "--format", "csv", "--out"]
+    dash = runner.invoke(app, [*args, "-"])
+    assert dash.exit_code == 0 and dash.stdout.startswith("number,state,value")
+    assert not (tmp_path / "-").exists()
+
+    real = tmp_path / "real.csv"
+    real.write_text("old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    assert runner.invoke(app, [*args, str(link)]).exit_code == 0
+    assert link.is_symlink() and real.read_text() == dash.stdout
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    assert runner.invoke(app, [*args, str(fifo)]).exit_code == 0
+    reader.join(timeout=30)
+    assert received == [dash.stdout] and stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+def test_export_refuses_a_folder_and_names_the_option(tmp_path: Path, filled: str) -> None:
+    result = runner.invoke(app, ["study", "export", "cli", "--storage", filled, "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--out" in result.stderr and "is a folder" in result.stderr

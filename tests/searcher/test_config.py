@@ -170,7 +170,7 @@ BAD_FILES: list[tuple[str, Any, list[str]]] = [
     (
         "edge width below one",
         with_space(loss__edge_width={"choices": [0, 1, 2]}),
-        ["space.loss.edge_width: choice 0 is outside the field's allowed values", "x >= 1"],
+        ["space.loss.edge_width: choice 0 is outside the field's allowed values", "1 <= x <= 64"],
     ),
     (
         "log with low 0",

@@ -29,6 +29,8 @@ from edgesearch.searcher.storage import (
     plain_sqlite_path,
     redact,
     resolve_storage_url,
+    storage_hint,
+    storage_option,
 )
 from edgesearch.searcher.storage import _sqlite_path as sqlalchemy_sqlite_path
 
@@ -369,3 +371,37 @@ def test_open_storage_without_create_refuses_a_missing_sqlite_file_and_creates_n
     assert not path.exists()
     open_storage(f"sqlite:///{path}")
     assert open_storage(f"sqlite:///{path}", create=False).get_all_studies() == []
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://edge:r3t@PW@db:5432/x", "postgresql://edge:***@db:5432/x"),
+        ("postgresql://edge:a/b@PW@db/x", "postgresql://edge:***@db/x"),
+        (
+            "postgresql://edge@db/x?sslpassword=r3tPW&sslmode=require",
+            "postgresql://edge@db/x?sslmode=require&sslpassword=***",
+        ),
+        ("postgresql://edge:r3tPW@db/x?PASSWORD=r3tPW", "postgresql://edge:***@db/x?PASSWORD=***"),
+    ],
+    ids=["raw-at", "raw-at-and-slash", "sslpassword", "password-param"],
+)
+def test_redact_hides_every_part_of_a_password_and_secret_parameters(url: str, shown: str) -> None:
+    assert redact(url) == shown
+    assert "r3t" not in redact(url) and "PW" not in redact(url)
+
+
+def test_a_password_with_a_raw_at_sign_is_refused_before_connecting_without_showing_it() -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_url("postgresql://edge:r3t@PW@db:5432/x")
+    message = str(caught.value)
+    assert "%40" in message and "r3t" not in message and "PW" not in message
+
+
+def test_printed_commands_name_the_storage_only_when_it_holds_no_secret() -> None:
+    assert storage_option("sqlite:///study.db") == " --storage 'sqlite:///study.db'"
+    assert storage_hint("sqlite:///study.db") is None
+    secret = "postgresql+psycopg://edge:s3cret@db/x"
+    assert storage_option(secret) == ""
+    hint = storage_hint(secret)
+    assert hint is not None and "EDGESEARCH_STORAGE" in hint and "s3cret" not in hint

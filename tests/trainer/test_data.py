@@ -9,13 +9,8 @@ from PIL import Image
 
 from edgesearch.errors import DataError
 from edgesearch.trainer.config import DataConfig
-from edgesearch.trainer.data import (
-    binarize_mask,
-    build_datasets,
-    build_loader,
-    scan_folder,
-    synthetic_sample,
-)
+from edgesearch.trainer.data import build_datasets, build_loader, scan_folder, synthetic_sample
+from edgesearch.trainer.images import binarize_mask
 from tests.helpers import write_folder
 
 
@@ -98,19 +93,28 @@ def test_scan_rejects_missing_subfolders(tmp_path: Path) -> None:
         scan_folder(tmp_path / "d")
 
 
-def test_binarize_mask_accepts_two_levels_and_jpeg_noise_but_not_grey_ramps() -> None:
+def test_binarize_mask_accepts_two_levels_and_labels_but_not_grey_ramps() -> None:
     two = np.array([[0, 255], [255, 0]], np.uint8)
     assert binarize_mask(two).tolist() == [[0, 1], [1, 0]]  # type: ignore[union-attr]
     ones = np.array([[0, 1], [1, 1]], np.uint8)
     assert binarize_mask(ones).tolist() == [[0, 1], [1, 1]]  # type: ignore[union-attr]
+    labels = np.zeros((60, 60), np.uint16)
+    for k in range(30):  # thirty instances with ids in the thousands
+        labels[2 * k : 2 * k + 2, 10:50] = 1000 + 37 * k
+    assert binarize_mask(labels).tolist() == (labels != 0).astype(np.uint8).tolist()  # type: ignore[union-attr]
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (4, 1))
+    assert binarize_mask(ramp) is None
+
+
+def test_binarize_mask_splits_a_jpeg_masks_noise_at_half_range() -> None:
     noisy = np.zeros((100, 100), np.uint8)
     noisy[:, 50:] = 250
     noisy[0, :2] = [3, 7]
     noisy[0, 60] = 245
     noisy[1, 0] = 120  # one pixel of ringing
-    assert binarize_mask(noisy)[:, 50:].all() and not binarize_mask(noisy)[:, :50].any()  # type: ignore[index]
-    ramp = np.tile(np.arange(256, dtype=np.uint8), (4, 1))
-    assert binarize_mask(ramp) is None
+    split = binarize_mask(noisy, lossy=True)
+    assert split is not None and split[:, 50:].all() and not split[:, :50].any()
+    assert binarize_mask(np.tile(np.arange(256, dtype=np.uint8), (4, 1)), lossy=True) is None
 
 
 def test_folder_dataset_resizes_to_image_size(tmp_path: Path) -> None:

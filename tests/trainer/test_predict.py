@@ -13,7 +13,8 @@ from PIL import Image
 
 from edgesearch.errors import ConfigError, DataError, UserError
 from edgesearch.trainer import TrainConfig
-from edgesearch.trainer.data import build_transforms, read_image, synthetic_sample
+from edgesearch.trainer.data import build_transforms, synthetic_sample
+from edgesearch.trainer.images import read_image
 from edgesearch.trainer.overlay import edge_overlay
 from edgesearch.trainer.predict import load_model, predict_files, predict_image
 from tests.helpers import train_tiny_run
@@ -84,7 +85,7 @@ def test_predict_image_runs_at_the_training_size_and_thresholds_the_resized_prob
 
     transform = build_transforms(image_size=64, channels=3, augment=False)
     with torch.inference_mode():
-        logits = model(transform(image=image)["image"][None])
+        logits = model(transform(image=image.astype(np.float32) / 255.0)["image"][None])
     small = torch.sigmoid(logits)[0, 0].numpy()
     reference = cv2.resize(small, (70, 50), interpolation=cv2.INTER_LINEAR)
 
