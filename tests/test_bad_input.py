@@ -13,7 +13,9 @@ trains: every one must fail before training starts.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,10 +96,14 @@ def known_study(tmp: Path) -> None:
     """Create study ``known`` (no trials) in the case's storage, as ``study create`` would."""
     from edgesearch.cli.options import quiet_optuna
     from edgesearch.searcher.config import StudyConfig
+    from edgesearch.searcher.optuna_internals import rdb_storage
     from edgesearch.searcher.study import create_study
 
     quiet_optuna()
-    create_study(StudyConfig.from_dict(STUDY, source="test"), url(tmp))
+    study, _ = create_study(StudyConfig.from_dict(STUDY, source="test"), url(tmp))
+    # Closed now, so SQLite folds its write-ahead log into the file before the case's "before"
+    # snapshot, not whenever the garbage collector gets to the connections during the command.
+    rdb_storage(study).engine.dispose()  # type: ignore[union-attr]
 
 
 def study_create(**top: Any) -> Callable[[Path], list[str]]:
@@ -128,6 +134,34 @@ def train_on(change: Callable[[Path], None]) -> Callable[[Path], list[str]]:
         data = write_folder(tmp / "data")
         change(data)
         return ["train", str(trainer_file(tmp)), "--data", str(data), "--out", str(tmp / "out")]
+
+    return build
+
+
+def foreign_database(tmp: Path) -> None:
+    """``s.db``: somebody else's SQLite database (not Optuna's), in rollback-journal mode."""
+    with contextlib.closing(sqlite3.connect(tmp / DB)) as connection:
+        connection.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+        connection.execute("INSERT INTO notes (text) VALUES ('keep me')")
+        connection.commit()
+
+
+def on_foreign(*args: str) -> Callable[[Path], list[str]]:
+    """A read-only command pointed at somebody else's SQLite database."""
+
+    def build(tmp: Path) -> list[str]:
+        foreign_database(tmp)
+        return [arg.replace("{tmp}", str(tmp)) for arg in args] + ["--storage", url(tmp)]
+
+    return build
+
+
+def on_fifo(*args: str) -> Callable[[Path], list[str]]:
+    """A command whose storage path is a FIFO: SQLite would wait on it forever."""
+
+    def build(tmp: Path) -> list[str]:
+        os.mkfifo(tmp / "pipe.db")
+        return [arg.replace("{tmp}", str(tmp)) for arg in args] + ["--storage", f"sqlite:///{tmp}/pipe.db"]
 
     return build
 
@@ -617,6 +651,24 @@ CASES = [
         on_known("predict", "--study", "nope", "{tmp}/data", "--out", "{tmp}/masks"),
         ("'nope'", KNOWN),
     ),
+    # Read-only commands on somebody else's database, or on a FIFO: refused, the file byte-identical.
+    Case("foreign-db-list", on_foreign("study", "list"), ("not an edgesearch/Optuna database",)),
+    Case("foreign-db-show", on_foreign("study", "show", "x"), ("not an edgesearch/Optuna database",)),
+    Case("foreign-db-best", on_foreign("study", "best", "x"), ("not an edgesearch/Optuna database",)),
+    Case("foreign-db-export", on_foreign("study", "export", "x"), ("not an edgesearch/Optuna database",)),
+    Case(
+        "foreign-db-report",
+        on_foreign("study", "report", "x", "--out", "{tmp}/report"),
+        ("not an edgesearch/Optuna database",),
+    ),
+    Case(
+        "foreign-db-predict",
+        on_foreign("predict", "--study", "x", "{tmp}/s.db", "--out", "{tmp}/masks"),
+        ("not an edgesearch/Optuna database",),
+    ),
+    Case("foreign-db-dashboard", on_foreign("dashboard", "--port", "1"), ("not an edgesearch/Optuna database",)),
+    Case("fifo-db-list", on_fifo("study", "list"), ("pipe.db", "not a regular file")),
+    Case("fifo-db-show", on_fifo("study", "show", "x"), ("pipe.db", "not a regular file")),
     Case("study-best-without-trials", on_known("study", "best", KNOWN), (f"'{KNOWN}'", "no completed trial")),
     Case(
         "study-unknown-on-missing-sqlite-file",
@@ -645,6 +697,11 @@ def tree(root: Path) -> dict[str, tuple[int, int] | None]:
     return found
 
 
+def digest(path: Path) -> str | None:
+    """The SHA-256 of the file's bytes, or None if absent: a read-only command must not change one."""
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def database(path: Path) -> dict[str, list[tuple[Any, ...]]] | None:
     """The rows of every table of the SQLite file (studies, trials, attributes, ...), or None if absent."""
     if not path.exists():
@@ -662,7 +719,7 @@ def test_bad_input_exits_2_with_a_message_and_writes_nothing(
     monkeypatch.delenv("EDGESEARCH_STORAGE", raising=False)
     artifacts = tmp_path / "artifacts"
     args = case.build(tmp_path)
-    files_before, rows_before = tree(tmp_path), database(tmp_path / DB)
+    files_before, rows_before, bytes_before = tree(tmp_path), database(tmp_path / DB), digest(tmp_path / DB)
 
     result = CliRunner().invoke(app, args, env=case.env)
 
@@ -673,5 +730,6 @@ def test_bad_input_exits_2_with_a_message_and_writes_nothing(
     for expected in case.expect:
         assert expected.replace("{tmp}", str(tmp_path)) in result.stderr, f"missing {expected!r}\n{shown}"
     assert database(tmp_path / DB) == rows_before, f"the storage changed\n{shown}"
+    assert digest(tmp_path / DB) == bytes_before, f"the database file changed\n{shown}"
     assert tree(tmp_path) == files_before, f"files were written\n{shown}"
     assert not artifacts.exists() or not any(artifacts.iterdir()), shown

@@ -22,6 +22,14 @@ def dashboard_command(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Also answer requests for this host name (repeatable); others than the bound"
+            " address and localhost get 403.",
+        ),
+    ] = None,
 ) -> None:
     """Watch studies in the browser: optuna-dashboard with each trial's pictures."""
     with user_errors():
@@ -31,13 +39,18 @@ def dashboard_command(
 
         url = resolve_storage_url(storage)
         folder = resolve_artifact_dir(artifacts)
-        server = make_dashboard_server(url, folder, host=host, port=port)
+        server = make_dashboard_server(url, folder, host=host, port=port, allow_hosts=allow_host or ())
     if not is_loopback(host):
         err.print(
             f"[bold yellow]warning:[/] the dashboard has no authentication and listens on {host}:{port}; "
             "anyone who can reach it can read and change studies. Prefer 127.0.0.1 and an SSH tunnel."
         )
     shown_host = f"[{host}]" if ":" in host else host
+    if host in ("0.0.0.0", "::") and not allow_host:
+        err.print(
+            "note: requests are answered only for the bound address and localhost; "
+            "add --allow-host NAME for the name other machines use to reach this one"
+        )
     out.print(f"dashboard for {redact(url)} (artifacts in {folder})")
     out.print(f"open http://{shown_host}:{server.server_port}/dashboard  (Ctrl-C stops it)")
     try:

@@ -52,7 +52,7 @@ def predict_command(
             from edgesearch.searcher.storage import resolve_storage_url
             from edgesearch.searcher.study import best_model, load_study
 
-            model = best_model(load_study(study, resolve_storage_url(storage))[0])
+            model = best_model(load_study(study, resolve_storage_url(storage), read_only=True)[0])
             config, best, source = model.config, model.checkpoint, model.description
         elif checkpoint is not None and study is None:
             config, best, source = checkpoint_config(checkpoint, config_file), checkpoint, str(checkpoint)

@@ -119,7 +119,7 @@ def list_command(storage: StorageOption = None) -> None:
 def _best_record(name: str, url: str) -> dict[str, Any]:
     from edgesearch.searcher.study import best_trial, load_study
 
-    study, _ = load_study(name, url)
+    study, _ = load_study(name, url, read_only=True)
     best = best_trial(study)
     return {
         "study": name,
@@ -163,7 +163,7 @@ def show_command(name: Annotated[str, typer.Argument(help="Study name.")], stora
         from edgesearch.searcher.study import load_study, trial_counts
 
         url = resolve_storage_url(storage)
-        study, config = load_study(name, url)
+        study, config = load_study(name, url, read_only=True)
         trials = study.get_trials(deepcopy=False)
     out.print(f"study {name}: {format_counts(trial_counts(study), config.n_trials)}")
     params = list(config.space)
@@ -198,7 +198,7 @@ def export_command(
         from edgesearch.searcher.storage import resolve_storage_url
         from edgesearch.searcher.study import load_study
 
-        study, config = load_study(name, resolve_storage_url(storage))
+        study, config = load_study(name, resolve_storage_url(storage), read_only=True)
         text = export_text(study, config, fmt=fmt.value)
         if out_file is None or str(out_file) == "-":
             typer.echo(text, nl=False)
@@ -275,7 +275,7 @@ def report_command(
         from edgesearch.searcher.storage import resolve_storage_url
         from edgesearch.searcher.study import load_study
 
-        study, config = load_study(name, resolve_storage_url(storage))
+        study, config = load_study(name, resolve_storage_url(storage), read_only=True)
         folder = resolve_artifact_dir(artifacts)
         store = open_artifact_store(folder) if folder.is_dir() else None
         path = build_report(study, config, out_dir, artifact_store=store)

@@ -9,6 +9,7 @@ through an SSH tunnel.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,8 +32,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def make_dashboard_server(url: str, artifacts: Path, *, host: str, port: int) -> WSGIServer:
-    """A threaded WSGI server running optuna-dashboard on the storage and the artifact folder."""
+def make_dashboard_server(
+    url: str, artifacts: Path, *, host: str, port: int, allow_hosts: Sequence[str] = ()
+) -> WSGIServer:
+    """A threaded WSGI server running optuna-dashboard on the storage and the artifact folder.
+
+    It answers only requests whose ``Host`` is ``host``, a loopback name or one of ``allow_hosts``
+    (:class:`~edgesearch.searcher.host_check.HostCheck`). ``host`` may be an IPv6 address (``::1``).
+    """
     # Imported here, not at the top: the HTTP server modules cost every other command's start-up ~50 ms.
     import socket
     from socketserver import ThreadingMixIn
@@ -41,16 +48,19 @@ def make_dashboard_server(url: str, artifacts: Path, *, host: str, port: int) ->
     from optuna_dashboard import wsgi
 
     from edgesearch.searcher.artifacts import open_artifact_store
+    from edgesearch.searcher.host_check import HostCheck
     from edgesearch.searcher.storage import open_storage
 
     class _ThreadingServer(ThreadingMixIn, WSGIServer):
         daemon_threads = True  # a browser's open connections must not keep Ctrl-C waiting
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
     class _QuietHandler(WSGIRequestHandler):
         def log_message(self, format: str, *args: object) -> None:  # one line per request is noise
             pass
 
-    app: WSGIApplication = wsgi(open_storage(url, create=False), artifact_store=open_artifact_store(artifacts))
+    dashboard: WSGIApplication = wsgi(open_storage(url, read_only=True), artifact_store=open_artifact_store(artifacts))
+    app = HostCheck(dashboard, bound=host, allowed=allow_hosts)
     try:
         return make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
     except socket.gaierror:

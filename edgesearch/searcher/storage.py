@@ -250,11 +250,17 @@ def open_storage(
     grace_period: int | None = GRACE_PERIOD_S,
     max_retries: int | None = MAX_RETRIES,
     create: bool = True,
+    read_only: bool = False,
 ) -> RDBStorage:
     """Open (creating tables if needed) the Optuna storage at ``url``, ready to be shared by many workers.
 
     ``create=False`` is for commands that only read or use existing studies: a SQLite file that
     does not exist is then an error instead of a new empty database left behind by a typo.
+    ``read_only=True`` (implies ``create=False``) is for commands that only look (``study list``,
+    ``show``, ``best``, ``export``, ``report``, ``predict --study``, the dashboard): the database is
+    left byte-identical. No table is created and a SQLite file keeps its journal mode; a database
+    without Optuna's tables (someone else's), or a path that is not a regular file (a FIFO, a device),
+    is refused with a UserError instead.
 
     ``heartbeat_interval`` (seconds; ``None`` turns the heartbeat off): how often a running trial
     proves its worker is alive. ``grace_period`` (seconds; ``None``: Optuna's default of twice the
@@ -280,13 +286,21 @@ def open_storage(
         raise ConfigError(f"max_retries must be >= 0 or None (no retry), got {max_retries}")
 
     parsed = make_url(url)
+    create = create and not read_only
     if not create and parsed.drivername in _SQLITE_DRIVERS:
         path = _sqlite_path(parsed)
         if path is not None and not path.exists():
             raise _no_database_file(url, path)
+        if path is not None and read_only:
+            _check_optuna_sqlite(url, path)
     engine_kwargs = _engine_kwargs(parsed)
-    if parsed.drivername in _SQLITE_DRIVERS:
+    if parsed.drivername in _SQLITE_DRIVERS and not read_only:
         _enable_wal(parsed, url)
+    if read_only and parsed.drivername not in _SQLITE_DRIVERS:
+        try:
+            _check_optuna_tables(url, engine_kwargs)
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            raise _storage_error(parsed, url, exc) from None
 
     for attempt in range(1, _CREATION_ATTEMPTS + 1):
         try:
@@ -301,14 +315,16 @@ def open_storage(
                 callback = None
                 if heartbeat_interval is not None and max_retries:
                     callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
-                return ReconnectingRDBStorage(
+                storage = ReconnectingRDBStorage(
                     # RDBStorage treats its URL as a str.format template: keep a "{" in a password or path literal.
                     url.replace("{", "{{").replace("}", "}}"),
                     engine_kwargs=engine_kwargs,
+                    skip_table_creation=read_only,
                     heartbeat_interval=heartbeat_interval,
                     grace_period=grace_period if heartbeat_interval is not None else None,
                     heartbeat_stale_trial_callback=callback,
                 )
+                return storage
         except sqlalchemy.exc.SQLAlchemyError as exc:
             # Several workers opening a brand-new database at once race to create the same tables; the
             # losers see "already exists" / a duplicate key, and succeed on a second look.
@@ -346,12 +362,53 @@ def _sqlite_path(parsed: URL) -> Path | None:
 
 
 def _check_sqlite_path(url: str, path: Path) -> None:
-    """ConfigError unless ``path`` can be a SQLite database file: not a folder, in a folder that exists."""
+    """ConfigError unless ``path`` can be a SQLite database file: not a folder, in a folder that exists.
+
+    A FIFO, device or socket is refused too: SQLite would wait on it forever.
+    """
     where = f"storage {redact(url)}"
     if path.is_dir():
         raise ConfigError(f"{where}: {path} is a folder; name a database file, e.g. sqlite:///{path}/study.db")
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{where}: {path} is not a regular file (a FIFO, device or socket); name a database file")
     if not path.parent.is_dir():
         raise ConfigError(f"{where}: folder {path.parent} does not exist; create it or choose another path")
+
+
+_OPTUNA_TABLES = frozenset({"studies", "trials", "version_info"})
+"""Tables every Optuna database has: without them a database is not one edgesearch may read."""
+
+
+def _not_optuna(url: str, detail: str) -> UserError:
+    return UserError(
+        f"storage {redact(url)}: not an edgesearch/Optuna database ({detail}); refusing to touch it. "
+        "Check --storage or EDGESEARCH_STORAGE"
+    )
+
+
+def _check_optuna_sqlite(url: str, path: Path) -> None:
+    """UserError unless the SQLite file ``path`` holds Optuna's tables; read without writing a byte."""
+    try:
+        # mode=ro: SQLite can neither create nor change the file through this connection.
+        with contextlib.closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as connection:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        raise _not_optuna(url, str(exc)) from None
+    if not tables >= _OPTUNA_TABLES:
+        raise _not_optuna(url, f"no {', '.join(sorted(_OPTUNA_TABLES - tables))} table")
+
+
+def _check_optuna_tables(url: str, engine_kwargs: dict[str, Any]) -> None:
+    """UserError unless the server database at ``url`` has Optuna's tables; only reads its catalogue."""
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(url, **engine_kwargs)
+    try:
+        tables = set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    if not tables >= _OPTUNA_TABLES:
+        raise _not_optuna(url, f"no {', '.join(sorted(_OPTUNA_TABLES - tables))} table")
 
 
 def _no_database_file(url: str, path: Path) -> UserError:

@@ -82,9 +82,11 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
     raise ValueError(f"unknown pruner {cfg.kind!r}; allowed: median, successive_halving, hyperband, none")
 
 
-def _storage_for(config: StudyConfig | None, url: str, *, create: bool) -> optuna.storages.RDBStorage:
+def _storage_for(
+    config: StudyConfig | None, url: str, *, create: bool, read_only: bool = False
+) -> optuna.storages.RDBStorage:
     if config is None:
-        return open_storage(url, create=create)
+        return open_storage(url, create=create, read_only=read_only)
     ft = config.fault_tolerance
     return open_storage(
         url,
@@ -92,6 +94,7 @@ def _storage_for(config: StudyConfig | None, url: str, *, create: bool) -> optun
         grace_period=ft.grace_period,
         max_retries=ft.max_retries,
         create=create,
+        read_only=read_only,
     )
 
 
@@ -138,9 +141,15 @@ def create_study(config: StudyConfig, url: str) -> tuple[optuna.Study, bool]:
     return study, True
 
 
-def load_study(name: str, url: str, *, worker_index: int = 0) -> tuple[optuna.Study, StudyConfig]:
-    """Load a study by name with the sampler and pruner its stored config names."""
-    reader = _storage_for(None, url, create=False)
+def load_study(
+    name: str, url: str, *, worker_index: int = 0, read_only: bool = False
+) -> tuple[optuna.Study, StudyConfig]:
+    """Load a study by name with the sampler and pruner its stored config names.
+
+    ``read_only``: for commands that only look at the study; the database is left byte-identical
+    (see :func:`~edgesearch.searcher.storage.open_storage`).
+    """
+    reader = _storage_for(None, url, create=False, read_only=read_only)
     try:
         names = [s.study_name for s in optuna.get_all_study_summaries(reader, include_best_trial=False)]
         if name not in names:
@@ -152,7 +161,7 @@ def load_study(name: str, url: str, *, worker_index: int = 0) -> tuple[optuna.St
         # at a later garbage collection, since each worker would keep them open meanwhile and a
         # PostgreSQL server allows ~100 connections for all the workers of all the boxes.
         reader.engine.dispose()
-    storage = _storage_for(config, url, create=False)
+    storage = _storage_for(config, url, create=False, read_only=read_only)
     study = optuna.load_study(
         study_name=name,
         storage=storage,

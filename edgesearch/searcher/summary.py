@@ -146,7 +146,7 @@ def _optuna_summaries(url: str) -> list[StudySummary]:
 
     from edgesearch.searcher.storage import open_storage
 
-    summaries = optuna.get_all_study_summaries(open_storage(url, create=False), include_best_trial=True)
+    summaries = optuna.get_all_study_summaries(open_storage(url, read_only=True), include_best_trial=True)
     return [
         StudySummary(s.study_name, s.n_trials, s.best_trial.value if s.best_trial is not None else None)
         for s in summaries

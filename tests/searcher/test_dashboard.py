@@ -110,3 +110,47 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         result = runner.invoke(app, [*args, "--port", str(port)])
     assert result.exit_code == 2
     assert f"127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
+
+
+def _status(host: str, port: int, path: str, *, host_header: str) -> int:
+    """GET ``path`` from ``host:port`` sending ``Host: host_header``, as a rebinding page's browser would."""
+    import http.client
+
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        connection.putrequest("GET", path, skip_host=True)
+        connection.putheader("Host", host_header)
+        connection.endheaders()
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_a_request_for_a_foreign_host_name_gets_403(dashboard: str) -> None:
+    port = int(dashboard.rsplit(":", 1)[1])
+    assert _status("127.0.0.1", port, "/api/studies", host_header=f"127.0.0.1:{port}") == 200
+    assert _status("127.0.0.1", port, "/api/studies", host_header=f"localhost:{port}") == 200
+    assert _status("127.0.0.1", port, "/api/studies", host_header=f"evil.example:{port}") == 403
+    assert _status("127.0.0.1", port, "/dashboard", host_header="evil.example") == 403
+
+
+def test_the_dashboard_listens_on_ipv6_loopback_and_allows_named_hosts(tmp_path: Path) -> None:
+    open_storage(f"sqlite:///{tmp_path}/x.db")
+    with socket.socket(socket.AF_INET6) as sock:
+        sock.bind(("::1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "edgesearch", "dashboard", "--storage", f"sqlite:///{tmp_path}/x.db"]
+    cmd += ["--artifacts", str(tmp_path / "a"), "--host", "::1", "--port", str(port), "--allow-host", "lab.example"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = wait_for(proc.stdout.readline, timeout=60, what="the dashboard's address")
+        while "open http" not in line:
+            line = wait_for(proc.stdout.readline, timeout=60, what="the dashboard's address")
+        assert f"http://[::1]:{port}/dashboard" in line
+        assert _status("::1", port, "/api/studies", host_header=f"[::1]:{port}") == 200
+        assert _status("::1", port, "/api/studies", host_header=f"lab.example:{port}") == 200
+        assert _status("::1", port, "/api/studies", host_header="evil.example") == 403
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
