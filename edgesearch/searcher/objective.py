@@ -92,12 +92,18 @@ def run_trial(
     the same way, so the worker should stop rather than burn the study. With an artifact
     store, the trial's curves, edge overlay and best weights are uploaded however it ended.
     """
+    from edgesearch.searcher.runs import RUN_ID_ATTR, claim_run_dir, file_digest, trial_run_dir
     from edgesearch.searcher.space import sample
     from edgesearch.trainer import NonFiniteLossError, train
 
     train_config = sample(trial, config.space, config.base_config)
     resume_from = _resume_point(trial)
-    run_dir = Path(trial.user_attrs["run_dir"]) if resume_from else runs_dir / config.name / f"trial-{trial.number:05d}"
+    run_id = trial.study.user_attrs.get(RUN_ID_ATTR)
+    if resume_from is not None:
+        run_dir = Path(trial.user_attrs["run_dir"])
+    else:
+        run_dir = trial_run_dir(runs_dir, config.name, run_id, trial.number)
+    claim_run_dir(run_dir, study=config.name, run_id=run_id, trial=trial.number, resuming=resume_from is not None)
     history: list[dict[str, Any]] = []
     if resume_from is not None:
         from edgesearch.trainer.checkpoint import load_checkpoint
@@ -132,6 +138,8 @@ def run_trial(
         value = max(float(summary(row)[config.metric]) for row in result.history)
         if result.best_checkpoint is not None:
             trial.set_user_attr("best_checkpoint", str(result.best_checkpoint.resolve()))
+            # predict --study checks it: the file at that path must still be this trial's.
+            trial.set_user_attr("best_checkpoint_sha256", file_digest(result.best_checkpoint))
         outcome = TrialOutcome(trial.number, TrialState.COMPLETE, value, len(result.history))
     if artifact_store is not None:
         _publish(trial, train_config, run_dir, artifact_store)

@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from edgesearch.errors import UserError
+from edgesearch.searcher.runs import RUN_ID_ATTR, file_digest, new_run_id
 from edgesearch.searcher.storage import open_storage, redact
 from edgesearch.validation import shorten
 
@@ -135,6 +136,8 @@ def create_study(config: StudyConfig, url: str) -> tuple[optuna.Study, bool]:
                 "delete it (edgesearch study delete) or choose another name"
             ) from None
         return study, False
+    # The run id first: a creator that lost the race waits for the config, and then finds both.
+    study.set_user_attr(RUN_ID_ATTR, new_run_id())
     study.set_user_attr(CONFIG_ATTR, _stored_form(config))
     for point in config.enqueue:
         study.enqueue_trial(dict(point))
@@ -235,7 +238,14 @@ def best_model(study: optuna.Study) -> BestModel:
     if raw is None or checkpoint is None:
         raise UserError(f"{where}: no stored config or best_checkpoint (was it run by edgesearch worker?)")
     config = validate_train_config(raw, source=where, overrides={"model": {"encoder_weights": None}})
-    return BestModel(config, Path(checkpoint), f"{where} (value {best.value:.4f}), {checkpoint}")
+    path = Path(checkpoint)
+    recorded = best.user_attrs.get("best_checkpoint_sha256")
+    if recorded is not None and path.is_file() and file_digest(path) != recorded:
+        raise UserError(
+            f"{where}: {path} is not the checkpoint this trial recorded (its SHA-256 differs: the file was "
+            "replaced, e.g. by another study of the same name); refusing to predict with it"
+        )
+    return BestModel(config, path, f"{where} (value {best.value:.4f}), {checkpoint}")
 
 
 def parse_assignments(assignments: list[str], config: StudyConfig) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from edgesearch.cli import app
 from edgesearch.searcher.config import StudyConfig
 from edgesearch.searcher.study import create_study, load_study
-from tests.helpers import TINY_TRAINER, merge
+from tests.helpers import TINY_TRAINER, merge, write_folder
 
 runner = CliRunner()
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")]
@@ -239,3 +239,40 @@ def test_export_writes_through_a_symlink_and_into_a_stream_and_dash_is_stdout(tm
 def test_export_refuses_a_folder_and_names_the_option(tmp_path: Path, filled: str) -> None:
     result = runner.invoke(app, ["study", "export", "cli", "--storage", filled, "--out", str(tmp_path)])
     assert result.exit_code == 2 and "--out" in result.stderr and "is a folder" in result.stderr
+
+
+def test_two_studies_of_one_name_never_share_runs_and_predict_refuses_a_replaced_checkpoint(tmp_path: Path) -> None:
+    study_file = _file(tmp_path, _raw("twin", n_trials=1))
+    runs, artifacts = tmp_path / "runs", tmp_path / "artifacts"
+    urls = [f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db"]
+    for url in urls:
+        args = [
+            "study",
+            "run",
+            str(study_file),
+            "--storage",
+            url,
+            "--runs-dir",
+            str(runs),
+            "--artifacts",
+            str(artifacts),
+        ]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    folders = sorted(path.name for path in runs.iterdir())
+    assert len(folders) == 2 and all(name.startswith("twin-") for name in folders)
+    checkpoints = []
+    for url in urls:
+        (trial,) = load_study("twin", url)[0].get_trials()
+        checkpoints.append(Path(trial.user_attrs["best_checkpoint"]))
+        assert json.loads((Path(trial.user_attrs["run_dir"]) / "trial.json").read_text())["study"] == "twin"
+    assert checkpoints[0] != checkpoints[1]
+
+    image = sorted((write_folder(tmp_path / "inputs", n=1, size=32) / "images").iterdir())[0]
+    predict = ["predict", "--study", "twin", str(image), "--storage", urls[0], "--device", "cpu"]
+    assert runner.invoke(app, [*predict, "--out", str(tmp_path / "ok")]).exit_code == 0
+    checkpoints[0].write_bytes(checkpoints[1].read_bytes())  # the other study's weights at this path
+    refused = runner.invoke(app, [*predict, "--out", str(tmp_path / "masks")])
+    assert refused.exit_code == 2, refused.output
+    assert "is not the checkpoint this trial recorded" in refused.stderr
+    assert not (tmp_path / "masks").exists()

@@ -62,6 +62,12 @@ def _epochs_reported(url: str, name: str, number: int) -> int:
     return len(trials[0].intermediate_values) if trials else 0
 
 
+def _trial_dir(runs: Path, study: str, number: int) -> Path:
+    """The run folder of a trial: ``<runs>/<study>-<run id>/trial-NNNNN`` (the run id is the study's own)."""
+    (folder,) = runs.glob(f"{study}-*/trial-{number:05d}")
+    return folder
+
+
 def _last_checkpoint_epoch(run_dir: Path) -> int:
     import torch
 
@@ -90,7 +96,7 @@ def test_a_signalled_worker_hands_its_trial_back_and_exits_0(tmp_path: Path, sql
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
     assert time.monotonic() - sent < 30, "the worker must stop within one batch, not finish the trial"
-    checkpointed = _last_checkpoint_epoch(tmp_path / "runs" / "pre" / "trial-00000")
+    checkpointed = _last_checkpoint_epoch(_trial_dir(tmp_path / "runs", "pre", 0))
     assert "handed back for retry" in output
     first, retry = _trials(sqlite_url, "pre")
     assert first.state == TrialState.FAIL and "interrupted" in first.user_attrs["fail_reason"]
@@ -130,7 +136,7 @@ def test_a_killed_workers_trial_is_retried_elsewhere_and_resumes_from_its_checkp
     wait_for(lambda: _epochs_reported(url, "kill", 0) >= 1, timeout=400, what="epoch 1 of trial 0")
     victim.kill()  # SIGKILL in epoch 2: no handler runs, the heartbeat just stops
     victim.communicate(timeout=30)
-    checkpointed = _last_checkpoint_epoch(tmp_path / "runs" / "kill" / "trial-00000")
+    checkpointed = _last_checkpoint_epoch(_trial_dir(tmp_path / "runs", "kill", 0))
 
     rescuer = _worker(url, "kill", tmp_path / "runs")
     output, _ = rescuer.communicate(timeout=400)
@@ -211,10 +217,16 @@ def test_a_vanished_data_folder_fails_the_trial_and_stops_the_worker_with_exit_2
     assert trial.state == TrialState.FAIL and str(data) in trial.user_attrs["fail_reason"]
 
 
-def test_the_same_crash_on_every_trial_stops_the_worker_after_three(tmp_path: Path, sqlite_url: str) -> None:
-    # One training image: BatchNorm cannot train on a batch of one, so every trial raises the same.
-    trainer = merge(TINY_TRAINER, {"data": {"val_fraction": 0.75, "synthetic": {"n_images": 4}}})
-    raw = {"name": "crash", "n_trials": 10, "trainer": trainer}
+def test_the_same_crash_on_every_trial_stops_the_worker_after_three(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bug in the trainer (every config the study accepts runs, so none can crash it on purpose):
+    # building the model raises the same error in every trial.
+    def broken_build_model(config: object) -> None:
+        raise ValueError("a bug in the model code")
+
+    monkeypatch.setattr("edgesearch.trainer.loop.build_model", broken_build_model)
+    raw = {"name": "crash", "n_trials": 10, "trainer": TINY_TRAINER}
     raw["space"] = {"loss.edge_lambda": {"low": 0.0, "high": 0.5}}
     create_study(StudyConfig.from_dict(raw, source="test"), sqlite_url)
     result = runner.invoke(app, ["worker", "crash", "--storage", sqlite_url, "--runs-dir", str(tmp_path / "runs")])
