@@ -651,6 +651,16 @@ CASES = [
         on_known("predict", "--study", "nope", "{tmp}/data", "--out", "{tmp}/masks"),
         ("'nope'", KNOWN),
     ),
+    Case(
+        "cli-worker-artifacts-unwritable",
+        on_known("worker", KNOWN, "--artifacts", "/proc/self", "--runs-dir", "{tmp}/runs"),
+        ("artifacts", "cannot write into folder /proc/self"),
+    ),
+    Case(
+        "cli-train-force-without-resume",
+        plain("train", "{trainer}", "--force", "--out", "{tmp}/out"),
+        ("--force goes with --resume",),
+    ),
     # Read-only commands on somebody else's database, or on a FIFO: refused, the file byte-identical.
     Case("foreign-db-list", on_foreign("study", "list"), ("not an edgesearch/Optuna database",)),
     Case("foreign-db-show", on_foreign("study", "show", "x"), ("not an edgesearch/Optuna database",)),

@@ -28,6 +28,9 @@ def train_command(
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps; overrides device.")] = None,
     resume: Annotated[Path | None, typer.Option(help="A last.pt to continue from (same config).")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --resume: continue although loss, optim or data settings differ.")
+    ] = False,
 ) -> None:
     """Train one model: progress per batch, one line per epoch, checkpoints in the run directory."""
     overrides: dict[str, Any] = {}
@@ -53,14 +56,16 @@ def train_command(
             check_new_or_empty(run_dir, label="--out", hint="choose a new one (or --resume its last.pt)")
         elif run_dir.exists() and not run_dir.is_dir():
             check_new_or_empty(run_dir, label="--out")
-        result = _train_with_progress(config, run_dir, resume)
+        if force and resume is None:
+            raise ConfigError("--force goes with --resume")
+        result = _train_with_progress(config, run_dir, resume, force=force)
     out.print(
         f"best val IoU [bold]{result.best_val_iou:.4f}[/] at epoch {result.best_epoch}; "
         f"model: {result.best_checkpoint}; run directory: {run_dir}"
     )
 
 
-def _train_with_progress(config: TrainConfig, run_dir: Path, resume: Path | None) -> TrainResult:
+def _train_with_progress(config: TrainConfig, run_dir: Path, resume: Path | None, *, force: bool) -> TrainResult:
     from edgesearch.cli.train_progress import RichProgress
     from edgesearch.trainer import NonFiniteLossError, train
     from edgesearch.trainer.device import resolve_device
@@ -73,6 +78,6 @@ def _train_with_progress(config: TrainConfig, run_dir: Path, resume: Path | None
     )
     try:
         with RichProgress(console=out) as progress:
-            return train(config, callbacks=[progress], run_dir=run_dir, resume_from=resume)
+            return train(config, callbacks=[progress], run_dir=run_dir, resume_from=resume, force_resume=force)
     except NonFiniteLossError as exc:
         fail(f"{exc} (try a lower optim.lr)", EXIT_RUN_FAILED)

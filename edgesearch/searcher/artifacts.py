@@ -54,7 +54,13 @@ def check_artifact_dir(folder: Path) -> None:
 
 
 def open_artifact_store(folder: Path) -> ArtifactStore:
-    """A folder artifact store, the folder created when missing; a file in its place is an error."""
+    """A folder artifact store, the folder created when missing and proven writable.
+
+    A file in its place, a folder that cannot be created, or one this process cannot write into is
+    a UserError at once: found at a worker's start, not as a missing picture after every trial.
+    """
+    import tempfile
+
     from optuna.artifacts import FileSystemArtifactStore
 
     check_artifact_dir(folder)
@@ -62,6 +68,13 @@ def open_artifact_store(folder: Path) -> ArtifactStore:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"artifacts: cannot create folder {folder}: {exc.strerror}") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".edgesearch-write-check-"):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"artifacts: cannot write into folder {folder}: {exc.strerror}; choose another with --artifacts"
+        ) from None
     return FileSystemArtifactStore(str(folder))
 
 

@@ -18,7 +18,14 @@ from edgesearch.files import atomic_write
 if TYPE_CHECKING:
     from edgesearch.trainer.config import TrainConfig
 
-__all__ = ["RESUME_KEYS", "load_checkpoint", "read_resume_state", "save_checkpoint"]
+__all__ = [
+    "RESUMABLE_CHANGES",
+    "RESUME_KEYS",
+    "config_changes",
+    "load_checkpoint",
+    "read_resume_state",
+    "save_checkpoint",
+]
 
 RESUME_KEYS = frozenset({"epoch", "model", "optimizer", "schedule", "rng", "history", "best_val_iou", "best_epoch"})
 """What a ``last.pt`` holds besides the run's ``config``."""
@@ -34,8 +41,28 @@ def load_checkpoint(path: Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def read_resume_state(path: Path, config: TrainConfig) -> dict[str, Any]:
-    """The state of a ``last.pt`` to continue ``config``'s run from; a ConfigError if it cannot be."""
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "data.num_workers"})
+"""Settings a resumed run may change: train longer, on another device, with other loader processes."""
+
+
+def config_changes(saved: Any, now: Any, prefix: str = "") -> list[str]:
+    """``path: saved -> now`` for every setting that differs between two config dicts (as saved in JSON)."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return [
+            line
+            for key in sorted(saved.keys() | now.keys())
+            for line in config_changes(saved.get(key), now.get(key), f"{prefix}{key}.")
+        ]
+    path = prefix.rstrip(".")
+    return [] if saved == now or path in RESUMABLE_CHANGES else [f"{path}: {saved!r} -> {now!r}"]
+
+
+def read_resume_state(path: Path, config: TrainConfig, *, force: bool = False) -> dict[str, Any]:
+    """The state of a ``last.pt`` to continue ``config``'s run from; a ConfigError if it cannot be.
+
+    The run must have the same config but for :data:`RESUMABLE_CHANGES`; ``force`` accepts other
+    differences (a lower learning rate for the rest of the run, say), never another model.
+    """
     try:
         state = load_checkpoint(path)
     except FileNotFoundError:
@@ -44,9 +71,18 @@ def read_resume_state(path: Path, config: TrainConfig) -> dict[str, Any]:
         raise ConfigError(f"resume: {path}: not a readable edgesearch last.pt ({exc})") from None
     if not isinstance(state, dict) or not state.keys() >= RESUME_KEYS:
         raise ConfigError(f"resume: {path}: not an edgesearch last.pt (keys {sorted(RESUME_KEYS)} expected)")
-    saved_model = state.get("config", {}).get("model")
-    if saved_model is not None and saved_model != config.model.model_dump(mode="json"):
+    saved = state.get("config") or {}
+    now = config.model_dump(mode="json")
+    saved_model = saved.get("model")
+    if saved_model is not None and saved_model != now["model"]:
         raise ConfigError(f"resume: {path}: was trained with model {saved_model}, not {config.model.model_dump()}")
+    changes = config_changes(saved, now) if saved else []
+    if changes and not force:
+        shown = "; ".join(changes[:10]) + (f"; and {len(changes) - 10} more" if len(changes) > 10 else "")
+        raise ConfigError(
+            f"resume: {path}: was trained with other settings ({shown}); "
+            "resume with the same config, or pass --force to continue with the new one"
+        )
     if int(state["epoch"]) >= config.epochs:
         raise ConfigError(f"resume: {path}: already has {state['epoch']} epochs; epochs is {config.epochs}")
     return state

@@ -90,11 +90,17 @@ class EpochRunner:
         steps_per_epoch: int,
         start_epoch: int = 0,
         callbacks: Sequence[Callback] = (),
+        with_backbone: bool | None = None,
     ) -> EpochRunner:
-        """A runner for ``model`` (already on ``device``) with the optimizer its stage at ``start_epoch`` needs."""
+        """A runner for ``model`` (already on ``device``) with the optimizer its stage at ``start_epoch`` needs.
+
+        ``with_backbone`` overrides whether the optimizer starts with the encoder's group: a run
+        resumed right after its last frozen epoch saved a head-only optimizer, and the encoder
+        joins at the start of the next epoch (:meth:`enter_stage`) as it would have.
+        """
         schedule = StagedSchedule(config.optim, steps_per_epoch=steps_per_epoch)
         groups = {HEAD: head_parameters(model)}
-        if schedule.stage(start_epoch) == 2:
+        if with_backbone if with_backbone is not None else schedule.stage(start_epoch) == 2:
             groups[BACKBONE] = backbone_parameters(model)
         optimizer = build_optimizer(config.optim, groups)
         return cls(config, device, model, optimizer, schedule, Precision(device), callbacks)

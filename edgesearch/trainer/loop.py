@@ -80,12 +80,14 @@ def train(
     callbacks: Sequence[Callback] = (),
     run_dir: Path | None = None,
     resume_from: Path | None = None,
+    force_resume: bool = False,
 ) -> TrainResult:
     """Train one model as ``config`` says; write the run directory when ``run_dir`` is given.
 
     ``resume_from`` is a ``last.pt`` of an interrupted run with the same config: training
     continues at the epoch after the one it recorded, with the optimizer, schedule and RNG
-    state it had. Bad data or config raise a :class:`UserError` before anything is written.
+    state it had; ``force_resume`` lets it continue with changed loss, optimiser or data settings.
+    Bad data or config raise a :class:`UserError` before anything is written.
     """
     device = resolve_device(config.device)
     seed_everything(config.seed)
@@ -93,7 +95,7 @@ def train(
     model = build_model(config.model).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    state = read_resume_state(resume_from, config) if resume_from is not None else None
+    state = read_resume_state(resume_from, config, force=force_resume) if resume_from is not None else None
 
     generator = torch.Generator()
     pin = device.type == "cuda"
@@ -101,7 +103,13 @@ def train(
     val_loader = build_loader(val_ds, config.data, train=False, pin_memory=pin)
     start_epoch = int(state["epoch"]) if state else 0
     runner = EpochRunner.build(
-        config, model, device=device, steps_per_epoch=len(train_loader), start_epoch=start_epoch, callbacks=callbacks
+        config,
+        model,
+        device=device,
+        steps_per_epoch=len(train_loader),
+        start_epoch=start_epoch,
+        callbacks=callbacks,
+        with_backbone=len(state["optimizer"]["param_groups"]) > 1 if state else None,
     )
 
     history: list[EpochRecord] = []

@@ -144,3 +144,27 @@ def test_console_script_reports_bad_input_without_traceback(tmp_path: Path) -> N
     assert "Traceback" not in proc.stderr
     assert "trainer.optim.name" in proc.stderr and "adam" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_resume_with_other_loss_or_optim_settings_is_refused_unless_forced(tmp_path: Path) -> None:
+    small = merge(TINY, {"data": {"image_size": 32, "synthetic": {"n_images": 16}}, "epochs": 1})
+    run = tmp_path / "run"
+    first = runner.invoke(app, ["train", str(_write_config(tmp_path / "a.yaml", small)), "--out", str(run)])
+    assert first.exit_code == 0, first.output
+    changed = _write_config(tmp_path / "b.yaml", merge(small, {"loss": {"kind": "focal"}, "optim": {"lr": 1.0e-4}}))
+    resume = ["train", str(changed), "--out", str(run), "--resume", str(run / "last.pt"), "--epochs", "2"]
+    before = (run / "last.pt").read_bytes()
+
+    refused = runner.invoke(app, resume)
+    assert refused.exit_code == 2, refused.output
+    for fragment in ("loss.kind: 'bce' -> 'focal'", "optim.lr: 0.003 -> 0.0001", "--force"):
+        assert fragment in refused.stderr
+    assert (run / "last.pt").read_bytes() == before  # nothing trained, nothing written
+
+    longer = runner.invoke(
+        app, ["train", str(tmp_path / "a.yaml"), "--out", str(run), "--resume", str(run / "last.pt")]
+    )
+    assert longer.exit_code == 2 and "already has 1 epochs" in longer.stderr  # same config: epochs may grow, not stay
+    forced = runner.invoke(app, [*resume, "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert "resuming after epoch 1" in forced.stdout and "epoch   2/2" in forced.stdout

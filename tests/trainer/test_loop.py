@@ -64,16 +64,20 @@ def test_three_epochs_on_synthetic_data_learn_and_write_the_run_dir(
     assert result.best_checkpoint == run_dir / "best.pt"
 
 
+# Stopped after epoch 2 (inside stage 2), and after epoch 1: the last frozen epoch, whose last.pt
+# holds a head-only optimizer that the encoder joins at the next epoch.
+@pytest.mark.parametrize("stop", [2, 1], ids=["in-stage-2", "at-the-stage-boundary"])
 def test_resume_from_last_continues_at_next_epoch_with_identical_state(
-    tiny_config: Callable[..., TrainConfig], tmp_path: Path
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path, stop: int
 ) -> None:
     config = tiny_config(epochs=3, **SMALL)
+    assert config.optim.freeze_epochs == 1
     straight = train(config, run_dir=tmp_path / "straight")
 
     with pytest.raises(_StopAfter.Stop):
-        train(config, run_dir=tmp_path / "crashed", callbacks=[_StopAfter(2)])
+        train(config, run_dir=tmp_path / "crashed", callbacks=[_StopAfter(stop)])
     saved = load_checkpoint(tmp_path / "crashed" / "last.pt")
-    assert saved["epoch"] == 2
+    assert saved["epoch"] == stop
     assert saved["optimizer"]["state"], "the optimizer state is saved"
 
     starts: list[int] = []
@@ -85,7 +89,7 @@ def test_resume_from_last_continues_at_next_epoch_with_identical_state(
     resumed = train(
         config, run_dir=tmp_path / "crashed", resume_from=tmp_path / "crashed" / "last.pt", callbacks=[_Record()]
     )
-    assert starts == [2]
+    assert starts == [stop]
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
     # Epoch 3 of the resumed run equals epoch 3 of an uninterrupted one, weights, Adam moments and all.
     assert resumed.history[-1]["val_iou"] == straight.history[-1]["val_iou"]
