@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 from typer.testing import CliRunner
@@ -650,6 +651,11 @@ CASES = [
         "study-unknown-predict",
         on_known("predict", "--study", "nope", "{tmp}/data", "--out", "{tmp}/masks"),
         ("'nope'", KNOWN),
+    ),
+    Case(
+        "cli-worker-gpu-missing",
+        on_known("worker", KNOWN, "--gpus", "5", "--runs-dir", "{tmp}/runs"),
+        ("--gpus 5", "no GPU 5") if torch.cuda.is_available() else ("--gpus 5", "CUDA is not available"),
     ),
     Case(
         "cli-worker-artifacts-unwritable",

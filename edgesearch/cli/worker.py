@@ -157,15 +157,17 @@ def worker_command(
     """Run trials of study NAME until the study holds its n_trials finished trials."""
     with user_errors():
         from edgesearch.searcher.artifacts import open_artifact_store, resolve_artifact_dir
-        from edgesearch.searcher.local import worker_args
+        from edgesearch.searcher.local import check_gpus, worker_args
         from edgesearch.searcher.storage import resolve_storage_url
         from edgesearch.searcher.study import load_study
 
+        gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
+        if gpu_list:
+            check_gpus(gpu_list)  # before anything is opened or created
         quiet_optuna()
         url = resolve_storage_url(storage)
         load_study(name, url)  # a missing study or database fails here, before any process starts
         open_artifact_store(resolve_artifact_dir(artifacts))
-        gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
         if gpu_list or processes > 1:
             slots: list[str | None] = list(gpu_list) if gpu_list else [None] * processes
             args = worker_args(runs_dir=runs_dir, artifacts=artifacts, n_trials=n_trials, timeout=timeout)

@@ -19,7 +19,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["LocalWorkers", "stop_on_signals", "worker_args"]
+from edgesearch.errors import UserError
+from edgesearch.trainer.device import REQUIRE_CUDA_ENV
+
+__all__ = ["LocalWorkers", "check_gpus", "stop_on_signals", "worker_args"]
 
 EXIT_KILLED = 1
 """The exit code reported for a child that a signal ended."""
@@ -68,6 +71,19 @@ def worker_args(
     return args
 
 
+def check_gpus(ids: Sequence[str]) -> None:
+    """UserError unless CUDA is available and each numeric id names a GPU torch can see."""
+    import torch
+
+    shown = ",".join(ids)
+    if not torch.cuda.is_available():
+        raise UserError(f"--gpus {shown}: CUDA is not available here (torch sees no GPU); run without --gpus")
+    count = torch.cuda.device_count()
+    missing = [gpu for gpu in ids if gpu.isdigit() and int(gpu) >= count]
+    if missing:
+        raise UserError(f"--gpus {shown}: no GPU {', '.join(missing)} here; this machine has GPUs 0..{count - 1}")
+
+
 class LocalWorkers:
     """Child worker processes of one study, one per slot (a GPU id, or None for no GPU)."""
 
@@ -93,6 +109,7 @@ class LocalWorkers:
             env = dict(os.environ, EDGESEARCH_STORAGE=self.url, PYTHONUNBUFFERED="1")
             if gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = gpu
+                env[REQUIRE_CUDA_ENV] = gpu  # never fall back to the CPU when this GPU is not there
             cmd = [sys.executable, "-m", "edgesearch", "worker", self.name, "--worker-index", str(index), *self.args]
             # A session of its own: a terminal's Ctrl-C reaches only this parent, which passes on
             # one SIGTERM; a child that got both would take the second as "stop now".

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from edgesearch.errors import ConfigError
@@ -9,7 +10,10 @@ from edgesearch.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["device_problem", "resolve_device"]
+__all__ = ["REQUIRE_CUDA_ENV", "device_problem", "resolve_device"]
+
+REQUIRE_CUDA_ENV = "EDGESEARCH_REQUIRE_CUDA"
+"""Set (to the GPU id) in a worker that was given a GPU: its runs must use CUDA, never fall back to the CPU."""
 
 
 def device_problem(value: str) -> str | None:
@@ -26,12 +30,23 @@ def device_problem(value: str) -> str | None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then CPU; an unknown or unavailable explicit choice is a ConfigError."""
+    """``auto`` picks CUDA, then MPS, then CPU; an unknown or unavailable explicit choice is a ConfigError.
+
+    In a worker given a GPU (:data:`REQUIRE_CUDA_ENV` set), anything but CUDA is a ConfigError: a run
+    that silently trained on the CPU there would take hours and look like a slow GPU.
+    """
     import torch
 
     problem = device_problem(name)
     if problem is not None:
         raise ConfigError(f"device: {problem}")
+    gpu = os.environ.get(REQUIRE_CUDA_ENV)
+    if gpu and name in ("cpu", "mps"):
+        raise ConfigError(f"device: this worker was given GPU {gpu}; the config asks for {name!r}")
+    if gpu and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device: this worker was given GPU {gpu}, but CUDA is not available to it; not using the CPU"
+        )
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -121,3 +121,21 @@ def test_device_problem_accepts_the_documented_devices(device: str) -> None:
 @pytest.mark.parametrize("device", ["tpu", "cuda:x", "cpu:0", ""])
 def test_device_problem_names_the_value_and_the_allowed_devices(device: str) -> None:
     assert device_problem(device) == f"unknown device {device!r}; allowed: auto, cpu, cuda, cuda:N, mps"
+
+
+def test_a_worker_given_a_gpu_never_falls_back_to_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from edgesearch.errors import ConfigError
+    from edgesearch.trainer.device import REQUIRE_CUDA_ENV, resolve_device
+
+    monkeypatch.setenv(REQUIRE_CUDA_ENV, "5")
+    with pytest.raises(ConfigError, match="was given GPU 5; the config asks for 'cpu'"):
+        resolve_device("cpu")
+    if torch.cuda.is_available():
+        assert resolve_device("auto").type == "cuda"
+    else:
+        with pytest.raises(ConfigError, match="given GPU 5, but CUDA is not available"):
+            resolve_device("auto")
+    monkeypatch.delenv(REQUIRE_CUDA_ENV)
+    assert resolve_device("cpu").type == "cpu"
