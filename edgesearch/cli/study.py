@@ -243,13 +243,14 @@ def delete_command(
     name: Annotated[str, typer.Argument(help="Study name.")],
     storage: StorageOption = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Delete even while workers run its trials (they then stop).")
+    ] = False,
 ) -> None:
     """Delete study NAME and all its trials from the storage (run folders and artifacts stay)."""
     with user_errors():
-        import optuna
-
-        from edgesearch.searcher.storage import open_storage, redact, resolve_storage_url
-        from edgesearch.searcher.study import load_study
+        from edgesearch.searcher.storage import redact, resolve_storage_url
+        from edgesearch.searcher.study import delete_study, load_study
 
         url = resolve_storage_url(storage)
         study, _ = load_study(name, url)
@@ -257,7 +258,7 @@ def delete_command(
         if not yes and not typer.confirm(f"delete study {name} and its {n} trials from {redact(url)}?"):
             out.print("nothing deleted")
             raise typer.Exit(1)
-        optuna.delete_study(study_name=name, storage=open_storage(url, create=False))
+        delete_study(study, force=force)
     out.print(f"deleted study {name} ({n} trials) from {redact(url)}")
 
 

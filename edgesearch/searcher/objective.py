@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from edgesearch.errors import UserError
-from edgesearch.searcher.optuna_internals import is_retry
+from edgesearch.searcher.optuna_internals import is_retry, study_exists
 from edgesearch.trainer import run_files
 from edgesearch.trainer.callbacks import Callback
 from edgesearch.trainer.records import EpochRecord, summary
@@ -128,6 +128,8 @@ def run_trial(
     except UserError:
         raise
     except Exception as exc:  # one trial's crash must not take the worker down
+        if isinstance(exc, KeyError) and not study_exists(trial.study):
+            raise  # the study was deleted under the worker, which stops with one line
         _log.exception("trial %d failed", trial.number)
         reason = f"{type(exc).__name__}: {exc}"
         trial.set_user_attr("fail_reason", reason)

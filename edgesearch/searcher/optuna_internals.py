@@ -33,10 +33,12 @@ __all__ = [
     "hand_back",
     "heartbeat",
     "is_retry",
+    "live_trials",
     "rdb_storage",
     "release_slot",
     "state_counts_query",
     "stored_state",
+    "study_exists",
     "study_storage",
 ]
 
@@ -137,6 +139,28 @@ def hand_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)(study, frozen)
+
+
+def live_trials(study: optuna.Study) -> list[int]:
+    """Numbers of the study's RUNNING trials whose worker is alive: heartbeats within the grace period.
+
+    Without heartbeats (a storage opened without them) every RUNNING trial counts as live.
+    """
+    running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    storage = rdb_storage(study)
+    if storage is None or storage.heartbeat_interval is None:
+        return [t.number for t in running]
+    stale = set(storage._get_stale_trial_ids(study._study_id))
+    return [t.number for t in running if t._trial_id not in stale]
+
+
+def study_exists(study: optuna.Study) -> bool:
+    """Whether the study is still in its storage (``study delete`` may remove it under a worker)."""
+    try:
+        study._storage.get_study_id_from_name(study.study_name)
+    except KeyError:
+        return False
+    return True
 
 
 def release_slot(study: optuna.Study, trial: optuna.Trial) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "best_model",
     "best_trial",
     "create_study",
+    "delete_study",
     "enqueue_point",
     "load_study",
     "make_pruner",
@@ -277,6 +278,24 @@ def parse_assignments(assignments: list[str], config: StudyConfig) -> dict[str, 
     raw = {**config.to_dict(), "enqueue": [point]}
     StudyConfig.from_dict(raw, source="command line")
     return point
+
+
+def delete_study(study: optuna.Study, *, force: bool = False) -> None:
+    """Delete the study and its trials; refused while workers run its trials unless ``force``.
+
+    Live means RUNNING with a fresh heartbeat: a worker is training it right now and would stop
+    (with exit 2) at its next storage call once the study is gone.
+    """
+    from edgesearch.searcher.optuna_internals import live_trials, study_storage
+
+    live = live_trials(study)
+    if live and not force:
+        shown = ", ".join(str(number) for number in live[:10])
+        raise UserError(
+            f"study {study.study_name!r} has {len(live)} running trial(s) with live workers (trial {shown}); "
+            "stop the workers first, or pass --force to delete it under them"
+        )
+    optuna.delete_study(study_name=study.study_name, storage=study_storage(study))
 
 
 def enqueue_point(study: optuna.Study, point: dict[str, Any]) -> None:

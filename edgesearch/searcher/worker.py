@@ -37,6 +37,7 @@ from edgesearch.searcher.optuna_internals import (
     rdb_storage,
     release_slot,
     stored_state,
+    study_exists,
 )
 from edgesearch.searcher.reconnect import ReconnectingRDBStorage
 from edgesearch.searcher.study import FINISHED, load_study
@@ -166,60 +167,66 @@ def run_worker(
     rng = random.Random(worker_index)
     crashes: list[str] = []
     trial_callbacks = [*callbacks, StopOnRequest(stop)]
-    while True:
-        if stop.is_set():
-            summary.stopped_because = "stop requested"
-            break
-        if deadline is not None and time.monotonic() >= deadline:
-            summary.stopped_because = "timeout"
-            break
-        if max_trials is not None and len(summary.outcomes) >= max_trials:
-            summary.stopped_because = "max trials for this worker"
-            break
-        if len(crashes) >= max_consecutive_failures and len(set(crashes[-max_consecutive_failures:])) == 1:
-            last = summary.outcomes[-1].reason
-            summary.stopped_because = f"{len(crashes)} trials in a row failed with the same error, last: {last}"
-            summary.failed = True
-            break
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        with _admission(study) as locked:  # count-then-ask as one step, so two workers never take one slot
-            counts = count_trials(study)
-            finished = sum(counts[state] for state in FINISHED)
-            trial = None
-            if _taken(counts) < config.n_trials:
-                with warnings.catch_warnings():
-                    # We run the heartbeat ourselves (optuna_internals.heartbeat); Optuna warns about ask() with one.
-                    warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                    trial = study.ask()
-        if finished >= config.n_trials:
-            summary.stopped_because = "study complete"
-            break
-        if trial is None:
-            stop.wait(poll_seconds)  # the last trials run elsewhere; stay in case one fails
-            continue
-        if not locked and _taken(count_trials(study)) > config.n_trials:  # another worker took the slot meanwhile
-            release_slot(study, trial)
-            stop.wait(rng.uniform(0.1, 1.0))
-            continue
-        if on_trial_start is not None:
-            on_trial_start(trial)
-        with heartbeat(study, trial):
-            try:
-                outcome = trial_runner(
-                    trial, config, runs_dir=runs_dir, artifact_store=artifact_store, callbacks=trial_callbacks
-                )
-            except UserError as exc:
-                trial.set_user_attr("fail_reason", str(exc))
-                study.tell(trial, state=TrialState.FAIL)
-                raise
-            if outcome.interrupted:
-                hand_back(study, trial, f"interrupted: {outcome.reason}; retried from its last checkpoint")
-            else:
-                _tell(study, trial, outcome)
-        summary.outcomes.append(outcome)
-        crashes = [*crashes, outcome.error_kind] if outcome.error_kind else []
-        if on_trial_end is not None:
-            on_trial_end(outcome)
+    try:
+        while True:
+            if stop.is_set():
+                summary.stopped_because = "stop requested"
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                summary.stopped_because = "timeout"
+                break
+            if max_trials is not None and len(summary.outcomes) >= max_trials:
+                summary.stopped_because = "max trials for this worker"
+                break
+            if len(crashes) >= max_consecutive_failures and len(set(crashes[-max_consecutive_failures:])) == 1:
+                last = summary.outcomes[-1].reason
+                summary.stopped_because = f"{len(crashes)} trials in a row failed with the same error, last: {last}"
+                summary.failed = True
+                break
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            with _admission(study) as locked:  # count-then-ask as one step, so two workers never take one slot
+                counts = count_trials(study)
+                finished = sum(counts[state] for state in FINISHED)
+                trial = None
+                if _taken(counts) < config.n_trials:
+                    with warnings.catch_warnings():
+                        # Our own heartbeat runs (optuna_internals.heartbeat); Optuna warns about ask() with one.
+                        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                        trial = study.ask()
+            if finished >= config.n_trials:
+                summary.stopped_because = "study complete"
+                break
+            if trial is None:
+                stop.wait(poll_seconds)  # the last trials run elsewhere; stay in case one fails
+                continue
+            if not locked and _taken(count_trials(study)) > config.n_trials:  # another worker took the slot meanwhile
+                release_slot(study, trial)
+                stop.wait(rng.uniform(0.1, 1.0))
+                continue
+            if on_trial_start is not None:
+                on_trial_start(trial)
+            with heartbeat(study, trial):
+                try:
+                    outcome = trial_runner(
+                        trial, config, runs_dir=runs_dir, artifact_store=artifact_store, callbacks=trial_callbacks
+                    )
+                except UserError as exc:
+                    trial.set_user_attr("fail_reason", str(exc))
+                    study.tell(trial, state=TrialState.FAIL)
+                    raise
+                if outcome.interrupted:
+                    hand_back(study, trial, f"interrupted: {outcome.reason}; retried from its last checkpoint")
+                else:
+                    _tell(study, trial, outcome)
+            summary.outcomes.append(outcome)
+            crashes = [*crashes, outcome.error_kind] if outcome.error_kind else []
+            if on_trial_end is not None:
+                on_trial_end(outcome)
+    except KeyError:
+        # Optuna's storage says "no such record" for every call once the study is gone.
+        if study_exists(study):
+            raise
+        raise UserError(f"study {name!r} was deleted from the storage while this worker ran; stopping") from None
     return summary

@@ -235,3 +235,26 @@ def test_the_same_crash_on_every_trial_stops_the_worker_after_three(
     trials = _trials(sqlite_url, "crash")
     assert [t.state for t in trials] == [TrialState.FAIL] * 3
     assert all(t.user_attrs["fail_reason"].startswith("ValueError") for t in trials)
+
+
+# --------------------------------------------------------------------------- a study deleted under its workers
+
+
+def test_a_study_with_live_workers_is_deleted_only_with_force_and_its_worker_stops_with_one_line(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    _create(sqlite_url, "gone", n_trials=3)
+    worker = _worker(sqlite_url, "gone", tmp_path / "runs")
+    wait_for(lambda: _epochs_reported(sqlite_url, "gone", 0) >= 1, timeout=400, what="epoch 1 of trial 0")
+
+    refused = runner.invoke(app, ["study", "delete", "gone", "--storage", sqlite_url, "--yes"])
+    assert refused.exit_code == 2, refused.output
+    assert "1 running trial(s) with live workers (trial 0)" in refused.stderr and "--force" in refused.stderr
+    assert [t.number for t in _trials(sqlite_url, "gone")] == [0]  # still there
+
+    forced = runner.invoke(app, ["study", "delete", "gone", "--storage", sqlite_url, "--yes", "--force"])
+    assert forced.exit_code == 0, forced.output
+    output, _ = worker.communicate(timeout=120)
+    assert worker.returncode == 2, output
+    assert "study 'gone' was deleted from the storage while this worker ran" in output
+    assert "Traceback" not in output and "KeyError" not in output
