@@ -13,6 +13,7 @@ trial back for a retry at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -97,6 +98,55 @@ def _admission(study: optuna.Study) -> Iterator[bool]:
 def _taken(counts: Counter[TrialState]) -> int:
     """Slots of ``n_trials`` already used: finished trials and the ones running now."""
     return sum(counts[state] for state in _COUNTED)
+
+
+def _run_admitted(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    config: StudyConfig,
+    trial_runner: TrialRunner,
+    runs_dir: Path,
+    artifact_store: ArtifactStore | None,
+    callbacks: Sequence[Callback],
+) -> TrialOutcome:
+    """Train an admitted trial under its heartbeat and tell the storage how it ended."""
+    with heartbeat(study, trial):
+        try:
+            outcome = trial_runner(trial, config, runs_dir=runs_dir, artifact_store=artifact_store, callbacks=callbacks)
+        except UserError as exc:
+            trial.set_user_attr("fail_reason", str(exc))
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        if outcome.interrupted:
+            hand_back(study, trial, f"interrupted: {outcome.reason}; retried from its last checkpoint")
+        else:
+            _tell(study, trial, outcome)
+    return outcome
+
+
+def _leave_nothing_running(study: optuna.Study, trial: optuna.Trial, exc: BaseException) -> None:
+    """An exception between ask and tell: the trial is FAIL (or, stopped by a second signal, handed back).
+
+    Never left RUNNING, where it would hold a slot of ``n_trials`` until its heartbeat went stale.
+    """
+    try:
+        if stored_state(study, trial) != TrialState.RUNNING:
+            return
+        if isinstance(exc, KeyboardInterrupt):
+            hand_back(study, trial, "interrupted: stopped at once; retried from its last checkpoint")
+        else:
+            trial.set_user_attr("fail_reason", _shorten_reason(f"{type(exc).__name__}: {exc}"))
+            study.tell(trial, state=TrialState.FAIL)
+    except Exception:  # the storage is gone too (deleted study, lost database)
+        with contextlib.suppress(Exception):
+            if not study_exists(study):
+                return  # deleted with its trials: nothing is left to mark
+        # A lost database: once back, the heartbeat's grace period fails the trial and retries it.
+        _log.warning("could not mark trial %d failed after %s", trial.number, type(exc).__name__, exc_info=True)
+
+
+def _shorten_reason(text: str, limit: int = 2000) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class TrialRunner(Protocol):
@@ -205,21 +255,13 @@ def run_worker(
                 release_slot(study, trial)
                 stop.wait(rng.uniform(0.1, 1.0))
                 continue
-            if on_trial_start is not None:
-                on_trial_start(trial)
-            with heartbeat(study, trial):
-                try:
-                    outcome = trial_runner(
-                        trial, config, runs_dir=runs_dir, artifact_store=artifact_store, callbacks=trial_callbacks
-                    )
-                except UserError as exc:
-                    trial.set_user_attr("fail_reason", str(exc))
-                    study.tell(trial, state=TrialState.FAIL)
-                    raise
-                if outcome.interrupted:
-                    hand_back(study, trial, f"interrupted: {outcome.reason}; retried from its last checkpoint")
-                else:
-                    _tell(study, trial, outcome)
+            try:
+                if on_trial_start is not None:
+                    on_trial_start(trial)
+                outcome = _run_admitted(study, trial, config, trial_runner, runs_dir, artifact_store, trial_callbacks)
+            except BaseException as exc:
+                _leave_nothing_running(study, trial, exc)
+                raise
             summary.outcomes.append(outcome)
             crashes = [*crashes, outcome.error_kind] if outcome.error_kind else []
             if on_trial_end is not None:

@@ -191,3 +191,33 @@ def test_a_password_in_the_storage_url_is_never_printed() -> None:
     assert result.exit_code == 2
     assert "s3cretpw" not in result.output
     assert "127.0.0.1" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("where", "error", "states"),
+    [
+        ("runner", RuntimeError("a bug outside the trial's own handling"), [TrialState.FAIL]),
+        ("start hook", ValueError("the progress view broke"), [TrialState.FAIL]),
+        ("runner", KeyboardInterrupt(), [TrialState.FAIL, TrialState.WAITING]),  # handed back: a retry waits
+    ],
+    ids=["runner-raises", "start-hook-raises", "second-signal"],
+)
+def test_no_exception_between_ask_and_tell_leaves_a_trial_running(
+    sqlite_url: str, tmp_path: Path, where: str, error: BaseException, states: list[TrialState]
+) -> None:
+    create_study(StudyConfig.from_dict(_study("boom", n_trials=2), source="test"), sqlite_url)
+
+    def runner(trial: optuna.Trial, config: StudyConfig, **kwargs: object) -> TrialOutcome:
+        raise error
+
+    def started(trial: optuna.Trial) -> None:
+        if where == "start hook":
+            raise error
+
+    with pytest.raises(type(error)):
+        run_worker("boom", sqlite_url, runs_dir=tmp_path / "runs", trial_runner=runner, on_trial_start=started)
+    study, _ = load_study("boom", sqlite_url)
+    trials = sorted(study.get_trials(), key=lambda t: t.number)
+    assert [t.state for t in trials] == states
+    if not isinstance(error, KeyboardInterrupt):
+        assert trials[0].user_attrs["fail_reason"] == f"{type(error).__name__}: {error}"
