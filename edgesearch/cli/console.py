@@ -12,10 +12,12 @@ from rich.markup import escape
 
 from edgesearch.errors import UserError
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_RUN_FAILED", "err", "fail", "out", "settings", "user_errors"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_RUN_FAILED", "err", "fail", "out", "settings", "user_errors"]
 
 EXIT_RUN_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+"""Stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it)."""
 
 # soft_wrap: a line is never cut at the terminal width, so logs and pipes keep whole lines.
 out = Console(highlight=False, soft_wrap=True)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgesearch.cli.console import err, out, user_errors
+from edgesearch.cli.console import EXIT_INTERRUPTED, err, fail, out, user_errors
 from edgesearch.cli.options import ArtifactsOption, RunsOption, StorageOption, format_value, quiet_optuna
 from edgesearch.cli.worker import run_here, run_local
 
@@ -272,6 +272,7 @@ def report_command(
     """Figures and an HTML report of study NAME (works while the study is still running)."""
     with user_errors():
         from edgesearch.searcher.artifacts import open_artifact_store, resolve_artifact_dir
+        from edgesearch.searcher.local import terminate_as_interrupt
         from edgesearch.searcher.report import build_report
         from edgesearch.searcher.storage import resolve_storage_url
         from edgesearch.searcher.study import load_study
@@ -279,5 +280,9 @@ def report_command(
         study, config = load_study(name, resolve_storage_url(storage), read_only=True)
         folder = resolve_artifact_dir(artifacts)
         store = open_artifact_store(folder) if folder.is_dir() else None
-        path = build_report(study, config, out_dir, artifact_store=store)
+        try:
+            with terminate_as_interrupt():  # the report's temporary folder is removed on SIGTERM too
+                path = build_report(study, config, out_dir, artifact_store=store)
+        except KeyboardInterrupt:
+            fail("interrupted; the report folder is as it was before", EXIT_INTERRUPTED)
     out.print(f"report: {path}")

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from edgesearch.cli.console import EXIT_RUN_FAILED, fail, out, user_errors
+from edgesearch.cli.console import EXIT_INTERRUPTED, EXIT_RUN_FAILED, err, fail, out, user_errors
+from edgesearch.trainer.callbacks import Callback
 
 if TYPE_CHECKING:
+    import torch
+
     from edgesearch.trainer import TrainConfig, TrainResult
 
 __all__ = ["app"]
@@ -58,17 +62,36 @@ def train_command(
             check_new_or_empty(run_dir, label="--out")
         if force and resume is None:
             raise ConfigError("--force goes with --resume")
-        result = _train_with_progress(config, run_dir, resume, force=force)
+        result = _train_with_progress(config, run_dir, resume, force=force, file=file)
     out.print(
         f"best val IoU [bold]{result.best_val_iou:.4f}[/] at epoch {result.best_epoch}; "
         f"model: {result.best_checkpoint}; run directory: {run_dir}"
     )
 
 
-def _train_with_progress(config: TrainConfig, run_dir: Path, resume: Path | None, *, force: bool) -> TrainResult:
+class _Stopped(Exception):
+    """Raised at the next batch once SIGTERM or Ctrl-C arrived."""
+
+
+class _StopOnSignal(Callback):
+    """Ends training at the next batch once ``stop`` is set: a checkpoint being written is finished first."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+
+    def on_batch_end(self, *, epoch: int, step: int, loss: torch.Tensor) -> None:
+        if self.stop.is_set():
+            raise _Stopped(f"stopped during epoch {epoch + 1}")
+
+
+def _train_with_progress(
+    config: TrainConfig, run_dir: Path, resume: Path | None, *, force: bool, file: Path
+) -> TrainResult:
     from edgesearch.cli.train_progress import RichProgress
+    from edgesearch.searcher.local import stop_on_signals
     from edgesearch.trainer import NonFiniteLossError, train
     from edgesearch.trainer.device import resolve_device
+    from edgesearch.trainer.run_files import LAST
 
     m, d = config.model, config.data
     source = f"folder {d.root}" if d.root else f"synthetic data ({d.synthetic.n_images} images)"
@@ -76,8 +99,21 @@ def _train_with_progress(config: TrainConfig, run_dir: Path, resume: Path | None
         f"training {m.arch}/{m.encoder} on {source}, {d.image_size}px, {config.epochs} epochs, "
         f"device {resolve_device(config.device)}; run directory {run_dir}"
     )
+
+    def announce(signal_name: str) -> None:
+        err.print(f"{signal_name}: stopping at the next batch, the last checkpoint kept whole (again to force)")
+
     try:
-        with RichProgress(console=out) as progress:
-            return train(config, callbacks=[progress], run_dir=run_dir, resume_from=resume, force_resume=force)
+        with RichProgress(console=out) as progress, stop_on_signals(announce) as stop:
+            callbacks = [progress, _StopOnSignal(stop)]
+            return train(config, callbacks=callbacks, run_dir=run_dir, resume_from=resume, force_resume=force)
     except NonFiniteLossError as exc:
         fail(f"{exc} (try a lower optim.lr)", EXIT_RUN_FAILED)
+    except _Stopped as exc:
+        last = run_dir / LAST
+        if not last.is_file():
+            fail(f"interrupted: {exc}, before the first epoch ended; nothing to resume from", EXIT_INTERRUPTED)
+        fail(
+            f"interrupted: {exc}; continue with: edgesearch train {file} --out {run_dir} --resume {last}",
+            EXIT_INTERRUPTED,
+        )

@@ -22,7 +22,7 @@ from pathlib import Path
 from edgesearch.errors import UserError
 from edgesearch.trainer.device import REQUIRE_CUDA_ENV
 
-__all__ = ["LocalWorkers", "check_gpus", "stop_on_signals", "worker_args"]
+__all__ = ["LocalWorkers", "check_gpus", "stop_on_signals", "terminate_as_interrupt", "worker_args"]
 
 EXIT_KILLED = 1
 """The exit code reported for a child that a signal ended."""
@@ -55,6 +55,27 @@ def stop_on_signals(on_signal: Callable[[str], None] | None = None) -> Iterator[
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so ``finally`` blocks clean up on either.
+
+    Python's default SIGTERM ends the process at once: a command killed so leaves its temporary
+    files behind. Outside the main thread this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def worker_args(

@@ -336,3 +336,33 @@ def test_study_report_of_a_really_trained_study_renders_in_chromium_with_every_i
         assert broken_images(browser) == []
         assert name in browser.title or name in browser.page_source
         screenshot(browser, tmp_path / "screenshots" / "report.png")
+
+
+def test_a_sigterm_during_study_report_leaves_no_temporary_folder(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+    import time
+
+    from typer.testing import CliRunner
+
+    from edgesearch.cli import app
+
+    config = _config("signalled")
+    create_study(config, sqlite_url)
+    out = tmp_path / "reports" / "signalled"
+    original = curves_figure
+
+    def terminated_midway(*args: Any, **kwargs: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` would, while the report is half built
+        time.sleep(5)  # the handler interrupts this
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr("edgesearch.searcher.report.curves_figure", terminated_midway)
+    handler = signal.getsignal(signal.SIGTERM)
+    result = CliRunner().invoke(app, ["study", "report", "signalled", "--storage", sqlite_url, "--out", str(out)])
+    assert result.exit_code == 130, result.output
+    assert "interrupted" in result.stderr
+    assert list((tmp_path / "reports").iterdir()) == []  # neither the report nor its hidden temporary folder
+    assert signal.getsignal(signal.SIGTERM) == handler  # the previous handler is put back

@@ -168,3 +168,32 @@ def test_resume_with_other_loss_or_optim_settings_is_refused_unless_forced(tmp_p
     forced = runner.invoke(app, [*resume, "--force"])
     assert forced.exit_code == 0, forced.output
     assert "resuming after epoch 1" in forced.stdout and "epoch   2/2" in forced.stdout
+
+
+def test_sigterm_stops_train_at_a_batch_with_whole_checkpoints_and_the_run_resumes(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    import torch
+
+    slow = merge(TINY, {"data": {"image_size": 64, "synthetic": {"n_images": 48}}, "epochs": 3})
+    config = _write_config(tmp_path / "slow.yaml", slow)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "edgesearch", "train", str(config), "--out", str(run), "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (run / "last.pt").is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # the first epoch's checkpoint: signal during the second epoch
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stdout + stderr
+    assert "SIGTERM" in stderr and f"--resume {run / 'last.pt'}" in stderr and "Traceback" not in stderr
+    assert [p.name for p in run.iterdir() if p.name.endswith(".tmp")] == []
+    saved = torch.load(run / "last.pt", weights_only=True)
+    assert 1 <= saved["epoch"] < 3
+
+    resumed = runner.invoke(app, ["train", str(config), "--out", str(run), "--resume", str(run / "last.pt")])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resuming after epoch {saved['epoch']}" in resumed.stdout and "epoch   3/3" in resumed.stdout
+    assert os.path.getsize(run / "best.pt") > 0
