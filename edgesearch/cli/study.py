@@ -30,7 +30,7 @@ def create_command(
     """Create a study from FILE in the storage (or load it when an identical one exists)."""
     with user_errors():
         from edgesearch.searcher.config import StudyConfig
-        from edgesearch.searcher.storage import redact, resolve_storage_url, storage_hint, storage_option
+        from edgesearch.searcher.storage import redact, resolve_storage_url
         from edgesearch.searcher.study import create_study
 
         config = StudyConfig.from_yaml(file)
@@ -39,7 +39,17 @@ def create_command(
         _, created = create_study(config, url)
     verb = "created" if created else "already exists (same config)"
     out.print(f"study {config.name} {verb} in {redact(url)}", markup=False)
-    out.print(f"run workers with: edgesearch worker {config.name}{storage_option(url)}", markup=False)
+    _print_commands(url, [f"run workers with: edgesearch worker {config.name}{{storage}}"])
+
+
+def _print_commands(url: str, lines: list[str]) -> None:
+    """Print commands to copy, ``{storage}`` in each replaced by the ``--storage`` option when it may be
+    printed; for a URL that holds a password, one more line says how the commands find it."""
+    from edgesearch.searcher.storage import storage_hint, storage_option
+
+    option = storage_option(url)
+    for line in lines:
+        out.print(line.replace("{storage}", option), markup=False)
     hint = storage_hint(url)
     if hint is not None:
         out.print(hint, markup=False)
@@ -88,15 +98,14 @@ def run_command(
                 runs_dir=runs_dir,
                 artifacts=artifacts,
             )
-    from edgesearch.searcher.storage import storage_hint, storage_option
-
-    option = storage_option(url)
-    out.print(f"best trial:  edgesearch study best {config.name}{option}", markup=False)
-    out.print(f"report:      edgesearch study report {config.name}{option} --out reports/{config.name}", markup=False)
-    out.print(f"dashboard:   edgesearch dashboard{option} --artifacts {artifact_dir}", markup=False)
-    hint = storage_hint(url)
-    if hint is not None:
-        out.print(hint, markup=False)
+    _print_commands(
+        url,
+        [
+            f"best trial:  edgesearch study best {config.name}{{storage}}",
+            f"report:      edgesearch study report {config.name}{{storage}} --out reports/{config.name}",
+            f"dashboard:   edgesearch dashboard{{storage}} --artifacts {artifact_dir}",
+        ],
+    )
 
 
 @app.command("list")

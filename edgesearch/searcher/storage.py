@@ -52,6 +52,7 @@ __all__ = [
     "SECRET_QUERY_PARAMETERS",
     "check_url",
     "existing_sqlite_file",
+    "holds_secret",
     "normalize_url",
     "open_storage",
     "plain_sqlite_path",
@@ -144,19 +145,32 @@ def redact(url: str) -> str:
     return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", _HIDDEN)
 
 
+def holds_secret(url: str) -> bool:
+    """Whether ``url`` carries a password or a secret query parameter (an unparsable one may: True)."""
+    if _PLAIN_SQLITE.fullmatch(url):
+        return False
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return True
+    return parsed.password is not None or any(key.lower() in SECRET_QUERY_PARAMETERS for key in parsed.query)
+
+
 def storage_option(url: str) -> str:
     """The ``--storage`` option to print in a command to copy, or ``""`` when the URL holds a secret.
 
     A redacted URL would not work when pasted, and a secret must not be printed: the user sets
     ``EDGESEARCH_STORAGE`` instead (:func:`storage_hint` says so).
     """
-    shown = redact(url)
-    return f" --storage '{shown}'" if shown == url else ""
+    return "" if holds_secret(url) else f" --storage '{url}'"
 
 
 def storage_hint(url: str) -> str | None:
     """One line telling the user how the printed commands find a storage whose URL holds a secret."""
-    if redact(url) == url:
+    if not holds_secret(url):
         return None
     return f"the storage URL holds a password: set {ENV_VAR} to it (export {ENV_VAR}='...') and run these commands"
 

@@ -401,6 +401,9 @@ def test_a_password_with_a_raw_at_sign_is_refused_before_connecting_without_show
 def test_printed_commands_name_the_storage_only_when_it_holds_no_secret() -> None:
     assert storage_option("sqlite:///study.db") == " --storage 'sqlite:///study.db'"
     assert storage_hint("sqlite:///study.db") is None
+    # A URL that SQLAlchemy prints otherwise (quoted braces) but that holds no secret is printed as given.
+    assert storage_option("sqlite:////tmp/{x}.db") == " --storage 'sqlite:////tmp/{x}.db'"
+    assert storage_option("postgresql://u@h/db?sslpassword=s3cret") == ""
     secret = "postgresql+psycopg://edge:s3cret@db/x"
     assert storage_option(secret) == ""
     hint = storage_hint(secret)
