@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sized
 from pathlib import Path
 from typing import Any, Union
 
@@ -372,6 +372,8 @@ def _message(item: Any, where: _Where, hints: Mapping[str, str], shapes: Mapping
         return f"expected {nouns}, got {got}; allowed: {forms}"
     if kind == "too_short" and ctx.get("min_length") == 1:
         return "empty; allowed: a non-empty list of values"
+    if kind == "too_long" and isinstance(item.get("input"), Sized) and "max_length" in ctx:
+        return f"{len(item['input'])} entries; allowed: at most {ctx['max_length']}"
     if kind == "missing":
         hint = hints.get(where.dotted(), bounds)
         return "required but missing" + (f"; allowed: {hint}" if hint else "")

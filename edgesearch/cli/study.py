@@ -259,10 +259,10 @@ def delete_command(
     """Delete study NAME and all its trials from the storage (run folders and artifacts stay)."""
     with user_errors():
         from edgesearch.searcher.storage import redact, resolve_storage_url
-        from edgesearch.searcher.study import delete_study, load_study
+        from edgesearch.searcher.study import delete_study, find_study
 
         url = resolve_storage_url(storage)
-        study, _ = load_study(name, url)
+        study = find_study(name, url)
         n = len(study.get_trials(deepcopy=False))
         if not yes and not typer.confirm(f"delete study {name} and its {n} trials from {redact(url)}?"):
             out.print("nothing deleted")

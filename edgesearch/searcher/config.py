@@ -45,6 +45,7 @@ from edgesearch.validation import (
 )
 
 __all__ = [
+    "MAX_ENQUEUE",
     "MAX_GRID_POINTS",
     "MAX_NAME_LENGTH",
     "METRICS",
@@ -136,6 +137,9 @@ PrunerConfig: TypeAlias = Annotated[
 MAX_NAME_LENGTH = 100
 """Longest study name: a folder name on every file system, and a PostgreSQL study_name, with room to spare."""
 
+MAX_ENQUEUE = 1000
+"""Most known-good points a study file may enqueue: creating the study writes each one (seconds on PostgreSQL)."""
+
 MAX_GRID_POINTS = 1_000_000
 """Most values a range with a ``step`` may hold: Optuna lists them all when it samples."""
 
@@ -191,7 +195,7 @@ class StudyConfig(FrozenModel):
     """The base TrainConfig; each trial overrides the space's paths in it."""
     space: dict[str, SpaceEntry] = Field(default_factory=dict)
     """Dotted TrainConfig leaf paths -> range or choices; the path is the Optuna parameter name."""
-    enqueue: list[dict[str, Choice]] = Field(default_factory=list)
+    enqueue: list[dict[str, Choice]] = Field(default_factory=list, max_length=MAX_ENQUEUE)
     """Known-good points (space path -> value) tried before the sampler's own proposals."""
     fault_tolerance: FaultToleranceConfig = Field(default_factory=FaultToleranceConfig)
 

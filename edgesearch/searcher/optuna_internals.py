@@ -21,7 +21,7 @@ import optuna
 from optuna.artifacts._protocol import ArtifactStore
 from optuna.storages._rdb import models
 from optuna.trial import TrialState
-from sqlalchemy import func, select
+from sqlalchemy import exc, func, select, update
 
 if TYPE_CHECKING:
     from sqlalchemy.sql import Select
@@ -36,6 +36,7 @@ __all__ = [
     "live_trials",
     "rdb_storage",
     "release_slot",
+    "rename_study",
     "state_counts_query",
     "stored_state",
     "study_exists",
@@ -166,3 +167,22 @@ def study_exists(study: optuna.Study) -> bool:
 def release_slot(study: optuna.Study, trial: optuna.Trial) -> None:
     """Put a just-asked trial back to WAITING: another worker took the last slot meanwhile."""
     study._storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
+
+
+def rename_study(study: optuna.Study, name: str) -> bool:
+    """Give the study ``name`` in one UPDATE; False when another study has that name already.
+
+    Optuna has no rename, but ``studies.study_name`` is unique, so the database itself decides
+    between two creators of one name: the first rename wins, the second gets False.
+    """
+    storage = rdb_storage(study)
+    if storage is None:
+        raise TypeError(f"renaming a study needs an RDB storage, not {type(study._storage).__name__}")
+    table = models.StudyModel.__table__
+    statement = update(table).where(table.c.study_id == study._study_id).values(study_name=name)
+    try:
+        with storage.engine.begin() as connection:
+            connection.execute(statement)
+    except exc.IntegrityError:
+        return False
+    return True

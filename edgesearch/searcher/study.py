@@ -6,7 +6,8 @@ needs only the study name and the storage URL, never the YAML file.
 
 from __future__ import annotations
 
-import time
+import contextlib
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from edgesearch.errors import UserError
+from edgesearch.searcher.optuna_internals import study_storage
 from edgesearch.searcher.runs import RUN_ID_ATTR, file_digest, new_run_id
 from edgesearch.searcher.storage import open_storage, redact
 from edgesearch.validation import shorten
@@ -34,6 +36,7 @@ __all__ = [
     "create_study",
     "delete_study",
     "enqueue_point",
+    "find_study",
     "load_study",
     "make_pruner",
     "make_sampler",
@@ -41,6 +44,8 @@ __all__ = [
     "stored_config",
     "trial_counts",
 ]
+
+_log = logging.getLogger(__name__)
 
 CONFIG_ATTR = "edgesearch_config"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -108,7 +113,13 @@ def _stored_form(config: StudyConfig) -> dict[str, Any]:
 def stored_config(study: optuna.Study) -> StudyConfig:
     from edgesearch.searcher.config import StudyConfig
 
-    raw = study.user_attrs.get(CONFIG_ATTR)
+    attrs = study.user_attrs
+    raw = attrs.get(CONFIG_ATTR)
+    if raw is None and RUN_ID_ATTR in attrs:  # an older edgesearch created studies in several steps
+        raise UserError(
+            f"study {study.study_name!r} is half-created (an interrupted `study create` left it without its "
+            f"config); remove it with `edgesearch study delete {study.study_name}` and create it again"
+        )
     if raw is None:
         raise UserError(f"study {study.study_name!r} was not created by edgesearch (no stored config)")
     return StudyConfig.from_dict(raw, source=f"study {study.study_name}")
@@ -119,30 +130,88 @@ def create_study(config: StudyConfig, url: str) -> tuple[optuna.Study, bool]:
 
     Returns (study, created). Loading an existing study of the same name is fine when its
     stored config is the same; a different config is an error, never a silent overwrite.
-    When two processes create the same study at once, one wins and the other loads it.
+
+    Atomic: the study is filled under a hidden name (:mod:`~edgesearch.searcher.creating`) and
+    renamed when whole, so a killed create leaves nothing under the real name, and the points are
+    enqueued exactly once. When two processes create the same study at once, the first rename wins
+    and the other drops its copy and loads the winner's.
     """
+    from edgesearch.searcher.creating import hidden_name
+    from edgesearch.searcher.optuna_internals import rename_study
+
     storage = _storage_for(config, url, create=True)
+    names = _study_names(storage)
+    if config.name in names:
+        return _same_config(config, storage, url), False
+    _remove_stale(storage, names)
+    hidden = optuna.create_study(study_name=hidden_name(config.name), storage=storage, direction="maximize")
     try:
-        study = optuna.create_study(study_name=config.name, storage=storage, direction="maximize")
-    except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=config.name, storage=storage)
-        for _ in range(50):  # the winner of a creation race stores its config a moment later
-            if CONFIG_ATTR in study.user_attrs:
-                break
-            time.sleep(0.1)
-        existing = stored_config(study)
-        if _stored_form(existing) != _stored_form(config):
-            raise UserError(
-                f"study {config.name!r} already exists in {redact(url)} with a different config; "
-                "delete it (edgesearch study delete) or choose another name"
-            ) from None
-        return study, False
-    # The run id first: a creator that lost the race waits for the config, and then finds both.
-    study.set_user_attr(RUN_ID_ATTR, new_run_id())
-    study.set_user_attr(CONFIG_ATTR, _stored_form(config))
-    for point in config.enqueue:
-        study.enqueue_trial(dict(point))
-    return study, True
+        hidden.set_user_attr(RUN_ID_ATTR, new_run_id())
+        hidden.set_user_attr(CONFIG_ATTR, _stored_form(config))
+        for point in config.enqueue:
+            hidden.enqueue_trial(dict(point))
+        renamed = rename_study(hidden, config.name)
+    except BaseException:
+        _drop(hidden)  # interrupted (Ctrl-C, SIGTERM) or a storage error: leave no leftover when we can
+        raise
+    if not renamed:  # another process created the study meanwhile
+        _drop(hidden)
+        return _same_config(config, storage, url), False
+    return optuna.load_study(study_name=config.name, storage=storage), True
+
+
+def _study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+
+
+def _same_config(config: StudyConfig, storage: optuna.storages.BaseStorage, url: str) -> optuna.Study:
+    study = optuna.load_study(study_name=config.name, storage=storage)
+    if _stored_form(stored_config(study)) != _stored_form(config):
+        raise UserError(
+            f"study {config.name!r} already exists in {redact(url)} with a different config; "
+            "delete it (edgesearch study delete) or choose another name"
+        )
+    return study
+
+
+def _remove_stale(storage: optuna.storages.BaseStorage, names: list[str]) -> None:
+    """Delete the hidden studies that killed creates left behind (see :mod:`~edgesearch.searcher.creating`)."""
+    from edgesearch.searcher.creating import is_stale
+
+    for name in names:
+        if is_stale(name):
+            with contextlib.suppress(KeyError):  # another create removed it first
+                optuna.delete_study(study_name=name, storage=storage)
+
+
+def _drop(study: optuna.Study) -> None:
+    try:
+        optuna.delete_study(study_name=study.study_name, storage=study_storage(study))
+    except Exception as exc:  # the original error matters more; a leftover is removed by a later create
+        _log.warning("could not remove the unfinished study %s: %s", study.study_name, exc)
+
+
+def find_study(name: str, url: str) -> optuna.Study:
+    """The study called ``name``, with or without a stored config (``study delete`` takes any).
+
+    Opened with its config's heartbeat settings when it has one, so that live trials are told
+    from dead ones; a UserError listing the storage's studies when there is none of that name.
+    """
+    try:
+        return load_study(name, url)[0]
+    except UserError:
+        storage = _storage_for(None, url, create=False)
+        _check_listed(name, storage, url)  # no such study: that error, not the config's
+        return optuna.load_study(study_name=name, storage=storage)
+
+
+def _check_listed(name: str, storage: optuna.storages.BaseStorage, url: str) -> None:
+    from edgesearch.searcher.creating import is_hidden
+
+    names = [n for n in _study_names(storage) if not is_hidden(n)]
+    if name not in names:
+        listing = ", ".join(sorted(names)) or "none"
+        raise UserError(f"no study named {shorten(name)} in {redact(url)}; studies there: {listing}")
 
 
 def load_study(
@@ -155,10 +224,7 @@ def load_study(
     """
     reader = _storage_for(None, url, create=False, read_only=read_only)
     try:
-        names = [s.study_name for s in optuna.get_all_study_summaries(reader, include_best_trial=False)]
-        if name not in names:
-            listing = ", ".join(sorted(names)) or "none"
-            raise UserError(f"no study named {shorten(name)} in {redact(url)}; studies there: {listing}")
+        _check_listed(name, reader, url)
         config = stored_config(optuna.load_study(study_name=name, storage=reader))
     finally:
         # Only the stored config was wanted from it: close its pooled connections now rather than
@@ -286,7 +352,7 @@ def delete_study(study: optuna.Study, *, force: bool = False) -> None:
     Live means RUNNING with a fresh heartbeat: a worker is training it right now and would stop
     (with exit 2) at its next storage call once the study is gone.
     """
-    from edgesearch.searcher.optuna_internals import live_trials, study_storage
+    from edgesearch.searcher.optuna_internals import live_trials
 
     live = live_trials(study)
     if live and not force:

@@ -22,6 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgesearch.searcher.creating import is_hidden
 from edgesearch.searcher.storage import existing_sqlite_file
 
 __all__ = [
@@ -64,11 +65,10 @@ def study_summaries(url: str) -> list[StudySummary]:
     :func:`~edgesearch.searcher.storage.open_storage` (``create=False``) for a URL or file it cannot use.
     """
     path = existing_sqlite_file(url)
-    if path is not None:
-        summaries = read_sqlite_summaries(path)
-        if summaries is not None:
-            return summaries
-    return _optuna_summaries(url)
+    summaries = read_sqlite_summaries(path) if path is not None else None
+    if summaries is None:
+        summaries = _optuna_summaries(url)
+    return [s for s in summaries if not is_hidden(s.name)]  # studies in the making are nobody's yet
 
 
 def read_sqlite_summaries(path: Path) -> list[StudySummary] | None:
