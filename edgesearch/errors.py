@@ -1,7 +1,8 @@
 """Errors that mean "the user gave bad input" (exit code 2), kept apart from bugs.
 
-The CLI turns any :class:`UserError` into one clear line on stderr and exit code 2;
-everything else is a failure of the run (exit code 1) and keeps its traceback under
+The CLI turns any :class:`UserError` into one clear line on stderr and exit code 2, and a
+:class:`RunFailed` (the machine, not the input, stopped the run) into one line and exit code 1;
+everything else is a failure of the run too (exit code 1) and keeps its traceback under
 ``--debug``.
 """
 
@@ -18,6 +19,15 @@ class ConfigError(UserError, ValueError):
 
 class DataError(UserError):
     """A dataset folder that cannot be trained on (missing, unpaired or broken files)."""
+
+
+class RunFailed(Exception):
+    """The machine stopped the run, not its input or its parameters (a full disk): one line is the
+    whole story, and a worker stops instead of failing every next trial the same way."""
+
+
+class DiskFullError(RunFailed):
+    """A write found no space left on its file system; the message names the file."""
 
 
 MAX_LISTED_PROBLEMS = 10

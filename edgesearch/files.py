@@ -7,6 +7,11 @@ writer never sees half a file, and two processes writing the same file cannot co
 temporary name. The file gets the process umask's permissions, like any other file the user
 creates, so a team sharing a runs folder can read each other's models.
 
+A write that finds its file system full (``ENOSPC``, or a quota's ``EDQUOT``), however deep in a
+library the error was raised, becomes one :class:`~edgesearch.errors.DiskFullError` naming the
+file, so that the user reads "no space left on device" instead of a chain of tracebacks; the
+temporary file is removed, so the space it took is free again.
+
 A symlink at the target is written through (the link stays, its regular file is replaced); a
 device node, a FIFO or a folder is never replaced: that is a :class:`~edgesearch.errors.UserError`.
 :func:`write_text`, for files a user names (``study export --out``), writes into a FIFO or device
@@ -16,19 +21,21 @@ such as ``/dev/stdout`` directly instead.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from edgesearch.errors import UserError
+from edgesearch.errors import DiskFullError, UserError
 
 __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
     "check_new_or_empty",
+    "disk_full",
     "is_stream",
     "writable_target",
     "write_text",
@@ -69,10 +76,14 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` to fill a temporary file beside ``path``, then make it ``path`` in one rename.
 
     ``write`` may use any library that writes to a path (``torch.save``, ``Figure.savefig``, PIL).
-    On any error, the temporary file is removed and ``path`` is left as it was.
+    On any error, the temporary file is removed and ``path`` is left as it was; a full file
+    system is a :class:`~edgesearch.errors.DiskFullError`.
     """
     target = writable_target(path)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _disk_full_error(target, exc) or exc from None
     os.close(fd)
     tmp = Path(name)
     try:
@@ -81,9 +92,37 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make the file private
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        full = _disk_full_error(target, exc)
+        if full is not None:
+            raise full from exc
         raise
+
+
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error it was raised from or while handling, is "no space left" (or a quota).
+
+    Libraries wrap it: ``torch.save`` into a file object raises a RuntimeError whose context is the
+    file's OSError, and Pillow raises another OSError while closing the file.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno in _FULL:
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _disk_full_error(path: Path, exc: BaseException) -> DiskFullError | None:
+    if isinstance(exc, Exception) and disk_full(exc):
+        return DiskFullError(f"{path}: no space left on device")
+    return None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -19,7 +19,7 @@ import yaml
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from tests.helpers import TINY, TINY_TRAINER, merge, write_folder
+from tests.helpers import TINY, TINY_TRAINER, SmallDisk, merge, write_folder
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Under ``pytest -n 2`` two test processes, and the worker processes their tests start, share the
@@ -113,6 +113,35 @@ def private_postgres() -> Iterator[dict[str, str]]:
         yield variables
     finally:
         subprocess.run(["bash", str(script), "stop"], env={**env, **variables}, capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[int], SmallDisk]]:
+    """Mount a tmpfs of ``size`` bytes: ``small_disk(8 << 20).path``. Needs root (``mount``): skipped
+    locally without it, a failure under ``CI=true``; unmounted after the test."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(size: int) -> SmallDisk:
+        path = tmp_path / f"disk{len(mounted)}"
+        path.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            message = f"cannot mount a tmpfs (root needed): {done.stderr.strip()}"
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"a small disk is required under CI: {message}")
+            pytest.skip(message)
+        mounted.append(path)
+        return SmallDisk(path)
+
+    try:
+        yield mount
+    finally:
+        for path in mounted:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 @pytest.fixture

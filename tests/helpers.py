@@ -62,3 +62,16 @@ def train_tiny_run(run_dir: Path, *, image_size: int, n_images: int, epochs: int
     result = train(config, run_dir=run_dir)
     assert result.best_checkpoint is not None
     return config, result.best_checkpoint
+
+
+class SmallDisk:
+    """A tmpfs of a few megabytes, mounted for one test: a real file system that really fills up."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def resize(self, size: int) -> None:
+        """Grow or shrink it (``mount -o remount``), as freeing space on a full disk would."""
+        import subprocess
+
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(self.path)], check=True, capture_output=True)

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from edgesearch.errors import UserError
+from edgesearch.errors import RunFailed, UserError
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_RUN_FAILED", "err", "fail", "out", "settings", "user_errors"]
 
@@ -41,10 +41,15 @@ def fail(message: str, code: int) -> NoReturn:
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a UserError into its message on stderr and exit code 2 (traceback only with --debug)."""
+    """Turn a UserError into its message on stderr and exit code 2, and a RunFailed (a full disk) into
+    its message and exit code 1 (traceback only with --debug)."""
     try:
         yield
     except UserError as exc:
         if settings.debug:
             raise
         fail(str(exc), EXIT_BAD_INPUT)
+    except RunFailed as exc:
+        if settings.debug:
+            raise
+        fail(str(exc), EXIT_RUN_FAILED)

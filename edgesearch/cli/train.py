@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from edgesearch.cli.console import EXIT_INTERRUPTED, EXIT_RUN_FAILED, err, fail, out, user_errors
+from edgesearch.errors import DiskFullError
 from edgesearch.trainer.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -91,7 +92,6 @@ def _train_with_progress(
     from edgesearch.searcher.local import stop_on_signals
     from edgesearch.trainer import NonFiniteLossError, train
     from edgesearch.trainer.device import resolve_device
-    from edgesearch.trainer.run_files import LAST
 
     m, d = config.model, config.data
     source = f"folder {d.root}" if d.root else f"synthetic data ({d.synthetic.n_images} images)"
@@ -110,10 +110,17 @@ def _train_with_progress(
     except NonFiniteLossError as exc:
         fail(f"{exc} (try a lower optim.lr)", EXIT_RUN_FAILED)
     except _Stopped as exc:
-        last = run_dir / LAST
-        if not last.is_file():
-            fail(f"interrupted: {exc}, before the first epoch ended; nothing to resume from", EXIT_INTERRUPTED)
-        fail(
-            f"interrupted: {exc}; continue with: edgesearch train {file} --out {run_dir} --resume {last}",
-            EXIT_INTERRUPTED,
-        )
+        _stopped(f"interrupted: {exc}", run_dir, file, "before the first epoch ended", EXIT_INTERRUPTED)
+    except DiskFullError as exc:
+        _stopped(str(exc), run_dir, file, "no epoch was saved", EXIT_RUN_FAILED, after="once there is space")
+
+
+def _stopped(message: str, run_dir: Path, file: Path, nothing: str, code: int, *, after: str = "") -> NoReturn:
+    """Fail with ``message`` and the command that resumes the run from its ``last.pt``, when there is one."""
+    from edgesearch.trainer.run_files import LAST
+
+    last = run_dir / LAST
+    if not last.is_file():
+        fail(f"{message}; {nothing}, nothing to resume from", code)
+    when = f" {after}" if after else ""
+    fail(f"{message}; continue{when} with: edgesearch train {file} --out {run_dir} --resume {last}", code)

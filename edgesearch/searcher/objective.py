@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from edgesearch.errors import UserError
+from edgesearch.errors import RunFailed, UserError
 from edgesearch.searcher.optuna_internals import is_retry, study_exists
 from edgesearch.trainer import run_files
 from edgesearch.trainer.callbacks import Callback
@@ -88,8 +88,8 @@ def run_trial(
 ) -> TrialOutcome:
     """Train the trial's config and return how it ended; the caller tells the storage.
 
-    A UserError (e.g. the data folder vanished) propagates: every later trial would fail
-    the same way, so the worker should stop rather than burn the study. With an artifact
+    A UserError (e.g. the data folder vanished) or a RunFailed (a full disk) propagates: every
+    later trial would fail the same way, so the worker should stop rather than burn the study. With an artifact
     store, the trial's curves, edge overlay and best weights are uploaded however it ended.
     """
     from edgesearch.searcher.runs import RUN_ID_ATTR, claim_run_dir, file_digest, trial_run_dir
@@ -125,7 +125,7 @@ def run_trial(
     except NonFiniteLossError as exc:
         trial.set_user_attr("fail_reason", f"non-finite loss: {exc}")
         outcome = TrialOutcome(trial.number, TrialState.FAIL, None, len(pruning.history), str(exc))
-    except UserError:
+    except (UserError, RunFailed):
         raise
     except Exception as exc:  # one trial's crash must not take the worker down
         if isinstance(exc, KeyError) and not study_exists(trial.study):

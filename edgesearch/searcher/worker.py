@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import optuna
 from optuna.trial import TrialState
 
-from edgesearch.errors import UserError
+from edgesearch.errors import RunFailed, UserError
 from edgesearch.searcher.objective import TrialInterrupted, TrialOutcome, run_trial
 from edgesearch.searcher.optuna_internals import (
     count_trials,
@@ -116,6 +116,9 @@ def _run_admitted(
         except UserError as exc:
             trial.set_user_attr("fail_reason", str(exc))
             study.tell(trial, state=TrialState.FAIL)
+            raise
+        except RunFailed as exc:  # not the trial's fault: its retry resumes once the machine is fixed
+            hand_back(study, trial, f"{exc}; retried from its last checkpoint")
             raise
         if outcome.interrupted:
             hand_back(study, trial, f"interrupted: {outcome.reason}; retried from its last checkpoint")
@@ -205,7 +208,8 @@ def run_worker(
     back for a retry that resumes from its last checkpoint, and returns. A trial that crashes
     FAILs and the worker goes on, unless ``max_consecutive_failures`` trials in a row crash the
     same way: then the cause is not the trial, and the worker stops rather than burn the study.
-    A UserError inside a trial (its data vanished) FAILs it and propagates at once.
+    A UserError inside a trial (its data vanished) FAILs it and propagates at once; a RunFailed
+    (a full disk) hands the trial back for a retry and propagates at once.
 
     ``trial_runner`` is what trains a trial (:func:`~edgesearch.searcher.objective.run_trial`);
     tests and benchmarks swap in a cheap one to exercise the coordination alone.

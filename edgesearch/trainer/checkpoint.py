@@ -33,7 +33,14 @@ RESUME_KEYS = frozenset({"epoch", "model", "optimizer", "schedule", "rng", "hist
 
 def save_checkpoint(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file, then rename: a crash never leaves half a checkpoint."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, lambda tmp: _save(obj, tmp))
+
+
+def _save(obj: Any, tmp: Path) -> None:
+    # Into a Python file rather than to the path: given a path, torch's C++ writer reports a full
+    # disk as "basic_ios::clear: iostream error", and the errno ("no space left") is lost.
+    with open(tmp, "wb") as handle:
+        torch.save(obj, handle)
 
 
 def load_checkpoint(path: Path) -> Any:

@@ -9,6 +9,7 @@ epoch itself is :class:`~edgesearch.trainer.epoch.EpochRunner`'s.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import time
@@ -33,6 +34,8 @@ from edgesearch.trainer.plots import plot_curves
 from edgesearch.trainer.records import EpochRecord
 
 __all__ = ["NonFiniteLossError", "TrainResult", "seed_everything", "train"]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,6 +71,11 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(("MT19937", keys, state["numpy"]["pos"], 0, 0.0))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
+
+
+def _plot(history: list[EpochRecord], run_dir: Path) -> None:
+    best = max(r["val_iou"] for r in history)
+    plot_curves(history, run_dir / run_files.CURVES, title=f"best val IoU {best:.3f}")
 
 
 def _write_json(obj: Any, path: Path) -> None:
@@ -177,10 +185,15 @@ def train(
                 _write_json(history, run_dir / run_files.HISTORY)
             for cb in callbacks:
                 cb.on_epoch_end(record)
-    finally:
+    except BaseException:
         if run_dir is not None and history:
-            best = max(r["val_iou"] for r in history)
-            plot_curves(history, run_dir / run_files.CURVES, title=f"best val IoU {best:.3f}")
+            try:  # the curves so far help to see what happened, but the error that stopped the run comes first
+                _plot(history, run_dir)
+            except Exception as exc:
+                _log.warning("could not draw %s: %s", run_dir / run_files.CURVES, exc)
+        raise
+    if run_dir is not None and history:
+        _plot(history, run_dir)
     for cb in callbacks:
         cb.on_train_end(history)
     return TrainResult(
