@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo check test lint bench clean
+.PHONY: install demo check test lint bench bench-method clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,12 @@ bench: install
 		echo "   $$(( $$(date +%s) - start )) s"; \
 	done
 	@$(BIN)/python benchmarks/summary.py
+
+# The method on real nuclei (benchmarks/method.py): 19 settings x 3 seeds x 20 epochs, about an hour
+# on 2 CPU cores; not part of `make bench` or CI. Its section of BENCHMARKS.md quotes this run.
+bench-method: install
+	@mkdir -p benchmarks/results
+	$(BIN)/python benchmarks/method.py --json benchmarks/results/method.json >/dev/null
 
 clean:
 	rm -rf $(VENV) runs reports artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -242,10 +242,11 @@ def test_export_refuses_a_folder_and_names_the_option(tmp_path: Path, filled: st
 
 
 def test_two_studies_of_one_name_never_share_runs_and_predict_refuses_a_replaced_checkpoint(tmp_path: Path) -> None:
-    study_file = _file(tmp_path, _raw("twin", n_trials=1))
     runs, artifacts = tmp_path / "runs", tmp_path / "artifacts"
     urls = [f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db"]
-    for url in urls:
+    for seed, url in enumerate(urls):
+        # Another training seed, so that the two studies' models differ (the same seed trains the same weights).
+        study_file = _file(tmp_path, _raw("twin", n_trials=1, trainer={"seed": seed}))
         args = [
             "study",
             "run",

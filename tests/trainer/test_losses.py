@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
 import pytest
@@ -13,11 +11,10 @@ from torchvision.ops import sigmoid_focal_loss
 
 from edgesearch.trainer.config import LossConfig
 from edgesearch.trainer.losses import (
-    PROB_EPS,
-    bce_on_probs,
+    edge_error,
     focal_on_logits,
-    focal_on_probs,
     mask_loss_on_logits,
+    rounded_error,
     straight_through_round,
     total_loss,
 )
@@ -85,58 +82,46 @@ def test_mask_loss_on_logits_focal_matches_torchvision(gamma: float, alpha: floa
     torch.testing.assert_close(got, expected)
 
 
-@pytest.mark.parametrize(("gamma", "alpha"), [(2.0, 0.25), (0.0, 0.5), (1.5, None)])
-def test_focal_on_probs_without_smoothing_matches_torchvision_on_logits(gamma: float, alpha: float | None) -> None:
-    z, y = _logits(), _target()
-    got = focal_on_probs(torch.sigmoid(z), y, gamma=gamma, alpha=alpha, eps=0.0)
-    expected = sigmoid_focal_loss(z, y, alpha=-1 if alpha is None else alpha, gamma=gamma, reduction="mean")
-    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-9)
+# --- the rounded term: the 0/1 output's error rate, straight-through on the logits ----------------
 
 
-def test_focal_on_probs_smooths_like_torchvision_on_the_smoothed_logit() -> None:
-    p, y = torch.sigmoid(_logits()), _target()
-    eps = 1e-3
-    smoothed_logit = torch.logit(eps + (1 - 2 * eps) * p)
-    expected = sigmoid_focal_loss(smoothed_logit, y, alpha=0.25, gamma=2.0, reduction="mean")
-    torch.testing.assert_close(focal_on_probs(p, y, gamma=2.0, alpha=0.25, eps=eps), expected, rtol=1e-6, atol=1e-9)
-
-
-def test_bce_on_probs_without_smoothing_matches_torch() -> None:
-    p, y = torch.sigmoid(_logits()), _target()
-    torch.testing.assert_close(bce_on_probs(p, y, eps=0.0), F.binary_cross_entropy(p, y))
-    torch.testing.assert_close(bce_on_probs(p, y, eps=0.0), F.binary_cross_entropy_with_logits(_logits(), y))
-
-
-def test_bce_on_probs_of_hard_masks_is_finite() -> None:
-    y = _target()
-    wrong = 1.0 - y
-    loss = bce_on_probs(wrong, y)
-    assert torch.isfinite(loss)
-    assert loss.item() == pytest.approx(-math.log(PROB_EPS), rel=1e-9)
-
-
-# --- the rounded term --------------------------------------------------------------------------
-
-
-def test_straight_through_round_forward_is_the_hard_mask() -> None:
-    p = torch.rand(SHAPE, generator=_gen(3))
-    p[0, 0, 0, :4] = torch.tensor([0.5, 0.49999997, 0.50000006, 1.0])
-    got = straight_through_round(p)
-    assert torch.equal(got, (p >= 0.5).float())
+def test_straight_through_round_forward_is_the_hard_mask_of_sigmoid() -> None:
+    z = torch.randn(SHAPE, generator=_gen(3))
+    z[0, 0, 0, :4] = torch.tensor([0.0, -1e-7, 1e-7, 5.0])
+    got = straight_through_round(z)
+    # In float64: float32's sigmoid(-1e-7) rounds to 0.5 exactly, a 1 the model's sign does not give.
+    assert torch.equal(got, (torch.sigmoid(z.double()) >= 0.5).float())
     assert set(got.unique().tolist()) <= {0.0, 1.0}
 
 
-def test_straight_through_round_gradient_is_identity() -> None:
-    p = torch.rand(SHAPE, generator=_gen(4)).requires_grad_(True)
-    straight_through_round(p).sum().backward()
-    assert p.grad is not None
-    assert torch.equal(p.grad, torch.ones_like(p))
-
-    q = torch.rand(SHAPE, generator=_gen(5)).requires_grad_(True)
+def test_straight_through_round_gradient_is_identity_on_the_logits() -> None:
+    z = torch.randn(SHAPE, generator=_gen(5)).requires_grad_(True)
     weights = torch.randn(SHAPE, generator=_gen(6))
-    (straight_through_round(q) * weights).sum().backward()
-    assert q.grad is not None
-    torch.testing.assert_close(q.grad, weights)
+    (straight_through_round(z) * weights).sum().backward()
+    assert z.grad is not None
+    torch.testing.assert_close(z.grad, weights)
+
+
+def test_rounded_error_is_the_fraction_of_wrong_pixels_and_pushes_only_them() -> None:
+    z, y = _logits(), _target()
+    wrong = (z.numpy() >= 0) != (y.numpy() > 0)  # numpy's count of the pixels the 0/1 output gets wrong
+    z.requires_grad_(True)
+    loss = rounded_error(z, y)
+    assert loss.item() == pytest.approx(wrong.mean(), abs=1e-12)
+    loss.backward()
+    assert z.grad is not None
+    # d/dz mean|q - y| = (q - y)/N: +1/N where it says 1 for a 0, -1/N where it says 0 for a 1, 0 where right.
+    expected = np.where(wrong, np.where(y.numpy() > 0, -1.0, 1.0), 0.0) / y.numel()
+    np.testing.assert_allclose(z.grad.numpy(), expected, atol=1e-15)
+
+
+def test_a_rounded_prediction_that_is_right_costs_nothing_and_pushes_nothing() -> None:
+    y = _target(dtype=torch.float32)
+    z = torch.where(y > 0, 0.3, -0.7).requires_grad_(True)  # rounds to exactly y, yet far from confident
+    loss = total_loss(z, y, LossConfig(kind="bce", round_ratio=1.0, edge_lambda=0.0))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert z.grad is not None and torch.count_nonzero(z.grad) == 0
 
 
 def _extreme_logits() -> dict[str, torch.Tensor]:
@@ -180,24 +165,16 @@ def test_total_loss_rounded_term_sends_gradient_to_the_logits() -> None:
     assert z.grad.abs().sum() > 0
 
 
-def test_total_loss_of_a_perfect_rounded_prediction_is_the_smoothing_floor() -> None:
-    y = _target(dtype=torch.float32)
-    z = torch.where(y > 0, 0.3, -0.7)  # rounds to exactly y, yet far from confident
-    loss = total_loss(z, y, LossConfig(kind="bce", round_ratio=1.0, edge_lambda=0.0))
-    # q == y, smoothed to eps + (1 - 2 eps) y: 1 - eps where y = 1, eps where y = 0.
-    smoothed = PROB_EPS + (1 - 2 * PROB_EPS) * y.double()
-    per_pixel = -(y.double() * torch.log(smoothed) + (1 - y.double()) * torch.log(1 - smoothed))
-    assert per_pixel.mean().item() == pytest.approx(-math.log(1 - PROB_EPS), rel=1e-9)
-    assert loss.item() == pytest.approx(-math.log(1 - PROB_EPS), rel=1e-3)
-
-
-def test_total_loss_mixes_the_plain_and_rounded_terms_by_round_ratio() -> None:
+@pytest.mark.parametrize("kind", ["bce", "focal"])
+def test_total_loss_mixes_the_mask_term_and_the_error_rate_by_round_ratio(kind: str) -> None:
     z, y = _logits(dtype=torch.float32), _target(dtype=torch.float32)
     r = 0.4
-    hard = (torch.sigmoid(z) >= 0.5).float()
-    rounded = F.binary_cross_entropy(PROB_EPS + (1 - 2 * PROB_EPS) * hard, y)
-    expected = (1 - r) * F.binary_cross_entropy_with_logits(z, y) + r * rounded
-    got = total_loss(z, y, LossConfig(kind="bce", round_ratio=r, edge_lambda=0.0))
+    error_rate = float(((z.numpy() >= 0) != (y.numpy() > 0)).mean())
+    mask = F.binary_cross_entropy_with_logits(z, y)
+    if kind == "focal":
+        mask = sigmoid_focal_loss(z, y, alpha=-1, gamma=2.0, reduction="mean")
+    expected = (1 - r) * mask + r * error_rate
+    got = total_loss(z, y, LossConfig(kind=kind, round_ratio=r, edge_lambda=0.0))  # type: ignore[arg-type]
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -211,9 +188,7 @@ def test_total_loss_bce_mixes_mask_and_edge_terms(lam: float, width: int) -> Non
     y = torch.zeros((2, 1, 24, 24))
     y[0, 0, 4:15, 6:20] = 1
     y[1, 0, :10, :8] = 1  # touches the border
-    p_edges = _ref_edge_map(torch.sigmoid(z), width)
-    y_edges = _ref_edge_map(y, width)
-    edge_term = F.binary_cross_entropy(PROB_EPS + (1 - 2 * PROB_EPS) * p_edges, y_edges)
+    edge_term = (_ref_edge_map(torch.sigmoid(z), width) - _ref_edge_map(y, width)).abs().mean()
     expected = (1 - lam) * F.binary_cross_entropy_with_logits(z, y) + lam * edge_term
     got = total_loss(z, y, LossConfig(kind="bce", round_ratio=0.0, edge_lambda=lam, edge_width=width))
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
@@ -225,10 +200,7 @@ def test_total_loss_focal_mixes_mask_and_edge_terms() -> None:
     y = torch.zeros((2, 1, 24, 24))
     y[0, 0, 3:17, 5:21] = 1
     y[1, 0, 12:, 12:] = 1
-    p_edges = _ref_edge_map(torch.sigmoid(z), width).double()
-    y_edges = _ref_edge_map(y, width).double()
-    smoothed_logit = torch.logit(PROB_EPS + (1 - 2 * PROB_EPS) * p_edges)
-    edge_term = sigmoid_focal_loss(smoothed_logit, y_edges, alpha=alpha, gamma=gamma, reduction="mean")
+    edge_term = (_ref_edge_map(torch.sigmoid(z), width) - _ref_edge_map(y, width)).abs().mean().double()
     mask_term = sigmoid_focal_loss(z, y, alpha=alpha, gamma=gamma, reduction="mean")
     expected = (1 - lam) * mask_term.double() + lam * edge_term
     cfg = LossConfig(
@@ -236,6 +208,15 @@ def test_total_loss_focal_mixes_mask_and_edge_terms() -> None:
     )
     got = total_loss(z, y, cfg)
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_edge_error_of_masks_is_the_fraction_of_pixels_in_one_band_only() -> None:
+    a = torch.zeros((1, 1, 20, 20))
+    a[0, 0, 4:12, 4:12] = 1
+    b = torch.zeros((1, 1, 20, 20))
+    b[0, 0, 6:14, 4:12] = 1  # the same square, two pixels lower
+    band_a, band_b = _ref_edge_map(a, 2).numpy() > 0, _ref_edge_map(b, 2).numpy() > 0
+    assert edge_error(a, _ref_edge_map(b, 2), 2).item() == pytest.approx((band_a ^ band_b).mean())
 
 
 def test_total_loss_accepts_precomputed_target_edges() -> None:
