@@ -8,9 +8,10 @@ of the Broad Bioimage Benchmark Collection, CC0; stardist itself is BSD-3-Clause
 package's wheel is fetched, with pip, from the package index pip is configured for; the two files
 are checked against their SHA-256 and cached, so later runs are offline. Nothing binary is committed.
 
-``write_tiles`` cuts the image into 16 tiles of 128 px with the split fixed in space: the
-bottom-right quarter (4 tiles) is the validation split, the other 12 tiles train. Images stay
-16-bit and masks stay instance labels, the way microscopy data arrives (the trainer reads both).
+``write_tiles`` cuts tiles of 128 px with the split fixed in space: the bottom-right quarter is
+the validation split (4 tiles side by side), and the other three quarters give 33 training tiles
+at a stride of 64 px (they overlap; none reaches into the validation quarter). Images stay 16-bit
+and masks stay instance labels, the way microscopy data arrives (the trainer reads both).
 
     python -m edgesearch.sample_data data/nuclei
 """
@@ -29,7 +30,18 @@ import numpy as np
 
 from edgesearch.errors import RunFailed
 
-__all__ = ["NUCLEI_FILES", "SOURCE", "TILE", "cache_dir", "fetch_nuclei", "main", "nuclei_arrays", "write_tiles"]
+__all__ = [
+    "NUCLEI_FILES",
+    "SOURCE",
+    "STRIDE",
+    "TILE",
+    "cache_dir",
+    "fetch_nuclei",
+    "main",
+    "nuclei_arrays",
+    "tile_windows",
+    "write_tiles",
+]
 
 SOURCE = "stardist==0.9.2"
 """The package (and version) whose wheel holds the files."""
@@ -41,6 +53,8 @@ NUCLEI_FILES = {
 """File name inside ``stardist/data/images/`` -> its SHA-256."""
 
 TILE = 128
+STRIDE = 64
+"""Training tiles start every STRIDE px: overlapping tiles give a small image more distinct batches."""
 
 
 def cache_dir() -> Path:
@@ -92,28 +106,36 @@ def nuclei_arrays(cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     return tifffile.imread(paths["img2d.tif"]), tifffile.imread(paths["mask2d.tif"])
 
 
-def write_tiles(out: Path, *, cache: Path | None = None) -> Path:
-    """Write ``out/{train,val}/{images,masks}/rRcC.png`` (16-bit PNGs) and return ``out``.
+def tile_windows(size: int) -> dict[str, list[tuple[int, int]]]:
+    """Top-left corners (row, col) of the tiles of a ``size`` x ``size`` image, by split."""
+    half = size // 2
+    val = [(row, col) for row in range(half, size, TILE) for col in range(half, size, TILE)]
+    starts = range(0, size - TILE + 1, STRIDE)
+    # A training tile must stay out of the validation quarter: start above it or left of it.
+    train = [(row, col) for row in starts for col in starts if row + TILE <= half or col + TILE <= half]
+    return {"train": train, "val": val}
 
-    Tiles of :data:`TILE` px; the bottom-right quarter is ``val``. An existing complete folder is kept.
+
+def write_tiles(out: Path, *, cache: Path | None = None) -> Path:
+    """Write ``out/{train,val}/{images,masks}/yROWxCOL.png`` (16-bit PNGs) and return ``out``.
+
+    An existing complete folder is kept.
     """
     from PIL import Image
 
     image, labels = nuclei_arrays(cache)
-    n = image.shape[0] // TILE
-    expected = n * n
+    windows = tile_windows(image.shape[0])
+    expected = sum(len(corners) for corners in windows.values())
     if out.is_dir() and len(list(out.glob("*/images/*.png"))) == expected:
         return out
-    for row in range(n):
-        for col in range(n):
-            split = "val" if row >= n // 2 and col >= n // 2 else "train"
-            window = np.s_[row * TILE : (row + 1) * TILE, col * TILE : (col + 1) * TILE]
+    for split, corners in windows.items():
+        for row, col in corners:
+            window = np.s_[row : row + TILE, col : col + TILE]
             for kind, array in (("images", image), ("masks", labels)):
                 folder = out / split / kind
                 folder.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(np.ascontiguousarray(array[window]).astype(np.uint16)).save(
-                    folder / f"r{row}c{col}.png"
-                )
+                tile = np.ascontiguousarray(array[window]).astype(np.uint16)
+                Image.fromarray(tile).save(folder / f"y{row:03d}x{col:03d}.png")
     return out
 
 
@@ -127,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailed as exc:
         print(f"failed: {exc}", file=sys.stderr)
         return 1
-    print(f"nuclei tiles in {out} (train: 12, val: 4; from {SOURCE}, cached in {cache_dir()})")
+    counts = {split: len(list((out / split / "images").iterdir())) for split in ("train", "val")}
+    print(
+        f"nuclei tiles in {out} (train: {counts['train']}, val: {counts['val']}; "
+        f"from {SOURCE}, cached in {cache_dir()})"
+    )
     return 0
 
 

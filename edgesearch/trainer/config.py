@@ -113,8 +113,11 @@ class OptimConfig(FrozenModel):
     lr: float = Field(1.0e-3, gt=0.0)
     backbone_lr_factor: float = Field(0.5, gt=0.0, le=10.0)
     weight_decay: float = Field(0.0, ge=0.0)
-    warmup_epochs: int = Field(1, ge=0)
-    freeze_epochs: int = Field(3, ge=0)
+    # No warmup and no frozen stage by default: from scratch (encoder_weights: null) a frozen encoder
+    # is a random one, and on real nuclei both cost IoU (BENCHMARKS.md, "What the method does on real
+    # data"). With pretrained encoder_weights, the report's freeze_epochs: 3, warmup_epochs: 1 apply.
+    warmup_epochs: int = Field(0, ge=0)
+    freeze_epochs: int = Field(0, ge=0)
     plateau_patience: int = Field(3, ge=0)
     plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)
 

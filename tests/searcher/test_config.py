@@ -60,7 +60,7 @@ def load_error(tmp_path: Path, raw: Any) -> str:
     return message
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "lambda.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in STUDIES.glob("*.yaml")))
 def test_study_files_in_repo_load(name: str) -> None:
     config = StudyConfig.from_yaml(STUDIES / name)
     assert config.space and config.n_trials >= 1
@@ -90,7 +90,7 @@ def test_data_root_need_not_exist_at_load_time(tmp_path: Path) -> None:
     assert StudyConfig.from_yaml(write(tmp_path, raw)).base_config.data.root == tmp_path / "not-there"
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "lambda.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in STUDIES.glob("*.yaml")))
 def test_to_dict_round_trips_through_json(name: str) -> None:
     config = StudyConfig.from_yaml(STUDIES / name)
     stored = json.loads(json.dumps(config.to_dict()))  # what an Optuna user attribute holds

@@ -28,7 +28,7 @@ WIDTHS = (1, 2, 3)
 LIMIT = 10.0
 
 
-def _disks(fraction: float, rng: np.random.Generator, *, n: int = 4, size: int = 128) -> torch.Tensor:
+def _disks(fraction: float, rng: np.random.Generator, *, n: int = 2, size: int = 96) -> torch.Tensor:
     """(n,1,size,size) 0/1 masks of random disks (radius 4-15 px) until ``fraction`` is covered."""
     yy, xx = np.mgrid[:size, :size]
     out = np.zeros((n, 1, size, size), np.float32)

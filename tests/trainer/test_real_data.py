@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks import _bare
-from edgesearch.sample_data import NUCLEI_FILES, fetch_nuclei, nuclei_arrays, write_tiles
+from benchmarks import _bare, method
+from edgesearch.sample_data import NUCLEI_FILES, TILE, fetch_nuclei, nuclei_arrays, write_tiles
 from edgesearch.trainer import TrainConfig, train
+from edgesearch.trainer.config import LossConfig, OptimConfig
 
 pytestmark = pytest.mark.slow
 
@@ -24,26 +25,34 @@ def nuclei(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiles(tmp_path_factory.mktemp("nuclei"))
 
 
-def test_the_source_files_are_the_published_ones_and_the_tiles_cover_them_exactly(nuclei: Path) -> None:
+def test_the_source_files_are_the_published_ones_and_the_tiles_cut_them_exactly(nuclei: Path) -> None:
     for name, path in fetch_nuclei().items():
         assert hashlib.sha256(path.read_bytes()).hexdigest() == NUCLEI_FILES[name]
     image, labels = nuclei_arrays()
     assert image.shape == labels.shape == (512, 512) and image.dtype == np.uint16
     assert len(np.unique(labels)) > 100  # instance labels, one id per nucleus
 
-    train_names = sorted(p.name for p in (nuclei / "train" / "images").iterdir())
-    val_names = sorted(p.name for p in (nuclei / "val" / "images").iterdir())
-    assert len(train_names) == 12 and val_names == ["r2c2.png", "r2c3.png", "r3c2.png", "r3c3.png"]
-    rebuilt = np.zeros_like(image)
-    for split, names in (("train", train_names), ("val", val_names)):
-        for name in names:
-            row, col = int(name[1]), int(name[3])
-            with Image.open(nuclei / split / "images" / name) as tile:
-                rebuilt[row * 128 : (row + 1) * 128, col * 128 : (col + 1) * 128] = np.asarray(tile)
-            with Image.open(nuclei / split / "masks" / name) as mask:
-                window = labels[row * 128 : (row + 1) * 128, col * 128 : (col + 1) * 128]
-                assert np.array_equal(np.asarray(mask), window)  # labels kept, not binarised
-    assert np.array_equal(rebuilt, image)
+    covered = {"train": np.zeros(image.shape, bool), "val": np.zeros(image.shape, bool)}
+    for split in ("train", "val"):
+        for path in sorted((nuclei / split / "images").iterdir()):
+            row, col = int(path.stem[1:4]), int(path.stem[5:8])
+            window = np.s_[row : row + TILE, col : col + TILE]
+            with Image.open(path) as tile, Image.open(nuclei / split / "masks" / path.name) as mask:
+                assert np.array_equal(np.asarray(tile), image[window])
+                assert np.array_equal(np.asarray(mask), labels[window])  # labels kept, not binarised
+            covered[split][window] = True
+    quarter = np.zeros(image.shape, bool)
+    quarter[256:, 256:] = True
+    assert np.array_equal(covered["val"], quarter)  # validation: exactly the bottom-right quarter
+    assert np.array_equal(covered["train"], ~quarter)  # training: all the rest, never a validation pixel
+    assert len(list((nuclei / "train" / "images").iterdir())) == 33
+
+
+def test_the_trainers_defaults_are_the_benchmarks_default_setting() -> None:
+    expected = method.trainer_config(Path("x"), method.SETTINGS[method.DEFAULT_SETTING], epochs=1, seed=0)
+    defaults = TrainConfig()
+    assert defaults.loss.model_dump() == LossConfig.model_validate(expected["loss"]).model_dump()
+    assert defaults.optim.model_dump() == OptimConfig.model_validate(expected["optim"]).model_dump()
 
 
 def test_default_training_beats_otsu_and_matches_a_bare_smp_loop(nuclei: Path) -> None:
