@@ -30,6 +30,15 @@ def edge_cost(r: dict[str, Any]) -> list[Row]:
     return [("Edge-awareness cost (λ=0.15, r=0.2, w=2 vs off)", r["target"], measured, r["met"])]
 
 
+def checkpoint_cost(r: dict[str, Any]) -> list[Row]:
+    share = r["share"]
+    measured = (
+        f"{100 * share['default (60 s)']:.2f}% of epoch time (every epoch: {100 * share['every epoch']:.2f}%; "
+        f"a synchronous write was {r['synchronous_write_seconds']:.2f} s per {r['epoch_seconds']:.2f} s epoch)"
+    )
+    return [("Checkpoint wait per epoch at 64 px", r["target"], measured, r["met"])]
+
+
 def input_pipeline(r: dict[str, Any]) -> list[Row]:
     measured = (
         f"{_f(r['ratio'], '.1f')}x ({r['loader_images_per_s']:.0f} vs {r['step_images_per_s']:.1f} images/s); "
@@ -120,6 +129,7 @@ def method(r: dict[str, Any]) -> list[Row]:
 RENDER: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "trainer_overhead": trainer_overhead,
     "edge_cost": edge_cost,
+    "checkpoint_cost": checkpoint_cost,
     "input_pipeline": input_pipeline,
     "coordination": coordination,
     "pruning": pruning,

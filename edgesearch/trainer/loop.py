@@ -47,6 +47,10 @@ class TrainResult:
     history: list[EpochRecord] = field(default_factory=list)
     best_checkpoint: Path | None = None
     run_dir: Path | None = None
+    checkpoint_wait_s: float = 0.0
+    """Seconds the epochs waited on checkpoints (host copies, a write still in flight)."""
+    checkpoint_final_s: float = 0.0
+    """Seconds the end of the run waited for the last checkpoint write."""
 
 
 def seed_everything(seed: int) -> None:
@@ -207,7 +211,6 @@ def train(
         raise
     if checkpoints is not None:
         checkpoints.close()
-        _log.debug("checkpoints blocked training for %.3f s", checkpoints.blocked_s)
     if run_dir is not None and history:
         _plot(history, run_dir)
     for cb in callbacks:
@@ -218,4 +221,6 @@ def train(
         history=history,
         best_checkpoint=best_path if best_path is not None and best_path.exists() else None,
         run_dir=run_dir,
+        checkpoint_wait_s=checkpoints.epoch_wait_s if checkpoints is not None else 0.0,
+        checkpoint_final_s=checkpoints.final_wait_s if checkpoints is not None else 0.0,
     )

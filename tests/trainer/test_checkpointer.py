@@ -30,6 +30,24 @@ def test_to_host_copies_every_tensor_so_training_can_change_them() -> None:
     assert copied["b"] == "text" and copied["a"][1][1] == 5
 
 
+def test_snapshots_reuse_their_buffers_but_never_the_one_being_written(tmp_path: Path) -> None:
+    checkpoints = Checkpointer(tmp_path / "last.pt", tmp_path / "best.pt", interval=3600)
+    checkpoints.epoch_end(_state(1))
+    first = checkpoints._snapshot
+    assert first is not None
+    buffer = first["model"]["w"]
+    checkpoints.epoch_end(_state(2))
+    assert checkpoints._snapshot["model"]["w"] is buffer and buffer[0] == 2  # copied in place: no new memory
+
+    checkpoints._writing = (checkpoints._snapshot, None)  # as if a background write held it
+    checkpoints.epoch_end(_state(3))
+    assert checkpoints._snapshot["model"]["w"] is not buffer and checkpoints._snapshot["model"]["w"][0] == 3
+    assert buffer[0] == 2  # the copy being written is left alone
+    checkpoints._writing = (None, None)
+    checkpoints.close()
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
+
+
 def test_interval_zero_writes_after_every_epoch(tmp_path: Path) -> None:
     checkpoints = Checkpointer(tmp_path / "last.pt", tmp_path / "best.pt", interval=0)
     for epoch in (1, 2, 3):
