@@ -39,6 +39,23 @@ def checkpoint_cost(r: dict[str, Any]) -> list[Row]:
     return [("Checkpoint wait per epoch at 64 px", r["target"], measured, r["met"])]
 
 
+def end_to_end(r: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for size, item in r["results"].items():
+        m = item["median_seconds"]
+        target = r["target"].removesuffix(" at 64 px") if size == "64" else "(information)"
+        measured = f"{item['ratio']:.3f} ({m['edgesearch']:.1f} s vs {m['bare']:.1f} s per process)"
+        rows.append(
+            (
+                f"End to end, `edgesearch train` vs bare process, {size} px",
+                target,
+                measured,
+                r["met"] if size == "64" else None,
+            )
+        )
+    return rows
+
+
 def input_pipeline(r: dict[str, Any]) -> list[Row]:
     measured = (
         f"{_f(r['ratio'], '.1f')}x ({r['loader_images_per_s']:.0f} vs {r['step_images_per_s']:.1f} images/s); "
@@ -130,6 +147,7 @@ RENDER: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "trainer_overhead": trainer_overhead,
     "edge_cost": edge_cost,
     "checkpoint_cost": checkpoint_cost,
+    "end_to_end": end_to_end,
     "input_pipeline": input_pipeline,
     "coordination": coordination,
     "pruning": pruning,
