@@ -37,12 +37,22 @@ def _unit(image: np.ndarray) -> np.ndarray:
     return np.clip(scaled, 0.0, 1.0).astype(np.float32)
 
 
-def load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images float32 (N,1,H,W) in 0..1, masks float32 (N,1,H,W) 0/1) of ``root/split``."""
+def _resized(array: np.ndarray, size: int | None, *, mask: bool) -> np.ndarray:
+    if size is None or array.shape[0] == size:
+        return array
+    import cv2
+
+    return cv2.resize(array, (size, size), interpolation=cv2.INTER_NEAREST if mask else cv2.INTER_LINEAR)
+
+
+def load_split(root: Path, split: str, *, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(images float32 (N,1,H,W) in 0..1, masks float32 (N,1,H,W) 0/1) of ``root/split``, resized to ``size``."""
     names = sorted(p.name for p in (root / split / "images").iterdir())
-    images = np.stack([_unit(_read(root / split / "images" / n)) for n in names])[:, None]
-    masks = np.stack([(_read(root / split / "masks" / n) > 0).astype(np.float32) for n in names])[:, None]
-    return images, masks
+    images = np.stack([_resized(_unit(_read(root / split / "images" / n)), size, mask=False) for n in names])
+    masks = np.stack(
+        [_resized((_read(root / split / "masks" / n) > 0).astype(np.float32), size, mask=True) for n in names]
+    )
+    return images[:, None], masks[:, None]
 
 
 def _augment(images: np.ndarray, masks: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -59,15 +69,25 @@ def _augment(images: np.ndarray, masks: np.ndarray, rng: np.random.Generator) ->
 
 
 def bare_train(
-    root: Path, *, epochs: int, seed: int, batch_size: int = 8, lr: float = 1.0e-3, encoder: str = "resnet18"
+    root: Path,
+    *,
+    epochs: int,
+    seed: int,
+    batch_size: int = 8,
+    lr: float = 1.0e-3,
+    encoder: str = "resnet18",
+    size: int | None = None,
+    save_to: Path | None = None,
 ) -> BareResult:
+    """Train and validate every epoch; ``save_to``: ``torch.save`` the best weights there when they improve."""
     import segmentation_models_pytorch as smp
     import torch
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    train_x, train_y = load_split(root, "train")
-    val_x, val_y = torch.from_numpy(load_split(root, "val")[0]), load_split(root, "val")[1] > 0.5
+    train_x, train_y = load_split(root, "train", size=size)
+    val_images, val_masks = load_split(root, "val", size=size)
+    val_x, val_y = torch.from_numpy(val_images), val_masks > 0.5
     model = smp.Unet(encoder, encoder_weights=None, in_channels=1, classes=1)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = torch.nn.BCEWithLogitsLoss()
@@ -87,6 +107,8 @@ def bare_train(
         with torch.inference_mode():
             pred = (model(val_x) >= 0).numpy()
         history.append(float((pred & val_y).sum() / max((pred | val_y).sum(), 1)))
+        if save_to is not None and history[-1] == max(history):
+            torch.save(model.state_dict(), save_to)
     return BareResult(max(history), history)
 
 

@@ -30,6 +30,32 @@ def edge_cost(r: dict[str, Any]) -> list[Row]:
     return [("Edge-awareness cost (λ=0.15, r=0.2, w=2 vs off)", r["target"], measured, r["met"])]
 
 
+def checkpoint_cost(r: dict[str, Any]) -> list[Row]:
+    share = r["share"]
+    measured = (
+        f"{100 * share['default (60 s)']:.2f}% of epoch time (every epoch: {100 * share['every epoch']:.2f}%; "
+        f"a synchronous write was {r['synchronous_write_seconds']:.2f} s per {r['epoch_seconds']:.2f} s epoch)"
+    )
+    return [("Checkpoint wait per epoch at 64 px", r["target"], measured, r["met"])]
+
+
+def end_to_end(r: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for size, item in r["results"].items():
+        m = item["median_seconds"]
+        target = r["target"].removesuffix(" at 64 px") if size == "64" else "(information)"
+        measured = f"{item['ratio']:.3f} ({m['edgesearch']:.1f} s vs {m['bare']:.1f} s per process)"
+        rows.append(
+            (
+                f"End to end, `edgesearch train` vs bare process, {size} px",
+                target,
+                measured,
+                r["met"] if size == "64" else None,
+            )
+        )
+    return rows
+
+
 def input_pipeline(r: dict[str, Any]) -> list[Row]:
     measured = (
         f"{_f(r['ratio'], '.1f')}x ({r['loader_images_per_s']:.0f} vs {r['step_images_per_s']:.1f} images/s); "
@@ -120,6 +146,8 @@ def method(r: dict[str, Any]) -> list[Row]:
 RENDER: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "trainer_overhead": trainer_overhead,
     "edge_cost": edge_cost,
+    "checkpoint_cost": checkpoint_cost,
+    "end_to_end": end_to_end,
     "input_pipeline": input_pipeline,
     "coordination": coordination,
     "pruning": pruning,

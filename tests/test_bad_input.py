@@ -658,6 +658,11 @@ CASES = [
         ("--gpus 5", "no GPU 5") if torch.cuda.is_available() else ("--gpus 5", "CUDA is not available"),
     ),
     Case(
+        "cli-worker-per-gpu-without-gpus",
+        on_known("worker", KNOWN, "--per-gpu", "2", "--runs-dir", "{tmp}/runs"),
+        ("--per-gpu goes with --gpus", "--processes"),
+    ),
+    Case(
         "cli-worker-artifacts-unwritable",
         on_known("worker", KNOWN, "--artifacts", "/proc/self", "--runs-dir", "{tmp}/runs"),
         ("artifacts", "cannot write into folder /proc/self"),

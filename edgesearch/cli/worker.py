@@ -119,12 +119,16 @@ def run_local(name: str, url: str, *, slots: list[str | None], args: list[str]) 
     is passed on to the children, which hand their trials back and exit; the parent waits.
     """
     from edgesearch.cli.study_progress import StudyProgress, format_counts
-    from edgesearch.searcher.local import LocalWorkers, stop_on_signals
+    from edgesearch.searcher.local import LocalWorkers, slot_label, stop_on_signals
 
     counts = _StudyCounts(name, url)
     with StudyProgress(name, counts.n_trials) as progress:
         workers = LocalWorkers(
-            name, url, slots=slots, args=args, on_line=lambda index, line: progress.log(f"[w{index}] {line}")
+            name,
+            url,
+            slots=slots,
+            args=args,
+            on_line=lambda index, line: progress.log(f"[{slot_label(index, slots[index])}] {line}"),
         )
         workers.start()
         with stop_on_signals() as stop:
@@ -150,26 +154,34 @@ def worker_command(
     timeout: Annotated[float | None, typer.Option(min=1, help="Stop starting trials after this many seconds.")] = None,
     processes: Annotated[int, typer.Option(min=1, help="Worker processes on this machine (CPU boxes).")] = 1,
     gpus: Annotated[str | None, typer.Option(help="Comma-separated GPU ids: one worker process per GPU.")] = None,
+    per_gpu: Annotated[
+        int, typer.Option("--per-gpu", min=1, max=64, help="With --gpus: worker processes per GPU (small models).")
+    ] = 1,
     worker_index: Annotated[int, typer.Option(hidden=True, min=0)] = 0,
     runs_dir: RunsOption = Path("runs"),
     artifacts: ArtifactsOption = None,
 ) -> None:
     """Run trials of study NAME until the study holds its n_trials finished trials."""
     with user_errors():
+        from edgesearch.errors import ConfigError
         from edgesearch.searcher.artifacts import open_artifact_store, resolve_artifact_dir
-        from edgesearch.searcher.local import check_gpus, worker_args
+        from edgesearch.searcher.local import check_gpus, gpu_slots, worker_args
         from edgesearch.searcher.storage import resolve_storage_url
         from edgesearch.searcher.study import load_study
+        from edgesearch.trainer.device import check_required_gpu
 
         gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
+        if per_gpu > 1 and not gpu_list:
+            raise ConfigError("--per-gpu goes with --gpus (e.g. --gpus 0,1 --per-gpu 2); on CPU use --processes")
         if gpu_list:
             check_gpus(gpu_list)  # before anything is opened or created
+        check_required_gpu()  # a child given a GPU: fail here, before taking a trial
         quiet_optuna()
         url = resolve_storage_url(storage)
         load_study(name, url)  # a missing study or database fails here, before any process starts
         open_artifact_store(resolve_artifact_dir(artifacts))
         if gpu_list or processes > 1:
-            slots: list[str | None] = list(gpu_list) if gpu_list else [None] * processes
+            slots: list[str | None] = gpu_slots(gpu_list, per_gpu) if gpu_list else [None] * processes
             args = worker_args(runs_dir=runs_dir, artifacts=artifacts, n_trials=n_trials, timeout=timeout)
             raise typer.Exit(run_local(name, url, slots=slots, args=args))
         run_here(

@@ -92,6 +92,16 @@ def worker_args(
     return args
 
 
+def gpu_slots(ids: Sequence[str], per_gpu: int) -> list[str | None]:
+    """One slot per worker process: each GPU id ``per_gpu`` times, GPU by GPU (``0,0,1,1``)."""
+    return [gpu for gpu in ids for _ in range(per_gpu)]
+
+
+def slot_label(index: int, gpu: str | None) -> str:
+    """How the progress view names a child: ``w3`` or, with a GPU, ``w3 gpu1``."""
+    return f"w{index}" if gpu is None else f"w{index} gpu{gpu}"
+
+
 def check_gpus(ids: Sequence[str]) -> None:
     """UserError unless CUDA is available and each numeric id names a GPU torch can see."""
     import torch

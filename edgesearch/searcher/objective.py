@@ -108,8 +108,11 @@ def run_trial(
     if resume_from is not None:
         from edgesearch.trainer.checkpoint import load_checkpoint
 
-        history = list(trial.user_attrs.get("history", []))
-        trial.set_user_attr("resumed_from_epoch", int(load_checkpoint(resume_from)["epoch"]))
+        resumed = int(load_checkpoint(resume_from)["epoch"])
+        # last.pt is written on a cadence, so the failed trial may have reported epochs after it:
+        # those are trained again, and reported once.
+        history = [row for row in trial.user_attrs.get("history", []) if int(row["epoch"]) <= resumed]
+        trial.set_user_attr("resumed_from_epoch", resumed)
     trial.set_user_attr("config", train_config.model_dump(mode="json"))
     trial.set_user_attr("run_dir", str(run_dir.resolve()))
 

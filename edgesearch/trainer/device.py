@@ -10,7 +10,7 @@ from edgesearch.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["REQUIRE_CUDA_ENV", "device_problem", "resolve_device"]
+__all__ = ["REQUIRE_CUDA_ENV", "check_required_gpu", "device_problem", "resolve_device"]
 
 REQUIRE_CUDA_ENV = "EDGESEARCH_REQUIRE_CUDA"
 """Set (to the GPU id) in a worker that was given a GPU: its runs must use CUDA, never fall back to the CPU."""
@@ -61,3 +61,17 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device: {name!r} requested but MPS is not available here; use cpu or auto")
     return device
+
+
+def check_required_gpu() -> None:
+    """In a worker given a GPU (:data:`REQUIRE_CUDA_ENV`), a ConfigError at start when CUDA is not there.
+
+    Checked before the worker takes a trial, so that a worker on the wrong machine fails no trial.
+    """
+    gpu = os.environ.get(REQUIRE_CUDA_ENV)
+    if not gpu:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"this worker was given GPU {gpu}, but CUDA is not available to it; not using the CPU")

@@ -2,8 +2,9 @@
 
 Per epoch: enter stage 2 when it is due (the encoder joins the optimizer), one pass over
 the training data with the lr set per step by the schedule, one validation pass, the plateau
-tracker, the epoch record, ``best.pt``/``last.pt``/``history.json``, then the callbacks. The
-epoch itself is :class:`~edgesearch.trainer.epoch.EpochRunner`'s.
+tracker, the epoch record, a host snapshot for ``last.pt`` (written in the background on the
+``checkpoint_interval`` cadence, and always at the end: :mod:`~edgesearch.trainer.checkpointer`),
+``history.json``, then the callbacks. The epoch itself is :class:`~edgesearch.trainer.epoch.EpochRunner`'s.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import torch
 from edgesearch.files import atomic_write_text
 from edgesearch.trainer import run_files
 from edgesearch.trainer.callbacks import Callback
-from edgesearch.trainer.checkpoint import read_resume_state, save_checkpoint
+from edgesearch.trainer.checkpoint import read_resume_state
+from edgesearch.trainer.checkpointer import Checkpointer
 from edgesearch.trainer.config import TrainConfig
 from edgesearch.trainer.data import build_datasets, build_loader
 from edgesearch.trainer.device import resolve_device
@@ -45,6 +47,10 @@ class TrainResult:
     history: list[EpochRecord] = field(default_factory=list)
     best_checkpoint: Path | None = None
     run_dir: Path | None = None
+    checkpoint_wait_s: float = 0.0
+    """Seconds the epochs waited on checkpoints (host copies, a write still in flight)."""
+    checkpoint_final_s: float = 0.0
+    """Seconds the end of the run waited for the last checkpoint write."""
 
 
 def seed_everything(seed: int) -> None:
@@ -134,6 +140,11 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_json(config.model_dump(mode="json"), run_dir / run_files.CONFIG)
     best_path = run_dir / run_files.BEST if run_dir is not None else None
+    checkpoints = (
+        Checkpointer(run_dir / run_files.LAST, run_dir / run_files.BEST, interval=config.checkpoint_interval)
+        if run_dir is not None
+        else None
+    )
 
     for cb in callbacks:
         cb.on_train_start(epochs=config.epochs, start_epoch=start_epoch, steps_per_epoch=len(train_loader))
@@ -165,10 +176,10 @@ def train(
             history.append(record)
             if record["val_iou"] > best_iou:
                 best_iou, best_epoch = record["val_iou"], epoch + 1
-                if best_path is not None:
-                    save_checkpoint(model.state_dict(), best_path)
-            if run_dir is not None:
-                save_checkpoint(
+                if checkpoints is not None:
+                    checkpoints.improved(model.state_dict())
+            if checkpoints is not None and run_dir is not None:
+                checkpoints.epoch_end(
                     {
                         "epoch": epoch + 1,
                         "model": model.state_dict(),
@@ -179,19 +190,27 @@ def train(
                         "best_val_iou": best_iou,
                         "best_epoch": best_epoch,
                         "config": config.model_dump(mode="json"),
-                    },
-                    run_dir / run_files.LAST,
+                    }
                 )
                 _write_json(history, run_dir / run_files.HISTORY)
             for cb in callbacks:
                 cb.on_epoch_end(record)
     except BaseException:
+        # Stopped, pruned or failed: the last whole epoch is written, then the error goes on. A
+        # failure to write (or to draw) is only logged here: the error that stopped the run comes first.
+        if checkpoints is not None:
+            try:
+                checkpoints.close()
+            except Exception as exc:
+                _log.warning("could not write the last checkpoint of %s: %s", run_dir, exc)
         if run_dir is not None and history:
-            try:  # the curves so far help to see what happened, but the error that stopped the run comes first
+            try:
                 _plot(history, run_dir)
             except Exception as exc:
                 _log.warning("could not draw %s: %s", run_dir / run_files.CURVES, exc)
         raise
+    if checkpoints is not None:
+        checkpoints.close()
     if run_dir is not None and history:
         _plot(history, run_dir)
     for cb in callbacks:
@@ -202,4 +221,6 @@ def train(
         history=history,
         best_checkpoint=best_path if best_path is not None and best_path.exists() else None,
         run_dir=run_dir,
+        checkpoint_wait_s=checkpoints.epoch_wait_s if checkpoints is not None else 0.0,
+        checkpoint_final_s=checkpoints.final_wait_s if checkpoints is not None else 0.0,
     )

@@ -28,8 +28,11 @@ from tests.helpers import TINY_TRAINER, merge, write_folder
 runner = CliRunner()
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
 
-# Epochs of a few seconds each on 2 CPU cores: long enough to stop or kill a worker mid-epoch.
-SLOW_TRAINER = merge(TINY_TRAINER, {"data": {"image_size": 64, "synthetic": {"n_images": 48}}, "epochs": 4})
+# Epochs of a few seconds each on 2 CPU cores: long enough to stop or kill a worker mid-epoch. last.pt
+# after every epoch, so that a kill -9 in epoch 2 finds epoch 1's (the default cadence is 60 s).
+SLOW_TRAINER = merge(
+    TINY_TRAINER, {"data": {"image_size": 64, "synthetic": {"n_images": 48}}, "epochs": 4, "checkpoint_interval": 0}
+)
 FAST_HEARTBEAT = {"heartbeat_interval": 1, "grace_period": 4, "max_retries": 2}
 
 

@@ -183,8 +183,9 @@ def test_sigterm_stops_train_at_a_batch_with_whole_checkpoints_and_the_run_resum
     cmd = [sys.executable, "-m", "edgesearch", "train", str(config), "--out", str(run), "--device", "cpu"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while not (run / "last.pt").is_file() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)  # the first epoch's checkpoint: signal during the second epoch
+    while not (run / "history.json").is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # the first epoch ended: signal during the second (its last.pt is not written yet)
+    assert not (run / "last.pt").exists()  # the default cadence writes last.pt every 60 s, and on the stop
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stdout + stderr
