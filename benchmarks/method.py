@@ -84,14 +84,16 @@ def trainer_config(root: Path, setting: dict[str, Any], *, epochs: int, seed: in
         "epochs": epochs,
         "seed": seed,
         "device": "cpu",
+        "checkpoint_interval": 0,  # _Degenerate reads each early epoch's last.pt
     }
 
 
 class _Degenerate:
     """After each of the first ``early`` epochs, counts validation tiles predicted blank or full.
 
-    Reads the model from the run's ``last.pt``, which ``train()`` writes before it calls
-    ``on_epoch_end``: the benchmark sees exactly the weights of that epoch, with no hook in the trainer.
+    Reads the model from the run's ``last.pt`` (written after every epoch with ``checkpoint_interval: 0``,
+    in the background: it waits for the file of this epoch), so the benchmark sees exactly the
+    weights of that epoch with no hook in the trainer.
     """
 
     def __init__(self, run_dir: Path, config: Any, val_images: Any, early: int) -> None:
@@ -108,7 +110,18 @@ class _Degenerate:
 
         if epoch > self.early:
             return
-        self.model.load_state_dict(load_checkpoint(self.run_dir / "last.pt")["model"])
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                saved = load_checkpoint(self.run_dir / "last.pt")
+            except (OSError, RuntimeError):
+                saved = None  # not written yet
+            if saved is not None and saved["epoch"] == epoch:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"last.pt of epoch {epoch} did not appear")
+            time.sleep(0.01)
+        self.model.load_state_dict(saved["model"])
         self.model.eval()
         with torch.inference_mode():
             foreground = (self.model(self.val_images) >= 0).float().mean(dim=(1, 2, 3))
