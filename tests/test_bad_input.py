@@ -464,6 +464,11 @@ CASES = [
     Case("trainer-epochs-wrong-type", train(epochs="ten"), ("trainer.yaml", "epochs", "'ten'", "integer", "x >= 1")),
     Case("trainer-loss-kind-unknown", train(loss={"kind": "dice"}), ("trainer.yaml", "loss.kind", "'dice'", "'focal'")),
     Case("trainer-epochs-boolean", train(epochs=True), ("trainer.yaml", "epochs", "true is a boolean")),
+    Case(
+        "trainer-checkpoint-interval-negative",
+        train(checkpoint_interval=-1),
+        ("trainer.yaml", "checkpoint_interval", "0 <= x <= 86400"),
+    ),
     Case("trainer-seed-huge", train(seed=10**20), ("trainer.yaml", "seed", "0 <= x <= 2147483647")),
     Case(
         "trainer-synthetic-seed-negative",

@@ -131,10 +131,10 @@ class TrainConfig(FrozenModel):
     optim: OptimConfig = OptimConfig()
     epochs: int = Field(30, ge=1)
     seed: int = Field(0, ge=0, le=MAX_SEED)
+    device: str = "auto"
     checkpoint_interval: float = Field(60.0, ge=0.0, le=86400.0)
     """Seconds between writes of ``last.pt`` (0: after every epoch); it is always written at the end,
     on a stop, when pruned and when failed. A ``kill -9`` loses at most max(one epoch, this)."""
-    device: str = "auto"
 
     @field_validator("device")
     @classmethod

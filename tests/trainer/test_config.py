@@ -102,7 +102,7 @@ def test_unknown_key_errors_list_the_keys_of_that_section(tmp_path: Path) -> Non
         load_train_config(path)
     lines = {line.split(": unknown key")[0]: line for line in str(caught.value).splitlines()}
     assert set(lines) == {f"{path}: epoch", f"{path}: optim.learning_rate"}
-    assert "allowed: model, data, loss, optim, epochs, seed, device" in lines[f"{path}: epoch"]
+    assert "allowed: model, data, loss, optim, epochs, seed, device, checkpoint_interval" in lines[f"{path}: epoch"]
     assert "allowed: name, lr, backbone_lr_factor, " in lines[f"{path}: optim.learning_rate"]
 
 
