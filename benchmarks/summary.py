@@ -56,6 +56,13 @@ def end_to_end(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def trial_overhead(r: dict[str, Any]) -> list[Row]:
+    value = r["median_after_first"]
+    first = r["overhead_seconds"][min(r["overhead_seconds"], key=int)]
+    measured = f"{_f(value, '.2f')} s per trial (the first, with the imports: {first:.2f} s)"
+    return [("Trial overhead in a worker, quickstart size", r["target"], measured, r["met"])]
+
+
 def input_pipeline(r: dict[str, Any]) -> list[Row]:
     measured = (
         f"{_f(r['ratio'], '.1f')}x ({r['loader_images_per_s']:.0f} vs {r['step_images_per_s']:.1f} images/s); "
@@ -148,6 +155,7 @@ RENDER: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "edge_cost": edge_cost,
     "checkpoint_cost": checkpoint_cost,
     "end_to_end": end_to_end,
+    "trial_overhead": trial_overhead,
     "input_pipeline": input_pipeline,
     "coordination": coordination,
     "pruning": pruning,
