@@ -29,12 +29,24 @@ from tests.helpers import TINY_TRAINER, SmallDisk, merge
 
 pytestmark = pytest.mark.slow
 
-TRAINER = merge(TINY_TRAINER, {"epochs": 2})
+# last.pt after every epoch: the second test needs epoch 1 on the disk before epoch 2 fills it.
+TRAINER = merge(TINY_TRAINER, {"epochs": 2, "checkpoint_interval": 0})
 NO_SPACE = "no space left on device"
 
 
 def _edgesearch(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "edgesearch", *args], capture_output=True, text=True, timeout=300)
+
+
+def _train_on(disk: SmallDisk, tmp_path: Path) -> tuple[Path, str]:
+    """``edgesearch train`` with its run folder on ``disk``; it must fail with exit 1: (run folder, its one line)."""
+    file = tmp_path / "tiny.yaml"
+    file.write_text(yaml.safe_dump(TRAINER))
+    run = disk.path / "run"
+    result = _edgesearch("train", str(file), "--out", str(run))
+    assert result.returncode == 1, result.stderr
+    (line,) = _failure_lines(result)
+    return run, line
 
 
 def _failure_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -59,15 +71,7 @@ def _assert_every_file_whole(folder: Path) -> None:
 def test_train_stopped_by_a_full_disk_at_its_first_checkpoint_says_so_in_one_line(
     tmp_path: Path, small_disk: Callable[[int], SmallDisk]
 ) -> None:
-    disk = small_disk(8 << 20)  # the tiny model's best.pt alone is ~57 MB
-    file = tmp_path / "tiny.yaml"
-    file.write_text(yaml.safe_dump(TRAINER))
-    run = disk.path / "run"
-
-    result = _edgesearch("train", str(file), "--out", str(run))
-
-    assert result.returncode == 1, result.stderr
-    (line,) = _failure_lines(result)
+    run, line = _train_on(small_disk(8 << 20), tmp_path)  # the tiny model's best.pt alone is ~57 MB
     assert f"{run / 'best.pt'}: {NO_SPACE}" in line and "nothing to resume from" in line, line
     _assert_every_file_whole(run)
     assert not (run / "best.pt").exists() and not (run / "last.pt").exists()
@@ -81,14 +85,7 @@ def test_train_stopped_by_a_full_disk_later_keeps_its_last_checkpoint_and_resume
     train(TrainConfig.model_validate(merge(TRAINER, {"epochs": 1})), run_dir=measured)
     best, last = ((measured / name).stat().st_size for name in ("best.pt", "last.pt"))
     disk = small_disk(best + last + best // 2)
-    file = tmp_path / "tiny.yaml"
-    file.write_text(yaml.safe_dump(TRAINER))
-    run = disk.path / "run"
-
-    result = _edgesearch("train", str(file), "--out", str(run))
-
-    assert result.returncode == 1, result.stderr
-    (line,) = _failure_lines(result)
+    run, line = _train_on(disk, tmp_path)
     assert NO_SPACE in line and str(run) in line, line
     resume = re.search(r"continue once there is space with: (edgesearch train .*)$", line)
     assert resume is not None, line
