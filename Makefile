@@ -48,7 +48,7 @@ bench: install
 	done
 	@$(BIN)/python benchmarks/summary.py
 
-# The method on real nuclei (benchmarks/method.py): 19 settings x 3 seeds x 20 epochs, about an hour
+# The method on real nuclei (benchmarks/method.py): 15 settings x 3 seeds x 20 epochs + the bare loop, about an hour
 # on 2 CPU cores; not part of `make bench` or CI. Its section of BENCHMARKS.md quotes this run.
 bench-method: install
 	@mkdir -p benchmarks/results
