@@ -250,7 +250,8 @@ def main() -> None:
     # One math thread per process and args.jobs processes: on a few cores, whole runs side by side
     # use them better than one run's threads (results do not depend on it: each run is seeded).
     with multiprocessing.get_context("spawn").Pool(args.jobs, initializer=_one_thread) as pool:
-        done = pool.starmap(_job, [(root, name, seed, size["epochs"], size["early"]) for name, seed in jobs])
+        tasks = [(root, name, seed, size["epochs"], size["early"]) for name, seed in jobs]
+        done = pool.starmap(_job, tasks, chunksize=1)  # one run per task: the slow ones do not queue up
     by_setting: dict[str, list[dict[str, Any]]] = {}
     for (name, seed), run in zip(jobs, done, strict=True):
         by_setting.setdefault(name, []).append(run)
