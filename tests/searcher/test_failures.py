@@ -136,7 +136,14 @@ def test_a_killed_workers_trial_is_retried_elsewhere_and_resumes_from_its_checkp
     url = request.getfixturevalue(f"{backend}_url")
     _create(url, "kill", n_trials=2)
     victim = _worker(url, "kill", tmp_path / "runs")
-    wait_for(lambda: _epochs_reported(url, "kill", 0) >= 1, timeout=400, what="epoch 1 of trial 0")
+    # Epoch 1 reported and its last.pt written: the write runs in the background, a moment after the report.
+    wait_for(
+        lambda: (
+            _epochs_reported(url, "kill", 0) >= 1 and bool(list((tmp_path / "runs").glob("kill-*/trial-00000/last.pt")))
+        ),
+        timeout=400,
+        what="epoch 1 of trial 0 and its last.pt",
+    )
     victim.kill()  # SIGKILL in epoch 2: no handler runs, the heartbeat just stops
     victim.communicate(timeout=30)
     checkpointed = _last_checkpoint_epoch(_trial_dir(tmp_path / "runs", "kill", 0))
