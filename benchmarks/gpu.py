@@ -2,16 +2,27 @@
 
 ``trainer`` is edgesearch's own step on CUDA (bf16 autocast, channels_last tensors and model);
 ``fp32`` is the same step without autocast, in the default memory format. ``--compile`` adds
-``torch.compile`` of the trainer's model. Variants run in turns; medians compared. Without a
-CUDA device the result says so (``skipped``); ``--tiny`` then still runs both variants on the
-CPU at a tiny size, which proves only that the script works.
+``torch.compile`` of the trainer's model. Variants run in turns; medians compared.
 
-    python benchmarks/gpu.py [--tiny] [--compile] [--json FILE]
+``--trials`` adds what a study pays on the card, whole ``edgesearch worker`` processes on a
+SQLite study of short trials (U-Net/resnet18, 256 synthetic images at 128 px, 3 epochs):
+
+* trials per hour with K = 1, 2 and 4 worker processes on GPU 0 (``--gpus 0 --per-gpu K``);
+* one trial's epoch time with ``data.loader: cpu`` (albumentations in loader processes) against
+  ``device`` (the dataset resident on the GPU): the input pipeline against the GPU's step rate.
+
+Without a CUDA device the result says so (``skipped``); ``--tiny`` then still runs everything on the
+CPU at a tiny size (``--processes K`` instead of ``--per-gpu K``), which proves only that the script works.
+
+    python benchmarks/gpu.py [--tiny] [--compile] [--trials] [--json FILE]
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,9 +70,93 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+TRIALS = {
+    "full": {"image_size": 128, "n_images": 256, "epochs": 3, "trials_per_worker": 2, "ks": (1, 2, 4)},
+    "tiny": {"image_size": 32, "n_images": 16, "epochs": 1, "trials_per_worker": 1, "ks": (1, 2)},
+}
+
+
+def _study_file(folder: Path, name: str, n_trials: int, size: dict[str, Any], loader: str) -> Path:
+    import yaml
+
+    study = {
+        "name": name,
+        "n_trials": n_trials,
+        "sampler": {"kind": "random", "seed": 0},
+        "pruner": {"kind": "none"},
+        "trainer": {
+            "model": {"arch": "unet", "encoder": "resnet18", "encoder_weights": None},
+            "data": {
+                "image_size": size["image_size"],
+                "batch_size": 16,
+                "loader": loader,
+                "synthetic": {"n_images": size["n_images"]},
+            },
+            "epochs": size["epochs"],
+        },
+        "space": {"loss.edge_lambda": {"low": 0.0, "high": 0.5}},
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def _run_study(folder: Path, name: str, size: dict[str, Any], *, k: int, cuda: bool, loader: str) -> dict[str, Any]:
+    """Create a study of K x trials_per_worker trials and run it with K worker processes; whole processes timed."""
+    n_trials = k * size["trials_per_worker"]
+    url = f"sqlite:///{folder}/{name}.db"
+    cli = [sys.executable, "-m", "edgesearch"]
+    study_file = _study_file(folder, name, n_trials, size, loader)
+    subprocess.run([*cli, "study", "create", str(study_file), "--storage", url], check=True, capture_output=True)
+    where = ["--gpus", "0", "--per-gpu", str(k)] if cuda else ["--processes", str(k)]
+    started = time.perf_counter()
+    done = subprocess.run(
+        [*cli, "worker", name, "--storage", url, "--runs-dir", str(folder / "runs"), *where],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"EDGESEARCH_ARTIFACTS": str(folder / "artifacts")},
+    )
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"worker failed ({done.returncode}): {done.stderr[-2000:]}")
+    import json
+
+    epoch_s = []
+    for history in (folder / "runs").glob(f"{name}*/**/history.json"):
+        epoch_s += [row["seconds"] for row in json.loads(history.read_text())]
+    return {
+        "k": k,
+        "trials": n_trials,
+        "wall_s": wall,
+        "trials_per_hour": 3600 * n_trials / wall,
+        "median_epoch_s": _common.median(epoch_s) if epoch_s else None,
+    }
+
+
+def trials_per_hour(tiny: bool, cuda: bool) -> dict[str, Any]:
+    size = TRIALS["tiny" if tiny else "full"]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        per_k = [_run_study(folder, f"k{k}", size, k=k, cuda=cuda, loader="auto") for k in size["ks"]]
+        for row in per_k:
+            _common.log(
+                f"K={row['k']}: {row['trials_per_hour']:.0f} trials/hour ({row['trials']} in {row['wall_s']:.1f} s)"
+            )
+        paths = {
+            loader: _run_study(folder, f"loader-{loader}", size, k=1, cuda=cuda, loader=loader)
+            for loader in ("cpu", "device")
+        }
+        _common.log(
+            "epoch time, data.loader cpu vs device: "
+            + ", ".join(f"{loader} {row['median_epoch_s']:.2f} s" for loader, row in paths.items())
+        )
+    return {"setup": size | {"ks": list(size["ks"])}, "per_gpu": per_k, "loader": paths}
+
+
 def main() -> None:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--compile", action="store_true", help="also time torch.compile of the trainer's model")
+    p.add_argument("--trials", action="store_true", help="also measure trials/hour with K workers per GPU")
     args = p.parse_args()
     import torch
 
@@ -100,6 +195,8 @@ def main() -> None:
         "speedup_vs_fp32": speedup,
         "seconds_per_step": {"median": medians, "samples": samples},
     }
+    if args.trials:
+        result["trials"] = trials_per_hour(args.tiny, cuda)
     if cuda:
         result["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     else:

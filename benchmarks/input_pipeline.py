@@ -1,11 +1,15 @@
 """Input pipeline: images/s the loader delivers against images/s the training step consumes.
 
 A folder of PNG image/mask pairs (320 px, written untimed) goes through edgesearch's own
-dataset, albumentations pipeline and DataLoader at 256 px with the default ``num_workers``,
-``persistent_workers`` and ``pin_memory`` settings. The step is edgesearch's trainer step with
-the default model (U-Net, resnet34) and batch size on the same machine. Target: the loader
-delivers >= 1.5x what the step consumes. As a check of the same thing from inside training,
-one real epoch measures the share of its wall time spent waiting for the next batch.
+dataset, albumentations pipeline and DataLoader at 256 px with two loader processes
+(``persistent_workers``), and in-process. The step is edgesearch's trainer step with the default
+model (U-Net, resnet34) and batch size on the same machine. Target: the loader delivers >= 1.5x
+what the step consumes. As a check of the same thing from inside training, one real epoch
+measures the share of its wall time spent waiting for the next batch.
+
+Then the device path (``data.loader: device``) on the same images: the dataset resident on the
+device (CUDA when there is one, else this CPU), flips, quarter turns and brightness applied a batch
+at a time: its images/s against the CPU path's, and the one-time cost of making it resident.
 
     python benchmarks/input_pipeline.py [--tiny] [--json FILE]
 """
@@ -87,6 +91,21 @@ class TimedLoader:
             yield batch
 
 
+class _Synced:
+    """A batch iterable that waits for the device after each batch (CUDA runs asynchronously)."""
+
+    def __init__(self, batches: Any, device: Any) -> None:
+        self.batches, self.device = batches, device
+
+    def __iter__(self) -> Iterator[Any]:
+        import torch
+
+        for batch in self.batches:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            yield batch
+
+
 def main() -> None:
     args = _common.parser(__doc__.splitlines()[0]).parse_args()
     import torch
@@ -101,7 +120,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = write_pngs(Path(tmp) / "data", n=size["n_images"], size=size["source_px"])
         overrides: dict[str, Any] = {
-            "data": {"root": str(root), "image_size": size["image_size"]},
+            "data": {"root": str(root), "image_size": size["image_size"], "num_workers": 2},
             # The encoder trains too (stage 2): the most expensive step, the one the loader must keep up with.
             "optim": {"freeze_epochs": 0},
             "device": "cpu",
@@ -145,6 +164,30 @@ def main() -> None:
         runner.train_epoch(timed, 0)
         epoch_s = time.perf_counter() - started
 
+        # The device path over the same images.
+        from edgesearch.trainer.data import normalization
+        from edgesearch.trainer.device_data import DeviceBatches, resident_tensors
+
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        started = time.perf_counter()
+        images, masks = resident_tensors(train_ds, image_size=data.image_size)
+        mean, std = normalization(3)
+        resident = DeviceBatches(
+            images.to(device),
+            masks.to(device),
+            batch_size=data.batch_size,
+            train=True,
+            augment=True,
+            mean=mean,
+            std=std,
+        )
+        resident_s = time.perf_counter() - started
+        device_ips = loader_images_per_second(_Synced(resident, device), max(2, size["loader_epochs"]))
+        _common.log(
+            f"device path on {device}: {device_ips:.1f} images/s (made resident in {resident_s:.2f} s); "
+            f"CPU path {loader_ips:.1f} images/s with 2 processes"
+        )
+
     value = _common.ratio(loader_ips, step_ips)
     wait_share = timed.wait / epoch_s
     _common.log(f"loader/step {value:.1f}x; waiting for data: {100 * wait_share:.1f}% of a training epoch")
@@ -163,6 +206,12 @@ def main() -> None:
                 "n_images": size["n_images"],
             },
             "loader_images_per_s": loader_ips,
+            "device_path": {
+                "device": str(device),
+                "images_per_s": device_ips,
+                "resident_seconds": resident_s,
+                "over_cpu_path": _common.ratio(device_ips, loader_ips),
+            },
             "loader_in_process_images_per_s": serial_ips,
             "step_images_per_s": step_ips,
             "step_seconds": samples,

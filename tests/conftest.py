@@ -51,6 +51,16 @@ def _artifacts_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGESEARCH_ARTIFACTS", str(tmp_path / "artifacts"))
 
 
+@pytest.fixture(autouse=True)
+def _fresh_data_cache() -> Iterator[None]:
+    """Each test starts with an empty decoded-data cache, and leaves none behind (it may hold GiBs)."""
+    from edgesearch.trainer import data_cache
+
+    data_cache.clear()
+    yield
+    data_cache.clear()
+
+
 POSTGRES_ENV = "EDGESEARCH_TEST_POSTGRES_URL"
 
 

@@ -463,6 +463,24 @@ CASES = [
     Case("trainer-edge-width-zero", train(loss={"edge_width": 0}), ("trainer.yaml", "loss.edge_width", "0", "1 <= x")),
     Case("trainer-epochs-wrong-type", train(epochs="ten"), ("trainer.yaml", "epochs", "'ten'", "integer", "x >= 1")),
     Case("trainer-loss-kind-unknown", train(loss={"kind": "dice"}), ("trainer.yaml", "loss.kind", "'dice'", "'focal'")),
+    Case("trainer-loader-unknown", train(data={"loader": "gpu"}), ("trainer.yaml", "data.loader", "'gpu'", "'device'")),
+    Case(
+        "trainer-num-workers-word",
+        train(data={"num_workers": "many"}),
+        ("trainer.yaml", "data.num_workers", "'many'", "auto or a whole number 0..64"),
+    ),
+    Case(
+        "train-data-cache-budget-malformed",
+        train(),
+        ("EDGESEARCH_DATA_CACHE_MB", "'lots'", "a whole number of MiB >= 0"),
+        env={"EDGESEARCH_DATA_CACHE_MB": "lots"},
+    ),
+    Case(
+        "worker-data-cache-budget-malformed",
+        on_known("worker", KNOWN, "--runs-dir", "{tmp}/runs"),
+        ("EDGESEARCH_DATA_CACHE_MB", "'-5'", "a whole number of MiB >= 0"),
+        env={"EDGESEARCH_DATA_CACHE_MB": "-5"},
+    ),
     Case("trainer-epochs-boolean", train(epochs=True), ("trainer.yaml", "epochs", "true is a boolean")),
     Case(
         "trainer-checkpoint-interval-negative",

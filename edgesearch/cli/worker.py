@@ -168,6 +168,7 @@ def worker_command(
         from edgesearch.searcher.local import check_gpus, gpu_slots, worker_args
         from edgesearch.searcher.storage import resolve_storage_url
         from edgesearch.searcher.study import load_study
+        from edgesearch.trainer.data_cache import budget_bytes
         from edgesearch.trainer.device import check_required_gpu
 
         gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
@@ -176,6 +177,7 @@ def worker_command(
         if gpu_list:
             check_gpus(gpu_list)  # before anything is opened or created
         check_required_gpu()  # a child given a GPU: fail here, before taking a trial
+        budget_bytes()  # a malformed EDGESEARCH_DATA_CACHE_MB, before any process starts
         quiet_optuna()
         url = resolve_storage_url(storage)
         load_study(name, url)  # a missing study or database fails here, before any process starts

@@ -24,7 +24,6 @@ from edgesearch.trainer.records import EpochRecord, summary
 if TYPE_CHECKING:
     from edgesearch.searcher.config import StudyConfig
     from edgesearch.searcher.optuna_internals import ArtifactStore
-    from edgesearch.trainer.config import TrainConfig
 
 __all__ = ["PruningCallback", "TrialInterrupted", "TrialOutcome", "run_trial"]
 
@@ -147,21 +146,14 @@ def run_trial(
             trial.set_user_attr("best_checkpoint_sha256", file_digest(result.best_checkpoint))
         outcome = TrialOutcome(trial.number, TrialState.COMPLETE, value, len(result.history))
     if artifact_store is not None:
-        _publish(trial, train_config, run_dir, artifact_store)
+        _publish(trial, run_dir, artifact_store)
     return outcome
 
 
-def _publish(trial: optuna.Trial, train_config: TrainConfig, run_dir: Path, store: ArtifactStore) -> None:
-    """Draw the edge overlay from best.pt and upload the trial's files to the artifact store."""
+def _publish(trial: optuna.Trial, run_dir: Path, store: ArtifactStore) -> None:
+    """Upload the trial's files (curves, the edge overlay the trainer drew, best weights) to the artifact store."""
     from edgesearch.searcher.artifacts import upload_trial_files
-    from edgesearch.trainer.plots import write_edge_overlay
 
-    best = run_dir / run_files.BEST
-    if best.is_file():
-        try:
-            write_edge_overlay(train_config, best, run_dir / run_files.EDGES)
-        except Exception:  # a picture is not worth failing a trained trial for
-            _log.warning("could not draw the edge overlay of trial %d", trial.number, exc_info=True)
     ids = upload_trial_files(trial, store, run_dir)
     if ids:
         trial.set_user_attr("artifacts", ids)

@@ -214,6 +214,9 @@ def run_worker(
     ``trial_runner`` is what trains a trial (:func:`~edgesearch.searcher.objective.run_trial`);
     tests and benchmarks swap in a cheap one to exercise the coordination alone.
     """
+    from edgesearch.trainer.data_cache import budget_bytes
+
+    budget_bytes()  # a malformed EDGESEARCH_DATA_CACHE_MB stops the worker before it takes a trial
     study, config = load_study(name, url, worker_index=worker_index)
     stop = stop if stop is not None else threading.Event()
     deadline = None if timeout is None else time.monotonic() + timeout

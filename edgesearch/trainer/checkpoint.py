@@ -48,8 +48,8 @@ def load_checkpoint(path: Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-RESUMABLE_CHANGES = frozenset({"epochs", "device", "data.num_workers", "checkpoint_interval"})
-"""Settings a resumed run may change: train longer, on another device, with other loader processes."""
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "data.num_workers", "data.loader", "checkpoint_interval"})
+"""Settings a resumed run may change: train longer, on another device, with other loader processes or path."""
 
 
 def config_changes(saved: Any, now: Any, prefix: str = "") -> list[str]:

@@ -63,11 +63,27 @@ class _Buffers:
     def __init__(self) -> None:
         self.slots: list[Any] = [None, None]
 
+    @classmethod
+    def take(cls, kind: str) -> _Buffers:
+        """The buffers the last finished run of this process left (a worker's next trial usually has
+        the same model, so its copies land in memory already paged in), or new ones."""
+        with _SPARE_LOCK:
+            return _SPARE.pop(kind, None) or cls()
+
+    def give_back(self, kind: str) -> None:
+        with _SPARE_LOCK:
+            _SPARE[kind] = self
+
     def fill(self, state: Any, *, busy: Any) -> Any:
         """Copy ``state`` into the slot that ``busy`` (the copy being written, if any) is not."""
         index = 1 if self.slots[0] is not None and self.slots[0] is busy else 0
         self.slots[index] = copy_to_host(state, self.slots[index])
         return self.slots[index]
+
+
+_SPARE: dict[str, _Buffers] = {}
+"""One set of host buffers per kind, kept between the runs of a process (what :meth:`_Buffers.take` hands out)."""
+_SPARE_LOCK = threading.Lock()
 
 
 class Checkpointer:
@@ -81,7 +97,7 @@ class Checkpointer:
         self.interval = interval
         self._snapshot: dict[str, Any] | None = None
         self._best_weights: dict[str, Any] | None = None
-        self._snapshots, self._bests = _Buffers(), _Buffers()
+        self._snapshots, self._bests = _Buffers.take("last"), _Buffers.take("best")
         self._writing: tuple[Any, Any] = (None, None)
         """The (snapshot, best weights) the background write holds: never reused while it runs."""
         self._unwritten = False
@@ -111,6 +127,21 @@ class Checkpointer:
             self._write_in_background()
         self.epoch_wait_s += time.perf_counter() - started
 
+    @property
+    def best_weights(self) -> dict[str, Any] | None:
+        """The host copy of the best weights of this run (None before any improvement)."""
+        return self._best_weights
+
+    def start_close(self) -> None:
+        """Start writing what is not written yet, in the background: the run's end can draw its
+        pictures meanwhile. :meth:`close` waits for it."""
+        started = time.perf_counter()
+        try:
+            if self._unwritten or self._best_unwritten:
+                self._write_in_background()
+        finally:
+            self.final_wait_s += time.perf_counter() - started
+
     def close(self) -> None:
         """Write what is not written yet (the latest snapshot and best weights) and wait for it.
 
@@ -124,6 +155,9 @@ class Checkpointer:
                 self._write(*self._take())
         finally:
             self.final_wait_s += time.perf_counter() - started
+        # Written: the buffers serve the process's next run (best_weights stays readable until then).
+        self._snapshots.give_back("last")
+        self._bests.give_back("best")
 
     def _take(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         snapshot = self._snapshot if self._unwritten else None

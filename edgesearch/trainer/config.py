@@ -80,12 +80,29 @@ class DataConfig(FrozenModel):
     batch_size: int = Field(16, ge=2)
     """At least 2: BatchNorm cannot train on one image (a last batch of one is dropped)."""
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    num_workers: int = Field(2, ge=0, le=64)
+    num_workers: int | Literal["auto"] = "auto"
+    """Loader processes, 0..64, or ``auto``: none for data held in memory unless a GPU's augmentation
+    needs them, else 2 (:func:`edgesearch.trainer.data.loader_workers`)."""
+    """Loader processes; ``auto``: none for data held in memory unless a GPU's augmentation needs them, else 2
+    (see :func:`edgesearch.trainer.data.loader_workers`)."""
     augment: bool = True
+    loader: Literal["auto", "cpu", "device"] = "auto"
+    """Where batches are made: ``cpu`` (decode + albumentations, in loader processes when
+    ``num_workers`` says so), ``device`` (the resized dataset kept on the training device, flips,
+    quarter turns and brightness applied a batch at a time there), or ``auto``: ``device`` on CUDA
+    when the dataset takes at most a quarter of the free GPU memory, else ``cpu``."""
     normalize: Literal["auto", "imagenet", "percentile"] = "auto"
     """How images become 0..1: ``auto`` (8-bit: ``imagenet``, deeper: ``percentile``), ``imagenet``
     (divide by the type's range) or ``percentile`` (per image, 1st..99.8th percentile); see trainer/images.py."""
     synthetic: SyntheticConfig = SyntheticConfig()
+
+    @field_validator("num_workers", mode="before")
+    @classmethod
+    def _workers(cls, value: Any) -> Any:
+        # One message for the union (pydantic would list each member's complaint).
+        if value == "auto" or (type(value) is int and 0 <= value <= 64):
+            return value
+        raise ValueError(f"{shorten(value)} is not allowed; allowed: auto or a whole number 0..64")
 
     @field_validator("image_size")
     @classmethod

@@ -10,15 +10,21 @@ Mask foreground is any non-zero pixel (labels too). Everything wrong with a fold
 unreadable images, size mismatches, masks that look like images, no files at all) is found by
 :func:`scan_folder` before training starts and reported in one :class:`DataError` that names
 the files.
+
+Per process, a checked folder and the decoded images are kept for the next run while they fit
+the cache budget (:mod:`~edgesearch.trainer.data_cache`), and ``data.num_workers: auto`` starts
+no loader processes for data held in memory unless a GPU's augmentation needs them
+(:func:`loader_workers`).
 """
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import albumentations as A
 import cv2
@@ -28,6 +34,7 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset
 
 from edgesearch.errors import DataError, raise_problems
+from edgesearch.trainer import data_cache
 from edgesearch.trainer.config import DataConfig
 from edgesearch.trainer.images import binarize_mask, is_lossy, read_image, read_mask, to_unit_range
 
@@ -40,6 +47,8 @@ __all__ = [
     "build_datasets",
     "build_loader",
     "build_transforms",
+    "loader_workers",
+    "normalization",
     "scan_folder",
 ]
 
@@ -93,7 +102,19 @@ def _pair_folder(folder: Path, problems: list[str]) -> list[Pair]:
     return [Pair(images[s], masks[s]) for s in sorted(images.keys() & masks.keys())]
 
 
+def _pair_key(pair: Pair, channels: int) -> tuple[Any, ...]:
+    return ("pair", data_cache.file_key(pair.image), data_cache.file_key(pair.mask), channels)
+
+
 def _check_pair(pair: Pair, channels: int, problems: list[str]) -> None:
+    """Read and check one pair; a good one is kept decoded (within the cache budget) for training."""
+    try:
+        key = _pair_key(pair, channels)
+    except OSError as exc:
+        problems.append(f"{pair.image}: unreadable ({exc.strerror})")
+        return
+    if key in data_cache.decoded():  # checked before, and unchanged since
+        return
     try:
         image = read_image(pair.image, channels=channels)
     except (OSError, ValueError, SyntaxError) as exc:
@@ -109,22 +130,35 @@ def _check_pair(pair: Pair, channels: int, problems: list[str]) -> None:
             f"{pair.mask}: mask is {raw.shape[1]}x{raw.shape[0]} but its image is "
             f"{image.shape[1]}x{image.shape[0]} (width x height)"
         )
-    elif binarize_mask(raw, lossy=is_lossy(pair.mask)) is None:
+        return
+    mask = binarize_mask(raw, lossy=is_lossy(pair.mask))
+    if mask is None:
         problems.append(
             f"{pair.mask}: mask is not binary ({len(np.unique(raw))} levels varying like an image's); expected "
             "background 0 and foreground non-zero, e.g. 0/255, 0/1 or instance labels"
         )
+        return
+    data_cache.decoded().put(key, (image, mask))
 
 
 def scan_folder(root: Path, *, channels: int = 3) -> tuple[list[Pair], list[Pair] | None]:
     """Pair and check every file under ``root``; returns (train, val) or (all, None).
 
-    Raises DataError listing the problems (the first few of them) when any file is broken.
+    Raises DataError listing the problems (the first few of them) when any file is broken. A folder
+    checked before in this process, none of whose files changed since, is not read again.
     """
     if not root.is_dir():
         raise DataError(f"data.root: {root}: no such folder")
+    split = (root / "train").is_dir() or (root / "val").is_dir()
+    parts = [root / "train", root / "val"] if split else [root]
+    folders = [part / sub for part in parts for sub in ("images", "masks")]
+    key = (str(root.resolve()), channels)
+    seen = data_cache.fingerprint(folders)
+    kept = data_cache.scan_result(key, seen)
+    if kept is not None:
+        return cast(tuple[list[Pair], list[Pair] | None], kept)
     problems: list[str] = []
-    if (root / "train").is_dir() or (root / "val").is_dir():
+    if split:
         train = _pair_folder(root / "train", problems)
         val: list[Pair] | None = _pair_folder(root / "val", problems)
     else:
@@ -133,21 +167,27 @@ def scan_folder(root: Path, *, channels: int = 3) -> tuple[list[Pair], list[Pair
         for pair in [*train, *(val or [])]:
             _check_pair(pair, channels, problems)
     raise_problems(problems, DataError)
+    data_cache.keep_scan(key, folders, (train, val), seen=seen)
     return train, val
 
 
 # --------------------------------------------------------------------------- datasets
 
 
+def normalization(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel for images in 0..1: ImageNet's for 3 channels; for other channel
+    counts, which have no ImageNet statistics, the average of ImageNet's three for every channel."""
+    if channels < 1:
+        raise ValueError(f"channels must be >= 1, got {channels}")
+    if channels == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return (float(np.mean(IMAGENET_MEAN)),) * channels, (float(np.mean(IMAGENET_STD)),) * channels
+
+
 def build_transforms(*, image_size: int, channels: int, augment: bool) -> A.Compose:
     """Joint image+mask pipeline for a float32 0..1 image (:func:`to_unit_range`): resize, (flips,
     rotations and brightness), ImageNet mean and standard deviation."""
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    if channels == 3:
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-    else:  # no ImageNet statistics for other channel counts: use their average
-        mean, std = (float(np.mean(IMAGENET_MEAN)),) * channels, (float(np.mean(IMAGENET_STD)),) * channels
+    mean, std = normalization(channels)
     steps: list[Any] = [A.Resize(image_size, image_size)]
     if augment:
         steps += [
@@ -173,13 +213,26 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def load_all(self) -> bool:
+        """Decode every item into the process's cache when they all fit its budget; True when all are there."""
+        raise NotImplementedError
+
     def reseed(self, seed: int) -> None:
-        """Seed the augmentation RNG (called per epoch, and per loader worker)."""
+        """Seed the augmentation RNG (called per epoch, and per loader worker), one stream per step.
+
+        Why per step: albumentations' ``Compose.set_random_seed`` gives every step the same seed, so
+        each step's first draw was the same number: both flips flipped together (never a mirror
+        image) and brightness came only with them.
+        """
         self.transform.set_random_seed(seed)
+        steps = self.transform.transforms
+        for step, step_seed in zip(steps, np.random.SeedSequence(seed).generate_state(len(steps)), strict=True):
+            step.set_random_seed(int(step_seed))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.raw(index)
-        out = self.transform(image=to_unit_range(image, self.normalize), mask=mask)
+        # A kept mask is read-only, and ToTensorV2 shares memory with what it is given.
+        out = self.transform(image=to_unit_range(image, self.normalize), mask=np.array(mask))
         return out["image"], out["mask"].unsqueeze(0).float()
 
 
@@ -194,10 +247,23 @@ class FolderDataset(SegmentationDataset):
 
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         pair = self.pairs[index]
+        key = _pair_key(pair, self.channels)
+        kept = data_cache.decoded().get(key)
+        if kept is not None:
+            return kept[0], kept[1]
         mask = binarize_mask(read_mask(pair.mask), lossy=is_lossy(pair.mask))
         if mask is None:  # scan_folder checked this; the file changed since
             raise DataError(f"{pair.mask}: mask is not binary")
-        return read_image(pair.image, channels=self.channels), mask
+        image, mask = data_cache.decoded().put(key, (read_image(pair.image, channels=self.channels), mask))
+        return image, mask
+
+    def load_all(self) -> bool:
+        # scan_folder decoded every pair and kept what fit: what is missing did not fit.
+        cache = data_cache.decoded()
+        try:
+            return all(_pair_key(pair, self.channels) in cache for pair in self.pairs)
+        except OSError:
+            return False
 
 
 class SyntheticShapes(SegmentationDataset):
@@ -218,8 +284,26 @@ class SyntheticShapes(SegmentationDataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def _key(self, index: int) -> tuple[Any, ...]:
+        return ("synthetic", self.seed, self.indices[index], self.size, self.channels)
+
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        return synthetic_sample(self.indices[index], size=self.size, seed=self.seed, channels=self.channels)
+        cache = data_cache.decoded()
+        kept = cache.get(self._key(index))
+        if kept is not None:
+            return kept[0], kept[1]
+        sample = synthetic_sample(self.indices[index], size=self.size, seed=self.seed, channels=self.channels)
+        image, mask = cache.put(self._key(index), sample)
+        return image, mask
+
+    def load_all(self) -> bool:
+        cache = data_cache.decoded()
+        missing = [i for i in range(len(self)) if self._key(i) not in cache]
+        if cache.used + len(missing) * self.size * self.size * (self.channels + 1) > cache.budget:
+            return False
+        for index in missing:
+            self.raw(index)
+        return True
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, channels: int, cells: int) -> np.ndarray:
@@ -309,6 +393,26 @@ def _seed_worker(worker_id: int) -> None:
         info.dataset.reseed(seed)
 
 
+AUTO_WORKERS = 2
+"""Loader processes ``num_workers: auto`` starts when it starts any (fewer on a machine with fewer cores)."""
+
+
+def loader_workers(dataset: SegmentationDataset, cfg: DataConfig, *, train: bool, device: torch.device) -> int:
+    """How many loader processes to start: ``data.num_workers``, or for ``auto``:
+
+    0 when the dataset is held in memory (it fits the cache budget) and the batches need no
+    augmentation on the CPU while a GPU waits (validation, ``augment: false``, or a CPU device,
+    where loader processes would only take cores from the step); otherwise 2. Starting the two
+    cost 3.7 s of a 64 px run on a 2-core machine (``benchmarks/end_to_end.py``), paid by every trial.
+    """
+    if cfg.num_workers != "auto":
+        return cfg.num_workers
+    cpu_augment = train and cfg.augment and device.type != "cpu"
+    if not cpu_augment and dataset.load_all():
+        return 0
+    return min(AUTO_WORKERS, len(os.sched_getaffinity(0)))
+
+
 def build_loader(
     dataset: SegmentationDataset,
     cfg: DataConfig,
@@ -316,8 +420,9 @@ def build_loader(
     train: bool,
     generator: torch.Generator | None = None,
     pin_memory: bool = False,
+    device: torch.device | None = None,
 ) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
-    workers = cfg.num_workers
+    workers = loader_workers(dataset, cfg, train=train, device=device or torch.device("cpu"))
     worker_init: Callable[[int], None] | None = _seed_worker if workers > 0 else None
     return DataLoader(
         dataset,

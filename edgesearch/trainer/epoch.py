@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -22,7 +22,7 @@ from edgesearch.trainer.callbacks import Callback
 from edgesearch.trainer.config import TrainConfig
 from edgesearch.trainer.edges import edge_map
 from edgesearch.trainer.losses import total_loss
-from edgesearch.trainer.metrics import MetricAccumulator
+from edgesearch.trainer.metrics import THRESHOLD, MetricAccumulator
 from edgesearch.trainer.model import backbone_parameters, head_parameters, set_backbone_trainable
 from edgesearch.trainer.schedule import BACKBONE, HEAD, StagedSchedule, add_backbone_group, build_optimizer
 
@@ -68,6 +68,14 @@ def _batches(batches: Batches) -> Iterator[tuple[int, tuple[torch.Tensor, torch.
         raise UserError(f"data: reading a batch failed: {exc}") from exc
 
 
+def _image_ious(prob: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """(N,) IoU of each prediction (probability >= 0.5) with its mask; 1.0 when both are empty."""
+    pred, target = (prob >= THRESHOLD).flatten(1), (masks >= THRESHOLD).flatten(1)
+    inter = (pred & target).sum(1, dtype=torch.float64)
+    union = (pred | target).sum(1, dtype=torch.float64)
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
 @dataclass
 class EpochRunner:
     """What one epoch needs: the model, its optimizer and schedule, precision and callbacks."""
@@ -79,6 +87,9 @@ class EpochRunner:
     schedule: StagedSchedule
     precision: Precision
     callbacks: Sequence[Callback] = ()
+    image_ious: list[float] = field(default_factory=list)
+    """Per-image IoU of the last :meth:`validate`, in batch order (both masks empty: 1.0). The run's
+    edge overlay ranks the validation images by its best epoch's, instead of predicting them again."""
 
     @classmethod
     def build(
@@ -166,6 +177,7 @@ class EpochRunner:
         meter = MetricAccumulator(width=cfg.edge_width, device=self.device)
         loss_sum = torch.zeros((), device=self.device)
         n_batches = 0
+        per_image: list[torch.Tensor] = []
         self.model.eval()
         with torch.inference_mode():
             for _, (images, masks) in _batches(batches):
@@ -175,8 +187,11 @@ class EpochRunner:
                 # The target's edge map serves the edge term of the loss and two of the metrics: computed once.
                 target_edges = edge_map(masks.float(), cfg.edge_width)
                 loss_sum += total_loss(logits, masks, cfg, target_edges=target_edges)
-                meter.update(torch.sigmoid(logits.float()), masks, target_edges=target_edges)
+                prob = torch.sigmoid(logits.float())
+                meter.update(prob, masks, target_edges=target_edges)
+                per_image.append(_image_ious(prob, masks))
                 n_batches += 1
+        self.image_ious = torch.cat(per_image).tolist() if per_image else []
         metrics = meter.compute()
         metrics["val_loss"] = loss_sum.item() / max(n_batches, 1)
         return metrics

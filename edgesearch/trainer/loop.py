@@ -5,6 +5,9 @@ the training data with the lr set per step by the schedule, one validation pass,
 tracker, the epoch record, a host snapshot for ``last.pt`` (written in the background on the
 ``checkpoint_interval`` cadence, and always at the end: :mod:`~edgesearch.trainer.checkpointer`),
 ``history.json``, then the callbacks. The epoch itself is :class:`~edgesearch.trainer.epoch.EpochRunner`'s.
+At the end (also when stopped, pruned or failed) the last checkpoint is written in the background
+while ``curves.png`` and ``edges.png`` (the best weights on the validation images, ranked by the
+best epoch's per-image IoU) are drawn.
 """
 
 from __future__ import annotations
@@ -21,18 +24,20 @@ from typing import Any, cast
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from edgesearch.files import atomic_write_text
-from edgesearch.trainer import run_files
+from edgesearch.trainer import data_cache, run_files
 from edgesearch.trainer.callbacks import Callback
-from edgesearch.trainer.checkpoint import read_resume_state
+from edgesearch.trainer.checkpoint import load_checkpoint, read_resume_state
 from edgesearch.trainer.checkpointer import Checkpointer
 from edgesearch.trainer.config import TrainConfig
-from edgesearch.trainer.data import build_datasets, build_loader
+from edgesearch.trainer.data import SegmentationDataset, build_datasets, build_loader
 from edgesearch.trainer.device import resolve_device
+from edgesearch.trainer.device_data import DeviceBatches, device_batches
 from edgesearch.trainer.epoch import EpochRunner, NonFiniteLossError
 from edgesearch.trainer.model import build_model
-from edgesearch.trainer.plots import plot_curves
+from edgesearch.trainer.plots import draw_edge_overlay, plot_curves
 from edgesearch.trainer.records import EpochRecord
 
 __all__ = ["NonFiniteLossError", "TrainResult", "seed_everything", "train"]
@@ -79,9 +84,45 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def _plot(history: list[EpochRecord], run_dir: Path) -> None:
-    best = max(r["val_iou"] for r in history)
-    plot_curves(history, run_dir / run_files.CURVES, title=f"best val IoU {best:.3f}")
+@dataclass
+class _Best:
+    """The best epoch so far: its weights live in the Checkpointer; its per-image IoU here."""
+
+    iou: float = -math.inf
+    epoch: int = 0
+    image_ious: list[float] | None = None
+
+
+def _draw(
+    history: list[EpochRecord],
+    run_dir: Path,
+    *,
+    model: torch.nn.Module,
+    val_ds: SegmentationDataset,
+    config: TrainConfig,
+    best: _Best,
+    best_weights: dict[str, Any] | None,
+) -> None:
+    """curves.png, then edges.png from the best weights (kept in memory, or best.pt of a resumed run).
+
+    Pictures are best effort: a failure is logged, never the end of a trained run.
+    """
+    try:
+        plot_curves(history, run_dir / run_files.CURVES, title=f"best val IoU {best.iou:.3f}")
+    except Exception as exc:
+        _log.warning("could not draw %s: %s", run_dir / run_files.CURVES, exc)
+    try:
+        if best_weights is not None:
+            model.load_state_dict(best_weights)
+        elif (run_dir / run_files.BEST).is_file():  # resumed, and no better epoch since
+            model.load_state_dict(load_checkpoint(run_dir / run_files.BEST))
+        else:
+            return
+        model.eval()
+        ious = best.image_ious if best.image_ious is not None and len(best.image_ious) == len(val_ds) else None
+        draw_edge_overlay(model, val_ds, config, run_dir / run_files.EDGES, image_ious=ious)
+    except Exception as exc:
+        _log.warning("could not draw %s: %s", run_dir / run_files.EDGES, exc)
 
 
 def _write_json(obj: Any, path: Path) -> None:
@@ -103,6 +144,7 @@ def train(
     state it had; ``force_resume`` lets it continue with changed loss, optimiser or data settings.
     Bad data or config raise a :class:`UserError` before anything is written.
     """
+    data_cache.budget_bytes()  # a malformed EDGESEARCH_DATA_CACHE_MB is bad input: before anything runs
     device = resolve_device(config.device)
     seed_everything(config.seed)
     train_ds, val_ds = build_datasets(config.data, channels=config.model.in_channels, seed=config.seed)
@@ -112,9 +154,17 @@ def train(
     state = read_resume_state(resume_from, config, force=force_resume) if resume_from is not None else None
 
     generator = torch.Generator()
-    pin = device.type == "cuda"
-    train_loader = build_loader(train_ds, config.data, train=True, generator=generator, pin_memory=pin)
-    val_loader = build_loader(val_ds, config.data, train=False, pin_memory=pin)
+    on_device = device_batches(train_ds, val_ds, config.data, channels=config.model.in_channels, device=device)
+    train_loader: DataLoader[tuple[torch.Tensor, torch.Tensor]] | DeviceBatches
+    val_loader: DataLoader[tuple[torch.Tensor, torch.Tensor]] | DeviceBatches
+    if on_device is not None:
+        train_loader, val_loader = on_device
+    else:
+        pin = device.type == "cuda"
+        train_loader = build_loader(
+            train_ds, config.data, train=True, generator=generator, pin_memory=pin, device=device
+        )
+        val_loader = build_loader(val_ds, config.data, train=False, pin_memory=pin, device=device)
     start_epoch = int(state["epoch"]) if state else 0
     runner = EpochRunner.build(
         config,
@@ -127,14 +177,14 @@ def train(
     )
 
     history: list[EpochRecord] = []
-    best_iou, best_epoch = -math.inf, 0
+    best = _Best()
     if state:
         model.load_state_dict(state["model"])
         runner.optimizer.load_state_dict(state["optimizer"])
         runner.schedule.load_state_dict(state["schedule"])
         _set_rng_state(state["rng"])
         history = list(state["history"])
-        best_iou, best_epoch = float(state["best_val_iou"]), int(state["best_epoch"])
+        best.iou, best.epoch = float(state["best_val_iou"]), int(state["best_epoch"])
 
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -146,6 +196,18 @@ def train(
         else None
     )
 
+    def finish() -> None:
+        # The last write runs behind the pictures: they take about as long, and need no disk bandwidth.
+        if checkpoints is not None:
+            checkpoints.start_close()
+        try:
+            if run_dir is not None and history:
+                best_weights = checkpoints.best_weights if checkpoints is not None else None
+                _draw(history, run_dir, model=model, val_ds=val_ds, config=config, best=best, best_weights=best_weights)
+        finally:
+            if checkpoints is not None:
+                checkpoints.close()
+
     for cb in callbacks:
         cb.on_train_start(epochs=config.epochs, start_epoch=start_epoch, steps_per_epoch=len(train_loader))
     try:
@@ -155,8 +217,12 @@ def train(
             runner.set_train_mode(epoch)
             # Shuffling and augmentation depend on (seed, epoch) only, so a resumed run sees
             # the same batches as an uninterrupted one.
-            generator.manual_seed(config.seed * 100_003 + epoch)
-            train_ds.reseed(config.seed * 100_003 + epoch)
+            epoch_seed = config.seed * 100_003 + epoch
+            if isinstance(train_loader, DeviceBatches):
+                train_loader.reseed(epoch_seed)
+            else:
+                generator.manual_seed(epoch_seed)
+                train_ds.reseed(epoch_seed)
             train_loss = runner.train_epoch(train_loader, epoch)
             metrics = runner.validate(val_loader)
             lrs = {group["name"]: group["lr"] for group in runner.optimizer.param_groups}
@@ -174,8 +240,8 @@ def train(
                 seconds=time.perf_counter() - started,
             )
             history.append(record)
-            if record["val_iou"] > best_iou:
-                best_iou, best_epoch = record["val_iou"], epoch + 1
+            if record["val_iou"] > best.iou:
+                best.iou, best.epoch, best.image_ious = record["val_iou"], epoch + 1, runner.image_ious
                 if checkpoints is not None:
                     checkpoints.improved(model.state_dict())
             if checkpoints is not None and run_dir is not None:
@@ -187,8 +253,8 @@ def train(
                         "schedule": runner.schedule.state_dict(),
                         "rng": _rng_state(),
                         "history": history,
-                        "best_val_iou": best_iou,
-                        "best_epoch": best_epoch,
+                        "best_val_iou": best.iou,
+                        "best_epoch": best.epoch,
                         "config": config.model_dump(mode="json"),
                     }
                 )
@@ -197,27 +263,18 @@ def train(
                 cb.on_epoch_end(record)
     except BaseException:
         # Stopped, pruned or failed: the last whole epoch is written, then the error goes on. A
-        # failure to write (or to draw) is only logged here: the error that stopped the run comes first.
-        if checkpoints is not None:
-            try:
-                checkpoints.close()
-            except Exception as exc:
-                _log.warning("could not write the last checkpoint of %s: %s", run_dir, exc)
-        if run_dir is not None and history:
-            try:
-                _plot(history, run_dir)
-            except Exception as exc:
-                _log.warning("could not draw %s: %s", run_dir / run_files.CURVES, exc)
+        # failure to write is only logged here: the error that stopped the run comes first.
+        try:
+            finish()
+        except Exception as exc:
+            _log.warning("could not write the last checkpoint of %s: %s", run_dir, exc)
         raise
-    if checkpoints is not None:
-        checkpoints.close()
-    if run_dir is not None and history:
-        _plot(history, run_dir)
+    finish()
     for cb in callbacks:
         cb.on_train_end(history)
     return TrainResult(
-        best_val_iou=best_iou if history else 0.0,
-        best_epoch=best_epoch,
+        best_val_iou=best.iou if history else 0.0,
+        best_epoch=best.epoch,
         history=history,
         best_checkpoint=best_path if best_path is not None and best_path.exists() else None,
         run_dir=run_dir,

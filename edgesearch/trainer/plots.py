@@ -7,6 +7,7 @@ report's "good" and "bad" figures.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from torch import nn
 
 from edgesearch.files import atomic_write
 from edgesearch.trainer.config import TrainConfig
-from edgesearch.trainer.data import build_datasets
+from edgesearch.trainer.data import SegmentationDataset, build_datasets
 from edgesearch.trainer.device import resolve_device
 from edgesearch.trainer.images import to_display
 from edgesearch.trainer.metrics import iou
@@ -25,7 +26,7 @@ from edgesearch.trainer.overlay import BOTH_EDGE_COLOUR, PRED_EDGE_COLOUR, TRUE_
 from edgesearch.trainer.predict import load_model, probability_maps
 from edgesearch.trainer.records import EpochRecord
 
-__all__ = ["plot_curves", "write_edge_overlay"]
+__all__ = ["draw_edge_overlay", "plot_curves", "write_edge_overlay"]
 
 Ranking = list[tuple[int, float]]
 
@@ -86,30 +87,62 @@ def write_edge_overlay(
     with fewer images than ``n_good + n_bad`` shows each image once, the good row first.
     Returns ``{"good": [(val index, IoU), ...], "bad": [...]}``, best and worst first.
     """
-    if n_good < 0 or n_bad < 0 or n_good + n_bad < 1:
-        raise ValueError(f"n_good and n_bad must be >= 0 with at least one image shown, got {n_good} and {n_bad}")
+    _check_counts(n_good, n_bad)
     _, val_ds = build_datasets(config.data, channels=config.model.in_channels, seed=config.seed)
     model = load_model(config, checkpoint, device=resolve_device(device))
+    return draw_edge_overlay(model, val_ds, config, path, n_good=n_good, n_bad=n_bad)
 
-    # Pass 1 keeps one IoU per image, not the images: a folder's validation split may be large.
-    scores: Ranking = []
+
+def _check_counts(n_good: int, n_bad: int) -> None:
+    if n_good < 0 or n_bad < 0 or n_good + n_bad < 1:
+        raise ValueError(f"n_good and n_bad must be >= 0 with at least one image shown, got {n_good} and {n_bad}")
+
+
+def _rank_all(model: nn.Module, val_ds: SegmentationDataset, config: TrainConfig) -> list[float]:
+    # One IoU per image, not the images: a folder's validation split may be large.
+    scores: list[float] = []
     for start in range(0, len(val_ds), config.data.batch_size):
-        indices = range(start, min(start + config.data.batch_size, len(val_ds)))
-        samples = [val_ds.raw(i) for i in indices]
+        samples = [val_ds.raw(i) for i in range(start, min(start + config.data.batch_size, len(val_ds)))]
         preds = _predict_masks(model, [image for image, _ in samples], config)
-        scores += [(i, _image_iou(pred, mask)) for i, pred, (_, mask) in zip(indices, preds, samples, strict=True)]
-    ranked = sorted(scores, key=lambda item: (-item[1], item[0]))
-    good = ranked[:n_good]
-    bad = ranked[max(len(good), len(ranked) - n_bad) :][::-1]
+        scores += [_image_iou(pred, mask) for pred, (_, mask) in zip(preds, samples, strict=True)]
+    return scores
 
-    # Pass 2 predicts the few shown images again; in eval mode a prediction ignores the rest of its batch.
-    shown = [index for index, _ in good + bad]
+
+def draw_edge_overlay(
+    model: nn.Module,
+    val_ds: SegmentationDataset,
+    config: TrainConfig,
+    path: Path,
+    *,
+    image_ious: Sequence[float] | None = None,
+    n_good: int = 2,
+    n_bad: int = 2,
+) -> dict[str, Ranking]:
+    """:func:`write_edge_overlay` for a model in memory (in eval mode, on its device).
+
+    ``image_ious`` (one per validation image, in order) ranks the images without predicting the
+    whole split again: training passes the per-image IoU of its best epoch's validation
+    (:attr:`~edgesearch.trainer.epoch.EpochRunner.image_ious`, at ``data.image_size``). The
+    IoU shown is the one of the picture's own prediction, at the image's size.
+    """
+    _check_counts(n_good, n_bad)
+    if image_ious is not None and len(image_ious) != len(val_ds):
+        raise ValueError(f"image_ious has {len(image_ious)} values for {len(val_ds)} validation images")
+    scores = list(image_ious) if image_ious is not None else _rank_all(model, val_ds, config)
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    good_idx = order[:n_good]
+    bad_idx = order[max(len(good_idx), len(order) - n_bad) :][::-1]
+
+    # Only the shown images are predicted; in eval mode a prediction ignores the rest of its batch.
+    shown = good_idx + bad_idx
     samples = [val_ds.raw(i) for i in shown]
     drawn = dict(zip(shown, _predict_masks(model, [image for image, _ in samples], config), strict=True))
     truth = {index: mask for index, (_, mask) in zip(shown, samples, strict=True)}
     pictures = {
         index: to_display(image, config.data.normalize) for index, (image, _) in zip(shown, samples, strict=True)
     }
+    good = [(i, _image_iou(drawn[i], truth[i])) for i in good_idx]
+    bad = [(i, _image_iou(drawn[i], truth[i])) for i in bad_idx]
 
     rows = [(label, row) for label, row in (("good", good), ("bad", bad)) if row]
     n_cols = max(len(row) for _, row in rows)

@@ -38,7 +38,9 @@ class _StopAfter(Callback):
 def test_three_epochs_on_synthetic_data_learn_and_write_the_run_dir(
     tiny_config: Callable[..., TrainConfig], tmp_path: Path
 ) -> None:
-    config = tiny_config()
+    # Three epochs from a random encoder learn the shapes surely without augmentation (best IoU 0.72-0.81
+    # over seeds 0-2); with flips, turns and brightness they reach only 0.42-0.59 by epoch 3.
+    config = tiny_config(data={"augment": False})
     run_dir = tmp_path / "run"
     result = train(config, run_dir=run_dir)
 
@@ -51,7 +53,7 @@ def test_three_epochs_on_synthetic_data_learn_and_write_the_run_dir(
     assert max(ious) == result.best_val_iou
     assert result.best_val_iou > 0.5
 
-    for name in ("config.json", "history.json", "best.pt", "last.pt", "curves.png"):
+    for name in ("config.json", "history.json", "best.pt", "last.pt", "curves.png", "edges.png"):
         assert (run_dir / name).is_file(), name
     assert TrainConfig.model_validate(json.loads((run_dir / "config.json").read_text())) == config
     history = json.loads((run_dir / "history.json").read_text())

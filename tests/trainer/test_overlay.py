@@ -148,3 +148,31 @@ def test_showing_no_image_at_all_is_refused(trained_run: tuple[TrainConfig, Path
     with pytest.raises(ValueError, match="n_good"):
         write_edge_overlay(config, checkpoint, tmp_path / "edges.png", n_good=0, n_bad=0)
     assert not (tmp_path / "edges.png").exists()
+
+
+def test_validation_gives_each_image_its_iou_in_split_order(trained_run: tuple[TrainConfig, Path]) -> None:
+    # The run's own overlay ranks the images by these, instead of predicting the split again.
+    from edgesearch.trainer.data import build_loader
+    from edgesearch.trainer.epoch import EpochRunner
+
+    config, checkpoint = trained_run
+    _, val_ds = build_datasets(config.data, channels=3, seed=config.seed)
+    model = build_model(config.model)
+    model.load_state_dict(torch.load(checkpoint, weights_only=True))
+    runner = EpochRunner.build(config, model, device=torch.device("cpu"), steps_per_epoch=1)
+    runner.validate(build_loader(val_ds, config.data, train=False))
+    assert runner.image_ious == pytest.approx(_reference_ious(config, checkpoint))
+
+
+def test_a_training_run_draws_its_edge_overlay_from_its_best_weights(
+    trained_run: tuple[TrainConfig, Path], tmp_path: Path
+) -> None:
+    config, checkpoint = trained_run
+    drawn = checkpoint.parent / "edges.png"
+    with Image.open(drawn) as png:
+        from_run = np.asarray(png.convert("RGB"))
+    # The same picture as one drawn afterwards from best.pt: same images, same predictions.
+    write_edge_overlay(config, checkpoint, tmp_path / "edges.png")
+    with Image.open(tmp_path / "edges.png") as png:
+        from_file = np.asarray(png.convert("RGB"))
+    np.testing.assert_array_equal(from_run, from_file)
