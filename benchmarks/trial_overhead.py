@@ -8,6 +8,13 @@ worker`` runs it) takes the trials of a quickstart-sized study one after the oth
 the checkpoints, the curves, the edge overlay and the artifact upload. The first trial also pays
 the imports of the process; the target is for the trials after it: <= 0.5 s per trial.
 
+Where it goes, per trial, from the trainer's callbacks: ``setup`` (trial start to the trainer's
+``on_train_start``: sampling, the run folder, data, model, loaders), ``between_epochs`` (the
+epochs' wall time not in their ``seconds``: checkpoint snapshots, ``history.json``, reporting to
+the storage), ``end`` (last epoch to ``on_train_end``: the pictures while the last checkpoint is
+written, and the wait for it) and ``after`` (``on_train_end`` to the trial's end: checkpoint
+digest, artifact upload, telling the storage).
+
     python benchmarks/trial_overhead.py [--tiny] [--json FILE]
 """
 
@@ -53,13 +60,21 @@ def main() -> None:
         "space": {"loss.edge_lambda": {"low": 0.0, "high": 0.5}},
     }
     epoch_seconds: dict[int, float] = {}
+    marks: dict[int, dict[str, float]] = {}
     started: dict[int, float] = {}
     walls: dict[int, float] = {}
     current = {"number": -1}
 
     class Epochs(Callback):
+        def on_train_start(self, **_: Any) -> None:
+            marks.setdefault(current["number"], {})["train_start"] = time.perf_counter()
+
         def on_epoch_end(self, record: Any) -> None:
             epoch_seconds[current["number"]] = epoch_seconds.get(current["number"], 0.0) + float(record["seconds"])
+            marks[current["number"]]["last_epoch_end"] = time.perf_counter()
+
+        def on_train_end(self, history: Any) -> None:
+            marks[current["number"]]["train_end"] = time.perf_counter()
 
     def on_start(trial: optuna.Trial) -> None:
         current["number"] = trial.number
@@ -67,6 +82,7 @@ def main() -> None:
 
     def on_end(outcome: Any) -> None:
         walls[outcome.number] = time.perf_counter() - started[outcome.number]
+        marks[outcome.number]["trial_end"] = time.perf_counter()
 
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
@@ -82,6 +98,16 @@ def main() -> None:
             on_trial_end=on_end,
         )
     overhead = {n: walls[n] - epoch_seconds.get(n, 0.0) for n in sorted(walls)}
+    parts = {
+        n: {
+            "setup": m["train_start"] - started[n],
+            "between_epochs": m["last_epoch_end"] - m["train_start"] - epoch_seconds[n],
+            "end": m["train_end"] - m["last_epoch_end"],
+            "after": m["trial_end"] - m["train_end"],
+        }
+        for n, m in sorted(marks.items())
+        if {"train_start", "last_epoch_end", "train_end", "trial_end"} <= m.keys()
+    }
     later = [value for n, value in overhead.items() if n > min(overhead)]
     value = _common.median(later) if later else None
     _common.log(
@@ -89,6 +115,9 @@ def main() -> None:
         + ", ".join(f"#{n} {v:.2f}" for n, v in overhead.items())
         + (f"; median after the first {value:.2f}" if value is not None else "")
     )
+    later_parts = [p for n, p in parts.items() if n > min(overhead)]
+    where = {key: _common.median([p[key] for p in later_parts]) for key in later_parts[0]} if later_parts else {}
+    _common.log("median after the first, by part (s): " + ", ".join(f"{k} {v:.2f}" for k, v in where.items()))
     _common.emit(
         "trial_overhead",
         args,
@@ -97,6 +126,8 @@ def main() -> None:
             "wall_seconds": walls,
             "epoch_seconds": epoch_seconds,
             "overhead_seconds": overhead,
+            "parts_seconds": parts,
+            "median_parts_after_first": where,
             "median_after_first": value,
             "target": f"<= {TARGET_S} s per trial after the first",
             "met": value is not None and value <= TARGET_S,

@@ -59,7 +59,8 @@ def plot_curves(history: list[EpochRecord], path: Path, *, title: str = "") -> N
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    # Fixed margins: an automatic layout measures every label first and doubles the drawing time.
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.88 if title else 0.95, wspace=0.2)
     _save(fig, path)
 
 
@@ -147,7 +148,12 @@ def draw_edge_overlay(
     rows = [(label, row) for label, row in (("good", good), ("bad", bad)) if row]
     n_cols = max(len(row) for _, row in rows)
     # At least as wide as the legend, which sits below the panels.
-    fig = Figure(figsize=(max(3.0 * n_cols, 4.8), 3.3 * len(rows) + 0.4), dpi=100, layout="constrained")
+    width_in, height_in = max(3.0 * n_cols, 4.8), 3.3 * len(rows) + 0.4
+    fig = Figure(figsize=(width_in, height_in), dpi=100)
+    # Fixed margins (see plot_curves): two title lines above each panel, the legend in the bottom 0.4 in.
+    fig.subplots_adjust(
+        left=0.02, right=0.98, top=1 - 0.45 / height_in, bottom=0.4 / height_in, hspace=0.25, wspace=0.05
+    )
     axes = fig.subplots(len(rows), n_cols, squeeze=False)
     width = config.loss.edge_width
     for (label, row), row_axes in zip(rows, axes, strict=True):
@@ -164,6 +170,6 @@ def draw_edge_overlay(
             (BOTH_EDGE_COLOUR, "both"),
         )
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=9, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=9, frameon=False)
     _save(fig, path)
     return {"good": good, "bad": bad}
