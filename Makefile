@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo check test lint bench bench-method clean
+.PHONY: install demo check test lint bench bench-gpu bench-method clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ bench: install
 		echo "   $$(( $$(date +%s) - start )) s"; \
 	done
 	@$(BIN)/python benchmarks/summary.py
+
+# On a GPU box: the GPU benchmark with trials/hour at K workers per GPU and data.loader cpu vs device.
+bench-gpu: install
+	@mkdir -p benchmarks/results
+	$(BIN)/python benchmarks/gpu.py --trials --compile --json benchmarks/results/gpu.json
 
 # The method on real nuclei (benchmarks/method.py): 15 settings x 3 seeds x 20 epochs + the bare loop, about an hour
 # on 2 CPU cores; not part of `make bench` or CI. Its section of BENCHMARKS.md quotes this run.

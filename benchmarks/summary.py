@@ -60,6 +60,9 @@ def trial_overhead(r: dict[str, Any]) -> list[Row]:
     value = r["median_after_first"]
     first = r["overhead_seconds"][min(r["overhead_seconds"], key=int)]
     measured = f"{_f(value, '.2f')} s per trial (the first, with the imports: {first:.2f} s)"
+    parts = r.get("median_parts_after_first")
+    if parts:
+        measured += "; " + ", ".join(f"{name.replace('_', ' ')} {seconds:.2f}" for name, seconds in parts.items())
     return [("Trial overhead in a worker, quickstart size", r["target"], measured, r["met"])]
 
 
@@ -68,7 +71,19 @@ def input_pipeline(r: dict[str, Any]) -> list[Row]:
         f"{_f(r['ratio'], '.1f')}x ({r['loader_images_per_s']:.0f} vs {r['step_images_per_s']:.1f} images/s); "
         f"data wait {100 * r['data_wait_share_of_epoch']:.1f}% of an epoch"
     )
-    return [("Input pipeline at 256 px: loader / step", r["target"], measured, r["met"])]
+    rows: list[Row] = [("Input pipeline at 256 px: loader / step", r["target"], measured, r["met"])]
+    device = r.get("device_path")
+    if device:
+        rows.append(
+            (
+                f"Input pipeline at 256 px: device path on {device['device']} / CPU path (2 processes)",
+                "(information)",
+                f"{_f(device['over_cpu_path'], '.1f')}x ({device['images_per_s']:.0f} vs "
+                f"{r['loader_images_per_s']:.0f} images/s; made resident in {device['resident_seconds']:.2f} s)",
+                None,
+            )
+        )
+    return rows
 
 
 def coordination(r: dict[str, Any]) -> list[Row]:
@@ -125,7 +140,14 @@ def gpu(r: dict[str, Any]) -> list[Row]:
     if "skipped" in r:
         return [("GPU: 512 px resnet34-Unet, bf16 + channels_last vs fp32", "(record the card)", r["skipped"], None)]
     measured = ", ".join(f"{k} {v:.0f} images/s" for k, v in r["images_per_s"].items())
-    return [(f"GPU ({r['card']}): 512 px resnet34-Unet", "(record the card)", measured, None)]
+    rows: list[Row] = [(f"GPU ({r['card']}): 512 px resnet34-Unet", "(record the card)", measured, None)]
+    trials = r.get("trials")
+    if trials:
+        per_k = ", ".join(f"K={row['k']}: {row['trials_per_hour']:.0f}" for row in trials["per_gpu"])
+        loaders = ", ".join(f"{name} {row['median_epoch_s']:.2f} s" for name, row in trials["loader"].items())
+        rows.append((f"GPU ({r['card']}): trials/hour with K workers per GPU", "(information)", per_k, None))
+        rows.append((f"GPU ({r['card']}): epoch time, data.loader cpu vs device", "(information)", loaders, None))
+    return rows
 
 
 def method(r: dict[str, Any]) -> list[Row]:

@@ -27,11 +27,22 @@ def test_every_issue_benchmark_has_a_script() -> None:
     assert expected <= set(SCRIPTS)
 
 
+EXTRA_OPTIONS = {"gpu": ["--trials"]}
+"""Options that add parts a plain run leaves out: tried too, so that every part of a script runs."""
+
+
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_benchmark_runs_tiny_and_prints_json(name: str, tmp_path: Path) -> None:
     out = tmp_path / f"{name}.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--tiny", "--json", str(out)],
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / f"{name}.py"),
+            "--tiny",
+            *EXTRA_OPTIONS.get(name, []),
+            "--json",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -43,3 +54,8 @@ def test_benchmark_runs_tiny_and_prints_json(name: str, tmp_path: Path) -> None:
     assert printed["benchmark"] == name
     assert printed["tiny"] is True
     assert printed["machine"]["cpu_count"] >= 1
+    if name == "gpu":
+        trials = printed["trials"]
+        assert [row["k"] for row in trials["per_gpu"]] == [1, 2]
+        assert all(row["trials"] == row["k"] and row["trials_per_hour"] > 0 for row in trials["per_gpu"])
+        assert set(trials["loader"]) == {"cpu", "device"}
