@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
+
+from edgesearch.formatting import format_value
 
 __all__ = ["ArtifactsOption", "DeviceOption", "RunsOption", "StorageOption", "format_value", "quiet_optuna"]
 
@@ -23,13 +25,6 @@ ArtifactsOption = Annotated[
     ),
 ]
 DeviceOption = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.")]
-
-
-def format_value(value: Any) -> str:
-    """A parameter value for a table or a log line: floats to 4 significant digits, None as ``-``."""
-    if value is None:
-        return "-"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def quiet_optuna() -> None:

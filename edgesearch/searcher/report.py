@@ -33,6 +33,7 @@ from optuna.artifacts import download_artifact, get_all_artifact_meta
 from optuna.trial import FrozenTrial, TrialState
 
 from edgesearch.errors import UserError
+from edgesearch.formatting import format_value
 from edgesearch.searcher.optuna_internals import study_storage
 from edgesearch.trainer.run_files import EDGES as OVERLAY
 
@@ -42,7 +43,15 @@ if TYPE_CHECKING:
     from edgesearch.searcher.config import StudyConfig
     from edgesearch.searcher.optuna_internals import ArtifactStore
 
-__all__ = ["build_report", "collect", "curves_figure", "importances_figure", "scatter_figure"]
+__all__ = [
+    "build_report",
+    "collect",
+    "curves_figure",
+    "importances_figure",
+    "pareto_figure",
+    "pareto_front",
+    "scatter_figure",
+]
 SCATTERS = {
     "iou_vs_lambda": ("loss.edge_lambda", "edge lambda"),
     "iou_vs_edge_width": ("loss.edge_width", "edge width (px)"),
@@ -50,7 +59,7 @@ SCATTERS = {
 }
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 _SCATTER_LIKE = (*SCATTERS, "edge_corr_vs_iou")
-_FIGURES = ("curves", *_SCATTER_LIKE, "importances")
+_FIGURES = ("curves", *_SCATTER_LIKE, "pareto", "importances")
 _OWNED = {f"{name}.png" for name in _FIGURES} | {"best_edges.png", "worst_edges.png", "report.json", "report.html"}
 _KIND_STYLE = {"bce": ("o", "tab:blue"), "focal": ("^", "tab:orange")}
 _LINE_STYLE: dict[str, tuple[LineStyleType, float]] = {"COMPLETE": ("-", 1.6), "PRUNED": ("--", 0.9)}
@@ -129,6 +138,38 @@ def _point(trial: FrozenTrial, base: dict[str, Any], *, x: Any, y: float) -> dic
     return {"number": trial.number, "state": trial.state.name, "loss_kind": kind, "x": x, "y": y}
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices, by x, of the points no other point dominates (>= in both coordinates, > in one).
+
+    Equal points are all on the front: neither dominates the other. Quadratic, plainly: a study
+    holds at most a few thousand trials.
+    """
+
+    def dominated(a: tuple[float, float]) -> bool:
+        return any(b[0] >= a[0] and b[1] >= a[1] and b != a for b in points)
+
+    return sorted((i for i, point in enumerate(points) if not dominated(point)), key=lambda i: points[i])
+
+
+def _pareto(finished: list[tuple[FrozenTrial, float]], metric: str, base: dict[str, Any]) -> dict[str, Any]:
+    """val IoU against val Boundary IoU of each complete trial, at its best epoch by the study metric."""
+    points: list[dict[str, Any]] = []
+    for t, _ in finished:
+        row = _best_row(t, metric) or {}
+        iou, biou = _finite(row.get("val_iou")), _finite(row.get("val_boundary_iou"))
+        if t.state == TrialState.COMPLETE and iou is not None and biou is not None:
+            lam = _finite(_setting(t, "loss.edge_lambda", base))
+            points.append({"number": t.number, "lambda": lam, "x": iou, "y": biou})
+    on_front = set(pareto_front([(p["x"], p["y"]) for p in points]))
+    for index, point in enumerate(points):
+        point["front"] = index in on_front
+    best = {
+        key: max(points, key=lambda p: (p[axis], -p["number"]))["number"] if points else None
+        for key, axis in (("best_iou", "x"), ("best_boundary_iou", "y"))
+    }
+    return {"x_label": "val_iou", "y_label": "val_boundary_iou", "points": points, **best}
+
+
 def collect(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
     """Everything the report shows, as plain JSON-able data (the body of report.json).
 
@@ -170,6 +211,7 @@ def collect(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
         if iou is not None and edge is not None:
             corr.append(_point(t, base, x=iou, y=edge))
     data["edge_corr_vs_iou"] = {"x_label": "val_iou", "y_label": "val_edge_corr", "points": corr}
+    data["pareto"] = _pareto(finished, metric, base)
     complete = sorted(
         (t for t in trials if t.state == TrialState.COMPLETE and _finite(t.value) is not None),
         key=lambda t: (-float(t.value or 0.0), t.number),
@@ -245,6 +287,37 @@ def scatter_figure(plot: dict[str, Any], *, title: str = "") -> Figure:
     return _finish(fig, empty=empty, integer_x=integer_x, xlabel=plot["x_label"], ylabel=plot["y_label"], title=title)
 
 
+def pareto_figure(plot: dict[str, Any]) -> Figure:
+    """Complete trials by val IoU and val Boundary IoU, coloured by lambda; the front joined by a line,
+    the best trial of each metric marked."""
+    fig = Figure(figsize=(6.5, 4.5), dpi=100)
+    ax = fig.subplots()
+    points = plot["points"]
+    cmap = colormaps["viridis"]
+    norm = _norm([p["lambda"] for p in points if p["lambda"] is not None])
+    colours = [cmap(norm(p["lambda"])) if p["lambda"] is not None else "grey" for p in points]
+    ax.scatter([p["x"] for p in points], [p["y"] for p in points], c=colours, s=36, edgecolors="k", linewidths=0.4)
+    front = sorted((p for p in points if p["front"]), key=lambda p: p["x"])
+    if front:
+        ax.plot([p["x"] for p in front], [p["y"] for p in front], color="tab:red", linewidth=1, label="Pareto front")
+    by_number = {p["number"]: p for p in points}
+    for key, marker, label in (("best_iou", "*", "best val_iou"), ("best_boundary_iou", "D", "best val_boundary_iou")):
+        best = by_number.get(plot[key])
+        if best is not None:
+            ax.scatter(
+                [best["x"]], [best["y"]], marker=marker, s=160, facecolors="none", edgecolors="tab:red", label=label
+            )
+            ax.annotate(
+                f"#{best['number']}", (best["x"], best["y"]), textcoords="offset points", xytext=(6, 6), fontsize=8
+            )
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="edge lambda")
+    if points:
+        ax.legend(fontsize=8)
+    empty = "" if points else "no complete trials yet"
+    title = "the trade-off: val_boundary_iou vs val_iou"
+    return _finish(fig, empty=empty, xlabel=plot["x_label"], ylabel=plot["y_label"], title=title)
+
+
 def importances_figure(values: dict[str, float]) -> Figure:
     """Horizontal bars, the most important parameter on top."""
     fig = Figure(figsize=(6.5, 0.8 + 0.45 * max(len(values), 1)), dpi=100)
@@ -283,7 +356,7 @@ _CSS = (
 
 
 def _e(value: Any) -> str:
-    return html.escape("-" if value is None else str(value))
+    return html.escape(format_value(value))
 
 
 def _table(rows: list[tuple[Any, Any]]) -> str:
@@ -328,6 +401,17 @@ def _html(data: dict[str, Any]) -> str:
     n_curves = data["curves"]["n_curves"]
     body.append(_figure("curves.png", f"{metric} per epoch of {n_curves} trials; solid complete, dashed pruned"))
     body.extend(_figure(f"{n}.png", f"{data[n]['y_label']} vs {data[n]['x_label']}") for n in _SCATTER_LIKE)
+    pareto = data["pareto"]
+    on_front = sorted(p["number"] for p in pareto["points"] if p["front"])
+    body.append(
+        _figure(
+            "pareto.png",
+            f"val_boundary_iou vs val_iou of {len(pareto['points'])} complete trials, colour = edge lambda; "
+            f"on the Pareto front: trials {', '.join(map(str, on_front)) or '-'}; "
+            f"best val_iou: trial {format_value(pareto['best_iou'])}, "
+            f"best val_boundary_iou: trial {format_value(pareto['best_boundary_iou'])}",
+        )
+    )
     if "values" in data["importances"]:
         body.append(_figure("importances.png", "parameter importances"))
     else:
@@ -350,6 +434,7 @@ def _write(study: optuna.Study, data: dict[str, Any], folder: Path, store: Artif
     figures = {"curves": curves_figure(data["curves"])}
     for name in _SCATTER_LIKE:
         figures[name] = scatter_figure(data[name], title=f"{data[name]['y_label']} vs {data[name]['x_label']}")
+    figures["pareto"] = pareto_figure(data["pareto"])
     if "values" in data["importances"]:
         figures["importances"] = importances_figure(data["importances"]["values"])
     for name, fig in figures.items():

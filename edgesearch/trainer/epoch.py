@@ -22,7 +22,7 @@ from edgesearch.trainer.callbacks import Callback
 from edgesearch.trainer.config import TrainConfig
 from edgesearch.trainer.edges import edge_map
 from edgesearch.trainer.losses import total_loss
-from edgesearch.trainer.metrics import THRESHOLD, MetricAccumulator
+from edgesearch.trainer.metrics import THRESHOLD, MetricAccumulator, image_edge_correlations
 from edgesearch.trainer.model import backbone_parameters, head_parameters, set_backbone_trainable
 from edgesearch.trainer.schedule import BACKBONE, HEAD, StagedSchedule, add_backbone_group, build_optimizer
 
@@ -90,6 +90,9 @@ class EpochRunner:
     image_ious: list[float] = field(default_factory=list)
     """Per-image IoU of the last :meth:`validate`, in batch order (both masks empty: 1.0). The run's
     edge overlay ranks the validation images by its best epoch's, instead of predicting them again."""
+    image_edge_corrs: list[float] = field(default_factory=list)
+    """Per-image edge correlation of the last :meth:`validate`, in the same order
+    (:func:`~edgesearch.trainer.metrics.image_edge_correlations`)."""
 
     @classmethod
     def build(
@@ -178,6 +181,7 @@ class EpochRunner:
         loss_sum = torch.zeros((), device=self.device)
         n_batches = 0
         per_image: list[torch.Tensor] = []
+        per_image_corr: list[torch.Tensor] = []
         self.model.eval()
         with torch.inference_mode():
             for _, (images, masks) in _batches(batches):
@@ -190,8 +194,10 @@ class EpochRunner:
                 prob = torch.sigmoid(logits.float())
                 meter.update(prob, masks, target_edges=target_edges)
                 per_image.append(_image_ious(prob, masks))
+                per_image_corr.append(image_edge_correlations(prob, masks, cfg.edge_width, target_edges=target_edges))
                 n_batches += 1
         self.image_ious = torch.cat(per_image).tolist() if per_image else []
+        self.image_edge_corrs = torch.cat(per_image_corr).tolist() if per_image_corr else []
         metrics = meter.compute()
         metrics["val_loss"] = loss_sum.item() / max(n_batches, 1)
         return metrics

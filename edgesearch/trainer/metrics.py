@@ -2,6 +2,13 @@
 
 All are dataset-level: counts and sums are added over every image and pixel before the
 ratio is taken (smp's ``reduction="micro"``), so a batch split never changes the result.
+:func:`image_edge_correlations` gives the edge correlation of each image alone, for the overlays.
+
+Edge correlation compares the edge map of the *probabilities* (what the loss's edge term compares)
+with the target's. Taking the 0/1 prediction's band instead was considered and measured: on the
+built-in shapes (U-Net/resnet18, 64 px, 3 epochs, 48 validation images, seeds 0-2; val IoU 0.83-0.93)
+the probabilities' version was 0.75-0.88 against 0.67-0.84, and per image both rank the images
+as their IoU does equally well (Spearman 0.69-0.85 for each), so the probabilities' one stays.
 :class:`MetricAccumulator` keeps those sums on the model's device and synchronises once per
 validation pass, not once per batch.
 """
@@ -14,7 +21,7 @@ import torch
 
 from edgesearch.trainer.edges import edge_map
 
-__all__ = ["MetricAccumulator", "boundary_iou", "edge_correlation", "iou"]
+__all__ = ["MetricAccumulator", "boundary_iou", "edge_correlation", "image_edge_correlations", "iou"]
 
 THRESHOLD = 0.5
 
@@ -44,11 +51,19 @@ def _edge_counts(
     return _iou_counts(pred_edges, target_edges)
 
 
+def _edge_maps(
+    prob: torch.Tensor, target: torch.Tensor, width: int, target_edges: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, pixels) float64 edge maps of the probabilities and of the target."""
+    x = edge_map(prob.float(), width).double().flatten(1)
+    y = (edge_map(target.float(), width) if target_edges is None else target_edges).double().flatten(1)
+    return x, y
+
+
 def _corr_sums(
     prob: torch.Tensor, target: torch.Tensor, width: int, target_edges: torch.Tensor | None = None
 ) -> torch.Tensor:
-    x = edge_map(prob.float(), width).double().flatten()
-    y = (edge_map(target.float(), width) if target_edges is None else target_edges).double().flatten()
+    x, y = (maps.flatten() for maps in _edge_maps(prob, target, width, target_edges))
     n = torch.tensor(float(x.numel()), dtype=torch.float64, device=x.device)
     return torch.stack([n, x.sum(), y.sum(), (x * x).sum(), (y * y).sum(), (x * y).sum()])
 
@@ -79,6 +94,25 @@ def boundary_iou(pred: torch.Tensor, target: torch.Tensor, width: int) -> float:
 def edge_correlation(prob: torch.Tensor, target: torch.Tensor, width: int) -> float:
     """Pearson correlation between ``edge_map(prob, w)`` and ``edge_map(target, w)`` over all pixels."""
     return _pearson(_corr_sums(prob, target, width).tolist())
+
+
+def image_edge_correlations(
+    prob: torch.Tensor, target: torch.Tensor, width: int, *, target_edges: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(N,) :func:`edge_correlation` of each image of an (N,1,H,W) batch alone, float64 on its device.
+
+    With ``x``, ``y`` the two edge maps of an image of ``n`` pixels: ``(n*sum(xy) - sum(x)*sum(y)) /
+    sqrt((n*sum(x^2) - sum(x)^2) * (n*sum(y^2) - sum(y)^2))``. Both maps zero (no object, none
+    predicted) is a perfect match, 1.0, as IoU has it; one map constant and not the other, 0.0.
+    """
+    x, y = _edge_maps(prob, target, width, target_edges)
+    n = float(x.shape[1])
+    sx, sy = x.sum(1), y.sum(1)
+    cov = n * (x * y).sum(1) - sx * sy
+    var = (n * (x * x).sum(1) - sx * sx) * (n * (y * y).sum(1) - sy * sy)
+    corr = torch.where(var > 0, cov / var.clamp(min=1e-300).sqrt(), torch.zeros_like(cov))
+    both_zero = (x.abs().sum(1) == 0) & (y.abs().sum(1) == 0)
+    return torch.where(both_zero, torch.ones_like(corr), corr)
 
 
 class MetricAccumulator:

@@ -21,7 +21,7 @@ from edgesearch.trainer.config import TrainConfig
 from edgesearch.trainer.data import SegmentationDataset, build_datasets
 from edgesearch.trainer.device import resolve_device
 from edgesearch.trainer.images import to_display
-from edgesearch.trainer.metrics import iou
+from edgesearch.trainer.metrics import image_edge_correlations, iou
 from edgesearch.trainer.overlay import BOTH_EDGE_COLOUR, PRED_EDGE_COLOUR, TRUE_EDGE_COLOUR, edge_overlay
 from edgesearch.trainer.predict import load_model, probability_maps
 from edgesearch.trainer.records import EpochRecord
@@ -68,6 +68,12 @@ def _image_iou(pred: np.ndarray, target: np.ndarray) -> float:
     return iou(torch.from_numpy(pred > 0)[None, None], torch.from_numpy(target > 0)[None, None])
 
 
+def _image_edge_corr(prob: np.ndarray, target: np.ndarray, width: int) -> float:
+    prob_t = torch.from_numpy(prob.astype(np.float32))[None, None]
+    target_t = torch.from_numpy((target > 0).astype(np.float32))[None, None]
+    return float(image_edge_correlations(prob_t, target_t, width)[0])
+
+
 def _predict_masks(model: nn.Module, images: list[np.ndarray], config: TrainConfig) -> list[np.ndarray]:
     return [(prob >= 0.5).astype(np.uint8) for prob in probability_maps(model, images, config=config)]
 
@@ -84,7 +90,8 @@ def write_edge_overlay(
     """Write one PNG: the ``n_good`` best- and ``n_bad`` worst-IoU validation images with their edges.
 
     The validation split is rebuilt as training builds it, every image is predicted (threshold
-    0.5) at its own size, and IoU is taken per image (both masks empty counts as 1.0). A split
+    0.5) at its own size, and IoU is taken per image (both masks empty counts as 1.0); each panel
+    also names the image's edge correlation (:func:`~edgesearch.trainer.metrics.image_edge_correlations`). A split
     with fewer images than ``n_good + n_bad`` shows each image once, the good row first.
     Returns ``{"good": [(val index, IoU), ...], "bad": [...]}``, best and worst first.
     """
@@ -137,7 +144,8 @@ def draw_edge_overlay(
     # Only the shown images are predicted; in eval mode a prediction ignores the rest of its batch.
     shown = good_idx + bad_idx
     samples = [val_ds.raw(i) for i in shown]
-    drawn = dict(zip(shown, _predict_masks(model, [image for image, _ in samples], config), strict=True))
+    probs = dict(zip(shown, probability_maps(model, [image for image, _ in samples], config=config), strict=True))
+    drawn = {index: (prob >= 0.5).astype(np.uint8) for index, prob in probs.items()}
     truth = {index: mask for index, (_, mask) in zip(shown, samples, strict=True)}
     pictures = {
         index: to_display(image, config.data.normalize) for index, (image, _) in zip(shown, samples, strict=True)
@@ -161,7 +169,8 @@ def draw_edge_overlay(
             ax.set_axis_off()
         for ax, (index, value) in zip(row_axes, row, strict=False):
             ax.imshow(edge_overlay(pictures[index], truth[index], drawn[index], width=width))
-            ax.set_title(f"{label} IoU {value:.2f}\nval image {index}", fontsize=10)
+            corr = _image_edge_corr(probs[index], truth[index], width)
+            ax.set_title(f"{label} IoU {value:.2f}, edge corr {corr:.2f}\nval image {index}", fontsize=10)
     handles = [
         Patch(color=(r / 255, g / 255, b / 255), label=label)
         for (r, g, b), label in (

@@ -18,7 +18,7 @@ from PIL import Image
 
 from edgesearch.errors import UserError
 from edgesearch.searcher.config import StudyConfig
-from edgesearch.searcher.report import build_report, curves_figure, scatter_figure
+from edgesearch.searcher.report import build_report, curves_figure, pareto_front, scatter_figure
 from edgesearch.searcher.study import create_study
 from edgesearch.trainer.config import TrainConfig
 from edgesearch.trainer.records import SUMMARY_KEYS as HISTORY_KEYS
@@ -211,9 +211,13 @@ def test_html_is_self_contained_and_says_the_study_is_running(built: Built) -> N
     parser.feed(text)
     assert parser.h1 == "mid-run"
     figures = {f"{name}.png" for name in ("curves", "iou_vs_lambda", "iou_vs_edge_width", "iou_vs_round_ratio")}
-    assert figures | {"edge_corr_vs_iou.png", "importances.png", "best_edges.png", "worst_edges.png"} == set(
-        parser.sources
-    )
+    assert figures | {
+        "edge_corr_vs_iou.png",
+        "pareto.png",
+        "importances.png",
+        "best_edges.png",
+        "worst_edges.png",
+    } == set(parser.sources)
     for src in parser.sources:
         assert not src.startswith(("/", "http:", "https:", "//")) and (built.out / src).is_file(), src
     assert "http://" not in text and "https://" not in text
@@ -366,3 +370,35 @@ def test_a_sigterm_during_study_report_leaves_no_temporary_folder(
     assert "interrupted" in result.stderr
     assert list((tmp_path / "reports").iterdir()) == []  # neither the report nor its hidden temporary folder
     assert signal.getsignal(signal.SIGTERM) == handler  # the previous handler is put back
+
+
+def test_numbers_in_the_html_read_to_four_significant_digits(built: Built) -> None:
+    import re
+
+    text = (built.out / "report.html").read_text()
+    readable = re.sub(r"<pre>.*?</pre>", "", text, flags=re.S)  # the resolved config stays exact, to copy
+    numbers = re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", readable)
+    assert numbers, "the report shows values"
+    for number in numbers:
+        digits = number.replace(".", "").lstrip("0")
+        assert len(digits) <= 4, number
+
+
+def test_the_pareto_front_keeps_exactly_the_undominated_points() -> None:
+    points = [(0.8, 0.5), (0.7, 0.6), (0.6, 0.55), (0.8, 0.4), (0.5, 0.7), (0.7, 0.6)]
+    # Dominated: (0.6, 0.55) by (0.7, 0.6); (0.8, 0.4) by (0.8, 0.5). Equal points both stay.
+    assert pareto_front(points) == [4, 1, 5, 0]
+    assert pareto_front([]) == []
+    assert pareto_front([(0.3, 0.3)]) == [0]
+
+
+def test_the_pareto_data_marks_the_front_and_the_best_trial_of_each_metric(built: Built) -> None:
+    pareto = built.data["pareto"]
+    complete = {t.number for t in built.study.get_trials() if t.state == TrialState.COMPLETE}
+    assert {p["number"] for p in pareto["points"]} == complete
+    for point in pareto["points"]:  # the stored history: boundary IoU = IoU / 3 at every epoch
+        assert point["y"] == pytest.approx(point["x"] / 3)
+    # On one rising line only the highest point is undominated, and it is best in both metrics.
+    top = max(pareto["points"], key=lambda p: p["x"])
+    assert [p["number"] for p in pareto["points"] if p["front"]] == [top["number"]]
+    assert pareto["best_iou"] == pareto["best_boundary_iou"] == top["number"]

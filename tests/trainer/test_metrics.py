@@ -8,7 +8,13 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 
-from edgesearch.trainer.metrics import MetricAccumulator, boundary_iou, edge_correlation, iou
+from edgesearch.trainer.metrics import (
+    MetricAccumulator,
+    boundary_iou,
+    edge_correlation,
+    image_edge_correlations,
+    iou,
+)
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -179,6 +185,27 @@ def test_edge_correlation_matches_numpy_corrcoef(width: int) -> None:
     prob, target = _blurred_pair(5)
     expected = np.corrcoef(_ref_edges(prob, width).ravel(), _ref_edges(target, width).ravel())[0, 1]
     assert edge_correlation(prob, target, width) == pytest.approx(float(expected), abs=1e-6)
+
+
+@pytest.mark.parametrize("width", [1, 2])
+def test_per_image_edge_correlation_matches_numpy_corrcoef_image_by_image(width: int) -> None:
+    prob, target = _blurred_pair(10)
+    pred_bands, target_bands = _ref_edges(prob, width), _ref_edges(target, width)
+    expected = [np.corrcoef(p.ravel(), t.ravel())[0, 1] for p, t in zip(pred_bands, target_bands, strict=True)]
+    got = image_edge_correlations(prob, target, width)
+    assert got.tolist() == pytest.approx(expected, abs=1e-9)
+    # Each one is the dataset-level metric of its image alone.
+    assert got.tolist() == pytest.approx(
+        [edge_correlation(p[None], t[None], width) for p, t in zip(prob, target, strict=True)]
+    )
+
+
+def test_per_image_edge_correlation_of_empty_and_constant_cases() -> None:
+    empty = torch.zeros(1, 1, 12, 12)
+    square = _square(2, 2, side=6, size=12)
+    assert image_edge_correlations(empty, empty, 2).tolist() == [1.0]  # nothing there, nothing predicted
+    assert image_edge_correlations(empty, square, 2).tolist() == [0.0]  # missed the object
+    assert image_edge_correlations(square, empty, 2).tolist() == [0.0]  # an object where there is none
 
 
 def test_edge_correlation_of_a_perfect_prediction_is_one() -> None:
