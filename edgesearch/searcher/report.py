@@ -34,6 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from edgesearch.errors import UserError
 from edgesearch.formatting import format_value
+from edgesearch.searcher.findings import Outcome, findings
 from edgesearch.searcher.optuna_internals import study_storage
 from edgesearch.trainer.run_files import EDGES as OVERLAY
 
@@ -217,6 +218,17 @@ def collect(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
         key=lambda t: (-float(t.value or 0.0), t.number),
     )
     data["importances"] = _importances(study, len(complete))
+    outcomes = [
+        Outcome(
+            number=t.number,
+            value=float(t.value or 0.0),
+            edge_lambda=_finite(_setting(t, "loss.edge_lambda", base)),
+            loss_kind=_setting(t, "loss.kind", base),
+            edge_width=_setting(t, "loss.edge_width", base),
+        )
+        for t in complete
+    ]
+    data["findings"] = findings(outcomes, metric=metric, importances=data["importances"].get("values"))
     data["best_trial"] = _trial_info(complete[0] if complete else None)
     data["worst_trial"] = _trial_info(complete[-1] if complete else None)
     data["failures"] = [
@@ -390,6 +402,7 @@ def _html(data: dict[str, Any]) -> str:
             f'<p class="note">Study {status}: {counts["finished"]} of {counts["n_trials"]} trials finished, '
             f"{counts['RUNNING']} running, {counts['WAITING']} waiting. This report is a snapshot.</p>"
         )
+    body.append("<h2>Findings</h2><ul>" + "".join(f"<li>{_e(line)}</li>" for line in data["findings"]) + "</ul>")
     rows = [*((state, counts[state]) for state in STATES), ("finished", f"{counts['finished']} / {counts['n_trials']}")]
     body.append("<h2>Trials</h2>" + _table(rows))
     body.extend(

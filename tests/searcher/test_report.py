@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from html import escape as html_escape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -402,3 +403,13 @@ def test_the_pareto_data_marks_the_front_and_the_best_trial_of_each_metric(built
     top = max(pareto["points"], key=lambda p: p["x"])
     assert [p["number"] for p in pareto["points"] if p["front"]] == [top["number"]]
     assert pareto["best_iou"] == pareto["best_boundary_iou"] == top["number"]
+
+
+def test_the_report_opens_with_findings_from_the_complete_trials(built: Built) -> None:
+    complete = [t for t in built.study.get_trials() if t.state == TrialState.COMPLETE]
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    findings = built.data["findings"]
+    assert findings[0].startswith(f"Best val_iou {best.value:.4g} (trial {best.number}) of {len(complete)} complete")
+    text = (built.out / "report.html").read_text()
+    assert text.index("<h2>Findings</h2>") < text.index("<h2>Trials</h2>")
+    assert all(html_escape(line) in text for line in findings)
