@@ -69,19 +69,27 @@ def make_sampler(config: StudyConfig, *, worker_index: int = 0) -> optuna.sample
 
 
 def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
+    """The study's pruner, stage-aware (:mod:`~edgesearch.searcher.stage_pruning`): no trial is judged
+    inside its own warmup, frozen stage and settling epochs."""
+    from edgesearch.searcher.stage_pruning import (
+        StageAwareHyperbandPruner,
+        StageAwareMedianPruner,
+        StageAwareSuccessiveHalvingPruner,
+    )
+
     cfg = config.pruner
     if cfg.kind == "median":
-        return optuna.pruners.MedianPruner(
+        return StageAwareMedianPruner(
             n_startup_trials=cfg.n_startup_trials, n_warmup_steps=cfg.n_warmup_steps, interval_steps=cfg.interval_steps
         )
     if cfg.kind == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(
+        return StageAwareSuccessiveHalvingPruner(
             min_resource=cfg.min_resource,
             reduction_factor=cfg.reduction_factor,
             min_early_stopping_rate=cfg.min_early_stopping_rate,
         )
     if cfg.kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(
+        return StageAwareHyperbandPruner(
             min_resource=cfg.min_resource, max_resource=cfg.max_resource, reduction_factor=cfg.reduction_factor
         )
     if cfg.kind == "none":

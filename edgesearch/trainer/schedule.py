@@ -20,7 +20,16 @@ import torch
 
 from edgesearch.trainer.config import OptimConfig
 
-__all__ = ["BACKBONE", "HEAD", "Plateau", "StagedSchedule", "add_backbone_group", "build_optimizer"]
+__all__ = [
+    "BACKBONE",
+    "HEAD",
+    "SETTLE_EPOCHS",
+    "Plateau",
+    "StagedSchedule",
+    "add_backbone_group",
+    "build_optimizer",
+    "unstable_epochs",
+]
 
 HEAD = "head"
 BACKBONE = "backbone"
@@ -113,6 +122,23 @@ class StagedSchedule:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.plateau.load_state_dict(state["plateau"])
+
+
+SETTLE_EPOCHS = 1
+"""Epochs after the joining backbone's warmup before a run's metric is compared with others': the IoU
+dips when the encoder starts to move at its own lr, and recovers within about an epoch."""
+
+
+def unstable_epochs(cfg: OptimConfig, *, settle: int = SETTLE_EPOCHS) -> int:
+    """How many epochs from the start a run's val IoU says little about where it is going.
+
+    Stage 1 (``freeze_epochs``, a random or pretrained encoder frozen), then the warmup of stage 2
+    (``warmup_epochs``) and ``settle`` epochs after it, when the backbone joins mid-run. Without
+    a frozen stage the backbone trains from the first epoch: only the warmup counts.
+    """
+    if cfg.freeze_epochs == 0:
+        return cfg.warmup_epochs
+    return cfg.freeze_epochs + cfg.warmup_epochs + settle
 
 
 def build_optimizer(cfg: OptimConfig, groups: Mapping[str, Iterable[torch.nn.Parameter]]) -> torch.optim.Optimizer:
