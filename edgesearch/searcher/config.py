@@ -83,7 +83,7 @@ class MedianPrunerConfig(FrozenModel):
     kind: Literal["median"] = "median"
     n_startup_trials: int = Field(5, ge=0)
     n_warmup_steps: int = Field(0, ge=0)
-    """Epochs never pruned; cover stage 1 (``optim.freeze_epochs``), since IoU jumps at unfreezing."""
+    """Epochs never pruned in any trial, on top of each trial's own unstable window (:mod:`~edgesearch.searcher.stage_pruning`)."""
     interval_steps: int = Field(1, ge=1)
 
 
