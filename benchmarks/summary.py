@@ -172,6 +172,18 @@ def method(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def edge_correlation(r: dict[str, Any]) -> list[Row]:
+    runs = r["runs"]
+    both = ", ".join(
+        f"seed {run['seed']}: {run['edge_corr_probabilities']:.3f} vs {run['edge_corr_thresholded']:.3f} "
+        f"(Spearman {run['spearman_with_iou_probabilities']:.2f} vs {run['spearman_with_iou_thresholded']:.2f})"
+        for run in runs
+    )
+    return [
+        ("Edge correlation: on probabilities vs thresholded (per-image Spearman with IoU)", "(information)", both, None)
+    ]
+
+
 RENDER: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "trainer_overhead": trainer_overhead,
     "edge_cost": edge_cost,
@@ -183,6 +195,7 @@ RENDER: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "pruning": pruning,
     "cli_startup": cli_startup,
     "gpu": gpu,
+    "edge_correlation": edge_correlation,
     "method": method,
 }
 

@@ -83,7 +83,8 @@ class MedianPrunerConfig(FrozenModel):
     kind: Literal["median"] = "median"
     n_startup_trials: int = Field(5, ge=0)
     n_warmup_steps: int = Field(0, ge=0)
-    """Epochs never pruned in any trial, on top of each trial's own unstable window (:mod:`~edgesearch.searcher.stage_pruning`)."""
+    """Epochs never pruned in any trial, on top of each trial's own unstable window
+    (:mod:`~edgesearch.searcher.stage_pruning`)."""
     interval_steps: int = Field(1, ge=1)
 
 
