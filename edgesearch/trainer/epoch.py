@@ -22,7 +22,7 @@ from edgesearch.trainer.callbacks import Callback
 from edgesearch.trainer.config import TrainConfig
 from edgesearch.trainer.edges import edge_map
 from edgesearch.trainer.losses import total_loss
-from edgesearch.trainer.metrics import THRESHOLD, MetricAccumulator, image_edge_correlations
+from edgesearch.trainer.metrics import MetricAccumulator, image_edge_correlations, image_ious
 from edgesearch.trainer.model import backbone_parameters, head_parameters, set_backbone_trainable
 from edgesearch.trainer.schedule import BACKBONE, HEAD, StagedSchedule, add_backbone_group, build_optimizer
 
@@ -66,14 +66,6 @@ def _batches(batches: Batches) -> Iterator[tuple[int, tuple[torch.Tensor, torch.
         yield from enumerate(batches)
     except (OSError, ValueError) as exc:  # a file changed or vanished after the data scan
         raise UserError(f"data: reading a batch failed: {exc}") from exc
-
-
-def _image_ious(prob: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """(N,) IoU of each prediction (probability >= 0.5) with its mask; 1.0 when both are empty."""
-    pred, target = (prob >= THRESHOLD).flatten(1), (masks >= THRESHOLD).flatten(1)
-    inter = (pred & target).sum(1, dtype=torch.float64)
-    union = (pred | target).sum(1, dtype=torch.float64)
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
 @dataclass
@@ -193,7 +185,7 @@ class EpochRunner:
                 loss_sum += total_loss(logits, masks, cfg, target_edges=target_edges)
                 prob = torch.sigmoid(logits.float())
                 meter.update(prob, masks, target_edges=target_edges)
-                per_image.append(_image_ious(prob, masks))
+                per_image.append(image_ious(prob, masks))
                 per_image_corr.append(image_edge_correlations(prob, masks, cfg.edge_width, target_edges=target_edges))
                 n_batches += 1
         self.image_ious = torch.cat(per_image).tolist() if per_image else []

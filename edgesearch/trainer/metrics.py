@@ -21,7 +21,14 @@ import torch
 
 from edgesearch.trainer.edges import edge_map
 
-__all__ = ["MetricAccumulator", "boundary_iou", "edge_correlation", "image_edge_correlations", "iou"]
+__all__ = [
+    "MetricAccumulator",
+    "boundary_iou",
+    "edge_correlation",
+    "image_edge_correlations",
+    "image_ious",
+    "iou",
+]
 
 THRESHOLD = 0.5
 
@@ -94,6 +101,14 @@ def boundary_iou(pred: torch.Tensor, target: torch.Tensor, width: int) -> float:
 def edge_correlation(prob: torch.Tensor, target: torch.Tensor, width: int) -> float:
     """Pearson correlation between ``edge_map(prob, w)`` and ``edge_map(target, w)`` over all pixels."""
     return _pearson(_corr_sums(prob, target, width).tolist())
+
+
+def image_ious(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(N,) :func:`iou` of each image of an (N,1,H,W) batch alone, float64 on its device; 1.0 when
+    both masks are empty."""
+    inter = (_binary(prob) & _binary(target)).flatten(1).sum(1, dtype=torch.float64)
+    union = (_binary(prob) | _binary(target)).flatten(1).sum(1, dtype=torch.float64)
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
 def image_edge_correlations(

@@ -13,6 +13,7 @@ from edgesearch.trainer.metrics import (
     boundary_iou,
     edge_correlation,
     image_edge_correlations,
+    image_ious,
     iou,
 )
 
@@ -218,3 +219,12 @@ def test_edge_correlation_of_a_constant_prediction_is_zero_not_nan() -> None:
     value = edge_correlation(torch.zeros_like(target), target, 2)
     assert not np.isnan(value)
     assert value == 0.0
+
+
+def test_per_image_iou_matches_smp_image_by_image() -> None:
+    gen = _gen(11)
+    prob = torch.rand((5, 1, 16, 16), generator=gen)
+    target = (torch.rand((5, 1, 16, 16), generator=gen) > 0.5).float()
+    prob[4], target[4] = 0.1, 0.0  # both empty: a perfect match
+    expected = [_smp_iou(p[None], t[None], threshold=0.5) for p, t in zip(prob[:4], target[:4], strict=True)]
+    assert image_ious(prob, target).tolist() == pytest.approx([*expected, 1.0], rel=1e-6)
