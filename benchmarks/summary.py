@@ -114,14 +114,15 @@ def coordination(r: dict[str, Any]) -> list[Row]:
 
 def pruning(r: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
-    base = r["runs"]["none"]
-    for label, verdict in r["against_none"].items():
-        run = r["runs"][label]
-        measured = (
-            f"{run['epochs']} of {base['epochs']} epochs ({100 * verdict['epoch_share']:.0f}%), "
-            f"best IoU {run['best_val_iou']:.4f} vs {base['best_val_iou']:.4f}"
-        )
-        rows.append((f"Pruning pay-off: {label} vs none", r["target"], measured, verdict["met"]))
+    for study, item in r["studies"].items():
+        base = item["runs"]["none"]
+        for label, verdict in item["against_none"].items():
+            run = item["runs"][label]
+            measured = (
+                f"{run['epochs']} of {base['epochs']} epochs ({100 * verdict['epoch_share']:.0f}%), "
+                f"best IoU {run['best_val_iou']:.4f} vs {base['best_val_iou']:.4f}"
+            )
+            rows.append((f"Pruning pay-off, study {study}: {label} vs none", r["target"], measured, verdict["met"]))
     return rows
 
 

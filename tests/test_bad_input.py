@@ -107,6 +107,23 @@ def known_study(tmp: Path) -> None:
     rdb_storage(study).engine.dispose()  # type: ignore[union-attr]
 
 
+PARETO = "pareto"
+"""A study of two objectives that cases about ``--pick`` find in the storage."""
+
+
+def known_pareto(tmp: Path) -> None:
+    """Create study ``pareto`` (metric [val_iou, val_boundary_iou], no trials) in the case's storage."""
+    from edgesearch.cli.options import quiet_optuna
+    from edgesearch.searcher.config import StudyConfig
+    from edgesearch.searcher.optuna_internals import rdb_storage
+    from edgesearch.searcher.study import create_study
+
+    quiet_optuna()
+    raw = {**STUDY, "name": PARETO, "metric": ["val_iou", "val_boundary_iou"]}
+    study, _ = create_study(StudyConfig.from_dict(raw, source="test"), url(tmp))
+    rdb_storage(study).engine.dispose()  # type: ignore[union-attr]
+
+
 def study_create(**top: Any) -> Callable[[Path], list[str]]:
     def build(tmp: Path) -> list[str]:
         return ["study", "create", str(study_file(tmp, **top)), "--storage", url(tmp)]
@@ -369,6 +386,31 @@ CASES = [
         ("study.yaml", "metric", "'accuracy'", "val_iou"),
     ),
     Case(
+        "study-metric-empty-list",
+        study_create(metric=[]),
+        ("study.yaml", "metric", "[] is not allowed", "[val_iou, val_boundary_iou]"),
+    ),
+    Case(
+        "study-metric-listed-twice",
+        study_create(metric=["val_iou", "val_iou"]),
+        ("study.yaml", "metric", "['val_iou', 'val_iou']", "[val_iou, val_boundary_iou]"),
+    ),
+    Case(
+        "study-metric-list-unknown-name",
+        study_create(metric=["val_iou", "accuracy"]),
+        ("study.yaml", "metric", "'accuracy'", "[val_iou, val_boundary_iou]"),
+    ),
+    Case(
+        "study-metric-list-with-pruner",
+        study_create(metric=["val_iou", "val_boundary_iou"], pruner={"kind": "median"}),
+        ("study.yaml", "pruner.kind", "'median'", "cannot prune", "{kind: none}"),
+    ),
+    Case(
+        "study-metric-list-with-cmaes",
+        study_create(metric=["val_iou", "val_boundary_iou"], sampler={"kind": "cmaes"}),
+        ("study.yaml", "sampler.kind", "'cmaes'", "two objectives", "tpe, random, grid"),
+    ),
+    Case(
         "study-space-path-not-a-field",
         study_create(space={"loss.edge_lamda": {"low": 0.0, "high": 0.5}}),
         ("study.yaml", "space.loss.edge_lamda", "not a field", "edge_lambda"),
@@ -392,6 +434,11 @@ CASES = [
         "study-space-choice-not-allowed",
         study_create(space={"loss.kind": {"choices": ["bce", "dice"]}}),
         ("study.yaml", "space.loss.kind", "'dice'", "'focal'"),
+    ),
+    Case(
+        "study-space-edge-profile-unknown",
+        study_create(space={"loss.edge_profile": {"choices": ["hard", "smooth"]}}),
+        ("study.yaml", "space.loss.edge_profile", "'smooth'", "'soft'"),
     ),
     Case(
         "study-space-duplicate-choice",
@@ -461,6 +508,11 @@ CASES = [
     ),
     Case("trainer-lr-negative", train(optim={"lr": -0.001}), ("trainer.yaml", "optim.lr", "-0.001", "x > 0")),
     Case("trainer-edge-width-zero", train(loss={"edge_width": 0}), ("trainer.yaml", "loss.edge_width", "0", "1 <= x")),
+    Case(
+        "trainer-edge-profile-unknown",
+        train(loss={"edge_profile": "gaussian"}),
+        ("trainer.yaml", "loss.edge_profile", "'gaussian'", "'hard'", "'soft'"),
+    ),
     Case("trainer-epochs-wrong-type", train(epochs="ten"), ("trainer.yaml", "epochs", "'ten'", "integer", "x >= 1")),
     Case("trainer-loss-kind-unknown", train(loss={"kind": "dice"}), ("trainer.yaml", "loss.kind", "'dice'", "'focal'")),
     Case("trainer-loader-unknown", train(data={"loader": "gpu"}), ("trainer.yaml", "data.loader", "'gpu'", "'device'")),
@@ -714,6 +766,35 @@ CASES = [
     Case("fifo-db-list", on_fifo("study", "list"), ("pipe.db", "not a regular file")),
     Case("fifo-db-show", on_fifo("study", "show", "x"), ("pipe.db", "not a regular file")),
     Case("study-best-without-trials", on_known("study", "best", KNOWN), (f"'{KNOWN}'", "no completed trial")),
+    Case(
+        "study-best-pick-on-one-objective",
+        on_known("study", "best", KNOWN, "--pick", "knee"),
+        ("--pick is for studies of two objectives", f"'{KNOWN}'"),
+    ),
+    Case(
+        "study-best-pick-unknown",
+        after(known_pareto, plain("study", "best", PARETO, "--pick", "middle", "--storage", "{storage}")),
+        ("--pick", "'middle'", "knee"),
+    ),
+    Case(
+        "study-best-two-objectives-without-pick",
+        after(known_pareto, plain("study", "best", PARETO, "--storage", "{storage}")),
+        (f"'{PARETO}'", "no completed trial yet", "--pick val_iou|val_boundary_iou|knee"),
+    ),
+    Case(
+        "study-best-two-objectives-without-trials",
+        after(known_pareto, plain("study", "best", PARETO, "--pick", "knee", "--storage", "{storage}")),
+        (f"'{PARETO}'", "no completed trial"),
+    ),
+    Case(
+        "cli-predict-two-objectives-without-pick",
+        after(
+            known_pareto,
+            plain("predict", "--study", PARETO, "{tmp}/data", "--out", "{tmp}/masks", "--storage", "{storage}"),
+        ),
+        (f"'{PARETO}'", "--pick val_iou|val_boundary_iou|knee"),
+    ),
+    Case("cli-predict-pick-with-checkpoint", predict_with_checkpoint("--pick", "knee"), ("--pick goes with --study",)),
     Case(
         "study-unknown-on-missing-sqlite-file",
         # A read-only command on a SQLite file that does not exist must not create an empty database.

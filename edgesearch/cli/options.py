@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +10,16 @@ import typer
 
 from edgesearch.formatting import format_value
 
-__all__ = ["ArtifactsOption", "DeviceOption", "RunsOption", "StorageOption", "format_value", "quiet_optuna"]
+__all__ = [
+    "ArtifactsOption",
+    "DeviceOption",
+    "Pick",
+    "PickOption",
+    "RunsOption",
+    "StorageOption",
+    "format_value",
+    "quiet_optuna",
+]
 
 StorageOption = Annotated[
     str | None,
@@ -25,6 +35,23 @@ ArtifactsOption = Annotated[
     ),
 ]
 DeviceOption = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps.")]
+
+
+class Pick(str, Enum):
+    """The points of a two-objective study's Pareto front (:data:`edgesearch.searcher.front.PICKS`)."""
+
+    val_iou = "val_iou"
+    val_boundary_iou = "val_boundary_iou"
+    knee = "knee"
+
+
+PickOption = Annotated[
+    Pick | None,
+    typer.Option(
+        "--pick",
+        help="For a study of two objectives: which point of its Pareto front (the best of a metric, or the knee).",
+    ),
+]
 
 
 def quiet_optuna() -> None:

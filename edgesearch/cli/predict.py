@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from edgesearch.cli.console import out, user_errors
-from edgesearch.cli.options import DeviceOption, StorageOption
+from edgesearch.cli.options import DeviceOption, PickOption, StorageOption
 
 __all__ = ["app"]
 
@@ -21,7 +21,10 @@ def predict_command(
         list[Path], typer.Argument(metavar="INPUT", help="Images, or folders of images (png, jpg, tif).")
     ],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the masks (<stem>.png, 0/255); new or empty.")],
-    study: Annotated[str | None, typer.Option(help="Use the best trial of this study.")] = None,
+    study: Annotated[
+        str | None, typer.Option(help="Use the best trial of this study (of two objectives: the --pick point).")
+    ] = None,
+    pick: PickOption = None,
     checkpoint: Annotated[
         Path | None, typer.Option(help="Use this best.pt; its config is the config.json beside it (or --config).")
     ] = None,
@@ -52,9 +55,12 @@ def predict_command(
             from edgesearch.searcher.storage import resolve_storage_url
             from edgesearch.searcher.study import best_model, load_study
 
-            model = best_model(load_study(study, resolve_storage_url(storage), read_only=True)[0])
+            found, study_config = load_study(study, resolve_storage_url(storage), read_only=True)
+            model = best_model(found, study_config, pick=pick.value if pick is not None else None)
             config, best, source = model.config, model.checkpoint, model.description
         elif checkpoint is not None and study is None:
+            if pick is not None:
+                raise UserError("--pick goes with --study (a point of its Pareto front); a checkpoint is one model")
             config, best, source = checkpoint_config(checkpoint, config_file), checkpoint, str(checkpoint)
         else:
             raise UserError("give exactly one of --study NAME or --checkpoint PATH")

@@ -10,7 +10,14 @@ from typing import Annotated, Any
 import typer
 
 from edgesearch.cli.console import EXIT_INTERRUPTED, err, fail, out, user_errors
-from edgesearch.cli.options import ArtifactsOption, RunsOption, StorageOption, format_value, quiet_optuna
+from edgesearch.cli.options import (
+    ArtifactsOption,
+    PickOption,
+    RunsOption,
+    StorageOption,
+    format_value,
+    quiet_optuna,
+)
 from edgesearch.cli.worker import run_here, run_local
 
 __all__ = ["app"]
@@ -98,10 +105,11 @@ def run_command(
                 runs_dir=runs_dir,
                 artifacts=artifacts,
             )
+    pick = " --pick knee" if config.multi_objective else ""  # a front has no best trial without a pick
     _print_commands(
         url,
         [
-            f"best trial:  edgesearch study best {config.name}{{storage}}",
+            f"best trial:  edgesearch study best {config.name}{{storage}}{pick}",
             f"report:      edgesearch study report {config.name}{{storage}} --out reports/{config.name}",
             f"dashboard:   edgesearch dashboard{{storage}} --artifacts {artifact_dir}",
         ],
@@ -125,15 +133,18 @@ def list_command(storage: StorageOption = None) -> None:
         out.print(f"{s.name}\t{s.n_trials} trials\tbest {best}")
 
 
-def _best_record(name: str, url: str) -> dict[str, Any]:
+def _best_record(name: str, url: str, pick: str | None) -> dict[str, Any]:
     from edgesearch.searcher.study import best_trial, load_study
 
-    study, _ = load_study(name, url, read_only=True)
-    best = best_trial(study)
-    return {
-        "study": name,
-        "trial": best.number,
-        "value": best.value,
+    study, config = load_study(name, url, read_only=True)
+    best = best_trial(study, config, pick=pick)
+    record: dict[str, Any] = {"study": name, "trial": best.number}
+    if config.multi_objective:
+        record["pick"] = pick
+        record["values"] = dict(zip(config.objectives, best.values or [], strict=False))
+    else:
+        record["value"] = best.value
+    return record | {
         "params": best.params,
         "checkpoint": best.user_attrs.get("best_checkpoint"),
         "run_dir": best.user_attrs.get("run_dir"),
@@ -144,20 +155,108 @@ def _best_record(name: str, url: str) -> dict[str, Any]:
 def best_command(
     name: Annotated[str, typer.Argument(help="Study name.")],
     storage: StorageOption = None,
+    pick: PickOption = None,
+    confirmed: Annotated[
+        bool, typer.Option("--confirmed", help="Rank by the mean of the re-trainings `study confirm` queued.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """The best trial: value, parameters and checkpoint path."""
+    """The best trial (of a study of two objectives: the --pick point of its front): values, parameters, checkpoint."""
     with user_errors():
+        from edgesearch.errors import UserError
         from edgesearch.searcher.storage import resolve_storage_url
 
-        record = _best_record(name, resolve_storage_url(storage))
+        url = resolve_storage_url(storage)
+        if confirmed and pick is not None:
+            raise UserError("--confirmed and --pick do not go together: confirmations rank one metric")
+        if confirmed:
+            record = _confirmed_record(name, url)
+        else:
+            record = _best_record(name, url, pick.value if pick is not None else None)
     if as_json:
         out.print_json(json.dumps(record))
         return
-    out.print(f"best trial {record['trial']}: value {record['value']:.4f}")
+    if "confirmed" in record:
+        c = record["confirmed"]
+        spread = f" ± {format_value(c['sd'])}" if c["sd"] is not None else ""
+        holds = {True: "holds", False: "does not hold", None: "not known yet"}[record["ranking_holds"]]
+        out.print(
+            f"best confirmed: trial {record['trial']}'s configuration, mean {format_value(c['mean'])}{spread}, "
+            f"min {format_value(c['min'])} over {c['n']} of {c['seeds']} fresh seed(s) "
+            f"(search: {format_value(record['value'])}); the search's ranking {holds}",
+            markup=False,
+        )
+        for key, value in record["params"].items():
+            out.print(f"  {key} = {value}")
+        out.print(f"checkpoint (the search's run): {record['checkpoint']}")
+        return
+    if "values" in record:
+        values = ", ".join(f"{metric} {value:.4f}" for metric, value in record["values"].items())
+        out.print(f"best trial {record['trial']} ({record['pick']} of the Pareto front): {values}")
+    else:
+        out.print(f"best trial {record['trial']}: value {record['value']:.4f}")
     for key, value in record["params"].items():
         out.print(f"  {key} = {value}")
     out.print(f"checkpoint: {record['checkpoint']}")
+
+
+def _confirmed_record(name: str, url: str) -> dict[str, Any]:
+    from edgesearch.searcher.confirm import best_confirmed, confirmed, ranking_holds
+    from edgesearch.searcher.study import load_study
+
+    study, _ = load_study(name, url, read_only=True)
+    best = best_confirmed(study)
+    source = study.trials[best.trial]
+    rows = confirmed(study)
+    return {
+        "study": name,
+        "trial": best.trial,
+        "confirmed": {
+            "mean": best.mean,
+            "sd": best.sd,
+            "min": best.min,
+            "n": best.n,
+            "seeds": best.seeds,
+            "values": list(best.values),
+        },
+        "value": best.original,
+        "ranking_holds": ranking_holds(rows),
+        "params": source.params,
+        "checkpoint": source.user_attrs.get("best_checkpoint"),
+        "run_dir": source.user_attrs.get("run_dir"),
+    }
+
+
+@app.command("confirm")
+def confirm_command(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    top: Annotated[int, typer.Option("--top", help="How many of the best configurations to re-train (1-50).")] = 3,
+    seeds: Annotated[int, typer.Option("--seeds", help="Fresh seeds per configuration (1-50).")] = 3,
+    storage: StorageOption = None,
+) -> None:
+    """Queue re-trainings of the TOP best configurations with SEEDS fresh seeds each; workers run them."""
+    with user_errors():
+        from edgesearch.searcher.confirm import request
+        from edgesearch.searcher.storage import resolve_storage_url
+        from edgesearch.searcher.study import load_study
+
+        url = resolve_storage_url(storage)
+        quiet_optuna()
+        study, config = load_study(name, url)
+        plan = request(study, config, top=top, seeds=seeds)
+    trials = ", ".join(str(number) for number in plan.trials)
+    already = f" ({plan.already} already queued or done)" if plan.already else ""
+    out.print(
+        f"queued {plan.queued} re-training(s) of trial(s) {trials} with {plan.seeds} fresh seed(s) each{already}",
+        markup=False,
+    )
+    _print_commands(
+        url,
+        [
+            f"workers take them before new trials: edgesearch worker {name}{{storage}}",
+            f"then: edgesearch study best {name} --confirmed{{storage}}",
+        ],
+    )
 
 
 @app.command("show")
@@ -169,19 +268,23 @@ def show_command(name: Annotated[str, typer.Argument(help="Study name.")], stora
 
         from edgesearch.cli.study_progress import format_counts
         from edgesearch.searcher.storage import resolve_storage_url
-        from edgesearch.searcher.study import load_study, trial_counts
+        from edgesearch.searcher.study import front_trials, load_study, trial_counts
 
         url = resolve_storage_url(storage)
         study, config = load_study(name, url, read_only=True)
         trials = study.get_trials(deepcopy=False)
     out.print(f"study {name}: {format_counts(trial_counts(study), config.n_trials)}")
     params = list(config.space)
-    table = Table("trial", "state", config.metric, "epochs", *params)
-    for t in sorted(trials, key=lambda t: (t.value is None, -(t.value or 0.0), t.number)):
-        value = f"{t.value:.4f}" if t.value is not None else "-"
-        epochs = str(len(t.intermediate_values))
+    # A study of two objectives: a column per metric and one marking its Pareto front.
+    front = {t.number for t in front_trials(study)} if config.multi_objective else set()
+    marks = ["front"] if config.multi_objective else []
+    table = Table("trial", "state", *config.objectives, *marks, "epochs", *params)
+    for t in sorted(trials, key=lambda t: (t.values is None, [-v for v in t.values or []], t.number)):
+        values = [f"{v:.4f}" for v in t.values] if t.values is not None else ["-"] * len(config.objectives)
+        mark = ["yes" if t.number in front else ""] if config.multi_objective else []
+        epochs = str(max(len(t.intermediate_values), len(t.user_attrs.get("history") or [])))
         cells = [format_value(t.params.get(p)) for p in params]
-        table.add_row(str(t.number), t.state.name, value, epochs, *cells)
+        table.add_row(str(t.number), t.state.name, *values, *mark, epochs, *cells)
     # A pipe or log gets the whole table instead of columns squeezed to 80 characters.
     wide = out if out.is_terminal else Console(file=out.file, width=400, highlight=False)
     wide.print(table)

@@ -1,8 +1,9 @@
 """What a person watching a worker sees: a live study bar on a terminal, plain lines otherwise.
 
 The bar counts the study's finished trials (COMPLETE + PRUNED, across all workers) against
-``n_trials`` and shows complete / pruned / failed / running and the best value so far. Lines
-about single trials and epochs print above it. When the output is not a terminal (a log file,
+``n_trials`` and shows complete / pruned / failed / running and the best value so far (for a
+study of two objectives, how many trials its Pareto front holds). Lines about single trials and
+epochs print above it. When the output is not a terminal (a log file,
 a pipe to a parent process) only the lines are written, so logs stay readable.
 """
 
@@ -27,14 +28,18 @@ __all__ = ["EpochLines", "StudyProgress", "format_counts"]
 
 
 def _best(counts: TrialCounts) -> str:
-    return f"{counts.best:.4f}" if counts.best is not None else "-"
+    """``best 0.9100``, ``best -`` before the first complete trial, ``front 3`` for a study of two objectives."""
+    if counts.front is not None:
+        return f"front {counts.front}"
+    return f"best {counts.best:.4f}" if counts.best is not None else "best -"
 
 
 def format_counts(counts: TrialCounts, n_trials: int) -> str:
-    """``4/6 finished (3 complete, 1 pruned), 0 failed, 2 running; best 0.9100``."""
+    """``4/6 finished (3 complete, 1 pruned), 0 failed, 2 running; best 0.9100`` (``front 3``: the Pareto
+    front of a study of two objectives holds 3 trials)."""
     return (
         f"{counts.finished}/{n_trials} finished ({counts.complete} complete, {counts.pruned} pruned), "
-        f"{counts.fail} failed, {counts.running} running; best {_best(counts)}"
+        f"{counts.fail} failed, {counts.running} running; {_best(counts)}"
     )
 
 
@@ -73,7 +78,7 @@ class StudyProgress:
             return
         detail = (
             f"complete {counts.complete}  pruned {counts.pruned}  "
-            f"failed {counts.fail}  running {counts.running}  best {_best(counts)}"
+            f"failed {counts.fail}  running {counts.running}  {_best(counts)}"
         )
         self._progress.update(self._task, completed=counts.finished, detail=detail)
 
@@ -82,12 +87,13 @@ class StudyProgress:
 
 
 class EpochLines(Callback):
-    """A trainer callback printing one line per epoch of the trial in hand (``number``)."""
+    """A trainer callback printing one line per epoch of the trial in hand (``label``: ``trial 3``,
+    or ``confirmation 2`` for a confirmation job)."""
 
     def __init__(self, progress: StudyProgress, metric: str) -> None:
         self.progress = progress
         self.metric = metric
-        self.number = -1
+        self.label = "trial"
         self.epochs = 0
 
     def on_train_start(self, *, epochs: int, start_epoch: int, steps_per_epoch: int) -> None:
@@ -96,6 +102,6 @@ class EpochLines(Callback):
     def on_epoch_end(self, record: EpochRecord) -> None:
         value = summary(record)[self.metric]
         self.progress.log(
-            f"trial {self.number} epoch {record['epoch']}/{self.epochs}: {self.metric} {value:.4f}, "
+            f"{self.label} epoch {record['epoch']}/{self.epochs}: {self.metric} {value:.4f}, "
             f"boundary IoU {record['val_boundary_iou']:.4f}, loss {record['train_loss']:.4f}"
         )

@@ -70,6 +70,7 @@ def run_here(
     """
     from edgesearch.cli.study_progress import EpochLines, StudyProgress, format_counts
     from edgesearch.searcher.artifacts import open_artifact_store, resolve_artifact_dir
+    from edgesearch.searcher.confirm import confirmation_job
     from edgesearch.searcher.local import stop_on_signals
     from edgesearch.searcher.study import stored_config
     from edgesearch.searcher.worker import run_worker
@@ -78,18 +79,25 @@ def run_here(
     counts = _StudyCounts(name, url)
     config = stored_config(counts.study)
     with StudyProgress(name, counts.n_trials) as progress, stop_on_signals(_announce) as stop:
-        epochs = EpochLines(progress, config.metric)
+        epochs = EpochLines(progress, config.objectives[0])
 
         def started(trial: optuna.Trial) -> None:
-            epochs.number = trial.number
+            job = confirmation_job(trial)
+            if job is not None:
+                epochs.label = f"confirmation {trial.number}"
+                progress.log(f"confirmation {trial.number} started: trial {job['trial']}'s config, seed {job['seed']}")
+                return
+            epochs.label = f"trial {trial.number}"
             params = ", ".join(f"{key}={format_value(value)}" for key, value in trial.params.items())
             progress.log(f"trial {trial.number} started{': ' + params if params else ''}")
 
         def ended(outcome: TrialOutcome) -> None:
             value = f" value {outcome.value:.4f}" if outcome.value is not None else ""
+            if outcome.values is not None:
+                value = " " + ", ".join(f"{m} {v:.4f}" for m, v in zip(config.objectives, outcome.values, strict=False))
             reason = f" ({outcome.reason})" if outcome.reason else ""
             state = "handed back for retry" if outcome.interrupted else outcome.state.name
-            progress.log(f"trial {outcome.number}: {state}{value} after {outcome.epochs} epochs{reason}")
+            progress.log(f"{outcome.label} {outcome.number}: {state}{value} after {outcome.epochs} epochs{reason}")
             progress.refresh(counts.read())
 
         progress.refresh(counts.read())

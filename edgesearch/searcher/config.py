@@ -6,6 +6,8 @@ rebuild it with :meth:`StudyConfig.from_dict` from the storage alone. Every rule
 here, before anything touches storage: unknown keys, space paths that are not TrainConfig
 fields, ranges and choices the trainer would refuse, and enqueued points outside the space.
 Problems are reported together, one line each: ``FILE: dotted.field: what is wrong; allowed: ...``.
+A study of two objectives (``metric: [val_iou, val_boundary_iou]``) is refused with a pruner or a
+sampler that Optuna cannot use for it.
 
 Importing this module is cheap (no optuna, no torch); validating a config runs TrainConfig's
 validators, which may load the trainer's model registry.
@@ -49,11 +51,14 @@ __all__ = [
     "MAX_GRID_POINTS",
     "MAX_NAME_LENGTH",
     "METRICS",
+    "MULTI_OBJECTIVE_SAMPLERS",
+    "OBJECTIVES",
     "FaultToleranceConfig",
     "HyperbandPrunerConfig",
     "MedianPrunerConfig",
     "Metric",
     "NoPrunerConfig",
+    "Objectives",
     "PrunerConfig",
     "SamplerConfig",
     "StudyConfig",
@@ -62,6 +67,14 @@ __all__ = [
 
 Metric: TypeAlias = Literal["val_iou", "val_boundary_iou", "val_edge_corr"]
 METRICS: tuple[str, ...] = ("val_iou", "val_boundary_iou", "val_edge_corr")
+
+Objectives: TypeAlias = tuple[Literal["val_iou"], Literal["val_boundary_iou"]]
+OBJECTIVES: Objectives = ("val_iou", "val_boundary_iou")
+"""The metrics a study of two objectives maximises together, in this order. val_iou comes first: a
+trial's values are read at its best epoch by val_iou, the epoch whose weights its ``best.pt`` holds."""
+
+MULTI_OBJECTIVE_SAMPLERS: tuple[str, ...] = ("tpe", "random", "grid")
+"""The sampler kinds Optuna can run with two objectives (its CmaEsSampler takes one objective only)."""
 
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
@@ -184,8 +197,9 @@ class StudyConfig(FrozenModel):
     name: str = Field(max_length=MAX_NAME_LENGTH)
     """Study name in the storage and the folder of its runs: letters, digits, ``-``, ``_``, ``.``;
     at most :data:`MAX_NAME_LENGTH` characters (every file system and PostgreSQL take it)."""
-    metric: Metric = "val_iou"
-    """Maximised; a trial's value is its best epoch's metric."""
+    metric: Metric | Objectives = "val_iou"
+    """Maximised: one metric (a trial's value is its best epoch's metric), or :data:`OBJECTIVES` for a
+    study of two objectives (a trial's values are both metrics at its best epoch by val_iou)."""
     n_trials: int = Field(ge=1)
     """COMPLETE + PRUNED trials wanted, counted across all workers."""
     storage: str | None = None
@@ -204,6 +218,39 @@ class StudyConfig(FrozenModel):
     def base_config(self) -> TrainConfig:
         """The study's base TrainConfig (the ``trainer:`` block)."""
         return self.trainer
+
+    @property
+    def objectives(self) -> tuple[Metric, ...]:
+        """The maximised metrics, one per Optuna objective, in the order of a trial's ``values``."""
+        return self.metric if isinstance(self.metric, tuple) else (self.metric,)
+
+    @property
+    def multi_objective(self) -> bool:
+        """Whether the study maximises two metrics at once (it then has a Pareto front, not a best trial)."""
+        return len(self.objectives) > 1
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_pruner_by_default_for_two_objectives(cls, data: Any) -> Any:
+        # The median pruner is the default for one metric; Optuna cannot prune a study of two, so a
+        # file that leaves pruner: out gets none rather than a refusal of a pruner it never asked for.
+        if isinstance(data, Mapping) and isinstance(data.get("metric"), list | tuple) and "pruner" not in data:
+            return {**data, "pruner": {"kind": "none"}}
+        return data
+
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _one_metric_or_the_pair(cls, value: Any) -> Any:
+        # One line for every wrong value: pydantic would report each member of the union apart.
+        if isinstance(value, str) and value in METRICS:
+            return value
+        if isinstance(value, list | tuple) and list(value) == list(OBJECTIVES):
+            return tuple(value)
+        *others, last = (repr(metric) for metric in METRICS)
+        raise ValueError(
+            f"{shorten(value)} is not allowed; allowed: {', '.join(others)} or {last}, "
+            f"or the list [{', '.join(OBJECTIVES)}] in this order for two objectives"
+        )
 
     @field_validator("name")
     @classmethod
@@ -247,10 +294,11 @@ class StudyConfig(FrozenModel):
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> StudyConfig:
-        # Skipped only by from_dict when the trainer block failed and a stand-in base was used.
-        if (info.context or {}).get("skip_space_checks"):
-            return self
-        lines = _study_problems(self)
+        # The space checks are skipped only by from_dict when the trainer block failed and a stand-in
+        # base was used; the objective checks need no trainer.
+        lines = _objective_problems(self)
+        if not (info.context or {}).get("skip_space_checks"):
+            lines.extend(_study_problems(self))
         if lines:
             raise lines_error(lines)
         return self
@@ -291,7 +339,26 @@ class StudyConfig(FrozenModel):
 
 
 # ---------------------------------------------------------------------------------------------
-# Cross-field rules: space paths and values against TrainConfig, the grid sampler, enqueue.
+# Cross-field rules: two objectives against the pruner and sampler; space paths and values against
+# TrainConfig, the grid sampler, enqueue.
+
+
+def _objective_problems(config: StudyConfig) -> list[str]:
+    if not config.multi_objective:
+        return []
+    metric = f"[{', '.join(config.objectives)}]"
+    lines = []
+    if config.pruner.kind != "none":
+        lines.append(
+            f"pruner.kind: {config.pruner.kind!r} cannot be used with metric {metric}: Optuna cannot prune a "
+            "study of two objectives; allowed: {kind: none}, or no pruner: key"
+        )
+    if config.sampler.kind not in MULTI_OBJECTIVE_SAMPLERS:
+        lines.append(
+            f"sampler.kind: {config.sampler.kind!r} cannot optimise two objectives (metric {metric}); "
+            f"allowed: {', '.join(MULTI_OBJECTIVE_SAMPLERS)}"
+        )
+    return lines
 
 
 def _study_problems(config: StudyConfig) -> list[str]:

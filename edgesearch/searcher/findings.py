@@ -1,10 +1,10 @@
 """The report's "Findings": what a study's complete trials say about the training report's questions.
 
 Each finding is a sentence with counts and spread, not only the best point, so that one lucky
-trial does not read as a rule: the best edge-lambda range, BCE against focal, the edge width, and
-the parameter importances in words. A question the study did not vary (one loss kind, one width)
-gets no sentence. Pure functions of plain rows (:class:`Outcome`), so they are tested on numbers
-made up for the purpose, without a study.
+trial does not read as a rule: the best edge-lambda range, BCE against focal, the edge width, the
+edge profile (hard band against soft tent), and the parameter importances in words. A question the
+study did not vary (one loss kind, one width) gets no sentence. Pure functions of plain rows
+(:class:`Outcome`), so they are tested on numbers made up for the purpose, without a study.
 """
 
 from __future__ import annotations
@@ -12,11 +12,14 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgesearch.formatting import format_value
 
-__all__ = ["LAMBDA_RANGES", "Outcome", "findings", "group_summary"]
+if TYPE_CHECKING:
+    from edgesearch.searcher.confirm import Confirmed
+
+__all__ = ["LAMBDA_RANGES", "Outcome", "confirmed_finding", "findings", "group_summary"]
 
 LAMBDA_RANGES: tuple[tuple[float, float], ...] = ((0.0, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.5), (0.5, 1.0))
 """Edge-lambda ranges, low end included (the last one also its high end): the report's 0-0.5 in steps of
@@ -32,6 +35,7 @@ class Outcome:
     edge_lambda: float | None
     loss_kind: str | None
     edge_width: int | None
+    edge_profile: str | None = None
 
 
 def group_summary(values: Sequence[float]) -> str:
@@ -92,8 +96,31 @@ def findings(outcomes: Sequence[Outcome], *, metric: str, importances: dict[str,
         lines.append(
             f"Edge width: {_best_group(widths)} px leads by mean {metric} ({_compare(widths, lambda w: f'{w} px')})."
         )
+    profiles = _groups(outcomes, lambda o: o.edge_profile)
+    if len(profiles) > 1:
+        lines.append(f"Edge profile: {_best_group(profiles)} leads by mean {metric} ({_compare(profiles, str)}).")
     if importances:
         ranked = sorted(importances.items(), key=lambda item: -item[1])
         words = ", then ".join(f"{name} ({format_value(share)})" for name, share in ranked[:3])
         lines.append(f"Importance (share of the variation in {metric} Optuna attributes to each): {words}.")
     return lines
+
+
+def confirmed_finding(rows: Sequence[Confirmed], *, metric: str, holds: bool | None) -> str | None:
+    """The confirmed result: the configuration with the best mean over its fresh seeds, and whether the
+    search's ranking held. None before any re-training finished."""
+    done = [r for r in rows if r.mean is not None]
+    if not done:
+        return None
+    best = max(done, key=lambda r: (r.mean or 0.0, -rows.index(r)))
+    spread = f" ± {format_value(best.sd)}" if best.sd is not None else ""
+    ranking = {
+        True: f"the search's ranking of the top {len(rows)} holds",
+        False: f"the search's ranking of the top {len(rows)} does not hold",
+        None: "the ranking is not settled until every re-training has finished",
+    }[holds]
+    return (
+        f"Confirmed: trial {best.trial}'s configuration has the best mean {metric} over fresh seeds, "
+        f"{format_value(best.mean)}{spread} (min {format_value(best.min)}, {best.n} of {best.seeds} seeds done; "
+        f"{format_value(best.original)} in the search); {ranking}."
+    )

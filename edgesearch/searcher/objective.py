@@ -1,14 +1,18 @@
 """One trial: sample a TrainConfig, train it with a pruning callback, record what happened.
 
 The pruning callback is the only Optuna code near the training loop: it reports the study
-metric after every epoch and raises ``TrialPruned`` when the pruner says so.
+metric after every epoch and raises ``TrialPruned`` when the pruner says so. A study of two
+objectives is never pruned (Optuna cannot): the callback then only stores the history, and the
+trial's values are both metrics at the epoch its ``best.pt`` holds. A confirmation job
+(:mod:`~edgesearch.searcher.confirm`) trains its stored config instead of a sampled one, in its own
+``confirm-NNNNN`` folder, and is never pruned.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +28,7 @@ from edgesearch.trainer.records import EpochRecord, summary
 if TYPE_CHECKING:
     from edgesearch.searcher.config import StudyConfig
     from edgesearch.searcher.optuna_internals import ArtifactStore
+    from edgesearch.trainer.loop import TrainResult
 
 __all__ = ["PruningCallback", "TrialInterrupted", "TrialOutcome", "run_trial"]
 
@@ -31,21 +36,29 @@ _log = logging.getLogger(__name__)
 
 
 class PruningCallback(Callback):
-    """Reports ``metric`` each epoch, stores the history, and prunes when the pruner says so."""
+    """Reports ``metric`` each epoch, stores the history, and prunes when the pruner says so.
 
-    def __init__(self, trial: optuna.Trial, *, metric: str, history: list[dict[str, Any]] | None = None) -> None:
+    ``prune=False`` (a study of two objectives, whose trials Optuna can neither report nor prune)
+    only stores the history.
+    """
+
+    def __init__(
+        self, trial: optuna.Trial, *, metric: str, history: list[dict[str, Any]] | None = None, prune: bool = True
+    ) -> None:
         self.trial = trial
         self.metric = metric
         self.history = list(history or [])
+        self.prune = prune
 
     def on_epoch_end(self, record: EpochRecord) -> None:
         epoch = record["epoch"]
         kept = summary(record)
         value = float(kept[self.metric])
-        self.trial.report(value, step=epoch)
+        if self.prune:
+            self.trial.report(value, step=epoch)
         self.history.append(kept)
         self.trial.set_user_attr("history", self.history)
-        if self.trial.should_prune():
+        if self.prune and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch}: {self.metric} {value:.4f}")
 
 
@@ -58,12 +71,17 @@ class TrialOutcome:
     number: int
     state: TrialState
     value: float | None
+    """A COMPLETE trial's value; None otherwise, and for a study of two objectives (see ``values``)."""
     epochs: int
     reason: str = ""
     interrupted: bool = False
     """The worker was stopped mid-trial; the trial is to be handed back for a retry."""
     error_kind: str = ""
     """For a crashed trial: the exception's type name, to spot the same crash repeating."""
+    values: tuple[float, ...] | None = None
+    """A COMPLETE trial's values in a study of two objectives, in the order of its ``metric`` list."""
+    label: str = "trial"
+    """``trial``, or ``confirmation`` for a confirmation job (numbered in its companion study)."""
 
 
 def _resume_point(trial: optuna.Trial) -> Path | None:
@@ -91,18 +109,26 @@ def run_trial(
     later trial would fail the same way, so the worker should stop rather than burn the study. With an artifact
     store, the trial's curves, edge overlay and best weights are uploaded however it ended.
     """
+    from edgesearch.searcher.confirm import confirmation_job
     from edgesearch.searcher.runs import RUN_ID_ATTR, claim_run_dir, file_digest, trial_run_dir
     from edgesearch.searcher.space import sample
     from edgesearch.trainer import NonFiniteLossError, train
+    from edgesearch.trainer.config import validate_train_config
 
-    train_config = sample(trial, config.space, config.base_config)
+    job = confirmation_job(trial)
+    if job is None:
+        train_config = sample(trial, config.space, config.base_config)
+        owner, kind, kind_label = config.name, "trial", "trial"
+    else:  # a re-training queued by `study confirm`: the source trial's config with a fresh seed
+        train_config = validate_train_config(job["config"], source=f"confirmation of trial {job['trial']}")
+        owner, kind, kind_label = trial.study.study_name, "confirm", "confirmation"
     resume_from = _resume_point(trial)
     run_id = trial.study.user_attrs.get(RUN_ID_ATTR)
     if resume_from is not None:
         run_dir = Path(trial.user_attrs["run_dir"])
     else:
-        run_dir = trial_run_dir(runs_dir, config.name, run_id, trial.number)
-    claim_run_dir(run_dir, study=config.name, run_id=run_id, trial=trial.number, resuming=resume_from is not None)
+        run_dir = trial_run_dir(runs_dir, config.name, run_id, trial.number, kind=kind)
+    claim_run_dir(run_dir, study=owner, run_id=run_id, trial=trial.number, resuming=resume_from is not None)
     history: list[dict[str, Any]] = []
     if resume_from is not None:
         from edgesearch.trainer.checkpoint import load_checkpoint
@@ -115,7 +141,9 @@ def run_trial(
     trial.set_user_attr("config", train_config.model_dump(mode="json"))
     trial.set_user_attr("run_dir", str(run_dir.resolve()))
 
-    pruning = PruningCallback(trial, metric=config.metric, history=history)
+    # Re-trainings are never pruned: they exist to run to the end.
+    prune = job is None and not config.multi_objective
+    pruning = PruningCallback(trial, metric=config.objectives[0], history=history, prune=prune)
     try:
         # Observers first: a pruned epoch is still reported to them.
         result = train(train_config, callbacks=[*callbacks, pruning], run_dir=run_dir, resume_from=resume_from)
@@ -123,7 +151,9 @@ def run_trial(
         outcome = TrialOutcome(trial.number, TrialState.PRUNED, None, len(pruning.history), str(exc))
     except TrialInterrupted as exc:
         # Nothing to publish: the retry continues in the same run directory.
-        return TrialOutcome(trial.number, TrialState.FAIL, None, len(pruning.history), str(exc), interrupted=True)
+        return TrialOutcome(
+            trial.number, TrialState.FAIL, None, len(pruning.history), str(exc), interrupted=True, label=kind_label
+        )
     except NonFiniteLossError as exc:
         trial.set_user_attr("fail_reason", f"non-finite loss: {exc}")
         outcome = TrialOutcome(trial.number, TrialState.FAIL, None, len(pruning.history), str(exc))
@@ -139,15 +169,30 @@ def run_trial(
             trial.number, TrialState.FAIL, None, len(pruning.history), reason, error_kind=type(exc).__name__
         )
     else:
-        value = max(float(summary(row)[config.metric]) for row in result.history)
         if result.best_checkpoint is not None:
             trial.set_user_attr("best_checkpoint", str(result.best_checkpoint.resolve()))
             # predict --study checks it: the file at that path must still be this trial's.
             trial.set_user_attr("best_checkpoint_sha256", file_digest(result.best_checkpoint))
-        outcome = TrialOutcome(trial.number, TrialState.COMPLETE, value, len(result.history))
+        if config.multi_objective:
+            row = summary(_checkpoint_epoch(result))
+            values = tuple(float(row[metric]) for metric in config.objectives)
+            outcome = TrialOutcome(trial.number, TrialState.COMPLETE, None, len(result.history), values=values)
+        else:
+            value = max(float(summary(row)[config.objectives[0]]) for row in result.history)
+            outcome = TrialOutcome(trial.number, TrialState.COMPLETE, value, len(result.history))
     if artifact_store is not None:
         _publish(trial, run_dir, artifact_store)
-    return outcome
+    return replace(outcome, label=kind_label)
+
+
+def _checkpoint_epoch(result: TrainResult) -> EpochRecord:
+    """The epoch whose weights ``best.pt`` holds (the trainer's best by val_iou): a study of two
+    objectives reads both values there, so a point picked from its front is a model that exists."""
+    for record in result.history:
+        if record["epoch"] == result.best_epoch:
+            return record
+    # No epoch improved on -inf (a NaN val_iou every epoch): the values are NaN, which Optuna fails.
+    return result.history[-1]
 
 
 def _publish(trial: optuna.Trial, run_dir: Path, store: ArtifactStore) -> None:

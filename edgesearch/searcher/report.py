@@ -7,6 +7,11 @@ curves coloured by lambda (its Figures 1-3), the metric against lambda / edge wi
 round_ratio with BCE and focal apart, edge correlation against IoU, and the edge overlays of
 the best and the worst trial (its Figures 4-5). Each figure is a pure ``data -> Figure``
 function over the same dicts that report.json holds, so the plotted data can be checked.
+
+A study of two objectives (``metric: [val_iou, val_boundary_iou]``) is read by its first metric
+where one number is wanted (curves, scatters, findings, importances, the worst trial); its best
+trial is the knee of its Pareto front (:mod:`~edgesearch.searcher.front`), and the trade-off figure
+marks the knee beside the best point of each metric: the three ``--pick`` points.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from edgesearch.errors import UserError
 from edgesearch.formatting import format_value
-from edgesearch.searcher.findings import Outcome, findings
+from edgesearch.searcher.confirm import Confirmed, confirmed, ranking_holds
+from edgesearch.searcher.findings import Outcome, confirmed_finding, findings
+from edgesearch.searcher.front import KNEE, knee, pareto_front, pick_point
 from edgesearch.searcher.optuna_internals import study_storage
 from edgesearch.trainer.run_files import EDGES as OVERLAY
 
@@ -99,8 +106,8 @@ def _series(trial: FrozenTrial, metric: str) -> dict[int, float]:
 
 
 def _best_value(trial: FrozenTrial, series: dict[int, float]) -> float | None:
-    if trial.state == TrialState.COMPLETE and _finite(trial.value) is not None:
-        return _finite(trial.value)
+    if trial.state == TrialState.COMPLETE and _first_value(trial) is not None:
+        return _first_value(trial)
     return max(series.values()) if series else None
 
 
@@ -110,13 +117,16 @@ def _best_row(trial: FrozenTrial, metric: str) -> dict[str, Any] | None:
 
 
 def _importances(study: optuna.Study, n_complete: int) -> dict[str, Any]:
-    """Optuna's default parameter importances, or ``{"unavailable": reason}``: never an error."""
+    """Optuna's default parameter importances (for the first objective of a study of two), or
+    ``{"unavailable": reason}``: never an error."""
     if n_complete < 2:
         return {"unavailable": f"needs at least 2 complete trials; the study has {n_complete}"}
+    # Optuna asks a study of two objectives which number to explain.
+    target = (lambda t: float(t.values[0])) if len(study.directions) > 1 else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            values = optuna.importance.get_param_importances(study)
+            values = optuna.importance.get_param_importances(study, target=target)
         except Exception as exc:  # any evaluator limitation becomes a one-line reason in the report
             return {"unavailable": " ".join(f"{type(exc).__name__}: {exc}".split())}
     equal = [str(w.message) for w in caught if "will be equal" in str(w.message)]
@@ -127,10 +137,16 @@ def _importances(study: optuna.Study, n_complete: int) -> dict[str, Any]:
     return {"values": {name: float(v) for name, v in values.items()}}
 
 
-def _trial_info(trial: FrozenTrial | None) -> dict[str, Any] | None:
+def _trial_info(trial: FrozenTrial | None, objectives: tuple[str, ...], why: str = "") -> dict[str, Any] | None:
+    """The trial's number, value (``values`` per metric with two objectives), params and paths;
+    ``why`` says how it was chosen, when that is not plain."""
     if trial is None:
         return None
-    info = {"number": trial.number, "value": _finite(trial.value), "params": trial.params}
+    info: dict[str, Any] = {"number": trial.number, "params": trial.params, "why": why}
+    if len(objectives) > 1:
+        info["values"] = {metric: _finite(v) for metric, v in zip(objectives, trial.values or [], strict=False)}
+    else:
+        info["value"] = _first_value(trial)
     return info | {key: trial.user_attrs.get(key) for key in ("config", "run_dir", "best_checkpoint")}
 
 
@@ -139,36 +155,50 @@ def _point(trial: FrozenTrial, base: dict[str, Any], *, x: Any, y: float) -> dic
     return {"number": trial.number, "state": trial.state.name, "loss_kind": kind, "x": x, "y": y}
 
 
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices, by x, of the points no other point dominates (>= in both coordinates, > in one).
+def _first_value(trial: FrozenTrial) -> float | None:
+    """The trial's value, or its first objective's in a study of two (``trial.value`` raises there)."""
+    return _finite(trial.values[0]) if trial.values else None
 
-    Equal points are all on the front: neither dominates the other. Quadratic, plainly: a study
-    holds at most a few thousand trials.
+
+def _pareto(
+    finished: list[tuple[FrozenTrial, float]], metric: str, base: dict[str, Any], *, two_objectives: bool
+) -> dict[str, Any]:
+    """val IoU against val Boundary IoU of each complete trial, at its best epoch by the study metric
+    (with two objectives: its values, read at that epoch), the front and its ``--pick`` points.
+
+    The knee is given for a study of two objectives only: elsewhere the points are not what the
+    study maximised, and no command picks it.
     """
-
-    def dominated(a: tuple[float, float]) -> bool:
-        return any(b[0] >= a[0] and b[1] >= a[1] and b != a for b in points)
-
-    return sorted((i for i, point in enumerate(points) if not dominated(point)), key=lambda i: points[i])
-
-
-def _pareto(finished: list[tuple[FrozenTrial, float]], metric: str, base: dict[str, Any]) -> dict[str, Any]:
-    """val IoU against val Boundary IoU of each complete trial, at its best epoch by the study metric."""
     points: list[dict[str, Any]] = []
     for t, _ in finished:
-        row = _best_row(t, metric) or {}
-        iou, biou = _finite(row.get("val_iou")), _finite(row.get("val_boundary_iou"))
+        if two_objectives:
+            iou, biou = (_finite(v) for v in t.values or (None, None))
+        else:
+            row = _best_row(t, metric) or {}
+            iou, biou = _finite(row.get("val_iou")), _finite(row.get("val_boundary_iou"))
         if t.state == TrialState.COMPLETE and iou is not None and biou is not None:
             lam = _finite(_setting(t, "loss.edge_lambda", base))
             points.append({"number": t.number, "lambda": lam, "x": iou, "y": biou})
-    on_front = set(pareto_front([(p["x"], p["y"]) for p in points]))
+    coordinates = [(p["x"], p["y"]) for p in points]
+    on_front = set(pareto_front(coordinates))
     for index, point in enumerate(points):
         point["front"] = index in on_front
-    best = {
-        key: max(points, key=lambda p: (p[axis], -p["number"]))["number"] if points else None
-        for key, axis in (("best_iou", "x"), ("best_boundary_iou", "y"))
+    axes = ("val_iou", "val_boundary_iou")
+    picks: dict[str, Any] = {
+        key: points[pick_point(coordinates, axes, axis)]["number"] if points else None
+        for key, axis in (("best_iou", "val_iou"), ("best_boundary_iou", "val_boundary_iou"))
     }
-    return {"x_label": "val_iou", "y_label": "val_boundary_iou", "points": points, **best}
+    picks[KNEE] = points[knee(coordinates)]["number"] if points and two_objectives else None
+    return {"x_label": "val_iou", "y_label": "val_boundary_iou", "points": points, **picks}
+
+
+def _confirmed(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
+    """The re-trainings ``study confirm`` queued (none for a study of two objectives, which cannot have any)."""
+    rows = [] if config.multi_objective else confirmed(study)
+    return {
+        "rows": [{"trial": r.trial, "original": r.original, "values": list(r.values), "seeds": r.seeds} for r in rows],
+        "ranking_holds": ranking_holds(rows),
+    }
 
 
 def collect(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
@@ -179,7 +209,8 @@ def collect(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
     resolved config, so a parameter fixed in the base config is read the same way as a searched one.
     """
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
-    metric, base = config.metric, config.base_config.model_dump(mode="json")
+    metric, base = config.objectives[0], config.base_config.model_dump(mode="json")
+    study_metric: str | list[str] = list(config.objectives) if config.multi_objective else metric
     counts = dict.fromkeys(STATES, 0)
     curves: list[dict[str, Any]] = []
     finished: list[tuple[FrozenTrial, float]] = []
@@ -196,7 +227,8 @@ def collect(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
     counts["finished"] = counts["COMPLETE"] + counts["PRUNED"]
     counts["n_trials"] = config.n_trials
     data: dict[str, Any] = {
-        "study": {"name": study.study_name, "metric": metric, "n_trials": config.n_trials},
+        # A list for a study of two objectives, as its study file names them.
+        "study": {"name": study.study_name, "metric": study_metric, "n_trials": config.n_trials},
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "running": counts["RUNNING"] + counts["WAITING"] > 0 or counts["finished"] < config.n_trials,
         "counts": counts,
@@ -212,29 +244,61 @@ def collect(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
         if iou is not None and edge is not None:
             corr.append(_point(t, base, x=iou, y=edge))
     data["edge_corr_vs_iou"] = {"x_label": "val_iou", "y_label": "val_edge_corr", "points": corr}
-    data["pareto"] = _pareto(finished, metric, base)
+    data["pareto"] = _pareto(finished, metric, base, two_objectives=config.multi_objective)
     complete = sorted(
-        (t for t in trials if t.state == TrialState.COMPLETE and _finite(t.value) is not None),
-        key=lambda t: (-float(t.value or 0.0), t.number),
+        (t for t in trials if t.state == TrialState.COMPLETE and _first_value(t) is not None),
+        key=lambda t: (-(_first_value(t) or 0.0), t.number),
     )
     data["importances"] = _importances(study, len(complete))
     outcomes = [
         Outcome(
             number=t.number,
-            value=float(t.value or 0.0),
+            value=_first_value(t) or 0.0,
             edge_lambda=_finite(_setting(t, "loss.edge_lambda", base)),
             loss_kind=_setting(t, "loss.kind", base),
             edge_width=_setting(t, "loss.edge_width", base),
+            edge_profile=_setting(t, "loss.edge_profile", base),
         )
         for t in complete
     ]
     data["findings"] = findings(outcomes, metric=metric, importances=data["importances"].get("values"))
-    data["best_trial"] = _trial_info(complete[0] if complete else None)
-    data["worst_trial"] = _trial_info(complete[-1] if complete else None)
+    data["confirmed"] = _confirmed(study, config)
+    line = confirmed_finding(
+        [Confirmed(**{**row, "values": tuple(row["values"])}) for row in data["confirmed"]["rows"]],
+        metric=metric,
+        holds=data["confirmed"]["ranking_holds"],
+    )
+    if line is not None:
+        data["findings"].append(line)
+    top, why_best, why_worst = (complete[0] if complete else None), "", ""
+    if config.multi_objective:
+        top = next((t for t in complete if t.number == data["pareto"][KNEE]), None)
+        why_best, why_worst = "the knee of the Pareto front (--pick knee)", f"the lowest {metric}"
+        data["findings"].insert(1, _front_finding(data["pareto"], len(complete)))
+    data["best_trial"] = _trial_info(top, config.objectives, why_best)
+    data["worst_trial"] = _trial_info(complete[-1] if complete else None, config.objectives, why_worst)
     data["failures"] = [
         {"number": t.number, "reason": t.user_attrs.get("fail_reason")} for t in trials if t.state == TrialState.FAIL
     ]
     return data
+
+
+def _front_finding(pareto: dict[str, Any], n_complete: int) -> str:
+    """A sentence on a two-objective study's front: its size and the three points ``--pick`` chooses."""
+    front = sorted((p for p in pareto["points"] if p["front"]), key=lambda p: p["number"])
+    if not front:
+        return "Pareto front: no complete trial yet."
+    by_number = {p["number"]: p for p in front}
+
+    def point(number: int) -> str:
+        p = by_number[number]
+        return f"trial {number} (val_iou {format_value(p['x'])}, val_boundary_iou {format_value(p['y'])})"
+
+    return (
+        f"Pareto front of val_iou and val_boundary_iou: {len(front)} of {n_complete} complete trials; "
+        f"knee {point(pareto[KNEE])}; best val_iou {point(pareto['best_iou'])}; "
+        f"best val_boundary_iou {point(pareto['best_boundary_iou'])}."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,7 +365,7 @@ def scatter_figure(plot: dict[str, Any], *, title: str = "") -> Figure:
 
 def pareto_figure(plot: dict[str, Any]) -> Figure:
     """Complete trials by val IoU and val Boundary IoU, coloured by lambda; the front joined by a line,
-    the best trial of each metric marked."""
+    the best trial of each metric marked, and the knee of a study of two objectives."""
     fig = Figure(figsize=(6.5, 4.5), dpi=100)
     ax = fig.subplots()
     points = plot["points"]
@@ -313,8 +377,9 @@ def pareto_figure(plot: dict[str, Any]) -> Figure:
     if front:
         ax.plot([p["x"] for p in front], [p["y"] for p in front], color="tab:red", linewidth=1, label="Pareto front")
     by_number = {p["number"]: p for p in points}
-    for key, marker, label in (("best_iou", "*", "best val_iou"), ("best_boundary_iou", "D", "best val_boundary_iou")):
-        best = by_number.get(plot[key])
+    marks = (("best_iou", "*", "best val_iou"), ("best_boundary_iou", "D", "best val_boundary_iou"), (KNEE, "s", KNEE))
+    for key, marker, label in marks:
+        best = by_number.get(plot.get(key))
         if best is not None:
             ax.scatter(
                 [best["x"]], [best["y"]], marker=marker, s=160, facecolors="none", edgecolors="tab:red", label=label
@@ -382,7 +447,9 @@ def _figure(src: str, caption: str) -> str:
 def _trial_section(title: str, info: dict[str, Any] | None) -> str:
     if info is None:
         return f'<h2>{_e(title)}</h2><p class="muted">no complete trial yet</p>'
-    rows = [("trial", info["number"]), ("value", info["value"]), ("checkpoint", info["best_checkpoint"])]
+    values = list(info["values"].items()) if "values" in info else [("value", info["value"])]
+    chosen = [("chosen as", info["why"])] if info.get("why") else []
+    rows = [("trial", info["number"]), *chosen, *values, ("checkpoint", info["best_checkpoint"])]
     parts = [f"<h2>{_e(title)}</h2>", _table([*rows, ("run dir", info["run_dir"])])]
     parts.append("<h3>params</h3>" + _table(sorted(info["params"].items())))
     if info.get("overlay"):
@@ -393,9 +460,46 @@ def _trial_section(title: str, info: dict[str, Any] | None) -> str:
     return "".join(parts) + f"<details><summary>resolved config</summary><pre>{_e(config)}</pre></details>"
 
 
+def _confirmed_section(data: dict[str, Any], metric: str) -> str:
+    """The "Confirmed" table: each re-trained configuration's fresh-seed mean, spread and minimum."""
+    rows = [Confirmed(**{**row, "values": tuple(row["values"])}) for row in data["rows"]]
+    if not rows:
+        return ""
+    by_mean = sorted((r for r in rows if r.mean is not None), key=lambda r: (-(r.mean or 0.0), rows.index(r)))
+    rank = {r.trial: i + 1 for i, r in enumerate(by_mean)}
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in ("trial", f"{_e(metric)} in the search", "seeds done", "mean", "sd", "min", "rank: search → mean")
+    )
+    cells = [
+        (
+            r.trial,
+            format_value(r.original),
+            f"{r.n} / {r.seeds}",
+            format_value(r.mean) if r.mean is not None else "-",
+            format_value(r.sd) if r.sd is not None else "-",
+            format_value(r.min) if r.min is not None else "-",
+            f"{i + 1} → {rank.get(r.trial, '-')}",
+        )
+        for i, r in enumerate(rows)
+    ]
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in cells)
+    holds = {
+        True: "The search's ranking holds.",
+        False: "The search's ranking does not hold.",
+        None: "The ranking is not settled until every re-training has finished.",
+    }[data["ranking_holds"]]
+    return (
+        f"<h2>Confirmed</h2><p>The best configurations re-trained with fresh seeds (the search's own run not "
+        f"counted). {holds}</p><table><tr>{head}</tr>{body}</table>"
+    )
+
+
 def _html(data: dict[str, Any]) -> str:
-    study, counts, metric = data["study"], data["counts"], data["study"]["metric"]
-    body = [f"<h1>{_e(study['name'])}</h1>", f"<p>generated {_e(data['generated_at'])}; metric {_e(metric)}</p>"]
+    study, counts, metric = data["study"], data["counts"], data["curves"]["metric"]
+    objectives = study["metric"] if isinstance(study["metric"], list) else None
+    maximised = f"metrics {_e(' and '.join(objectives))} (two objectives)" if objectives else f"metric {_e(metric)}"
+    body = [f"<h1>{_e(study['name'])}</h1>", f"<p>generated {_e(data['generated_at'])}; {maximised}</p>"]
     if data["running"]:
         status = "still running" if counts["RUNNING"] + counts["WAITING"] else "not finished"
         body.append(
@@ -405,6 +509,7 @@ def _html(data: dict[str, Any]) -> str:
     body.append("<h2>Findings</h2><ul>" + "".join(f"<li>{_e(line)}</li>" for line in data["findings"]) + "</ul>")
     rows = [*((state, counts[state]) for state in STATES), ("finished", f"{counts['finished']} / {counts['n_trials']}")]
     body.append("<h2>Trials</h2>" + _table(rows))
+    body.append(_confirmed_section(data["confirmed"], metric))
     body.extend(
         f"<p>trial {f['number']} failed: {_e(f['reason'] or 'no reason recorded')}</p>" for f in data["failures"]
     )
@@ -422,7 +527,8 @@ def _html(data: dict[str, Any]) -> str:
             f"val_boundary_iou vs val_iou of {len(pareto['points'])} complete trials, colour = edge lambda; "
             f"on the Pareto front: trials {', '.join(map(str, on_front)) or '-'}; "
             f"best val_iou: trial {format_value(pareto['best_iou'])}, "
-            f"best val_boundary_iou: trial {format_value(pareto['best_boundary_iou'])}",
+            f"best val_boundary_iou: trial {format_value(pareto['best_boundary_iou'])}"
+            + (f", knee: trial {format_value(pareto[KNEE])}" if objectives else ""),
         )
     )
     if "values" in data["importances"]:

@@ -35,8 +35,10 @@ def study_namespace(name: str, run_id: str | None) -> str:
     return f"{name}-{run_id}" if run_id else name
 
 
-def trial_run_dir(runs_dir: Path, name: str, run_id: str | None, number: int) -> Path:
-    return runs_dir / study_namespace(name, run_id) / f"trial-{number:05d}"
+def trial_run_dir(runs_dir: Path, name: str, run_id: str | None, number: int, *, kind: str = "trial") -> Path:
+    """``<runs-dir>/<name>-<run id>/trial-NNNNN``; ``kind="confirm"`` for a confirmation job's
+    ``confirm-NNNNN`` (numbered in its own companion study)."""
+    return runs_dir / study_namespace(name, run_id) / f"{kind}-{number:05d}"
 
 
 def _identity(study: str, run_id: str | None, trial: int) -> dict[str, Any]:

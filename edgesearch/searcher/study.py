@@ -35,8 +35,10 @@ __all__ = [
     "best_trial",
     "create_study",
     "delete_study",
+    "describe_values",
     "enqueue_point",
     "find_study",
+    "front_trials",
     "load_study",
     "make_pruner",
     "make_sampler",
@@ -152,7 +154,8 @@ def create_study(config: StudyConfig, url: str) -> tuple[optuna.Study, bool]:
     if config.name in names:
         return _same_config(config, storage, url), False
     _remove_stale(storage, names)
-    hidden = optuna.create_study(study_name=hidden_name(config.name), storage=storage, direction="maximize")
+    directions = [optuna.study.StudyDirection.MAXIMIZE] * len(config.objectives)
+    hidden = optuna.create_study(study_name=hidden_name(config.name), storage=storage, directions=directions)
     try:
         hidden.set_user_attr(RUN_ID_ATTR, new_run_id())
         hidden.set_user_attr(CONFIG_ATTR, _stored_form(config))
@@ -214,9 +217,10 @@ def find_study(name: str, url: str) -> optuna.Study:
 
 
 def _check_listed(name: str, storage: optuna.storages.BaseStorage, url: str) -> None:
+    from edgesearch.searcher.confirm import is_companion
     from edgesearch.searcher.creating import is_hidden
 
-    names = [n for n in _study_names(storage) if not is_hidden(n)]
+    names = [n for n in _study_names(storage) if not is_hidden(n) and not is_companion(n)]
     if name not in names:
         listing = ", ".join(sorted(names)) or "none"
         raise UserError(f"no study named {shorten(name)} in {redact(url)}; studies there: {listing}")
@@ -251,7 +255,7 @@ def load_study(
 
 @dataclass(frozen=True)
 class TrialCounts:
-    """How many of a study's trials are in each state, and the best value so far."""
+    """How many of a study's trials are in each state, and the best value so far (or the front's size)."""
 
     complete: int = 0
     pruned: int = 0
@@ -259,7 +263,9 @@ class TrialCounts:
     running: int = 0
     waiting: int = 0
     best: float | None = None
-    """The best COMPLETE trial's value; None before the first one."""
+    """The best COMPLETE trial's value; None before the first one, and for a study of two objectives."""
+    front: int | None = None
+    """For a study of two objectives: how many COMPLETE trials its Pareto front holds; None otherwise."""
 
     @property
     def finished(self) -> int:
@@ -268,17 +274,21 @@ class TrialCounts:
 
 
 def trial_counts(study: optuna.Study) -> TrialCounts:
-    """The study's trials by state and its best value, from one read of its trials."""
+    """The study's trials by state and its best value (or front size), from one read of its trials."""
+    from edgesearch.searcher.front import pareto_front
+
     trials = study.get_trials(deepcopy=False)
     states = Counter(t.state for t in trials)
-    complete = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    complete = [t.values for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
+    several = len(study.directions) > 1
     return TrialCounts(
         complete=states[TrialState.COMPLETE],
         pruned=states[TrialState.PRUNED],
         fail=states[TrialState.FAIL],
         running=states[TrialState.RUNNING],
         waiting=states[TrialState.WAITING],
-        best=max(complete) if complete else None,
+        best=max(values[0] for values in complete) if complete and not several else None,
+        front=len(pareto_front(complete)) if several else None,
     )
 
 
@@ -291,28 +301,80 @@ class BestModel:
     description: str
 
 
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
-    """The study's best COMPLETE trial; a UserError when it has none yet."""
+def best_trial(study: optuna.Study, config: StudyConfig, *, pick: str | None = None) -> optuna.trial.FrozenTrial:
+    """The study's best COMPLETE trial, or for a study of two objectives the point ``pick`` of its
+    Pareto front (:mod:`~edgesearch.searcher.front`; trials in number order, so a tie goes to the
+    earlier trial).
+
+    UserError: no completed trial yet; ``pick`` missing for two objectives, or given for one.
+    """
+    from edgesearch.searcher.front import PICKS, pareto_front, pick_point
+
+    name = study.study_name
+    if not config.multi_objective:
+        if pick is not None:
+            raise UserError(
+                f"--pick is for studies of two objectives; study {name!r} maximises {config.metric} alone, "
+                "so it has one best trial: leave --pick out"
+            )
+        try:
+            return study.best_trial
+        except ValueError:
+            raise UserError(f"study {name!r} has no completed trial yet") from None
+    complete = _complete_trials(study)
+    points = [tuple(t.values) for t in complete]
+    if pick is None:
+        size = f"a Pareto front of {len(pareto_front(points))} trial(s)" if complete else "no completed trial yet"
+        raise UserError(
+            f"study {name!r} maximises {' and '.join(config.objectives)} together ({size}), not one metric: "
+            f"choose the point of its front with --pick {'|'.join(PICKS)}"
+        )
+    if not complete:
+        raise UserError(f"study {name!r} has no completed trial yet")
     try:
-        return study.best_trial
-    except ValueError:
-        raise UserError(f"study {study.study_name!r} has no completed trial yet") from None
+        index = pick_point(points, config.objectives, pick)
+    except ValueError as exc:
+        raise UserError(f"--pick: {exc}") from None
+    return complete[index]
 
 
-def best_model(study: optuna.Study) -> BestModel:
-    """The best trial's config and checkpoint, ready to predict with (pretrained weights never loaded).
+def _complete_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The COMPLETE trials that have values, in number order."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted((t for t in trials if t.values is not None), key=lambda t: t.number)
+
+
+def front_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The COMPLETE trials on the Pareto front of their values (:mod:`~edgesearch.searcher.front`), in number order."""
+    from edgesearch.searcher.front import pareto_front
+
+    complete = _complete_trials(study)
+    return [complete[i] for i in sorted(pareto_front([t.values for t in complete]))]
+
+
+def describe_values(trial: optuna.trial.FrozenTrial, config: StudyConfig) -> str:
+    """``value 0.8123``, or ``val_iou 0.8123, val_boundary_iou 0.5012`` for a study of two objectives."""
+    values = trial.values or []
+    if not config.multi_objective:
+        return f"value {values[0]:.4f}" if values else "no value"
+    return ", ".join(f"{metric} {value:.4f}" for metric, value in zip(config.objectives, values, strict=False))
+
+
+def best_model(study: optuna.Study, config: StudyConfig, *, pick: str | None = None) -> BestModel:
+    """The config and checkpoint of :func:`best_trial` (``pick`` as there), ready to predict with
+    (pretrained weights never loaded).
 
     The checkpoint holds every weight, and the ``encoder_weights`` a run started from (a download,
     or a file on the training machine) may be out of reach here.
     """
     from edgesearch.trainer.config import validate_train_config
 
-    best = best_trial(study)
+    best = best_trial(study, config, pick=pick)
     where = f"study {study.study_name} trial {best.number}"
     raw, checkpoint = best.user_attrs.get("config"), best.user_attrs.get("best_checkpoint")
     if raw is None or checkpoint is None:
         raise UserError(f"{where}: no stored config or best_checkpoint (was it run by edgesearch worker?)")
-    config = validate_train_config(raw, source=where, overrides={"model": {"encoder_weights": None}})
+    train_config = validate_train_config(raw, source=where, overrides={"model": {"encoder_weights": None}})
     path = Path(checkpoint)
     recorded = best.user_attrs.get("best_checkpoint_sha256")
     if recorded is not None and path.is_file() and file_digest(path) != recorded:
@@ -320,7 +382,8 @@ def best_model(study: optuna.Study) -> BestModel:
             f"{where}: {path} is not the checkpoint this trial recorded (its SHA-256 differs: the file was "
             "replaced, e.g. by another study of the same name); refusing to predict with it"
         )
-    return BestModel(config, path, f"{where} (value {best.value:.4f}), {checkpoint}")
+    chosen = f"{pick} of the Pareto front, " if pick is not None else ""
+    return BestModel(train_config, path, f"{where} ({chosen}{describe_values(best, config)}), {checkpoint}")
 
 
 def parse_assignments(assignments: list[str], config: StudyConfig) -> dict[str, Any]:
@@ -355,20 +418,27 @@ def parse_assignments(assignments: list[str], config: StudyConfig) -> dict[str, 
 
 
 def delete_study(study: optuna.Study, *, force: bool = False) -> None:
-    """Delete the study and its trials; refused while workers run its trials unless ``force``.
+    """Delete the study, its trials and its confirmation jobs; refused while workers run any unless ``force``.
 
     Live means RUNNING with a fresh heartbeat: a worker is training it right now and would stop
     (with exit 2) at its next storage call once the study is gone.
     """
+    from edgesearch.searcher.confirm import load_companion
     from edgesearch.searcher.optuna_internals import live_trials
 
+    companion = load_companion(study)  # its confirmation jobs go with it
     live = live_trials(study)
-    if live and not force:
+    live_jobs = live_trials(companion) if companion is not None else []
+    if (live or live_jobs) and not force:
         shown = ", ".join(str(number) for number in live[:10])
+        what = f"{len(live)} running trial(s) with live workers (trial {shown})" if live else ""
+        if live_jobs:
+            what += f"{' and ' if live else ''}{len(live_jobs)} running confirmation job(s) with live workers"
         raise UserError(
-            f"study {study.study_name!r} has {len(live)} running trial(s) with live workers (trial {shown}); "
-            "stop the workers first, or pass --force to delete it under them"
+            f"study {study.study_name!r} has {what}; stop the workers first, or pass --force to delete it under them"
         )
+    if companion is not None:
+        optuna.delete_study(study_name=companion.study_name, storage=study_storage(study))
     optuna.delete_study(study_name=study.study_name, storage=study_storage(study))
 
 

@@ -22,6 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgesearch.searcher.confirm import is_companion
 from edgesearch.searcher.creating import is_hidden
 from edgesearch.searcher.storage import existing_sqlite_file
 
@@ -68,7 +69,8 @@ def study_summaries(url: str) -> list[StudySummary]:
     summaries = read_sqlite_summaries(path) if path is not None else None
     if summaries is None:
         summaries = _optuna_summaries(url)
-    return [s for s in summaries if not is_hidden(s.name)]  # studies in the making are nobody's yet
+    # Studies in the making are nobody's yet; confirmation jobs belong to their study.
+    return [s for s in summaries if not is_hidden(s.name) and not is_companion(s.name)]
 
 
 def read_sqlite_summaries(path: Path) -> list[StudySummary] | None:

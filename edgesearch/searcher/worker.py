@@ -9,6 +9,11 @@ overshoots and no stray trial is left behind. The lock is held for one count and
 the time it serializes workers does not grow with the study. Every trial runs under a heartbeat
 thread so that a killed worker's trial is noticed and retried; SIGTERM/Ctrl-C hand the running
 trial back for a retry at once.
+
+Confirmation jobs (:mod:`~edgesearch.searcher.confirm`, queued by ``study confirm``) are taken
+before new trials, the same way: under the companion study's admission lock, with a heartbeat,
+retried when stale. A worker stays while any job is waiting or running elsewhere, even once the
+study is full.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import optuna
 from optuna.trial import TrialState
 
 from edgesearch.errors import RunFailed, UserError
+from edgesearch.searcher.confirm import confirmation_job, load_companion
 from edgesearch.searcher.objective import TrialInterrupted, TrialOutcome, run_trial
 from edgesearch.searcher.optuna_internals import (
     count_trials,
@@ -74,7 +80,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> No
         return
     try:
         if outcome.state == TrialState.COMPLETE:
-            study.tell(trial, outcome.value)
+            study.tell(trial, list(outcome.values) if outcome.values is not None else outcome.value)
         else:
             study.tell(trial, state=outcome.state)
     except RuntimeError as exc:
@@ -93,6 +99,26 @@ def _admission(study: optuna.Study) -> Iterator[bool]:
             yield locked
     else:
         yield False
+
+
+def _take_job(companion: optuna.Study | None) -> tuple[optuna.Trial | None, int]:
+    """A waiting confirmation job (or None) and how many jobs are waiting or running."""
+    if companion is None:
+        return None, 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(companion)  # a dead worker's job is retried like a trial
+    with _admission(companion):
+        counts = count_trials(companion)
+        if not counts[TrialState.WAITING]:
+            return None, counts[TrialState.RUNNING]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            job = companion.ask()
+    if confirmation_job(job) is None:  # without the lock, another worker took the last one: ask() made a new trial
+        companion.tell(job, state=TrialState.FAIL)
+        return None, counts[TrialState.WAITING] + counts[TrialState.RUNNING]
+    return job, counts[TrialState.WAITING] + counts[TrialState.RUNNING]
 
 
 def _taken(counts: Counter[TrialState]) -> int:
@@ -183,6 +209,44 @@ class StopOnRequest(Callback):
             raise TrialInterrupted(f"stopped during epoch {epoch + 1}")
 
 
+def _admit(
+    study: optuna.Study,
+    config: StudyConfig,
+    summary: WorkerSummary,
+    rng: random.Random,
+    stop: threading.Event,
+    poll_seconds: float,
+    jobs_left: int,
+) -> optuna.Trial | None:
+    """A new trial of the study, or None after waiting (``summary.stopped_because`` set when it is full)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    with _admission(study) as locked:  # count-then-ask as one step, so two workers never take one slot
+        counts = count_trials(study)
+        finished = sum(counts[state] for state in FINISHED)
+        trial = None
+        if _taken(counts) < config.n_trials:
+            with warnings.catch_warnings():
+                # Our own heartbeat runs (optuna_internals.heartbeat); Optuna warns about ask() with one.
+                warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                trial = study.ask()
+    if finished >= config.n_trials:
+        if jobs_left:  # confirmation jobs run elsewhere: stay in case one fails and is retried
+            stop.wait(poll_seconds)
+            return None
+        summary.stopped_because = "study complete"
+        return None
+    if trial is None:
+        stop.wait(poll_seconds)  # the last trials run elsewhere; stay in case one fails
+        return None
+    if not locked and _taken(count_trials(study)) > config.n_trials:  # another worker took the slot meanwhile
+        release_slot(study, trial)
+        stop.wait(rng.uniform(0.1, 1.0))
+        return None
+    return trial
+
+
 def run_worker(
     name: str,
     url: str,
@@ -240,34 +304,21 @@ def run_worker(
                 summary.stopped_because = f"{len(crashes)} trials in a row failed with the same error, last: {last}"
                 summary.failed = True
                 break
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)
-            with _admission(study) as locked:  # count-then-ask as one step, so two workers never take one slot
-                counts = count_trials(study)
-                finished = sum(counts[state] for state in FINISHED)
-                trial = None
-                if _taken(counts) < config.n_trials:
-                    with warnings.catch_warnings():
-                        # Our own heartbeat runs (optuna_internals.heartbeat); Optuna warns about ask() with one.
-                        warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                        trial = study.ask()
-            if finished >= config.n_trials:
-                summary.stopped_because = "study complete"
-                break
+            trial, jobs_left = _take_job(load_companion(study))
             if trial is None:
-                stop.wait(poll_seconds)  # the last trials run elsewhere; stay in case one fails
-                continue
-            if not locked and _taken(count_trials(study)) > config.n_trials:  # another worker took the slot meanwhile
-                release_slot(study, trial)
-                stop.wait(rng.uniform(0.1, 1.0))
-                continue
+                trial = _admit(study, config, summary, rng, stop, poll_seconds, jobs_left)
+                if trial is None:
+                    if summary.stopped_because:
+                        break
+                    continue
             try:
                 if on_trial_start is not None:
                     on_trial_start(trial)
-                outcome = _run_admitted(study, trial, config, trial_runner, runs_dir, artifact_store, trial_callbacks)
+                outcome = _run_admitted(
+                    trial.study, trial, config, trial_runner, runs_dir, artifact_store, trial_callbacks
+                )
             except BaseException as exc:
-                _leave_nothing_running(study, trial, exc)
+                _leave_nothing_running(trial.study, trial, exc)
                 raise
             summary.outcomes.append(outcome)
             crashes = [*crashes, outcome.error_kind] if outcome.error_kind else []

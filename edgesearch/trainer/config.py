@@ -8,7 +8,7 @@ model with defaults, so a YAML file names only what differs from them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -116,6 +116,10 @@ class DataConfig(FrozenModel):
         return value
 
 
+EdgeProfile: TypeAlias = Literal["hard", "soft"]
+"""The edge term's edge map (:mod:`~edgesearch.trainer.edges`): the hard band or the soft tent."""
+
+
 class LossConfig(FrozenModel):
     kind: Literal["bce", "focal"] = "bce"
     focal_gamma: float = Field(2.0, ge=0.0)
@@ -123,6 +127,10 @@ class LossConfig(FrozenModel):
     round_ratio: float = Field(0.0, ge=0.0, le=1.0)
     edge_lambda: float = Field(0.15, ge=0.0, le=1.0)
     edge_width: int = Field(2, ge=1, le=64)
+    edge_profile: EdgeProfile = "hard"
+    """``hard``: the edge term compares inner bands of ``edge_width`` pixels; ``soft``: two-sided tents
+    falling off over ``edge_width`` pixels (:mod:`~edgesearch.trainer.edges`). Boundary IoU uses the
+    hard band either way."""
 
 
 class OptimConfig(FrozenModel):

@@ -20,7 +20,7 @@ from torch import nn
 from edgesearch.errors import UserError
 from edgesearch.trainer.callbacks import Callback
 from edgesearch.trainer.config import TrainConfig
-from edgesearch.trainer.edges import edge_map
+from edgesearch.trainer.edges import edge_map, soft_edge_map
 from edgesearch.trainer.losses import total_loss
 from edgesearch.trainer.metrics import MetricAccumulator, image_edge_correlations, image_ious
 from edgesearch.trainer.model import backbone_parameters, head_parameters, set_backbone_trainable
@@ -180,9 +180,12 @@ class EpochRunner:
                 images, masks = self.to_device(images, masks)
                 with self.precision.autocast():
                     logits = self.model(images)
-                # The target's edge map serves the edge term of the loss and two of the metrics: computed once.
+                # The target's band serves two of the metrics and, with the hard profile, the loss: computed once.
                 target_edges = edge_map(masks.float(), cfg.edge_width)
-                loss_sum += total_loss(logits, masks, cfg, target_edges=target_edges)
+                loss_edges = (
+                    target_edges if cfg.edge_profile == "hard" else soft_edge_map(masks.float(), cfg.edge_width)
+                )
+                loss_sum += total_loss(logits, masks, cfg, target_edges=loss_edges)
                 prob = torch.sigmoid(logits.float())
                 meter.update(prob, masks, target_edges=target_edges)
                 per_image.append(image_ious(prob, masks))

@@ -10,7 +10,9 @@ all ``N·H·W`` pixels.
   with the model's 0/1 output in place of ``p``. A wrong pixel is pushed across the threshold
   with unit strength (what BCE gives a pixel it is sure and wrong about), a right one not at all;
   ``M = (1 - r)·M + r·R``;
-- edge term ``E = mean |edge_map(p, w) - edge_map(y, w)|``: the mismatch of the edge bands;
+- edge term ``E = mean |e(p, w) - e(y, w)|``: the mismatch of the edge maps, where ``e`` is the hard
+  band ``edge_map`` or, with ``edge_profile: soft``, the two-sided tent ``soft_edge_map``
+  (:mod:`~edgesearch.trainer.edges`);
 - total: ``(1 - lambda)·M + lambda·E``.
 
 Why these forms (``benchmarks/method.py``, ``tests/trainer/test_gradient_audit.py``): each term's
@@ -31,8 +33,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from edgesearch.trainer.config import LossConfig
-from edgesearch.trainer.edges import edge_map
+from edgesearch.trainer.config import EdgeProfile, LossConfig
+from edgesearch.trainer.edges import loss_edge_map
 
 __all__ = [
     "edge_error",
@@ -78,9 +80,10 @@ def rounded_error(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (straight_through_round(z) - y).abs().mean()
 
 
-def edge_error(p: torch.Tensor, target_edges: torch.Tensor, width: int) -> torch.Tensor:
-    """``mean |edge_map(p, width) - target_edges|``: for 0/1 masks, the fraction of pixels in one edge band only."""
-    return (edge_map(p, width) - target_edges).abs().mean()
+def edge_error(p: torch.Tensor, target_edges: torch.Tensor, width: int, profile: EdgeProfile = "hard") -> torch.Tensor:
+    """``mean |e(p, width) - target_edges|`` with ``e`` the ``profile``'s edge map; for 0/1 masks and
+    the hard band, the fraction of pixels in one edge band only."""
+    return (loss_edge_map(p, width, profile) - target_edges).abs().mean()
 
 
 def total_loss(
@@ -92,7 +95,7 @@ def total_loss(
 ) -> torch.Tensor:
     """``(1 - lambda)·M + lambda·E`` for one batch, computed in float32.
 
-    ``target_edges`` (``edge_map(target, cfg.edge_width)``) may be passed in when the caller
+    ``target_edges`` (``loss_edge_map(target, cfg.edge_width, cfg.edge_profile)``) may be passed in when the caller
     already has it; it depends only on the target, so it is computed once per batch.
     Terms whose weight is zero are not computed at all.
     """
@@ -107,6 +110,6 @@ def total_loss(
         return mask_term
 
     if target_edges is None:
-        target_edges = edge_map(y, cfg.edge_width)
-    edge_term = edge_error(torch.sigmoid(z), target_edges.float(), cfg.edge_width)
+        target_edges = loss_edge_map(y, cfg.edge_width, cfg.edge_profile)
+    edge_term = edge_error(torch.sigmoid(z), target_edges.float(), cfg.edge_width, cfg.edge_profile)
     return (1.0 - lam) * mask_term + lam * edge_term

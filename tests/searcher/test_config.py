@@ -78,8 +78,9 @@ def test_lambda_study_is_the_reports_search() -> None:
     assert (base.data.image_size, base.data.batch_size, base.epochs) == (256, 16, 30)
     assert config.space["loss.edge_lambda"] == RangeSpec(low=0.0, high=0.5)
     assert config.space["optim.lr"] == RangeSpec(low=1.0e-4, high=1.0e-2, log=True)
+    assert config.space["loss.edge_profile"] == ChoicesSpec(choices=["hard", "soft"])
     assert config.space["loss.edge_width"] == ChoicesSpec(choices=[1, 2, 3])
-    assert len(config.space) == 9
+    assert len(config.space) == 10
     assert config.enqueue[0] == {"loss.edge_lambda": 0.15, "loss.kind": "focal", "optim.name": "adam", "optim.lr": 1e-3}
     assert [point["loss.edge_lambda"] for point in config.enqueue] == [0.15, 0.1, 0.2]
 

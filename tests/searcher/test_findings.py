@@ -66,3 +66,18 @@ def test_importances_are_named_most_important_first_at_most_three() -> None:
 
 def test_a_group_of_one_has_no_spread() -> None:
     assert group_summary([0.5]) == "n=1, mean 0.5, best 0.5"
+
+
+def test_hard_against_soft_edges_is_compared_by_mean_with_counts_and_spread() -> None:
+    outcomes = [
+        Outcome(number=0, value=0.80, edge_lambda=0.15, loss_kind="bce", edge_width=2, edge_profile="soft"),
+        Outcome(number=1, value=0.84, edge_lambda=0.15, loss_kind="bce", edge_width=2, edge_profile="soft"),
+        Outcome(number=2, value=0.85, edge_lambda=0.15, loss_kind="bce", edge_width=2, edge_profile="hard"),
+        Outcome(number=3, value=0.75, edge_lambda=0.15, loss_kind="bce", edge_width=2, edge_profile="hard"),
+    ]
+    (line,) = [line for line in findings(outcomes, metric="val_iou") if line.startswith("Edge profile")]
+    # soft: [0.80, 0.84], mean 0.82, sd 0.02828; hard: [0.85, 0.75], mean 0.8, sd 0.07071
+    assert line == (
+        "Edge profile: soft leads by mean val_iou (soft: n=2, mean 0.82 ± 0.02828, best 0.84; "
+        "hard: n=2, mean 0.8 ± 0.07071, best 0.85)."
+    )

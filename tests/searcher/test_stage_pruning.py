@@ -132,3 +132,77 @@ def test_the_window_is_read_from_the_resolved_config_the_trial_stored() -> None:
     assert trial_window(study.trials[1]) == 0  # nothing stored
     study.tell(trial, 0.5)
     study.tell(other, 0.5)
+
+
+def _complete(study: optuna.Study, optim: dict[str, Any], values: list[float]) -> None:
+    trial = study.ask()
+    trial.set_user_attr("config", {"optim": optim})
+    for step, value in enumerate(values, start=1):
+        trial.report(value, step)
+    study.tell(trial, max(values))
+
+
+def _judged_at(study: optuna.Study, optim: dict[str, Any], values: list[float]) -> bool:
+    """should_prune at the last of ``values`` for a trial with ``optim``'s window."""
+    trial = study.ask()
+    trial.set_user_attr("config", {"optim": optim})
+    decision = False
+    for step, value in enumerate(values, start=1):
+        trial.report(value, step)
+        decision = trial.should_prune()
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    return decision
+
+
+NO_WINDOW = {"freeze_epochs": 0, "warmup_epochs": 0}
+LONG_WINDOW = {"freeze_epochs": 3, "warmup_epochs": 0}  # window 4: stage 1 and a settling epoch
+
+
+def test_the_median_compares_only_with_peers_past_their_own_window_at_that_epoch() -> None:
+    # At epoch 2 two peers are still in their frozen stage (0.1) and one is past its window (0.9).
+    # Counting every peer the median would be 0.1 and a 0.5 trial would run on; against the one
+    # comparable peer it is below the median.
+    study = _study(StageAwareMedianPruner(n_startup_trials=0))
+    for _ in range(2):
+        _complete(study, LONG_WINDOW, [0.1, 0.1, 0.1, 0.1, 0.9, 0.9])
+    _complete(study, NO_WINDOW, [0.9, 0.9, 0.9, 0.9, 0.9, 0.9])
+    assert _judged_at(study, NO_WINDOW, [0.5, 0.5]) is True
+
+
+def test_without_a_peer_past_its_window_at_that_epoch_the_trial_runs_on() -> None:
+    study = _study(StageAwareMedianPruner(n_startup_trials=0))
+    for _ in range(3):
+        _complete(study, LONG_WINDOW, [0.1, 0.1, 0.1, 0.1, 0.9, 0.9])
+    assert _judged_at(study, NO_WINDOW, [0.05, 0.05]) is False  # at epoch 2 nobody is comparable yet
+    assert _judged_at(study, NO_WINDOW, [0.05] * 5) is True  # at epoch 5 all three are
+
+
+def test_a_value_inside_the_window_does_not_save_a_trial_from_the_median() -> None:
+    # Optuna's own median pruner keeps the best value of all epochs: a high stage-1 number would
+    # keep this trial forever. Only the epochs after the window count.
+    study = _study(StageAwareMedianPruner(n_startup_trials=0))
+    _complete(study, NO_WINDOW, [0.8] * 6)
+    window_3 = {"freeze_epochs": 1, "warmup_epochs": 1}
+    assert _judged_at(study, window_3, [0.95, 0.95, 0.95, 0.5]) is True
+
+
+@pytest.mark.parametrize(("startup", "pruned"), [(2, False), (1, True)])
+def test_the_median_waits_for_its_start_up_trials(startup: int, pruned: bool) -> None:
+    study = _study(StageAwareMedianPruner(n_startup_trials=startup))
+    _complete(study, NO_WINDOW, [0.9] * 3)
+    assert _judged_at(study, NO_WINDOW, [0.1, 0.1]) is pruned
+
+
+@pytest.mark.parametrize(("interval", "judged"), [(1, [True, True, True]), (2, [True, False, True])])
+def test_the_median_judges_every_interval_steps_from_the_first_epoch_after_the_window(
+    interval: int, judged: list[bool]
+) -> None:
+    study = _study(StageAwareMedianPruner(n_startup_trials=0, interval_steps=interval))
+    _complete(study, NO_WINDOW, [0.9] * 6)
+    window_2 = {"freeze_epochs": 0, "warmup_epochs": 2}
+    assert [_judged_at(study, window_2, [0.1] * epochs) for epochs in (3, 4, 5)] == judged
+
+
+def test_the_median_refuses_settings_optuna_would_refuse() -> None:
+    with pytest.raises(ValueError, match="interval_steps must be >= 1"):
+        StageAwareMedianPruner(interval_steps=0)

@@ -18,7 +18,7 @@ import torch
 from scipy import ndimage
 
 from edgesearch.trainer.config import LossConfig
-from edgesearch.trainer.edges import edge_map
+from edgesearch.trainer.edges import edge_map, soft_edge_map
 from edgesearch.trainer.losses import edge_error, mask_loss_on_logits, rounded_error
 
 SCALES = (0.5, 1.0, 2.0, 4.0)
@@ -69,6 +69,10 @@ def test_every_term_stays_within_10x_of_the_mask_terms_gradient(
     for width in WIDTHS:
         target = edge_map(y, width)
         ratios[f"edge w{width}"] = _grad_norm(lambda z, t=target, w=width: edge_error(torch.sigmoid(z), t, w), z) / mask
+        soft = soft_edge_map(y, width)
+        ratios[f"soft edge w{width}"] = (
+            _grad_norm(lambda z, t=soft, w=width: edge_error(torch.sigmoid(z), t, w, "soft"), z) / mask
+        )
     outside = {name: round(ratio, 3) for name, ratio in ratios.items() if not 1 / LIMIT <= ratio <= LIMIT}
     assert not outside, f"{kind}, logit scale {scale}, foreground {fraction}, {regime}: {outside}"
 

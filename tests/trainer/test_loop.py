@@ -138,3 +138,35 @@ def test_train_without_run_dir_writes_nothing(tiny_config: Callable[..., TrainCo
 def test_train_on_an_image_folder(tiny_config: Callable[..., TrainConfig], image_folder: Path, tmp_path: Path) -> None:
     result = train(tiny_config(epochs=1, data={"root": str(image_folder)}), run_dir=tmp_path / "run")
     assert 0.0 <= result.history[0]["val_iou"] <= 1.0
+
+
+def test_the_soft_edge_profile_changes_the_validation_loss_but_not_the_metrics(
+    tiny_config: Callable[..., TrainConfig],
+) -> None:
+    """Boundary IoU and the edge correlation stay on the hard band for every profile, so studies
+    can compare profiles by them; only the loss sees the profile."""
+    from edgesearch.trainer.data import build_loader
+    from edgesearch.trainer.epoch import EpochRunner
+
+    loss = {"edge_lambda": 0.5, "edge_width": 3}
+    hard = tiny_config(**SMALL, loss={**loss, "edge_profile": "hard"})
+    soft = tiny_config(**SMALL, loss={**loss, "edge_profile": "soft"})
+    seed_everything(0)
+    model = build_model(hard.model)
+    _, val = build_datasets(hard.data, channels=3, seed=0)
+    loader = build_loader(val, hard.data, train=False)
+    device = torch.device("cpu")
+    results = [
+        EpochRunner.build(config, model, device=device, steps_per_epoch=1).validate(loader) for config in (hard, soft)
+    ]
+    for key in ("val_iou", "val_boundary_iou", "val_edge_corr"):
+        assert results[0][key] == results[1][key], key
+    assert results[0]["val_loss"] != pytest.approx(results[1]["val_loss"])
+
+
+def test_training_with_the_soft_edge_profile_learns(tiny_config: Callable[..., TrainConfig]) -> None:
+    config = tiny_config(loss={"edge_lambda": 0.3, "edge_width": 3, "edge_profile": "soft"})
+    result = train(config)
+    losses = [row["train_loss"] for row in result.history]
+    assert losses[-1] < losses[0]
+    assert result.history[-1]["val_iou"] > 0.3

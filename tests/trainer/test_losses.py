@@ -46,6 +46,25 @@ def _ref_edge_map(mask: torch.Tensor, width: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+def _ref_soft_edge_map(mask: torch.Tensor, width: int) -> torch.Tensor:
+    """``mean_k [dilate(m, k-1) - erode(m, k)]`` per image with cv2's one-shot square windows."""
+    out = np.zeros(mask.shape, dtype=np.float32)
+    for i, image in enumerate(mask.detach().cpu().numpy().astype(np.float32)):
+        m = image[0]
+        for k in range(1, width + 1):
+            pad = cv2.copyMakeBorder(m, k, k, k, k, cv2.BORDER_CONSTANT, value=0)
+            eroded = cv2.erode(pad, np.ones((2 * k + 1, 2 * k + 1), np.uint8))[k:-k, k:-k]
+            dilated = (
+                m
+                if k == 1
+                else cv2.dilate(
+                    m, np.ones((2 * k - 1, 2 * k - 1), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0
+                )
+            )
+            out[i, 0] += (dilated - eroded) / width
+    return torch.from_numpy(out)
+
+
 # --- mask losses against torch / torchvision ---------------------------------------------------
 
 
@@ -192,6 +211,32 @@ def test_total_loss_bce_mixes_mask_and_edge_terms(lam: float, width: int) -> Non
     expected = (1 - lam) * F.binary_cross_entropy_with_logits(z, y) + lam * edge_term
     got = total_loss(z, y, LossConfig(kind="bce", round_ratio=0.0, edge_lambda=lam, edge_width=width))
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
+def test_total_loss_with_the_soft_profile_compares_soft_edge_maps(width: int) -> None:
+    lam = 0.3
+    z = torch.randn((2, 1, 24, 24), generator=_gen(11)) * 3
+    y = torch.zeros((2, 1, 24, 24))
+    y[0, 0, 4:15, 6:20] = 1
+    y[1, 0, :10, :8] = 1  # touches the border
+    edge_term = (_ref_soft_edge_map(torch.sigmoid(z), width) - _ref_soft_edge_map(y, width)).abs().mean()
+    expected = (1 - lam) * F.binary_cross_entropy_with_logits(z, y) + lam * edge_term
+    cfg = LossConfig(kind="bce", edge_lambda=lam, edge_width=width, edge_profile="soft")
+    torch.testing.assert_close(total_loss(z, y, cfg), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_soft_profile_changes_the_loss_only_through_the_edge_term() -> None:
+    z = torch.randn((2, 1, 24, 24), generator=_gen(12)) * 3
+    y = torch.zeros((2, 1, 24, 24))
+    y[:, 0, 5:18, 3:14] = 1
+    hard, soft = (LossConfig(edge_width=3, edge_profile=p) for p in ("hard", "soft"))  # type: ignore[arg-type]
+    assert total_loss(z, y, hard).item() != pytest.approx(total_loss(z, y, soft).item())
+    no_edge = {"edge_lambda": 0.0, "edge_width": 3}
+    torch.testing.assert_close(
+        total_loss(z, y, LossConfig(**no_edge, edge_profile="hard")),  # type: ignore[arg-type]
+        total_loss(z, y, LossConfig(**no_edge, edge_profile="soft")),  # type: ignore[arg-type]
+    )
 
 
 def test_total_loss_focal_mixes_mask_and_edge_terms() -> None:
