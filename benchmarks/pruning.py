@@ -13,6 +13,12 @@ The random sampler is chosen on purpose: a model-based sampler (TPE) learns from
 trials, so each run would try different points and the comparison would measure sampling
 luck as much as pruning.
 
+Training is seeded, so a pruned trial's curve is the first epochs of the same trial's curve under
+``none``. That makes other pruner settings cheap to measure: they are *replayed* on the ``none``
+run's curves (the real pruner, asked epoch by epoch, no training). The replay of ``median`` and
+``hyperband`` is checked against their real runs (``replay_matches``) before the replayed rows
+(:data:`REPLAYED`) are reported.
+
     python benchmarks/pruning.py [--tiny] [--json FILE]
 """
 
@@ -43,6 +49,11 @@ PRUNERS: dict[str, dict[str, Any]] = {
     "median": {"kind": "median", "n_startup_trials": 3, "n_warmup_steps": 0},
     "hyperband": {"kind": "hyperband", "min_resource": 1, "reduction_factor": 3},
 }
+REPLAYED: dict[str, dict[str, Any]] = {
+    "successive_halving": {"kind": "successive_halving", "min_resource": 1, "reduction_factor": 2},
+    "median, 1 start-up trial": {"kind": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+}
+"""Settings replayed on the recorded curves, for comparison (not part of the target)."""
 SPACE: dict[str, Any] = {
     "loss.edge_lambda": {"low": 0.0, "high": 0.5},
     "loss.kind": {"choices": ["bce", "focal"]},
@@ -122,15 +133,54 @@ def run_study(root: Path, study: str, label: str, size: dict[str, int]) -> dict[
         "best_trial": max(complete, key=lambda t: t.value or 0.0).number if complete else None,
         "epochs_per_trial": [len(t.intermediate_values) for t in sorted(finished, key=lambda t: t.number)],
         "seconds": seconds,
+        # Each trial's resolved config and curve, in trial order: what a replay needs.
+        "curves": [
+            {"config": t.user_attrs["config"], "values": {str(k): v for k, v in t.intermediate_values.items()}}
+            for t in sorted(finished, key=lambda t: t.number)
+        ],
     }
+
+
+def replay(
+    curves: list[dict[str, Any]], name: str, study: str, pruner: dict[str, Any], size: dict[str, int]
+) -> dict[str, Any]:
+    """Epochs and best val IoU ``pruner`` spends on the recorded ``none`` curves, asked as the worker asks it.
+
+    ``name`` is the study name the real run would have: hyperband assigns trials to brackets by it.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    from edgesearch.searcher.config import StudyConfig
+    from edgesearch.searcher.study import make_pruner
+
+    config = StudyConfig.from_dict(study_dict(name, study, pruner, size), source="replay")
+    replayed = optuna.create_study(study_name=name, direction="maximize", pruner=make_pruner(config))
+    epochs, best, pruned = 0, 0.0, 0
+    for curve in curves:
+        trial = replayed.ask()
+        trial.set_user_attr("config", curve["config"])
+        values = sorted((int(k), v) for k, v in curve["values"].items())
+        for step, value in values:
+            trial.report(value, step)
+            epochs += 1
+            best = max(best, value)
+            if trial.should_prune():
+                replayed.tell(trial, state=TrialState.PRUNED)
+                pruned += 1
+                break
+        else:
+            replayed.tell(trial, max(v for _, v in values))
+    return {"pruner": pruner, "epochs": epochs, "pruned": pruned, "best_val_iou": best}
 
 
 def compare(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Each pruner against ``none`` of the same study: epoch share, best-IoU gap, target met."""
     base = runs["none"]
     verdicts: dict[str, Any] = {}
-    for label in ("median", "hyperband"):
-        r = runs[label]
+    for label, r in runs.items():
+        if label == "none":
+            continue
         share = _common.ratio(r["epochs"], base["epochs"])
         gap = (
             None
@@ -169,12 +219,33 @@ def main() -> None:
                     f"best val IoU {r['best_val_iou']}, {r['seconds']:.0f} s"
                 )
             verdicts = compare(runs)
-            for label, v in verdicts.items():
+            curves = runs["none"]["curves"]
+            # The replay is trusted only if it gives the real runs' numbers back.
+            matches = {
+                label: replay(curves, f"pruning-{study}-{label}", study, PRUNERS[label], size)
+                for label in ("median", "hyperband")
+            }
+            replay_matches = all(
+                (m["epochs"], m["best_val_iou"]) == (runs[label]["epochs"], runs[label]["best_val_iou"])
+                for label, m in matches.items()
+            )
+            replayed = {
+                label: replay(curves, f"pruning-{study}-replay", study, pruner, size)
+                for label, pruner in REPLAYED.items()
+            }
+            replayed_verdicts = compare({"none": runs["none"], **replayed})
+            for label, v in {**verdicts, **{f"{k} (replayed)": v for k, v in replayed_verdicts.items()}}.items():
                 _common.log(
                     f"{study} / {label}: {v['epoch_share']:.0%} of the epochs, "
                     f"best IoU {v['best_iou_gap']:+.4f} below none"
                 )
-            studies[study] = {"runs": runs, "against_none": verdicts}
+            _common.log(f"{study}: replay gives the real runs' numbers back: {replay_matches}")
+            studies[study] = {
+                "runs": runs,
+                "against_none": verdicts,
+                "replay_matches": replay_matches,
+                "replayed": {label: {**r, **replayed_verdicts[label]} for label, r in replayed.items()},
+            }
     _common.emit(
         "pruning",
         args,

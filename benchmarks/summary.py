@@ -27,7 +27,11 @@ def trainer_overhead(r: dict[str, Any]) -> list[Row]:
 def edge_cost(r: dict[str, Any]) -> list[Row]:
     m = r["seconds_per_step"]["median"]
     measured = f"{_f(r['ratio'], '.3f')} ({m['edge']:.3f} s vs {m['plain']:.3f} s per step)"
-    return [("Edge-awareness cost (λ=0.15, r=0.2, w=2 vs off)", r["target"], measured, r["met"])]
+    rows: list[Row] = [("Edge-awareness cost (λ=0.15, r=0.2, w=2 vs off)", r["target"], measured, r["met"])]
+    if "ratio_soft" in r:  # results written before the soft profile existed have no such row
+        soft = f"{_f(r['ratio_soft'], '.3f')} ({m['soft']:.3f} s vs {m['plain']:.3f} s per step)"
+        rows.append(("Edge-awareness cost, soft profile (λ=0.15, r=0.2, w=2 vs off)", r["target"], soft, r["met"]))
+    return rows
 
 
 def checkpoint_cost(r: dict[str, Any]) -> list[Row]:
@@ -123,6 +127,12 @@ def pruning(r: dict[str, Any]) -> list[Row]:
                 f"best IoU {run['best_val_iou']:.4f} vs {base['best_val_iou']:.4f}"
             )
             rows.append((f"Pruning pay-off, study {study}: {label} vs none", r["target"], measured, verdict["met"]))
+        for label, run in item.get("replayed", {}).items():
+            measured = (
+                f"{run['epochs']} of {base['epochs']} epochs ({100 * run['epoch_share']:.0f}%), "
+                f"best IoU {run['best_val_iou']:.4f} vs {base['best_val_iou']:.4f}"
+            )
+            rows.append((f"Pruning, study {study}: {label} vs none (replayed)", "(information)", measured, None))
     return rows
 
 

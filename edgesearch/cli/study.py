@@ -187,7 +187,7 @@ def best_command(
             markup=False,
         )
         for key, value in record["params"].items():
-            out.print(f"  {key} = {value}")
+            out.print(f"  {key} = {format_value(value)}")
         out.print(f"checkpoint (the search's run): {record['checkpoint']}")
         return
     if "values" in record:
@@ -196,7 +196,7 @@ def best_command(
     else:
         out.print(f"best trial {record['trial']}: value {record['value']:.4f}")
     for key, value in record["params"].items():
-        out.print(f"  {key} = {value}")
+        out.print(f"  {key} = {format_value(value)}")
     out.print(f"checkpoint: {record['checkpoint']}")
 
 

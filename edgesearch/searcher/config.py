@@ -91,7 +91,9 @@ class SamplerConfig(FrozenModel):
 
 
 class MedianPrunerConfig(FrozenModel):
-    """``MedianPruner``: stop a trial whose metric is below the median of earlier trials at that epoch."""
+    """The median rule: stop a trial whose best metric since its unstable window is below the median,
+    at that epoch, of the complete trials past their own window
+    (:class:`~edgesearch.searcher.stage_pruning.StageAwareMedianPruner`)."""
 
     kind: Literal["median"] = "median"
     n_startup_trials: int = Field(5, ge=0)

@@ -99,6 +99,10 @@ def test_two_worker_processes_run_every_confirmation_once_and_the_report_tables_
     assert record["trial"] == max(top, key=lambda n: (means[n], -top.index(n)))
     assert record["confirmed"]["n"] == 2 and record["confirmed"]["mean"] == pytest.approx(means[record["trial"]])
 
+    text = _cli("study", "best", "conf", "--confirmed", "--storage", url).output
+    assert f"best confirmed: trial {record['trial']}'s configuration, mean " in text
+    assert "over 2 of 2 fresh seed(s)" in text and "the search's ranking " in text
+
     report = _cli("study", "report", "conf", "--out", str(tmp_path / "report"), "--storage", url)
     assert report.exit_code == 0, report.output
     html = (tmp_path / "report" / "report.html").read_text()
