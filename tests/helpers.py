@@ -24,6 +24,20 @@ TINY_TRAINER: dict[str, Any] = {
 """The smallest trainer block of a study file: one epoch at 32 px, for tests of the search around it."""
 
 
+def tiny_study(name: str, **extra: Any) -> dict[str, Any]:
+    """A study file's contents: 3 trials of :data:`TINY_TRAINER`, random sampler with seed 0, no
+    pruner, lambda searched; ``extra`` is merged in (nested dicts key by key)."""
+    base = {
+        "name": name,
+        "n_trials": 3,
+        "sampler": {"kind": "random", "seed": 0},
+        "pruner": {"kind": "none"},
+        "trainer": TINY_TRAINER,
+        "space": {"loss.edge_lambda": {"low": 0.0, "high": 0.5}},
+    }
+    return merge(base, extra)
+
+
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():

@@ -14,7 +14,6 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import optuna
 import pytest
@@ -25,7 +24,7 @@ from PIL import Image
 
 from edgesearch.trainer import train
 from edgesearch.trainer.config import TrainConfig
-from tests.helpers import TINY_TRAINER, SmallDisk, merge
+from tests.helpers import TINY_TRAINER, SmallDisk, merge, tiny_study
 
 pytestmark = pytest.mark.slow
 
@@ -102,14 +101,7 @@ def test_train_stopped_by_a_full_disk_later_keeps_its_last_checkpoint_and_resume
 
 
 def _study_file(tmp_path: Path, name: str) -> Path:
-    raw: dict[str, Any] = {
-        "name": name,
-        "n_trials": 2,
-        "sampler": {"kind": "random", "seed": 0},
-        "pruner": {"kind": "none"},
-        "trainer": TINY_TRAINER,
-        "space": {"loss.edge_lambda": {"low": 0.0, "high": 0.5}},
-    }
+    raw = tiny_study(name, n_trials=2)
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

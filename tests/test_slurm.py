@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from edgesearch.searcher.config import StudyConfig
 from edgesearch.searcher.study import create_study
 from tests.browser import wait_for
-from tests.helpers import TINY_TRAINER, merge
+from tests.helpers import TINY_TRAINER, merge, tiny_study
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "deploy" / "slurm" / "worker.sbatch"
@@ -47,15 +47,7 @@ def slurm() -> None:
 
 
 def _create(url: str, name: str, **extra: Any) -> StudyConfig:
-    raw = {
-        "name": name,
-        "n_trials": 6,
-        "sampler": {"kind": "random", "seed": 0},
-        "pruner": {"kind": "none"},
-        "trainer": TINY_TRAINER,
-        "space": {"loss.edge_lambda": {"low": 0.0, "high": 0.5}},
-    }
-    config = StudyConfig.from_dict(merge(raw, extra), source="test")
+    config = StudyConfig.from_dict(tiny_study(name, **merge({"n_trials": 6}, extra)), source="test")
     create_study(config, url)
     return config
 

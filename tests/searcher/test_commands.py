@@ -20,26 +20,15 @@ from typer.testing import CliRunner
 from edgesearch.cli import app
 from edgesearch.searcher.config import StudyConfig
 from edgesearch.searcher.study import create_study, load_study
-from tests.helpers import TINY_TRAINER, merge, write_folder
+from tests.helpers import merge, tiny_study, write_folder
 
 runner = CliRunner()
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")]
 
 
 def _raw(name: str = "cli", **extra: Any) -> dict[str, Any]:
-    base = {
-        "name": name,
-        "n_trials": 2,
-        "sampler": {"kind": "random", "seed": 0},
-        "pruner": {"kind": "none"},
-        "trainer": TINY_TRAINER,
-        "space": {
-            "loss.edge_lambda": {"low": 0.0, "high": 0.5},
-            "loss.kind": {"choices": ["bce", "focal"]},
-            "loss.edge_width": {"choices": [1, 2, 3]},
-        },
-    }
-    return merge(base, extra)
+    space = {"loss.kind": {"choices": ["bce", "focal"]}, "loss.edge_width": {"choices": [1, 2, 3]}}
+    return tiny_study(name, **merge({"n_trials": 2, "space": space}, extra))
 
 
 def _file(tmp_path: Path, raw: dict[str, Any]) -> Path:

@@ -19,7 +19,7 @@ from edgesearch.searcher.confirm import CONFIRM_ATTR, companion_name
 from edgesearch.searcher.study import create_study
 from edgesearch.searcher.worker import run_worker
 from tests.browser import wait_for
-from tests.helpers import TINY_TRAINER, merge
+from tests.helpers import merge, tiny_study
 
 runner = CliRunner()
 pytestmark = [
@@ -30,15 +30,8 @@ pytestmark = [
 
 
 def _searched(url: str, runs: Path, name: str = "conf", **extra: Any) -> StudyConfig:
-    raw = {
-        "name": name,
-        "n_trials": 3,
-        "sampler": {"kind": "random", "seed": 0},
-        "pruner": {"kind": "none"},
-        "trainer": TINY_TRAINER,
-        "space": {"loss.edge_lambda": {"low": 0.0, "high": 0.5}, "optim.lr": {"low": 1e-3, "high": 1e-2, "log": True}},
-    }
-    config = StudyConfig.from_dict(merge(raw, extra), source="test")
+    space = {"optim.lr": {"low": 1e-3, "high": 1e-2, "log": True}}
+    config = StudyConfig.from_dict(tiny_study(name, **merge({"space": space}, extra)), source="test")
     create_study(config, url)
     run_worker(name, url, runs_dir=runs, poll_seconds=0.1)
     return config

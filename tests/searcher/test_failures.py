@@ -23,7 +23,7 @@ from edgesearch.searcher.config import StudyConfig
 from edgesearch.searcher.study import create_study
 from edgesearch.searcher.worker import run_worker
 from tests.browser import wait_for
-from tests.helpers import TINY_TRAINER, merge, write_folder
+from tests.helpers import TINY_TRAINER, merge, tiny_study, write_folder
 
 runner = CliRunner()
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
@@ -37,16 +37,8 @@ FAST_HEARTBEAT = {"heartbeat_interval": 1, "grace_period": 4, "max_retries": 2}
 
 
 def _create(url: str, name: str, **extra: Any) -> StudyConfig:
-    raw = {
-        "name": name,
-        "n_trials": 1,
-        "sampler": {"kind": "random", "seed": 0},
-        "pruner": {"kind": "none"},
-        "trainer": SLOW_TRAINER,
-        "space": {"loss.edge_lambda": {"low": 0.0, "high": 0.5}},
-        "fault_tolerance": FAST_HEARTBEAT,
-    }
-    config = StudyConfig.from_dict(merge(raw, extra), source="test")
+    raw = merge({"n_trials": 1, "trainer": SLOW_TRAINER, "fault_tolerance": FAST_HEARTBEAT}, extra)
+    config = StudyConfig.from_dict(tiny_study(name, **raw), source="test")
     create_study(config, url)
     return config
 

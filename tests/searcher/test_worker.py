@@ -21,7 +21,7 @@ from edgesearch.searcher.objective import TrialOutcome
 from edgesearch.searcher.study import create_study, load_study
 from edgesearch.searcher.worker import run_worker
 from edgesearch.trainer.callbacks import Callback
-from tests.helpers import TINY_TRAINER, merge
+from tests.helpers import merge, tiny_study
 
 pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
 
@@ -29,15 +29,7 @@ runner = CliRunner()
 
 
 def _study(name: str, **extra: Any) -> dict[str, Any]:
-    base = {
-        "name": name,
-        "n_trials": 3,
-        "sampler": {"kind": "random", "seed": 0},
-        "pruner": {"kind": "none"},
-        "trainer": TINY_TRAINER,
-        "space": {"loss.edge_lambda": {"low": 0.0, "high": 0.5}, "loss.kind": {"choices": ["bce", "focal"]}},
-    }
-    return merge(base, extra)
+    return tiny_study(name, **merge({"space": {"loss.kind": {"choices": ["bce", "focal"]}}}, extra))
 
 
 def _write(tmp_path: Path, raw: dict[str, Any]) -> Path:
