@@ -1,12 +1,14 @@
 """The worker loop: take trials of one study until it holds ``n_trials`` finished trials.
 
-Optuna's RDB storage is the only coordinator. Before each trial a worker fails stale trials
-(their retries are queued by the storage's RetryHeartbeatStaleTrialCallback), then, holding a
-lock of the database (a PostgreSQL advisory lock, or a file lock beside a SQLite file), counts
+Optuna's RDB storage is the only coordinator. Before each trial a worker, holding a lock of the
+database (a PostgreSQL advisory lock, or a file lock beside a SQLite file), fails stale trials
+(their retries are queued by the storage's RetryHeartbeatStaleTrialCallback), counts
 the study's RUNNING + COMPLETE + PRUNED trials in one statement and calls ``study.ask()`` only
 when that is below ``n_trials``: two workers never take the same last slot, so a study never
 overshoots and no stray trial is left behind. The lock is held for one count and one ask, so
-the time it serializes workers does not grow with the study. Every trial runs under a heartbeat
+the time it serializes workers does not grow with the study. A trial handed back (FAIL, then its
+retry queued) is handed back under the same lock, so no worker sees the slot free in between.
+Every trial runs under a heartbeat
 thread so that a killed worker's trial is noticed and retried; SIGTERM/Ctrl-C hand the running
 trial back for a retry at once.
 
@@ -101,14 +103,28 @@ def _admission(study: optuna.Study) -> Iterator[bool]:
         yield False
 
 
+def _hand_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    """:func:`hand_back` under the admission lock. Between the FAIL and the queued retry a worker
+    counting free slots would see one and ask() a fresh trial, and the retry would then wait forever
+    in a full study (the handed-back work lost)."""
+    with _admission(study):
+        hand_back(study, trial, reason)
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    """Fail trials whose heartbeat stopped and queue their retries; called under the admission lock
+    for the same reason as :func:`_hand_back`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
 def _take_job(companion: optuna.Study | None) -> tuple[optuna.Trial | None, int]:
     """A waiting confirmation job (or None) and how many jobs are waiting or running."""
     if companion is None:
         return None, 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(companion)  # a dead worker's job is retried like a trial
     with _admission(companion):
+        _fail_stale(companion)  # a dead worker's job is retried like a trial
         counts = count_trials(companion)
         if not counts[TrialState.WAITING]:
             return None, counts[TrialState.RUNNING]
@@ -144,10 +160,10 @@ def _run_admitted(
             study.tell(trial, state=TrialState.FAIL)
             raise
         except RunFailed as exc:  # not the trial's fault: its retry resumes once the machine is fixed
-            hand_back(study, trial, f"{exc}; retried from its last checkpoint")
+            _hand_back(study, trial, f"{exc}; retried from its last checkpoint")
             raise
         if outcome.interrupted:
-            hand_back(study, trial, f"interrupted: {outcome.reason}; retried from its last checkpoint")
+            _hand_back(study, trial, f"interrupted: {outcome.reason}; retried from its last checkpoint")
         else:
             _tell(study, trial, outcome)
     return outcome
@@ -162,7 +178,7 @@ def _leave_nothing_running(study: optuna.Study, trial: optuna.Trial, exc: BaseEx
         if stored_state(study, trial) != TrialState.RUNNING:
             return
         if isinstance(exc, KeyboardInterrupt):
-            hand_back(study, trial, "interrupted: stopped at once; retried from its last checkpoint")
+            _hand_back(study, trial, "interrupted: stopped at once; retried from its last checkpoint")
         else:
             trial.set_user_attr("fail_reason", _shorten_reason(f"{type(exc).__name__}: {exc}"))
             study.tell(trial, state=TrialState.FAIL)
@@ -219,10 +235,8 @@ def _admit(
     jobs_left: int,
 ) -> optuna.Trial | None:
     """A new trial of the study, or None after waiting (``summary.stopped_because`` set when it is full)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
     with _admission(study) as locked:  # count-then-ask as one step, so two workers never take one slot
+        _fail_stale(study)
         counts = count_trials(study)
         finished = sum(counts[state] for state in FINISHED)
         trial = None
