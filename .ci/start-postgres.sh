@@ -18,7 +18,8 @@
 # Settings (port, addresses, socket folder) are written into the cluster's postgresql.conf, so a plain
 # `pg_ctl -D DATA start|restart` brings the server back on the same port.
 #
-# Environment: EDGESEARCH_PG_PORT (first port to try, default 55432), EDGESEARCH_TEST_PG_BIN (binaries folder;
+# Environment: EDGESEARCH_PG_PORT (first port to try, default 55432), EDGESEARCH_PG_MAX_CONNECTIONS (default 200;
+# the coordination benchmark runs 128 workers against 50), EDGESEARCH_TEST_PG_BIN (binaries folder;
 # default: the newest /usr/lib/postgresql/*/bin, else the folder of `pg_ctl` on PATH).
 set -euo pipefail
 
@@ -102,7 +103,7 @@ unix_socket_directories = '$dir'
 fsync = off
 synchronous_commit = off
 full_page_writes = off
-max_connections = 200
+max_connections = ${EDGESEARCH_PG_MAX_CONNECTIONS:-200}
 CONF
 
     as_owner "$bin/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 start >/dev/null \

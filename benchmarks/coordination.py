@@ -1,24 +1,29 @@
-"""The cost of sharing one study between many workers: storage time per trial, and throughput.
+"""The cost of sharing one study between many workers, in what does not depend on this machine's cores.
 
 1. ``overhead``: what one worker's storage path costs a trial: admission (stale-trial check,
    lock, trial count) and ``ask``, sampling the quickstart study's space, 30 epochs of
    ``report`` + ``should_prune`` through the objective's PruningCallback, the user attributes the
-   objective sets, and ``tell``. Measured through ``run_worker`` itself, with a stand-in trial
-   runner that trains nothing, on SQLite (a file) and PostgreSQL. Target: under 1 % of a
-   1-minute trial.
-2. ``throughput``: 1, 4, 16 and 32 worker processes (SQLite: 1, 4, 16), each running
-   ``run_worker`` on one study whose trials only sleep, forked once everything is imported and
-   released together. Trials per minute, and from the storage afterwards: exactly ``n_trials``
-   finished, none left behind, none run twice, every process exited 0. Target on PostgreSQL:
-   16 workers finish >= 12x the trials per minute of one. The machine's CPU use is reported with
-   it: once every core is busy, the CPU each trial's storage calls cost is what limits.
+   objective sets (the history once, at the end), and ``tell``. Measured through ``run_worker``
+   itself, with a stand-in trial runner that trains nothing, on SQLite (a file) and PostgreSQL.
+   Target: under 0.5 % of a 1-minute trial of 30 epochs.
+2. ``scale``: 1, 16, 64 and 128 worker processes on one PostgreSQL server with
+   ``max_connections = 50``, all through one PgBouncer started with ``edgesearch pooler``
+   (transaction pooling, 16 server connections). Each process runs ``run_worker`` on a study whose
+   trials only sleep; they are forked once everything is imported and released together. Per
+   finished trial: the CPU the workers spent, the CPU the database server's processes spent, the
+   pooler's, and the round trips the workers sent (statements and transaction commands, counted by
+   SQLAlchemy's events); the most server connections seen; trials per minute; and from the storage
+   afterwards: exactly ``n_trials`` finished, none left behind, none run twice, no connection error
+   logged, every process exited 0. Targets: worker + database CPU <= 100 ms per trial and flat
+   from 16 to 128 workers; <= 20 PostgreSQL connections at 128 workers.
 
-PostgreSQL is ``--postgres URL``, else ``$EDGESEARCH_BENCH_POSTGRES_URL``, else
+The ``overhead`` part uses ``--postgres URL``, else ``$EDGESEARCH_BENCH_POSTGRES_URL``, else
 ``$EDGESEARCH_TEST_POSTGRES_URL``, else a throwaway server started (and stopped) with
-``.ci/start-postgres.sh``. Each run works in a database of its own, dropped at the end. Without a
-server the PostgreSQL parts say ``{"skipped": reason}``.
+``.ci/start-postgres.sh``. The ``scale`` part always starts its own throwaway server (with
+``max_connections = 50``, and on this machine, so that its processes' CPU can be read) and needs
+``pgbouncer`` on PATH. Each run works in a database of its own, dropped at the end.
 
-Usage: ``python benchmarks/coordination.py [--tiny] [--json FILE] [--postgres URL] [--no-sqlite-throughput]``
+Usage: ``python benchmarks/coordination.py [--tiny] [--json FILE] [--postgres URL]``
 """
 
 from __future__ import annotations
@@ -34,7 +39,6 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 import uuid
@@ -60,8 +64,12 @@ if TYPE_CHECKING:
 QUICKSTART = _common.ROOT / "studies" / "quickstart.yaml"
 START_POSTGRES = _common.ROOT / ".ci" / "start-postgres.sh"
 POSTGRES_ENV = ("EDGESEARCH_BENCH_POSTGRES_URL", "EDGESEARCH_TEST_POSTGRES_URL")
-TARGET_OVERHEAD_FRACTION = 0.01
-TARGET_SPEEDUP_16 = 12.0
+TARGET_OVERHEAD_FRACTION = 0.005
+TARGET_CPU_MS_PER_TRIAL = 100.0
+TARGET_FLAT = 1.25
+"""Flat: worker + database CPU per trial at the most workers at most this many times that at 16."""
+TARGET_SERVER_CONNECTIONS = 20
+SCALE_MAX_CONNECTIONS = 50
 
 
 @dataclass(frozen=True)
@@ -69,10 +77,11 @@ class Sizes:
     overhead_trials: int
     overhead_epochs: int
     counts: tuple[int, ...]
-    sqlite_counts: tuple[int, ...]
     trials_per_worker: int
+    min_trials: int
     epochs: int
     epoch_seconds: float
+    pool_size: int
     round_timeout_s: float
 
     @property
@@ -83,30 +92,25 @@ class Sizes:
 FULL = Sizes(
     overhead_trials=30,
     overhead_epochs=30,
-    counts=(1, 4, 16, 32),
-    # SQLite serves one machine only and has no target here; its 32 would add ~40 s to `make bench`.
-    sqlite_counts=(1, 4, 16),
-    trials_per_worker=8,
+    counts=(1, 16, 64, 128),
+    trials_per_worker=3,
+    min_trials=24,
     epochs=5,
     epoch_seconds=0.2,
-    round_timeout_s=240.0,
+    pool_size=16,
+    round_timeout_s=600.0,
 )
 TINY = Sizes(
     overhead_trials=3,
     overhead_epochs=10,
-    counts=(1, 2),
-    sqlite_counts=(1, 2),
-    trials_per_worker=3,
+    counts=(1, 16),
+    trials_per_worker=1,
+    min_trials=4,
     epochs=2,
     epoch_seconds=0.05,
-    round_timeout_s=30.0,
+    pool_size=4,
+    round_timeout_s=120.0,
 )
-
-# What one worker process holds open on PostgreSQL at most at once: the trial loop's connection,
-# the admission lock's session and the heartbeat thread's (load_study closes the one it reads the
-# config through). A count whose processes would need more than the server has left is reported
-# as impossible rather than started.
-CONNECTIONS_PER_WORKER = 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,6 +178,7 @@ class StandInTrial:
             value = max(row[config.metric] for row in pruning.history)
             outcome = TrialOutcome(trial.number, TrialState.COMPLETE, value, len(pruning.history))
         epochs_done = time.perf_counter()
+        pruning.store_history()
         if outcome.state == TrialState.COMPLETE:
             trial.set_user_attr("best_checkpoint", str(run_dir / "best.pt"))
         finished = time.perf_counter()
@@ -263,7 +268,42 @@ def overhead(url: str, *, label: str, sizes: Sizes, folder: Path) -> dict[str, A
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. Throughput of worker processes, each running the worker loop, released together.
+# 2. Scale: worker processes through the pooler; what each trial costs the workers and the server.
+
+
+def _count_traffic() -> dict[str, int]:
+    """Counters of what this process sends to databases, kept up to date by SQLAlchemy's events.
+
+    ``round_trips``: statements, BEGINs, COMMITs and ROLLBACKs (each one exchange with the server);
+    ``connects``: new connections; ``connection_warnings``: storage calls that failed for want of a
+    connection and were retried (the reconnecting storage logs each), and failed heartbeats.
+    """
+    import logging
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.pool import Pool
+
+    counts = {"round_trips": 0, "connects": 0, "connection_warnings": 0}
+
+    def trip(*args: Any, **kwargs: Any) -> None:
+        counts["round_trips"] += 1
+
+    def connect(*args: Any, **kwargs: Any) -> None:
+        counts["connects"] += 1
+
+    for name in ("before_cursor_execute", "begin", "commit", "rollback"):
+        event.listen(Engine, name, trip)
+    event.listen(Pool, "connect", connect)
+
+    class Warnings(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            counts["connection_warnings"] += 1
+
+    handler = Warnings(level=logging.WARNING)
+    for logger in ("edgesearch.searcher.reconnect", "edgesearch.searcher.optuna_internals"):
+        logging.getLogger(logger).addHandler(handler)
+    return counts
 
 
 def _worker_process(index: int, job: dict[str, Any], start: Any, results: Any) -> None:
@@ -276,9 +316,16 @@ def _worker_process(index: int, job: dict[str, Any], start: Any, results: Any) -
 
     result: dict[str, Any] = {"index": index, "ok": False}
     try:
-        start.wait(timeout=120)
+        traffic = _count_traffic()
+        start.wait(timeout=300)
         cpu = time.process_time()
         try:
+            first: list[float] = []
+
+            def started(trial: Any) -> None:
+                if not first:
+                    first.append(time.process_time())
+
             summary = run_worker(
                 job["name"],
                 job["url"],
@@ -286,7 +333,10 @@ def _worker_process(index: int, job: dict[str, Any], start: Any, results: Any) -
                 runs_dir=Path(job["runs_dir"]),
                 poll_seconds=job["poll_seconds"],
                 trial_runner=StandInTrial(epochs=job["epochs"], epoch_seconds=job["epoch_seconds"]),
+                on_trial_start=started,
             )
+            # Loading the study and taking the first trial: paid once per worker, not per trial.
+            result["startup_cpu_seconds"] = (first[0] if first else time.process_time()) - cpu
             result.update(
                 ok=not summary.failed,
                 trials=len(summary.outcomes),
@@ -294,6 +344,7 @@ def _worker_process(index: int, job: dict[str, Any], start: Any, results: Any) -
             )
         finally:
             result["cpu_seconds"] = time.process_time() - cpu
+            result.update(traffic)
     except BaseException as exc:  # reported to the benchmark, which decides
         result["error"] = f"{type(exc).__name__}: {exc}"
         result["traceback"] = traceback.format_exc()
@@ -317,6 +368,34 @@ def _cpu_ticks() -> tuple[int, int] | None:
     return sum(fields) - idle, sum(fields)
 
 
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first), or None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_tree_cpu(root: int) -> float:
+    """CPU seconds of ``root`` and its children: its own, its living children's, and its reaped children's.
+
+    A PostgreSQL server is a postmaster with one child process per connection: a child that exits
+    is reaped by the postmaster and its CPU joins the postmaster's ``cutime``, so differences of
+    this sum over an interval are the CPU the server spent in it, whichever connections came and went.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    own = _stat(root)
+    if own is None:
+        return 0.0
+    total = sum(int(own[i]) for i in (11, 12, 13, 14))  # utime, stime, cutime, cstime
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and entry.name != str(root):
+            fields = _stat(int(entry.name))
+            if fields is not None and fields[1] == str(root):
+                total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def run_processes(
     count: int, job: dict[str, Any], *, timeout: float, watch: Callable[[], None]
 ) -> tuple[float, list[dict[str, Any]], list[int | None], float | None]:
@@ -337,7 +416,7 @@ def run_processes(
     collected: list[dict[str, Any]] = []
     done = False
     try:
-        start.wait(timeout=120)
+        start.wait(timeout=300)
         go = time.time()
         ticks = _cpu_ticks()
         deadline = time.monotonic() + timeout
@@ -368,19 +447,28 @@ def run_processes(
     return go, sorted(collected, key=lambda r: r["index"]), [proc.exitcode for proc in procs], busy
 
 
-def throughput_round(
-    url: str, *, backend: str, count: int, sizes: Sizes, folder: Path, admin: PgAdmin | None
-) -> dict[str, Any]:
-    """One count: a fresh study of ``trials_per_worker * count`` trials, run by ``count`` processes."""
+@dataclass(frozen=True)
+class Cluster:
+    """What a scale round runs against: the pooler's URL, a direct admin, and the processes to meter."""
+
+    pooled_url: str
+    admin: PgAdmin
+    postmaster: int
+    pooler: int
+
+
+def scale_round(count: int, *, cluster: Cluster, sizes: Sizes, folder: Path) -> dict[str, Any]:
+    """One count: a fresh study of ``max(trials_per_worker * count, min_trials)`` trials, ``count`` processes."""
     import optuna
     from optuna.trial import TrialState
 
     from edgesearch.searcher.storage import open_storage
     from edgesearch.searcher.study import FINISHED, create_study
 
-    n_trials = sizes.trials_per_worker * count
+    n_trials = max(sizes.trials_per_worker * count, sizes.min_trials)
+    url = cluster.pooled_url
     config = _study_config(
-        f"throughput-{backend}-{count}",
+        f"scale-{count}",
         n_trials=n_trials,
         overrides={
             "sampler": {"kind": "random", "seed": 0},
@@ -402,12 +490,15 @@ def throughput_round(
     peak = [0]
     last_look = [0.0]
 
-    def watch() -> None:  # one cheap query a second, from outside the workers
-        if admin is not None and time.monotonic() - last_look[0] >= 1.0:
+    def watch() -> None:  # one cheap query every half second, from outside the workers
+        if time.monotonic() - last_look[0] >= 0.5:
             last_look[0] = time.monotonic()
-            peak[0] = max(peak[0], admin.connections())
+            peak[0] = max(peak[0], cluster.admin.connections())
 
+    server_cpu, pooler_cpu = process_tree_cpu(cluster.postmaster), process_tree_cpu(cluster.pooler)
     go, results, codes, busy = run_processes(count, job, timeout=sizes.round_timeout_s, watch=watch)
+    server_cpu = process_tree_cpu(cluster.postmaster) - server_cpu
+    pooler_cpu = process_tree_cpu(cluster.pooler) - pooler_cpu
     go_wall = datetime.datetime.fromtimestamp(go)  # naive local time, as Optuna stamps trials
 
     study = optuna.load_study(study_name=config.name, storage=open_storage(url, create=False))
@@ -420,11 +511,11 @@ def throughput_round(
     run_dirs = [t.user_attrs.get("run_dir") for t in finished]
     duplicated = (len(numbers) - len(set(numbers))) + (len(run_dirs) - len(set(run_dirs)))
     ends = [t.datetime_complete for t in finished if t.datetime_complete is not None]
-    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
     span = (max(ends) - go_wall).total_seconds() if ends else None
     per_minute = len(finished) / span * 60.0 if span else 0.0
-    ideal = count * 60.0 / sizes.trial_seconds
-    cpu = sum(r.get("cpu_seconds", 0.0) for r in results)
+    n = len(finished) or 1
+    worker_cpu = sum(r.get("cpu_seconds", 0.0) for r in results)
+    startup_cpu = sum(r.get("startup_cpu_seconds", 0.0) for r in results)
     out: dict[str, Any] = {
         "workers": count,
         "n_trials": n_trials,
@@ -432,73 +523,81 @@ def throughput_round(
         "states": dict(states),
         "lost": max(0, n_trials - len(finished)) + len(left),
         "duplicated": duplicated + max(0, len(finished) - n_trials),
-        "trials_told_by_workers": sum(r.get("trials", 0) for r in results),
+        "connection_errors": sum(r.get("connection_warnings", 0) for r in results),
         "exit_codes": dict(Counter(str(code) for code in codes)),
         "all_exited_0": all(code == 0 for code in codes),
         "seconds_go_to_last_trial_end": span,
-        "seconds_go_to_first_trial_start": (min(starts) - go_wall).total_seconds() if starts else None,
         "trials_per_minute": per_minute,
-        "ideal_trials_per_minute": ideal,
-        "efficiency": per_minute / ideal,
-        "worker_cpu_ms_per_trial": 1e3 * cpu / len(finished) if finished else None,
-        # All CPU time spent on the machine per finished trial (workers, database server, anything
-        # else running), and the trials per minute that caps when every core is busy.
+        "ideal_trials_per_minute": count * 60.0 / sizes.trial_seconds,
+        "worker_cpu_ms_per_trial": 1e3 * worker_cpu / n,
+        "worker_startup_cpu_ms_per_worker": 1e3 * startup_cpu / max(len(results), 1),
+        "worker_cpu_ms_per_trial_after_startup": 1e3 * (worker_cpu - startup_cpu) / n,
+        "server_cpu_ms_per_trial": 1e3 * server_cpu / n,
+        "pooler_cpu_ms_per_trial": 1e3 * pooler_cpu / n,
+        "coordination_cpu_ms_per_trial": 1e3 * (worker_cpu + server_cpu) / n,
+        "round_trips_per_trial": sum(r.get("round_trips", 0) for r in results) / n,
+        "connects_per_trial": sum(r.get("connects", 0) for r in results) / n,
+        "peak_server_connections": peak[0],
         "machine_cpu_busy": busy,
-        "machine_cpu_ms_per_trial": 1e3 * busy * _cores() * span / len(finished)
-        if busy and span and finished
-        else None,
-        "cpu_bound": busy is not None and busy >= 0.9,
     }
-    if admin is not None:
-        out["peak_connections_seen"] = peak[0]
     errors = [
         {"index": r["index"], "error": r.get("error") or r.get("stopped_because")} for r in results if not r["ok"]
     ]
     if errors or len(results) < count:
         out["process_errors"] = errors or [f"{count - len(results)} processes died without a result"]
     _common.log(
-        f"throughput {backend} x{count}: {per_minute:.1f} trials/min ({per_minute / ideal:.0%} of ideal), "
-        f"{len(finished)}/{n_trials} finished, lost {out['lost']}, duplicated {out['duplicated']}, "
-        f"exit codes {out['exit_codes']}, {span or 0:.1f} s, CPU busy {busy if busy is None else f'{busy:.0%}'}"
+        f"scale x{count}: {len(finished)}/{n_trials} finished in {span or 0:.1f} s ({per_minute:.0f}/min), "
+        f"CPU per trial: workers {out['worker_cpu_ms_per_trial']:.0f} ms "
+        f"({out['worker_cpu_ms_per_trial_after_startup']:.0f} after start-up), "
+        f"server {out['server_cpu_ms_per_trial']:.0f} ms, pooler {out['pooler_cpu_ms_per_trial']:.0f} ms; "
+        f"{out['round_trips_per_trial']:.0f} round trips per trial; "
+        f"peak {peak[0]} server connections; lost {out['lost']}, duplicated {out['duplicated']}, "
+        f"connection errors {out['connection_errors']}, exit codes {out['exit_codes']}"
     )
     return out
 
 
-def throughput(url: str | None, *, backend: str, sizes: Sizes, folder: Path, admin: PgAdmin | None) -> dict[str, Any]:
-    counts: dict[str, Any] = {}
-    for count in sizes.counts if backend == "postgresql" else sizes.sqlite_counts:
-        if admin is not None:
-            free = admin.free_connections()
-            needed = count * CONNECTIONS_PER_WORKER
-            if needed > free:
-                counts[str(count)] = {
-                    "skipped": f"needs up to {needed} connections ({CONNECTIONS_PER_WORKER} per worker), "
-                    f"the server has {free} left (max_connections {admin.setting('max_connections')})"
-                }
-                _common.log(f"throughput {backend} x{count}: skipped, {counts[str(count)]['skipped']}")
-                continue
-        round_url = url or f"sqlite:///{folder}/throughput-{count}.db"
+def scale(sizes: Sizes, folder: Path) -> dict[str, Any]:
+    """Every count of ``sizes`` through one pooler, on one throwaway server with few connections."""
+    with throwaway_postgres(max_connections=SCALE_MAX_CONNECTIONS) as (server, postmaster):
+        if server is None:
+            return {"skipped": postmaster}
+        admin = PgAdmin(server)
         try:
-            counts[str(count)] = throughput_round(
-                round_url, backend=backend, count=count, sizes=sizes, folder=folder, admin=admin
-            )
-        except (TimeoutError, threading.BrokenBarrierError) as exc:
-            counts[str(count)] = {"error": f"{type(exc).__name__}: {exc}"}
-            _common.log(f"throughput {backend} x{count}: {counts[str(count)]['error']}")
-    per_minute = {k: v["trials_per_minute"] for k, v in counts.items() if v.get("trials_per_minute")}
-    base = per_minute.get("1")
-    speedup = per_minute["16"] / base if base and "16" in per_minute else None
-    has_target = backend == "postgresql"
+            database = admin.create_database()
+            with pooler(database, pool_size=sizes.pool_size, folder=folder) as (pooled_url, pooler_pid):
+                cluster = Cluster(pooled_url, admin, int(postmaster), pooler_pid)
+                counts = {str(c): scale_round(c, cluster=cluster, sizes=sizes, folder=folder) for c in sizes.counts}
+            max_connections = admin.setting("max_connections")
+        finally:
+            admin.drop_database()
+            admin.close()
+    cpu = {k: v["coordination_cpu_ms_per_trial"] for k, v in counts.items()}
+    top = str(max(sizes.counts))
+    flat = cpu[top] / cpu["16"] if cpu.get("16") else None
+    connections = counts[top]["peak_server_connections"]
+    clean = all(
+        v["lost"] == 0 and v["duplicated"] == 0 and v["connection_errors"] == 0 and v["all_exited_0"]
+        for v in counts.values()
+    )
     return {
+        "max_connections": max_connections,
+        "pool_size": sizes.pool_size,
         "counts": counts,
-        "trials_per_minute": per_minute,
-        "speedup_vs_1": {k: v / base for k, v in per_minute.items()} if base else {},
-        "speedup_16_vs_1": speedup,
-        "target": f"16 workers >= {TARGET_SPEEDUP_16:g}x of 1" if has_target else "none (reported for comparison)",
-        "met": (speedup >= TARGET_SPEEDUP_16) if has_target and speedup is not None else None,
-        "lost": sum(v.get("lost", 0) for v in counts.values()),
-        "duplicated": sum(v.get("duplicated", 0) for v in counts.values()),
-        "all_exited_0": all(v.get("all_exited_0", False) for v in counts.values() if "skipped" not in v),
+        "coordination_cpu_ms_per_trial": cpu,
+        "flat_top_vs_16": flat,
+        "targets": {
+            "cpu": f"worker + server <= {TARGET_CPU_MS_PER_TRIAL:g} ms per trial at every count",
+            "flat": f"at {top} workers <= {TARGET_FLAT:g}x of 16",
+            "connections": f"<= {TARGET_SERVER_CONNECTIONS} server connections at {top} workers",
+            "clean": "0 lost, 0 duplicated, 0 connection errors, every worker exit 0",
+        },
+        "met": {
+            "cpu": all(v <= TARGET_CPU_MS_PER_TRIAL for v in cpu.values()),
+            "flat": flat is not None and flat <= TARGET_FLAT,
+            "connections": connections <= TARGET_SERVER_CONNECTIONS,
+            "clean": clean,
+        },
     }
 
 
@@ -569,14 +668,28 @@ def postgres_server(explicit: str | None) -> Iterator[tuple[str | None, str]]:
         if candidate and candidate.strip():
             yield candidate.strip(), source
             return
+    with throwaway_postgres() as (server, detail):
+        yield server, f"a throwaway server started with {START_POSTGRES.name}" if server else detail
+
+
+@contextlib.contextmanager
+def throwaway_postgres(max_connections: int | None = None) -> Iterator[tuple[str | None, str]]:
+    """(server URL, its postmaster's pid) of a server started with ``.ci/start-postgres.sh``, stopped after;
+    (None, why) when it cannot start."""
+    env = dict(os.environ)
+    if max_connections is not None:
+        env["EDGESEARCH_PG_MAX_CONNECTIONS"] = str(max_connections)
+    env["EDGESEARCH_PG_PORT"] = env.get("EDGESEARCH_BENCH_PG_PORT", "56100")
     try:
-        started = subprocess.run([str(START_POSTGRES)], capture_output=True, text=True, timeout=120, check=False)
+        started = subprocess.run(
+            [str(START_POSTGRES)], capture_output=True, text=True, timeout=120, check=False, env=env
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        yield None, f"no PostgreSQL URL given and {START_POSTGRES.name} could not run: {exc}"
+        yield None, f"{START_POSTGRES.name} could not run: {exc}"
         return
     if started.returncode != 0:
         reason = (started.stderr.strip().splitlines() or ["no output"])[-1]
-        yield None, f"no PostgreSQL URL given and {START_POSTGRES.name} failed: {reason}"
+        yield None, f"{START_POSTGRES.name} failed: {reason}"
         return
     exports = dict(
         shlex.split(line.removeprefix("export "))[0].split("=", 1)
@@ -584,9 +697,65 @@ def postgres_server(explicit: str | None) -> Iterator[tuple[str | None, str]]:
         if line.startswith("export ")
     )
     try:
-        yield exports["EDGESEARCH_TEST_POSTGRES_URL"], f"a throwaway server started with {START_POSTGRES.name}"
+        postmaster = (Path(exports["EDGESEARCH_TEST_PG_DATA"]) / "postmaster.pid").read_text().split()[0]
+        yield exports["EDGESEARCH_TEST_POSTGRES_URL"], postmaster
     finally:
-        subprocess.run([str(START_POSTGRES), "stop"], env={**os.environ, **exports}, capture_output=True, check=False)
+        subprocess.run([str(START_POSTGRES), "stop"], env={**env, **exports}, capture_output=True, check=False)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def pooler(url: str, *, pool_size: int, folder: Path) -> Iterator[tuple[str, int]]:
+    """(URL for the workers, pid) of ``edgesearch pooler`` started in front of ``url``; stopped after."""
+    import signal
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    port = _free_port()
+    log = (folder / "pooler.log").open("w")
+    command = [
+        str(Path(sys.executable).with_name("edgesearch")),
+        "pooler",
+        "--storage",
+        url,
+        "--port",
+        str(port),
+        "--pool-size",
+        str(pool_size),
+    ]
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    pooled = make_url(url).set(host="127.0.0.1", port=port)
+    plain = pooled.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                psycopg.connect(plain, connect_timeout=5).close()
+                break
+            except psycopg.OperationalError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    raise RuntimeError(
+                        f"edgesearch pooler did not start: {(folder / 'pooler.log').read_text()[-2000:]}"
+                    ) from None
+                time.sleep(0.2)
+        yield pooled.render_as_string(hide_password=False), proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -594,8 +763,7 @@ def postgres_server(explicit: str | None) -> Iterator[tuple[str | None, str]]:
 
 def main() -> int:
     p = _common.parser(__doc__.splitlines()[0])
-    p.add_argument("--postgres", metavar="URL", default=None, help="PostgreSQL server to use (a database is created)")
-    p.add_argument("--no-sqlite-throughput", action="store_true", help="measure throughput on PostgreSQL only")
+    p.add_argument("--postgres", metavar="URL", default=None, help="PostgreSQL server for the overhead part")
     args = p.parse_args()
 
     import optuna
@@ -609,89 +777,49 @@ def main() -> int:
         "sizes": {
             "overhead_trials": sizes.overhead_trials,
             "overhead_epochs_per_trial": sizes.overhead_epochs,
-            "worker_counts": {"postgresql": list(sizes.counts), "sqlite": list(sizes.sqlite_counts)},
-            "n_trials": f"{sizes.trials_per_worker} x workers",
+            "worker_counts": list(sizes.counts),
+            "n_trials": f"max({sizes.trials_per_worker} x workers, {sizes.min_trials})",
             "trial": f"{sizes.epochs} epochs of {sizes.epoch_seconds} s sleep, reported through PruningCallback",
+            "pooler": f"edgesearch pooler (PgBouncer, transaction pooling), {sizes.pool_size} server connections",
         },
         "study": {
             "space": "studies/quickstart.yaml's",
             "overhead": "studies/quickstart.yaml as written (TPE sampler, median pruner), heartbeat on (30 s)",
-            "throughput_sampler": "random, seed 0 + worker index",
-            "throughput_pruner": "median (n_startup_trials 2, n_warmup_steps 0): every should_prune reads the "
+            "scale_sampler": "random, seed 0 + worker index",
+            "scale_pruner": "median (n_startup_trials 2, n_warmup_steps 0): every should_prune reads the "
             "study as in a real search, but every trial reports the same curve, never below the median, so no "
-            "trial is cut short and trials per minute compare across worker counts and with the ideal",
+            "trial is cut short and the counts compare",
         },
         "processes": "for each count, that many processes forked from the benchmark after its imports, each "
-        "running run_worker, released together by a barrier; timed from the release to the last trial's end",
+        "running run_worker, released together by a barrier; timed from the release to the last trial's end; "
+        "worker CPU from the release to the worker's return (loading the study included)",
     }
     with tempfile.TemporaryDirectory(prefix="edgesearch-bench-") as tmp, postgres_server(args.postgres) as found:
         folder = Path(tmp)
         server, source = found
-        admin: PgAdmin | None = None
-        pg_url: str | None = None
-        pg_skip = source
-        if server is not None:
+        overheads: dict[str, Any] = {
+            "sqlite": overhead(f"sqlite:///{folder}/overhead.db", label="sqlite", sizes=sizes, folder=folder)
+        }
+        if server is None:
+            overheads["postgresql"] = {"skipped": source}
+        else:
+            admin = PgAdmin(server)
             try:
-                admin = PgAdmin(server)
-                pg_url = admin.create_database()
-                result["postgresql"] = {
-                    "server": redact(server),
-                    "source": source,
-                    "max_connections": admin.setting("max_connections"),
-                }
-            except Exception as exc:
-                reason = (str(exc).strip().splitlines() or [""])[0]  # libpq adds hint lines
-                pg_skip = f"PostgreSQL at {redact(server)} ({source}) unusable: {type(exc).__name__}: {reason}"
-                if admin is not None:
-                    admin.close()
-                admin = None
-        if pg_url is None:
-            _common.log(f"PostgreSQL parts skipped: {pg_skip}")
-        try:
-            overheads: dict[str, Any] = {}
-            overheads["sqlite"] = overhead(
-                f"sqlite:///{folder}/overhead.db", label="sqlite", sizes=sizes, folder=folder
-            )
-            if pg_url is None:
-                overheads["postgresql"] = {"skipped": pg_skip}
-            else:
-                overheads["postgresql"] = overhead(pg_url, label="postgresql", sizes=sizes, folder=folder)
-            result["overhead"] = overheads
-            throughputs: dict[str, Any] = {}
-            if pg_url is None:
-                throughputs["postgresql"] = {"skipped": pg_skip}
-            else:
-                throughputs["postgresql"] = throughput(
-                    pg_url, backend="postgresql", sizes=sizes, folder=folder, admin=admin
-                )
-            if args.no_sqlite_throughput:
-                throughputs["sqlite"] = {"skipped": "--no-sqlite-throughput"}
-            else:
-                throughputs["sqlite"] = throughput(None, backend="sqlite", sizes=sizes, folder=folder, admin=None)
-            result["throughput"] = throughputs
-        finally:
-            if admin is not None:
+                url = admin.create_database()
+                overheads["postgresql"] = overhead(url, label="postgresql", sizes=sizes, folder=folder)
+                overheads["postgresql"].update(server=redact(server), source=source)
+            finally:
                 admin.drop_database()
                 admin.close()
-    pg = result["throughput"]["postgresql"]
-    if pg.get("speedup_16_vs_1") is not None:
-        at16 = pg["counts"]["16"]
-        result["speedup_16_vs_1"] = {
-            "value": pg["speedup_16_vs_1"],
-            "target": f">= {TARGET_SPEEDUP_16:g}",
-            "met": pg["met"],
-            # When every core is busy, trials per minute are capped by the CPU each trial costs
-            # (its storage calls in the worker and in the server), not by workers waiting on each other.
-            "cpu_bound_at_16": at16["cpu_bound"],
-            "cpu_ceiling_trials_per_minute": 60e3 * _cores() / at16["machine_cpu_ms_per_trial"]
-            if at16["machine_cpu_ms_per_trial"]
-            else None,
-        }
-    else:
-        result["speedup_16_vs_1"] = {"skipped": pg.get("skipped") or "needs worker counts 1 and 16 (full size)"}
-    measured = [v for v in result["throughput"].values() if "skipped" not in v]
-    result["lost"] = sum(v["lost"] for v in measured)
-    result["duplicated"] = sum(v["duplicated"] for v in measured)
+        result["overhead"] = overheads
+    with tempfile.TemporaryDirectory(prefix="edgesearch-bench-") as tmp:
+        result["scale"] = scale(sizes, Path(tmp))
+        if "skipped" in result["scale"]:
+            _common.log(f"scale skipped: {result['scale']['skipped']}")
+    scaled = result["scale"].get("counts", {}).values()
+    result["lost"] = sum(v["lost"] for v in scaled)
+    result["duplicated"] = sum(v["duplicated"] for v in scaled)
+    result["connection_errors"] = sum(v["connection_errors"] for v in scaled)
     result["seconds"] = time.monotonic() - began
     _common.emit("coordination", args, result)
     return 0

@@ -92,27 +92,54 @@ def input_pipeline(r: dict[str, Any]) -> list[Row]:
 
 def coordination(r: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
+    target = "< 0.5% of a 1-min trial of 30 epochs"
     for backend, item in r.get("overhead", {}).items():
         if "skipped" in item:
-            rows.append((f"Storage overhead per trial, {backend}", "< 1% of a 1-min trial", item["skipped"], None))
+            rows.append((f"Storage overhead per trial, {backend}", target, item["skipped"], None))
             continue
         share = item.get("overhead_fraction_of_1min_trial")
         measured = (
             f"{100 * share:.2f}% ({1000 * item['median_seconds']:.0f} ms per trial)" if share is not None else "-"
         )
-        rows.append((f"Storage overhead per trial, {backend}", "< 1% of a 1-min trial", measured, item.get("met")))
-    for backend, item in r.get("throughput", {}).items():
-        if "skipped" in item:
-            rows.append((f"Worker scaling, {backend}", "16 workers >= 12x of 1", item["skipped"], None))
-            continue
-        per = ", ".join(
-            f"{n}: {c['trials_per_minute']:.0f}" for n, c in item["counts"].items() if "trials_per_minute" in c
+        rows.append((f"Storage overhead per trial, {backend}", target, measured, item.get("met")))
+    scale = r.get("scale", {})
+    if "skipped" in scale:
+        rows.append(("Coordination at scale", "-", scale["skipped"], None))
+        return rows
+    counts = scale.get("counts", {})
+    if not counts:
+        return rows
+    top = max(counts, key=int)
+    per = ", ".join(
+        f"{n}: {c['coordination_cpu_ms_per_trial']:.0f} ({c['worker_cpu_ms_per_trial']:.0f} + "
+        f"{c['server_cpu_ms_per_trial']:.0f})"
+        for n, c in counts.items()
+    )
+    flat = scale.get("flat_top_vs_16")
+    rows.append(
+        (
+            "Coordination CPU per trial by workers (worker + server ms), through the pooler",
+            scale["targets"]["cpu"] + "; " + scale["targets"]["flat"],
+            f"{per}; {top} vs 16: {_f(flat, '.2f')}x",
+            scale["met"]["cpu"] and scale["met"]["flat"],
         )
-        lost = sum(c.get("lost", 0) for c in item["counts"].values())
-        dup = sum(c.get("duplicated", 0) for c in item["counts"].values())
-        speed = item.get("speedup_16_vs_1")
-        measured = f"16 vs 1: {_f(speed, '.1f')}x; trials/min by workers {per}; lost {lost}, duplicated {dup}"
-        rows.append((f"Worker scaling, {backend}", item.get("target", "-"), measured, item.get("met")))
+    )
+    at_top = counts[top]
+    lost = sum(c["lost"] for c in counts.values())
+    dup = sum(c["duplicated"] for c in counts.values())
+    errors = sum(c["connection_errors"] for c in counts.values())
+    rows.append(
+        (
+            f"{top} workers on PostgreSQL with max_connections {scale['max_connections']}",
+            scale["targets"]["connections"] + "; " + scale["targets"]["clean"],
+            f"peak {at_top['peak_server_connections']} server connections (pool {scale['pool_size']}); "
+            f"lost {lost}, duplicated {dup}, connection errors {errors}",
+            scale["met"]["connections"] and scale["met"]["clean"],
+        )
+    )
+    trips = ", ".join(f"{n}: {c['round_trips_per_trial']:.0f}" for n, c in counts.items())
+    speed = ", ".join(f"{n}: {c['trials_per_minute']:.0f}" for n, c in counts.items())
+    rows.append(("Round trips per trial, and trials/min, by workers", "(information)", f"{trips}; {speed}", None))
     return rows
 
 

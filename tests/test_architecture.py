@@ -211,8 +211,8 @@ def test_every_cli_command_module_is_a_thin_typer_app() -> None:
 
 
 def test_no_test_module_imports_another_test_module() -> None:
-    """Fixtures live in conftest.py (never imported), shared configs and makers in helpers.py and browser.py."""
-    shared = {"tests.helpers", "tests.browser"}
+    """Fixtures live in conftest.py (never imported), shared configs and makers in helpers.py, browser.py, deploy.py."""
+    shared = {"tests.helpers", "tests.browser", "tests.deploy"}
     offenders = sorted(
         f"{path.relative_to(ROOT)} imports {name}"
         for path in sorted((ROOT / "tests").rglob("test_*.py"))

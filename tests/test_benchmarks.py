@@ -59,3 +59,12 @@ def test_benchmark_runs_tiny_and_prints_json(name: str, tmp_path: Path) -> None:
         assert [row["k"] for row in trials["per_gpu"]] == [1, 2]
         assert all(row["trials"] == row["k"] and row["trials_per_hour"] > 0 for row in trials["per_gpu"])
         assert set(trials["loader"]) == {"cpu", "device"}
+    if name == "coordination":
+        # The scale test: 16 worker processes through a real PgBouncer of 4 server connections.
+        scale = printed["scale"]
+        assert "skipped" not in scale, scale
+        at16 = scale["counts"]["16"]
+        assert at16["finished"] == at16["n_trials"] and at16["all_exited_0"], at16
+        assert (at16["lost"], at16["duplicated"], at16["connection_errors"]) == (0, 0, 0)
+        assert 1 <= at16["peak_server_connections"] <= scale["pool_size"] == 4
+        assert at16["round_trips_per_trial"] > 0 and at16["server_cpu_ms_per_trial"] > 0

@@ -8,7 +8,6 @@ where the compose plugin is installed.
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import shlex
@@ -17,17 +16,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer.main
+import typer
 import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from edgesearch.cli import app
+from tests.deploy import (
+    COMPOSE,
+    DOCKER,
+    DOCKERFILE,
+    REPO,
+    URL_PASSWORD,
+    USAGE_ERRORS,
+    dockerfile_instructions,
+    parse_command_line,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-DOCKER = REPO / "docker"
-COMPOSE = DOCKER / "compose.yaml"
-DOCKERFILE = DOCKER / "Dockerfile"
 ENV_EXAMPLE = DOCKER / ".env.example"
 DOCKERIGNORE = REPO / ".dockerignore"
 
@@ -40,7 +44,6 @@ _VARIABLE = re.compile(
     r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
 )
 _REFERENCE_WITHOUT_DEFAULT = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?\?[^}]*)?\}")
-_URL_PASSWORD = re.compile(r"://[^/:@\s]*:(?P<password>[^@\s]+)@")
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -120,70 +123,9 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def _usage_errors() -> tuple[type[Exception], ...]:
-    """The parser's "bad command line" exception: Click's UsageError, vendored by Typer >= 0.26."""
-    found: list[type[Exception]] = []
-    for module in ("typer._click.exceptions", "click.exceptions"):
-        try:
-            found.append(importlib.import_module(module).UsageError)
-        except ImportError:
-            continue
-    return tuple(found)
-
-
-USAGE_ERRORS = _usage_errors()
-
-
-def parse_command_line(argv: Sequence[str]) -> Any:
-    """Parse ``edgesearch ARGV...`` with the CLI's own parser and return the leaf command's context.
-
-    Nothing is run: subcommands are resolved with ``get_command`` and each level only builds its
-    context (``make_context``), which raises the parser's UsageError for an unknown command or
-    option, a missing argument or a bad value.
-    """
-    # Click's classes; newer Typer vendors Click, so they are not ``click.Group``/``click.Command``.
-    command: Any = typer.main.get_command(app)
-    parent: Any = None
-    name = "edgesearch"
-    args = list(argv)
-    while hasattr(command, "get_command"):  # a group: its own options, then a subcommand name
-        ctx = command.make_context(name, args, parent=parent, resilient_parsing=False)
-        rest = list(ctx.args)
-        consumed = len(args) - len(rest)
-        if consumed == 0 or args[consumed - 1].startswith("-"):
-            ctx.fail(f"missing command after {name!r}")
-        # Group parsing stops at the first positional argument: the subcommand's name.
-        name = args[consumed - 1]
-        subcommand = command.get_command(ctx, name)
-        if subcommand is None:
-            ctx.fail(f"no such command {name!r}")
-        command, parent, args = subcommand, ctx, rest
-    return command.make_context(name, args, parent=parent, resilient_parsing=False)
-
-
 def command_argv(command: str | list[str]) -> list[str]:
     """A compose ``command:`` as an argument list (the string form is split like a shell would)."""
     return shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
-
-
-def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
-    instructions: list[tuple[str, str]] = []
-    pending = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not pending and (not line or line.startswith("#")):
-            continue
-        if pending and line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        full = (pending + line).strip()
-        pending = ""
-        keyword, _, arguments = full.partition(" ")
-        instructions.append((keyword.upper(), arguments.strip()))
-    return instructions
 
 
 def copy_sources(arguments: str) -> tuple[list[str], str]:
@@ -443,7 +385,7 @@ def test_compose_writes_no_password_literal(compose_raw: dict[str, Any]) -> None
         for key, value in _environment(service).items():
             if "PASSWORD" in key.upper():
                 assert _REFERENCE_WITHOUT_DEFAULT.fullmatch(value), f"{name}: {key} must be ${{VAR}}, got {value!r}"
-            for match in _URL_PASSWORD.finditer(value):
+            for match in URL_PASSWORD.finditer(value):
                 password = match["password"]
                 assert _REFERENCE_WITHOUT_DEFAULT.fullmatch(password), f"{name}: {key} has a password in its URL"
 

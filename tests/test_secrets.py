@@ -15,11 +15,10 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import urllib.request
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -29,6 +28,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from tests.deploy import dashboard, free_port
 from tests.helpers import TINY_TRAINER, merge, write_folder
 
 pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
@@ -47,7 +47,6 @@ OPTUNA_TABLES = (
     "trial_values",
     "trial_intermediate_values",
 )
-_OPEN_LINE = re.compile(r"open http://(\[[^\]]+\]|[^\s:/]+):(\d+)/dashboard")
 
 
 # --- searching for the password -------------------------------------------------------------------
@@ -131,52 +130,6 @@ def _exit_code(output: str) -> int:
     return int(match.group(1))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-@contextmanager
-def _dashboard(args: Sequence[str], *, cwd: Path, output: list[str]) -> Iterator[tuple[str, int]]:
-    """Start ``edgesearch dashboard ARGS``; yields the (host, port) of its "open http://..." line.
-
-    Every line it prints is appended to ``output``; the process is terminated on exit.
-    """
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edgesearch", "dashboard", *args],
-        cwd=cwd,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    ready = threading.Event()
-    found: list[tuple[str, int]] = []
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            output.append(line)
-            match = _OPEN_LINE.search(line)
-            if match and not found:
-                found.append((match.group(1).strip("[]"), int(match.group(2))))
-                ready.set()
-        ready.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        ready.wait(timeout=120)
-        assert found, "".join(output)
-        yield found[0]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        reader.join(timeout=10)
-
-
 def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=30) as response:
         body: bytes = response.read()
@@ -222,8 +175,8 @@ def test_a_database_password_appears_in_no_output_file_or_database_row(tmp_path:
     run("predict", ["predict", "--study", name, *map(str, images), "--out", str(tmp_path / "masks"), *storage])
 
     dashboard_lines: list[str] = []
-    dashboard_args = [*storage, "--artifacts", str(artifacts), "--port", str(_free_port())]
-    with _dashboard(dashboard_args, cwd=tmp_path, output=dashboard_lines) as (host, port):
+    dashboard_args = [*storage, "--artifacts", str(artifacts), "--port", str(free_port())]
+    with dashboard(dashboard_args, cwd=tmp_path, output=dashboard_lines) as (host, port):
         for path in ("/api/studies", "/dashboard", "/api/meta"):
             outputs[f"GET {path}"] = _get(f"http://{host}:{port}{path}")
         study_id = json.loads(outputs["GET /api/studies"])["study_summaries"][0]["study_id"]
@@ -419,12 +372,12 @@ def _connects(host: str, port: int) -> bool:
 
 
 def test_the_dashboard_binds_loopback_by_default(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     output: list[str] = []
     url = f"sqlite:///{tmp_path}/d.db"
     optuna.storages.RDBStorage(url)  # the dashboard opens an existing database only
     args = ["--storage", url, "--artifacts", str(tmp_path / "a"), "--port", str(port)]
-    with _dashboard(args, cwd=tmp_path, output=output) as (host, shown_port):
+    with dashboard(args, cwd=tmp_path, output=output) as (host, shown_port):
         assert (host, shown_port) == ("127.0.0.1", port), output
         assert _connects("127.0.0.1", port)
         listening = _listening_addresses(port)

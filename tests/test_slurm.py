@@ -20,6 +20,7 @@ import pytest
 from optuna.trial import TrialState
 
 from edgesearch.searcher.config import StudyConfig
+from edgesearch.searcher.objective import epochs_done
 from edgesearch.searcher.study import create_study
 from tests.browser import wait_for
 from tests.helpers import TINY_TRAINER, merge, tiny_study
@@ -119,7 +120,7 @@ def _running_trial(folder: Path, job: str, task: int, url: str, name: str) -> tu
         return None
     number = int(found[-1])
     trial = next((t for t in _trials(url, name) if t.number == number), None)
-    if trial is None or trial.state != TrialState.RUNNING or len(trial.user_attrs.get("history", [])) < 1:
+    if trial is None or trial.state != TrialState.RUNNING or epochs_done(trial) < 1:
         return None
     run_dir = trial.user_attrs.get("run_dir")
     return (number,) if run_dir and (Path(run_dir) / "last.pt").is_file() else None

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from edgesearch import __version__
-from edgesearch.cli import dashboard, predict, study, train, worker
+from edgesearch.cli import dashboard, pooler, predict, study, train, worker
 from edgesearch.cli.console import out, settings
 
 __all__ = ["app", "main"]
@@ -45,6 +45,7 @@ app.add_typer(train.app)
 app.add_typer(study.app, name="study")
 app.add_typer(worker.app)
 app.add_typer(dashboard.app)
+app.add_typer(pooler.app)
 app.add_typer(predict.app)
 
 

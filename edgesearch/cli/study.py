@@ -267,6 +267,7 @@ def show_command(name: Annotated[str, typer.Argument(help="Study name.")], stora
         from rich.table import Table
 
         from edgesearch.cli.study_progress import format_counts
+        from edgesearch.searcher.objective import epochs_done
         from edgesearch.searcher.storage import resolve_storage_url
         from edgesearch.searcher.study import front_trials, load_study, trial_counts
 
@@ -282,7 +283,7 @@ def show_command(name: Annotated[str, typer.Argument(help="Study name.")], stora
     for t in sorted(trials, key=lambda t: (t.values is None, [-v for v in t.values or []], t.number)):
         values = [f"{v:.4f}" for v in t.values] if t.values is not None else ["-"] * len(config.objectives)
         mark = ["yes" if t.number in front else ""] if config.multi_objective else []
-        epochs = str(max(len(t.intermediate_values), len(t.user_attrs.get("history") or [])))
+        epochs = str(epochs_done(t))
         cells = [format_value(t.params.get(p)) for p in params]
         table.add_row(str(t.number), t.state.name, *values, *mark, epochs, *cells)
     # A pipe or log gets the whole table instead of columns squeezed to 80 characters.

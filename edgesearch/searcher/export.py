@@ -27,6 +27,8 @@ def _value_columns(config: StudyConfig) -> list[str]:
 
 def trial_records(study: optuna.Study, config: StudyConfig, *, full: bool = False) -> list[dict[str, Any]]:
     """One flat dict per trial, in trial order; ``full`` adds history, intermediate values and config."""
+    from edgesearch.searcher.objective import epochs_done
+
     records = []
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         duration = t.duration.total_seconds() if t.duration is not None else None
@@ -35,8 +37,7 @@ def trial_records(study: optuna.Study, config: StudyConfig, *, full: bool = Fals
             "number": t.number,
             "state": t.state.name,
             **dict(zip(_value_columns(config), values, strict=False)),
-            # A study of two objectives reports no intermediate values; its history counts the epochs.
-            "epochs": max(len(t.intermediate_values), len(t.user_attrs.get("history") or [])),
+            "epochs": epochs_done(t),
             "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
             "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
             "duration_s": round(duration, 3) if duration is not None else None,

@@ -30,16 +30,21 @@ if TYPE_CHECKING:
     from edgesearch.searcher.optuna_internals import ArtifactStore
     from edgesearch.trainer.loop import TrainResult
 
-__all__ = ["PruningCallback", "TrialInterrupted", "TrialOutcome", "run_trial"]
+__all__ = ["EPOCHS_DONE_ATTR", "PruningCallback", "TrialInterrupted", "TrialOutcome", "epochs_done", "run_trial"]
 
 _log = logging.getLogger(__name__)
 
 
 class PruningCallback(Callback):
-    """Reports ``metric`` each epoch, stores the history, and prunes when the pruner says so.
+    """Reports ``metric`` each epoch, keeps the history, and prunes when the pruner says so.
 
     ``prune=False`` (a study of two objectives, whose trials Optuna can neither report nor prune)
-    only stores the history.
+    only keeps the history, and stores the count of epochs done each epoch instead, for whoever
+    watches the study (a single-objective trial's reported values say as much).
+
+    The history is stored once, by :meth:`store_history` when the trial ends, not per epoch: a
+    JSON that grows each epoch, rewritten each epoch, was the largest storage cost of a trial, and
+    nothing needs it earlier (a retry resumes its curve from ``last.pt``).
     """
 
     def __init__(
@@ -54,12 +59,28 @@ class PruningCallback(Callback):
         epoch = record["epoch"]
         kept = summary(record)
         value = float(kept[self.metric])
-        if self.prune:
-            self.trial.report(value, step=epoch)
         self.history.append(kept)
-        self.trial.set_user_attr("history", self.history)
-        if self.prune and self.trial.should_prune():
+        if not self.prune:
+            self.trial.set_user_attr(EPOCHS_DONE_ATTR, int(epoch))
+            return
+        self.trial.report(value, step=epoch)
+        if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch}: {self.metric} {value:.4f}")
+
+    def store_history(self) -> None:
+        """Store the epochs' records as the trial's ``history`` user attribute (once, at its end)."""
+        if self.history:
+            self.trial.set_user_attr("history", self.history)
+
+
+EPOCHS_DONE_ATTR = "epochs_done"
+"""User attribute: epochs done so far by a trial that reports no values (two objectives, a confirmation)."""
+
+
+def epochs_done(trial: optuna.trial.FrozenTrial) -> int:
+    """Epochs a trial has done, live or finished: its reported steps, or its stored count or history."""
+    history = trial.user_attrs.get("history") or []
+    return max(len(trial.intermediate_values), int(trial.user_attrs.get(EPOCHS_DONE_ATTR, 0)), len(history))
 
 
 class TrialInterrupted(Exception):
@@ -133,11 +154,14 @@ def run_trial(
     if resume_from is not None:
         from edgesearch.trainer.checkpoint import load_checkpoint
 
-        resumed = int(load_checkpoint(resume_from)["epoch"])
-        # last.pt is written on a cadence, so the failed trial may have reported epochs after it:
-        # those are trained again, and reported once.
-        history = [row for row in trial.user_attrs.get("history", []) if int(row["epoch"]) <= resumed]
+        state = load_checkpoint(resume_from)
+        resumed = int(state["epoch"])
+        # last.pt holds the curve up to its epoch. It is written on a cadence, so the failed trial
+        # may have trained epochs after it: those are trained again, and reported once.
+        history = [summary(row) for row in state["history"] if int(row["epoch"]) <= resumed]
         trial.set_user_attr("resumed_from_epoch", resumed)
+    elif trial.user_attrs.get("history"):
+        trial.set_user_attr("history", [])  # a retry starting over: the failed trial's curve is not its own
     trial.set_user_attr("config", train_config.model_dump(mode="json"))
     trial.set_user_attr("run_dir", str(run_dir.resolve()))
 
@@ -151,6 +175,7 @@ def run_trial(
         outcome = TrialOutcome(trial.number, TrialState.PRUNED, None, len(pruning.history), str(exc))
     except TrialInterrupted as exc:
         # Nothing to publish: the retry continues in the same run directory.
+        pruning.store_history()
         return TrialOutcome(
             trial.number, TrialState.FAIL, None, len(pruning.history), str(exc), interrupted=True, label=kind_label
         )
@@ -180,6 +205,7 @@ def run_trial(
         else:
             value = max(float(summary(row)[config.objectives[0]]) for row in result.history)
             outcome = TrialOutcome(trial.number, TrialState.COMPLETE, value, len(result.history))
+    pruning.store_history()
     if artifact_store is not None:
         _publish(trial, run_dir, artifact_store)
     return replace(outcome, label=kind_label)

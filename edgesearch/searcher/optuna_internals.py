@@ -20,21 +20,26 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import optuna
 from optuna.artifacts._protocol import ArtifactStore
 from optuna.storages._rdb import models
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import exc, func, select, update
 
 if TYPE_CHECKING:
     from sqlalchemy.sql import Select
 
 __all__ = [
+    "FAST_WRITES",
     "PRIVATE_STORAGE_CALLS",
     "ArtifactStore",
+    "complete_ids_query",
+    "complete_trials",
     "count_trials",
     "hand_back",
+    "has_stale_trials",
     "heartbeat",
     "is_retry",
     "live_trials",
     "rdb_storage",
+    "read_trials",
     "release_slot",
     "rename_study",
     "state_counts_query",
@@ -62,13 +67,63 @@ def rdb_storage(study: optuna.Study) -> optuna.storages.RDBStorage | None:
 
 
 def stored_state(study: optuna.Study, trial: optuna.Trial) -> TrialState:
-    """The trial's state as the storage holds it now (another worker may have changed it)."""
-    return study._storage.get_trial(trial._trial_id).state
+    """The trial's state as the storage holds it now (another worker may have changed it).
+
+    One statement where the storage is a database: ``get_trial`` would read the whole trial (its
+    parameters, values and attributes: six statements) for its state.
+    """
+    storage = rdb_storage(study)
+    if storage is None:
+        return study._storage.get_trial(trial._trial_id).state
+    table = models.TrialModel.__table__
+    query = select(table.c.state).where(table.c.trial_id == trial._trial_id)
+
+    def read() -> TrialState:
+        with storage.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            state = connection.execute(query).scalar_one_or_none()
+        if state is None:
+            raise KeyError(f"no trial with id {trial._trial_id}")  # as Optuna says it: the study was deleted
+        return TrialState[state] if isinstance(state, str) else TrialState(state)
+
+    retrying = getattr(storage, "_retrying", None)
+    return retrying("stored_state", read) if retrying is not None else read()
 
 
 def is_retry(trial: optuna.Trial) -> bool:
     """Whether the trial is the heartbeat's retry of a failed trial (it then carries its run_dir)."""
     return trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial") is not None
+
+
+def complete_ids_query(study_id: int) -> Select[Any]:
+    """``SELECT trial_id ... WHERE state = 'COMPLETE'`` over one study's trials."""
+    table = models.TrialModel.__table__
+    return select(table.c.trial_id).where(table.c.study_id == study_id, table.c.state == TrialState.COMPLETE.name)
+
+
+def read_trials(storage: optuna.storages.RDBStorage, study_id: int, trial_ids: set[int]) -> dict[int, FrozenTrial]:
+    """The trials ``trial_ids`` of a study by id, whole, in one read (RDBStorage's private loader)."""
+    if not trial_ids:
+        return {}
+    wanted = storage._get_trials(study_id, None, trial_ids, max(trial_ids))
+    return {t._trial_id: t for t in wanted if t._trial_id in trial_ids}
+
+
+@runtime_checkable
+class _ReadsCompleteTrials(Protocol):
+    def complete_trials(self, study_id: int) -> list[FrozenTrial]: ...
+
+
+def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's COMPLETE trials in number order, for a pruner: read incrementally where the storage can.
+
+    ``study.get_trials`` goes through Optuna's trial cache, which re-reads every unfinished trial
+    of the study, whole, at each call; a pruner asking once per epoch in each of N workers then
+    reads N running trials N times an epoch. ReconnectingRDBStorage reads each complete trial once.
+    """
+    storage = rdb_storage(study)
+    if isinstance(storage, _ReadsCompleteTrials):
+        return storage.complete_trials(study._study_id)
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
 def state_counts_query(study_id: int) -> Select[Any]:
@@ -142,6 +197,14 @@ def hand_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)(study, frozen)
 
 
+def has_stale_trials(study: optuna.Study) -> bool:
+    """Whether a RUNNING trial of the study has missed its heartbeats past the grace period (one statement)."""
+    storage = rdb_storage(study)
+    if storage is None or storage.heartbeat_interval is None:
+        return False
+    return bool(storage._get_stale_trial_ids(study._study_id))
+
+
 def live_trials(study: optuna.Study) -> list[int]:
     """Numbers of the study's RUNNING trials whose worker is alive: heartbeats within the grace period.
 
@@ -186,3 +249,82 @@ def rename_study(study: optuna.Study, name: str) -> bool:
     except exc.IntegrityError:
         return False
     return True
+
+
+# --- One-statement writes of the per-trial calls (PostgreSQL) ----------------------------------
+#
+# Optuna writes a parameter, an intermediate value or a user attribute in a transaction of four or
+# five round trips (BEGIN, read the trial, read the row, write it, COMMIT), several times per epoch
+# of every trial. On PostgreSQL each is one INSERT ... SELECT ... WHERE the trial is RUNNING ...
+# ON CONFLICT, in autocommit. When it writes no row (the trial is finished or gone, or the parameter
+# is already set), Optuna's own method runs instead and raises or skips exactly as it would have.
+
+
+def _write_if_running(
+    storage: optuna.storages.RDBStorage, model: Any, values: dict[str, Any], *, unique: tuple[str, str], update: bool
+) -> bool:
+    """INSERT ``values`` into ``model``'s table if the trial is RUNNING (``unique``: the table's unique
+    pair, whose clash updates the row or, without ``update``, writes nothing); True when a row was written."""
+    from sqlalchemy import literal
+    from sqlalchemy.dialects.postgresql import insert
+
+    table = model.__table__
+    trials = models.TrialModel.__table__
+    columns = list(values)
+    source = select(*(literal(values[c], type_=table.c[c].type) for c in columns)).where(
+        trials.c.trial_id == values["trial_id"], trials.c.state == TrialState.RUNNING
+    )
+    statement = insert(table).from_select(columns, source)
+    if update:
+        kept = {c: statement.excluded[c] for c in columns if c not in unique}
+        statement = statement.on_conflict_do_update(index_elements=list(unique), set_=kept)
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=list(unique))
+    # RETURNING says whether a row was written (SQLAlchemy reports no rowcount for an INSERT).
+    with storage.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        return connection.execute(statement.returning(table.c.trial_id)).first() is not None
+
+
+def _fast_set_trial_param(
+    storage: optuna.storages.RDBStorage,
+    trial_id: int,
+    param_name: str,
+    param_value_internal: float,
+    distribution: optuna.distributions.BaseDistribution,
+    previous_distribution: optuna.distributions.BaseDistribution | None,
+) -> bool:
+    if previous_distribution is None:
+        return False  # the first of its name in this process: Optuna reads the study's to compare
+    optuna.distributions.check_distribution_compatibility(previous_distribution, distribution)
+    values = {
+        "trial_id": trial_id,
+        "param_name": param_name,
+        "param_value": param_value_internal,
+        "distribution_json": optuna.distributions.distribution_to_json(distribution),
+    }
+    return _write_if_running(storage, models.TrialParamModel, values, unique=("trial_id", "param_name"), update=False)
+
+
+def _fast_set_trial_intermediate_value(
+    storage: optuna.storages.RDBStorage, trial_id: int, step: int, intermediate_value: float
+) -> bool:
+    stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(intermediate_value)
+    values = {"trial_id": trial_id, "step": step, "intermediate_value": stored, "intermediate_value_type": kind}
+    return _write_if_running(
+        storage, models.TrialIntermediateValueModel, values, unique=("trial_id", "step"), update=True
+    )
+
+
+def _fast_set_trial_user_attr(storage: optuna.storages.RDBStorage, trial_id: int, key: str, value: Any) -> bool:
+    import json
+
+    values = {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+    return _write_if_running(storage, models.TrialUserAttributeModel, values, unique=("trial_id", "key"), update=True)
+
+
+FAST_WRITES: dict[str, Any] = {
+    "_set_trial_param": _fast_set_trial_param,
+    "set_trial_intermediate_value": _fast_set_trial_intermediate_value,
+    "set_trial_user_attr": _fast_set_trial_user_attr,
+}
+"""RDBStorage methods with a one-statement version for PostgreSQL: name -> f(storage, *args) -> written."""

@@ -28,8 +28,9 @@ import statistics
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
+from edgesearch.searcher.optuna_internals import complete_trials
 from edgesearch.trainer.config import OptimConfig
 from edgesearch.trainer.schedule import unstable_epochs
 
@@ -90,6 +91,7 @@ class StageAwareMedianPruner(optuna.pruners.BasePruner):
         self.n_warmup_steps = n_warmup_steps
         self.interval_steps = interval_steps
         self.n_min_trials = n_min_trials
+        self._windows: dict[int, int] = {}
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
@@ -98,7 +100,7 @@ class StageAwareMedianPruner(optuna.pruners.BasePruner):
             return False
         if (step - max(window + 1, self.n_warmup_steps)) % self.interval_steps:
             return False
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        complete = complete_trials(study)
         if not complete or len(complete) < self.n_startup_trials:
             return False
         stable = [v for s, v in trial.intermediate_values.items() if s > window and not math.isnan(v)]
@@ -107,11 +109,18 @@ class StageAwareMedianPruner(optuna.pruners.BasePruner):
         peers = [
             t.intermediate_values[step]
             for t in complete
-            if step in t.intermediate_values and trial_window(t) < step and not math.isnan(t.intermediate_values[step])
+            if step in t.intermediate_values and self._window(t) < step and not math.isnan(t.intermediate_values[step])
         ]
         if len(peers) < self.n_min_trials:
             return False
         return max(stable) < statistics.median(peers)
+
+    def _window(self, trial: FrozenTrial) -> int:
+        """:func:`trial_window` of a complete trial, worked out once (it reads and validates its config)."""
+        window = self._windows.get(trial.number)
+        if window is None:
+            window = self._windows[trial.number] = trial_window(trial)
+        return window
 
 
 class StageAwareSuccessiveHalvingPruner(_StageAware, optuna.pruners.SuccessiveHalvingPruner):

@@ -7,8 +7,8 @@ it with settings that make it safe to share:
 
 * SQLite: a 60 s busy timeout and WAL journal mode, so several local worker processes wait for each
   other instead of crashing with "database is locked".
-* PostgreSQL (psycopg 3): ``pool_pre_ping`` (a worker that trained for an hour finds its pooled
-  connection dead), a small pool and a 10 s connect timeout.
+* PostgreSQL (psycopg 3): a small pool, a 10 s connect timeout, and no server-side prepared statements,
+  so the same URL works through a transaction-pooling PgBouncer (``edgesearch pooler``).
 * Outages: every database call is retried with backoff while the server is unreachable (for up to
   5 minutes, :mod:`edgesearch.searcher.reconnect`), so a PostgreSQL restart does not kill workers.
 * Heartbeat: a killed worker's trial becomes FAIL after the grace period and is re-queued by
@@ -310,9 +310,10 @@ def open_storage(
     engine_kwargs = _engine_kwargs(parsed)
     if parsed.drivername in _SQLITE_DRIVERS and not read_only:
         _enable_wal(parsed, url)
-    if read_only and parsed.drivername not in _SQLITE_DRIVERS:
+    if not create and parsed.drivername not in _SQLITE_DRIVERS and url not in _HAS_TABLES:
         try:
-            _check_optuna_tables(url, engine_kwargs)
+            _check_optuna_tables(url, engine_kwargs, read_only=read_only)
+            _HAS_TABLES.add(url)  # a worker opens its storage twice (load_study): one look is enough
         except sqlalchemy.exc.SQLAlchemyError as exc:
             raise _storage_error(parsed, url, exc) from None
 
@@ -333,11 +334,18 @@ def open_storage(
                     # RDBStorage treats its URL as a str.format template: keep a "{" in a password or path literal.
                     url.replace("{", "{{").replace("}", "}}"),
                     engine_kwargs=engine_kwargs,
-                    skip_table_creation=read_only,
+                    # A server database to use has its tables (checked above): no DDL round trips per worker.
+                    skip_table_creation=read_only or (not create and parsed.drivername not in _SQLITE_DRIVERS),
                     heartbeat_interval=heartbeat_interval,
                     grace_period=grace_period if heartbeat_interval is not None else None,
                     heartbeat_stale_trial_callback=callback,
+                    # Optuna's own check holds one connection in a transaction while it opens a second:
+                    # workers starting together behind a small pooler would hold every server connection
+                    # and each wait for one more. The same check, one connection at a time:
+                    skip_compatibility_check=True,
                 )
+                if storage.get_current_version() != _head_version(storage):
+                    raise RuntimeError("table schema")
                 return storage
         except sqlalchemy.exc.SQLAlchemyError as exc:
             # Several workers opening a brand-new database at once race to create the same tables; the
@@ -354,6 +362,17 @@ def open_storage(
                 ) from None
             raise
     raise AssertionError("unreachable")  # pragma: no cover  (the loop returns or raises)
+
+
+_HEAD_VERSION: list[str] = []
+_HAS_TABLES: set[str] = set()
+
+
+def _head_version(storage: RDBStorage) -> str:
+    """The schema revision this Optuna writes: read once per process (alembic loads every migration script)."""
+    if not _HEAD_VERSION:
+        _HEAD_VERSION.append(storage.get_head_version())
+    return _HEAD_VERSION[0]
 
 
 def _parse(url: str) -> URL:
@@ -412,7 +431,7 @@ def _check_optuna_sqlite(url: str, path: Path) -> None:
         raise _not_optuna(url, f"no {', '.join(sorted(_OPTUNA_TABLES - tables))} table")
 
 
-def _check_optuna_tables(url: str, engine_kwargs: dict[str, Any]) -> None:
+def _check_optuna_tables(url: str, engine_kwargs: dict[str, Any], *, read_only: bool = True) -> None:
     """UserError unless the server database at ``url`` has Optuna's tables; only reads its catalogue."""
     from sqlalchemy import create_engine, inspect
 
@@ -421,6 +440,8 @@ def _check_optuna_tables(url: str, engine_kwargs: dict[str, Any]) -> None:
         tables = set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
+    if not tables and not read_only:
+        raise UserError(f"storage {redact(url)}: holds no study yet; create one first (edgesearch study create FILE)")
     if not tables >= _OPTUNA_TABLES:
         raise _not_optuna(url, f"no {', '.join(sorted(_OPTUNA_TABLES - tables))} table")
 
@@ -448,8 +469,12 @@ def _engine_kwargs(parsed: URL) -> dict[str, Any]:
         connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
     if "application_name" not in parsed.query:
         connect_args["application_name"] = "edgesearch"
+    # psycopg prepares a statement on the server after its 5th use. A transaction-pooling PgBouncer
+    # (edgesearch pooler) may run the next use on another server connection that never saw it.
+    connect_args["prepare_threshold"] = None
     return {
-        "pool_pre_ping": True,  # a connection idle through a long epoch may have been dropped
+        # No pool_pre_ping (a round trip per call): a call that finds its pooled connection dead is
+        # retried on a new one (reconnect.py).
         "pool_size": 2,  # the trial loop + Optuna's heartbeat thread
         "max_overflow": 8,  # short bursts (dashboard threads) without holding connections open
         "pool_recycle": 1800,  # outlive idle-connection reapers in proxies and poolers

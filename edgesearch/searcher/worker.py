@@ -42,6 +42,7 @@ from edgesearch.searcher.objective import TrialInterrupted, TrialOutcome, run_tr
 from edgesearch.searcher.optuna_internals import (
     count_trials,
     hand_back,
+    has_stale_trials,
     heartbeat,
     rdb_storage,
     release_slot,
@@ -235,16 +236,20 @@ def _admit(
     jobs_left: int,
 ) -> optuna.Trial | None:
     """A new trial of the study, or None after waiting (``summary.stopped_because`` set when it is full)."""
-    with _admission(study) as locked:  # count-then-ask as one step, so two workers never take one slot
-        _fail_stale(study)
-        counts = count_trials(study)
-        finished = sum(counts[state] for state in FINISHED)
-        trial = None
-        if _taken(counts) < config.n_trials:
-            with warnings.catch_warnings():
-                # Our own heartbeat runs (optuna_internals.heartbeat); Optuna warns about ask() with one.
-                warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                trial = study.ask()
+    # First without the lock: a worker waiting for the last trials to end (or fail) finds the study
+    # full again and again, and hundreds of them polling the lock would load the database for nothing.
+    counts = count_trials(study)
+    trial, locked = None, False
+    if _taken(counts) < config.n_trials or has_stale_trials(study):
+        with _admission(study) as locked:  # count-then-ask as one step, so two workers never take one slot
+            _fail_stale(study)
+            counts = count_trials(study)
+            if _taken(counts) < config.n_trials:
+                with warnings.catch_warnings():
+                    # Our own heartbeat runs (optuna_internals.heartbeat); Optuna warns about ask() with one.
+                    warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                    trial = study.ask()
+    finished = sum(counts[state] for state in FINISHED)
     if finished >= config.n_trials:
         if jobs_left:  # confirmation jobs run elsewhere: stay in case one fails and is retried
             stop.wait(poll_seconds)
@@ -302,6 +307,7 @@ def run_worker(
     rng = random.Random(worker_index)
     crashes: list[str] = []
     trial_callbacks = [*callbacks, StopOnRequest(stop)]
+    idle = 0
     try:
         while True:
             if stop.is_set():
@@ -320,11 +326,16 @@ def run_worker(
                 break
             trial, jobs_left = _take_job(load_companion(study))
             if trial is None:
-                trial = _admit(study, config, summary, rng, stop, poll_seconds, jobs_left)
+                # Waiting for the last trials, look less often the longer nothing changes (up to 4x):
+                # hundreds of waiting workers would otherwise poll the database for nothing.
+                wait = poll_seconds * min(2**idle, 4)
+                trial = _admit(study, config, summary, rng, stop, wait, jobs_left)
                 if trial is None:
                     if summary.stopped_because:
                         break
+                    idle += 1
                     continue
+            idle = 0
             try:
                 if on_trial_start is not None:
                     on_trial_start(trial)

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from edgesearch.cli import app
 from edgesearch.searcher.config import StudyConfig
 from edgesearch.searcher.confirm import CONFIRM_ATTR, companion_name
+from edgesearch.searcher.objective import epochs_done
 from edgesearch.searcher.study import create_study
 from edgesearch.searcher.worker import run_worker
 from tests.browser import wait_for
@@ -119,7 +120,7 @@ def test_a_killed_workers_confirmation_is_retried_and_resumes_from_its_checkpoin
     victim = _worker(sqlite_url, "conf", runs)
     wait_for(
         lambda: any(
-            len(t.user_attrs.get("history", [])) >= 1 and (Path(t.user_attrs["run_dir"]) / "last.pt").is_file()
+            epochs_done(t) >= 1 and (Path(t.user_attrs["run_dir"]) / "last.pt").is_file()
             for t in _jobs(sqlite_url, "conf")
             if "run_dir" in t.user_attrs
         ),

@@ -74,3 +74,61 @@ def test_trials_are_counted_by_state_in_the_database(request: pytest.FixtureRequ
         {TrialState.COMPLETE: 2, TrialState.PRUNED: 1, TrialState.RUNNING: 1, TrialState.WAITING: 1}
     )
     assert storage.count_trials(other._study_id) == Counter({TrialState.RUNNING: 1})
+
+
+def test_the_postgres_admission_lock_excludes_other_holders_and_dies_with_its_process(postgres_url: str) -> None:
+    """Two storages (as two workers) never hold one key at once; a holder killed with SIGKILL frees it."""
+    import multiprocessing
+    import os
+    import signal
+    import threading
+    import time
+
+    first = open_storage(postgres_url)
+    second = open_storage(postgres_url)
+    assert isinstance(first, ReconnectingRDBStorage) and isinstance(second, ReconnectingRDBStorage)
+    order: list[str] = []
+    with first.exclusive("k") as locked:
+        assert locked
+
+        def take() -> None:
+            with second.exclusive("k"):
+                order.append("second")
+
+        waiter = threading.Thread(target=take)
+        waiter.start()
+        time.sleep(0.5)
+        order.append("first releases")
+    waiter.join(timeout=10)
+    assert order == ["first releases", "second"]
+    with first.exclusive("other"), second.exclusive("k"):  # other keys do not wait
+        pass
+
+    ctx = multiprocessing.get_context("spawn")
+    held = ctx.Event()
+    holder = ctx.Process(target=_hold_lock_forever, args=(postgres_url, "k", held))
+    holder.start()
+    try:
+        assert held.wait(60)
+        took: list[float] = []
+        grabber = threading.Thread(target=lambda: (second.exclusive("k").__enter__(), took.append(time.monotonic())))
+        grabber.start()
+        time.sleep(0.5)
+        assert not took  # the live holder keeps it
+        assert holder.pid is not None
+        os.kill(holder.pid, signal.SIGKILL)
+        grabber.join(timeout=30)
+        assert took  # the server released the dead holder's lock
+    finally:
+        holder.kill()
+        holder.join()
+
+
+def _hold_lock_forever(url: str, key: str, held: object) -> None:
+    import time
+
+    storage = open_storage(url)
+    assert isinstance(storage, ReconnectingRDBStorage)
+    with storage.exclusive(key):
+        held.set()  # type: ignore[attr-defined]
+        time.sleep(3600)

@@ -1,0 +1,151 @@
+"""What a trial writes to and reads from the storage per epoch: the per-epoch calls are the ones a
+study pays thousands of times, so each is kept to what pruning needs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from sqlalchemy import event
+
+from edgesearch.searcher.objective import EPOCHS_DONE_ATTR, PruningCallback, epochs_done
+from edgesearch.searcher.optuna_internals import complete_trials, rdb_storage, study_storage
+from edgesearch.searcher.storage import open_storage
+
+
+def _record(epoch: int, iou: float = 0.5) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "stage": 2,
+        "train_loss": 1.0,
+        "val_iou": iou,
+        "val_boundary_iou": 0.3,
+        "val_edge_corr": 0.2,
+    }
+
+
+@contextmanager
+def _statements(study: optuna.Study) -> Iterator[list[str]]:
+    """The SQL statements the study's storage sends while the block runs."""
+    storage = rdb_storage(study)
+    assert storage is not None
+    sent: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    event.listen(storage.engine, "before_cursor_execute", seen)
+    try:
+        yield sent
+    finally:
+        event.remove(storage.engine, "before_cursor_execute", seen)
+
+
+@pytest.fixture
+def study(sqlite_url: str) -> optuna.Study:
+    return optuna.create_study(study_name="s", storage=open_storage(sqlite_url), direction="maximize")
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_the_history_is_stored_once_when_the_trial_ends_and_reports_say_the_epochs_meanwhile(
+    study: optuna.Study,
+) -> None:
+    trial = study.ask()
+    pruning = PruningCallback(trial, metric="val_iou")
+    for epoch in (1, 2, 3):
+        pruning.on_epoch_end(_record(epoch))  # type: ignore[arg-type]
+    live = study.get_trials(deepcopy=False)[0]
+    assert "history" not in live.user_attrs
+    assert live.intermediate_values == {1: 0.5, 2: 0.5, 3: 0.5}
+    assert epochs_done(live) == 3
+    pruning.store_history()
+    stored = study.get_trials(deepcopy=False)[0].user_attrs["history"]
+    assert [row["epoch"] for row in stored] == [1, 2, 3]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_a_trial_that_reports_nothing_stores_its_epoch_count_each_epoch(study: optuna.Study) -> None:
+    trial = study.ask()
+    pruning = PruningCallback(trial, metric="val_iou", prune=False)
+    pruning.on_epoch_end(_record(1))  # type: ignore[arg-type]
+    pruning.on_epoch_end(_record(2))  # type: ignore[arg-type]
+    live = study.get_trials(deepcopy=False)[0]
+    assert live.intermediate_values == {}
+    assert live.user_attrs[EPOCHS_DONE_ATTR] == 2 and "history" not in live.user_attrs
+    assert epochs_done(live) == 2
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_complete_trials_are_read_once_each_and_agree_with_optuna(request: pytest.FixtureRequest, backend: str) -> None:
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
+    study = optuna.create_study(study_name="c", storage=open_storage(url), direction="maximize")
+    running = study.ask()
+    for value in (0.1, 0.2):
+        done = study.ask()
+        done.report(value, step=1)
+        study.tell(done, value)
+    study.tell(study.ask(), state=TrialState.PRUNED)
+
+    first = complete_trials(study)
+    assert [t.number for t in first] == [1, 2]
+    assert [t.intermediate_values for t in first] == [{1: 0.1}, {1: 0.2}]
+    with _statements(study) as sent:
+        again = complete_trials(study)
+    assert [t.number for t in again] == [1, 2]
+    assert len(sent) == 1  # the list of complete ids; no trial is read again
+
+    running.report(0.3, step=1)
+    study.tell(running, 0.3)
+    with _statements(study) as sent:
+        latest = complete_trials(study)
+    expected = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    assert [(t.number, t.intermediate_values, t.value) for t in latest] == [
+        (t.number, t.intermediate_values, t.value) for t in expected
+    ]
+    # Only the newly complete trial was read: the others are the very objects read before.
+    assert latest[1] is first[0] and latest[2] is first[1]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_per_trial_writes_store_what_optuna_stores_and_refuse_a_finished_trial(
+    request: pytest.FixtureRequest, backend: str
+) -> None:
+    """Parameters, intermediate values and user attributes (one statement each on PostgreSQL) read back
+    as written, updates replace, and a finished trial refuses them with Optuna's own error."""
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
+    study = optuna.create_study(study_name="w", storage=open_storage(url), direction="maximize")
+    study.ask().suggest_float("x", 0.0, 1.0)  # the first of its name: the study learns its distribution
+    trial = study.ask()
+    x = trial.suggest_float("x", 0.0, 1.0)
+    kind = trial.suggest_categorical("kind", ["bce", "focal"])
+    for step, value in [(1, 0.5), (2, float("nan")), (3, float("inf")), (4, float("-inf"))]:
+        trial.report(value, step=step)
+    storage = study_storage(study)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("w"), trial.number)
+    storage.set_trial_intermediate_value(trial_id, 1, 0.25)  # a step written again replaces its value
+    trial.set_user_attr("config", {"a": [1, 2]})
+    trial.set_user_attr("config", {"a": [3]})
+    with _statements(study) as sent:
+        trial.report(0.75, step=5)
+    if backend == "postgres":
+        assert len(sent) == 1  # the whole write, in autocommit
+    stored = study.get_trials(deepcopy=False)[1]
+    assert stored.params == {"x": x, "kind": kind}
+    values = stored.intermediate_values
+    assert values[1] == 0.25 and values[3] == float("inf") and values[4] == float("-inf") and values[5] == 0.75
+    assert values[2] != values[2]  # NaN
+    assert stored.user_attrs == {"config": {"a": [3]}}
+    study.tell(trial, 1.0)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_intermediate_value(trial_id, 9, 0.1)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_user_attr(trial_id, "late", 1)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_param(trial_id, "x", 0.5, optuna.distributions.FloatDistribution(0.0, 1.0))
+    assert study.get_trials(deepcopy=False)[1].user_attrs == {"config": {"a": [3]}}
