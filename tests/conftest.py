@@ -182,3 +182,20 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     result = CliRunner().invoke(app, [*args, "--artifacts", str(artifacts)])
     assert result.exit_code == 0, result.output
     return {"name": "dash-study", "url": url, "artifacts": artifacts, "root": root}
+
+
+@pytest.fixture
+def pooled_postgres_url(postgres_url: str, tmp_path: Path) -> Iterator[str]:
+    """A brand-new database reached through a real ``edgesearch pooler`` (PgBouncer, transaction pooling,
+    4 server connections); skips locally (fails under CI) without PgBouncer."""
+    from tests.helpers import running_pooler
+
+    if not any(Path(folder, "pgbouncer").is_file() for folder in [*os.environ["PATH"].split(":"), "/usr/sbin"]):
+        message = "PgBouncer is not installed (Debian: apt-get install pgbouncer)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PgBouncer is required under CI: {message}")
+        pytest.skip(message)
+    folder = tmp_path / "pooler"
+    folder.mkdir()
+    with running_pooler(postgres_url, folder, "--pool-size", "4") as pooler:
+        yield make_url(postgres_url).set(host="127.0.0.1", port=pooler.port).render_as_string(hide_password=False)

@@ -81,11 +81,18 @@ def _assert_resumed(retry: FrozenTrial, original: FrozenTrial, resumed_from: int
 # --------------------------------------------------------------------------- preemption
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
-def test_a_signalled_worker_hands_its_trial_back_and_exits_0(tmp_path: Path, sqlite_url: str, sig: int) -> None:
-    _create(sqlite_url, "pre")
-    proc = _worker(sqlite_url, "pre", tmp_path / "runs")
-    wait_for(lambda: _epochs_reported(sqlite_url, "pre", 0) >= 1, timeout=400, what="epoch 1 of trial 0")
+@pytest.mark.parametrize(
+    ("sig", "backend"),
+    [(signal.SIGTERM, "sqlite"), (signal.SIGINT, "sqlite"), (signal.SIGTERM, "pooled_postgres")],
+    ids=["sigterm", "ctrl-c", "sigterm-through-the-pooler"],
+)
+def test_a_signalled_worker_hands_its_trial_back_and_exits_0(
+    tmp_path: Path, sig: int, backend: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue(f"{backend}_url")
+    _create(url, "pre")
+    proc = _worker(url, "pre", tmp_path / "runs")
+    wait_for(lambda: _epochs_reported(url, "pre", 0) >= 1, timeout=400, what="epoch 1 of trial 0")
     sent = time.monotonic()
     proc.send_signal(sig)
     output, _ = proc.communicate(timeout=60)
@@ -93,13 +100,13 @@ def test_a_signalled_worker_hands_its_trial_back_and_exits_0(tmp_path: Path, sql
     assert time.monotonic() - sent < 30, "the worker must stop within one batch, not finish the trial"
     checkpointed = _last_checkpoint_epoch(_trial_dir(tmp_path / "runs", "pre", 0))
     assert "handed back for retry" in output
-    first, retry = _trials(sqlite_url, "pre")
+    first, retry = _trials(url, "pre")
     assert first.state == TrialState.FAIL and "interrupted" in first.user_attrs["fail_reason"]
     assert retry.state == TrialState.WAITING  # queued at once: no RUNNING trial without a heartbeat
     # The next worker resumes the handed-back trial from its last checkpoint.
-    summary = run_worker("pre", sqlite_url, runs_dir=tmp_path / "runs")
+    summary = run_worker("pre", url, runs_dir=tmp_path / "runs")
     assert summary.stopped_because == "study complete"
-    first, retry = _trials(sqlite_url, "pre")
+    first, retry = _trials(url, "pre")
     assert retry.state == TrialState.COMPLETE
     _assert_resumed(retry, first, resumed_from=checkpointed)
 
@@ -121,7 +128,7 @@ def test_a_parent_with_processes_passes_sigterm_on_and_exits_0(tmp_path: Path, s
 # --------------------------------------------------------------------------- kill -9
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "pooled_postgres"])
 def test_a_killed_workers_trial_is_retried_elsewhere_and_resumes_from_its_checkpoint(
     tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:

@@ -7,11 +7,9 @@ so a real PgBouncer, as ``nobody`` when the tests run as root) in front of the t
 from __future__ import annotations
 
 import configparser
-import contextlib
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -47,7 +45,7 @@ from edgesearch.searcher.pooler import (
     write_pooler_files,
 )
 from edgesearch.searcher.study import FINISHED, create_study
-from tests.helpers import tiny_study
+from tests.helpers import free_port, pgbouncer_pids, running_pooler, tiny_study
 
 PASSWORD = 'p@ss:w"rd %x'
 """A password with every character that a URL, a pgpass line or the userlist must escape."""
@@ -302,73 +300,6 @@ def test_bad_options_exit_2_naming_the_option_and_write_nothing(
 # --------------------------------------------------------------------------- the real command
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _pgbouncer_pids(folder: Path) -> list[int]:
-    """PgBouncer processes started with an ini file in ``folder``."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            with contextlib.suppress(OSError):
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-                if any(b"pgbouncer" in a for a in argv[:1]) and any(str(folder).encode() in a for a in argv):
-                    pids.append(int(proc.name))
-    return pids
-
-
-@dataclass
-class Pooler:
-    proc: subprocess.Popen[bytes]
-    port: int
-    folder: Path
-    stdout: Path
-    stderr: Path
-
-    def output(self) -> str:
-        return self.stdout.read_text() + self.stderr.read_text()
-
-    def stop(self) -> int:
-        """SIGTERM, as a service manager stops it; the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
-
-
-@contextlib.contextmanager
-def running_pooler(storage: str, tmp_path: Path, *args: str) -> Iterator[Pooler]:
-    """``edgesearch pooler`` on a free port, once it accepts connections; stopped (and checked gone) after."""
-    port = _free_port()
-    out, err = tmp_path / "pooler.out", tmp_path / "pooler.err"
-    command = [sys.executable, "-m", "edgesearch", "pooler", "--storage", storage, "--port", str(port), *args]
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        proc = subprocess.Popen(command, stdout=stdout, stderr=stderr)
-    deadline = time.monotonic() + 30
-    folder = None
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            found = re.search(r"^files in (/\S+?)(?: \(removed at exit\))?;", out.read_text(), flags=re.MULTILINE)
-            folder = Path(found[1]) if found else None
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                if folder is not None:
-                    break
-            time.sleep(0.05)
-        else:
-            proc.kill()
-            raise AssertionError(f"the pooler did not start:\n{out.read_text()}{err.read_text()}")
-        assert folder is not None
-        pooler = Pooler(proc, port, folder, out, err)
-        yield pooler
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-    assert not _pgbouncer_pids(folder), "PgBouncer outlived the pooler"
-
-
 @pytest.fixture
 def password_role(postgres_url: str) -> Iterator[tuple[str, str]]:
     """A login role with :data:`PASSWORD` on the test server (trust auth there, so the pooler's own check
@@ -405,7 +336,7 @@ def test_the_pooler_lets_in_the_right_password_only_and_never_shows_it(
         for name in ("pgbouncer.ini", "userlist.txt"):
             assert (pooler.folder / name).stat().st_mode & 0o777 == 0o600
         assert pooler.folder.stat().st_mode & 0o777 == 0o700
-        pids = _pgbouncer_pids(pooler.folder)
+        pids = pgbouncer_pids(pooler.folder)
         assert len(pids) == 1
         argv = Path(f"/proc/{pids[0]}/cmdline").read_bytes().decode()
         uid = next(
@@ -427,11 +358,11 @@ def test_the_pooler_lets_in_the_right_password_only_and_never_shows_it(
 @pytest.mark.slow
 def test_sigterm_stops_pgbouncer_and_the_pooler_exits_0(postgres_url: str, tmp_path: Path) -> None:
     with running_pooler(postgres_url, tmp_path) as pooler:
-        assert len(_pgbouncer_pids(pooler.folder)) == 1
+        assert len(pgbouncer_pids(pooler.folder)) == 1
         started = time.monotonic()
         assert pooler.stop() == 0, pooler.output()
         assert time.monotonic() - started < 10
-        assert not _pgbouncer_pids(pooler.folder)
+        assert not pgbouncer_pids(pooler.folder)
     assert "failed" not in pooler.output()
 
 
@@ -450,10 +381,10 @@ def test_a_pooler_that_asks_no_password_warns_when_it_listens_beyond_loopback(
 @pytest.mark.slow
 def test_a_server_that_cannot_be_used_is_one_line_at_start(postgres_url: str, tmp_path: Path) -> None:
     missing = make_url(postgres_url).set(database="no_such_database").render_as_string()
-    too_big = ["pooler", "--storage", postgres_url, "--pool-size", "1000", "--port", str(_free_port())]
+    too_big = ["pooler", "--storage", postgres_url, "--pool-size", "1000", "--port", str(free_port())]
     runner = CliRunner()
 
-    unknown = runner.invoke(app, ["pooler", "--storage", missing, "--port", str(_free_port())])
+    unknown = runner.invoke(app, ["pooler", "--storage", missing, "--port", str(free_port())])
     greedy = runner.invoke(app, too_big)
 
     assert unknown.exit_code == 2 and "cannot connect" in unknown.stderr, unknown.stderr
