@@ -46,6 +46,7 @@ __all__ = [
     "stored_state",
     "study_exists",
     "study_storage",
+    "trial_state_query",
 ]
 
 _log = logging.getLogger(__name__)
@@ -69,24 +70,24 @@ def rdb_storage(study: optuna.Study) -> optuna.storages.RDBStorage | None:
 def stored_state(study: optuna.Study, trial: optuna.Trial) -> TrialState:
     """The trial's state as the storage holds it now (another worker may have changed it).
 
-    One statement where the storage is a database: ``get_trial`` would read the whole trial (its
-    parameters, values and attributes: six statements) for its state.
+    One statement where the storage can (ReconnectingRDBStorage): ``get_trial`` would read the whole
+    trial (its parameters, values and attributes: six statements) for its state.
     """
     storage = rdb_storage(study)
-    if storage is None:
-        return study._storage.get_trial(trial._trial_id).state
+    if isinstance(storage, _ReadsTrialStates):
+        return storage.trial_state(trial._trial_id)
+    return study._storage.get_trial(trial._trial_id).state
+
+
+def trial_state_query(trial_id: int) -> Select[Any]:
+    """``SELECT state FROM trials WHERE trial_id = ...``"""
     table = models.TrialModel.__table__
-    query = select(table.c.state).where(table.c.trial_id == trial._trial_id)
+    return select(table.c.state).where(table.c.trial_id == trial_id)
 
-    def read() -> TrialState:
-        with storage.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            state = connection.execute(query).scalar_one_or_none()
-        if state is None:
-            raise KeyError(f"no trial with id {trial._trial_id}")  # as Optuna says it: the study was deleted
-        return TrialState[state] if isinstance(state, str) else TrialState(state)
 
-    retrying = getattr(storage, "_retrying", None)
-    return retrying("stored_state", read) if retrying is not None else read()
+@runtime_checkable
+class _ReadsTrialStates(Protocol):
+    def trial_state(self, trial_id: int) -> TrialState: ...
 
 
 def is_retry(trial: optuna.Trial) -> bool:

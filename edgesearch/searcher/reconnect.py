@@ -34,6 +34,7 @@ from edgesearch.searcher.optuna_internals import (
     complete_ids_query,
     read_trials,
     state_counts_query,
+    trial_state_query,
 )
 
 __all__ = ["ReconnectingRDBStorage", "is_connection_error"]
@@ -146,6 +147,20 @@ class ReconnectingRDBStorage(RDBStorage):
                 return Counter({TrialState(state): int(n) for state, n in connection.execute(query)})
 
         result: Counter[TrialState] = self._retrying("count_trials", count)
+        return result
+
+    def trial_state(self, trial_id: int) -> TrialState:
+        """One trial's state, read alone (a KeyError, as Optuna's, when there is no such trial)."""
+        query = trial_state_query(trial_id)
+
+        def read() -> TrialState:
+            with self._one_statement() as connection:
+                state = connection.execute(query).scalar_one_or_none()
+            if state is None:
+                raise KeyError(f"no trial with id {trial_id}")  # the study was deleted
+            return TrialState[state] if isinstance(state, str) else TrialState(state)
+
+        result: TrialState = self._retrying("trial_state", read)
         return result
 
     def complete_trials(self, study_id: int) -> list[FrozenTrial]:

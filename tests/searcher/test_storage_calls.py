@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from sqlalchemy import event
 
 from edgesearch.searcher.objective import EPOCHS_DONE_ATTR, PruningCallback, epochs_done
-from edgesearch.searcher.optuna_internals import complete_trials, rdb_storage, study_storage
+from edgesearch.searcher.optuna_internals import complete_trials, rdb_storage, stored_state, study_storage
 from edgesearch.searcher.storage import open_storage
 
 
@@ -149,3 +149,19 @@ def test_per_trial_writes_store_what_optuna_stores_and_refuse_a_finished_trial(
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         storage.set_trial_param(trial_id, "x", 0.5, optuna.distributions.FloatDistribution(0.0, 1.0))
     assert study.get_trials(deepcopy=False)[1].user_attrs == {"config": {"a": [3]}}
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_trials_state_is_read_in_one_statement(request: pytest.FixtureRequest, backend: str) -> None:
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
+    study = optuna.create_study(study_name="st", storage=open_storage(url), direction="maximize")
+    trial = study.ask()
+    with _statements(study) as sent:
+        assert stored_state(study, trial) == TrialState.RUNNING
+    assert len(sent) == 1
+    study.tell(trial, 0.5)
+    assert stored_state(study, trial) == TrialState.COMPLETE
+    optuna.delete_study(study_name="st", storage=open_storage(url))
+    with pytest.raises(KeyError):
+        stored_state(study, trial)
