@@ -171,8 +171,11 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
         while True:
             try:
                 storage.record_heartbeat(trial._trial_id)
-            except Exception:  # a dropped connection: try again on the next beat
-                _log.warning("heartbeat of trial %d failed; retrying", trial.number, exc_info=True)
+            except Exception as exc:  # a dropped connection, or the study deleted under us: try again
+                # One line for the user (the trial loop says what happened to the study, if anything);
+                # the traceback only when debugging, since the main thread goes on either way.
+                _log.warning("heartbeat of trial %d failed (%s); retrying", trial.number, _root_cause(exc))
+                _log.debug("heartbeat of trial %d failed", trial.number, exc_info=True)
             if stop.wait(interval):
                 return
 
@@ -183,6 +186,15 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+
+
+def _root_cause(exc: BaseException) -> str:
+    """``Type: first line`` of the innermost cause: Optuna wraps a commit's real error (a dropped
+    connection, a row deleted under the update) in a ``StorageInternalError`` that names neither."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
 
 
 def hand_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
