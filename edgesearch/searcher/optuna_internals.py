@@ -30,6 +30,7 @@ __all__ = [
     "FAST_WRITES",
     "PRIVATE_STORAGE_CALLS",
     "ArtifactStore",
+    "ask",
     "complete_ids_query",
     "complete_trials",
     "count_trials",
@@ -238,6 +239,20 @@ def study_exists(study: optuna.Study) -> bool:
     except KeyError:
         return False
     return True
+
+
+def ask(study: optuna.Study, *, none_waiting: bool) -> optuna.Trial:
+    """``study.ask()``, without its look for a WAITING trial when the caller knows there is none.
+
+    That look goes through Optuna's trial cache, which re-reads every unfinished trial of the study
+    whole: with N workers, the N trials running elsewhere, at every ask. A worker that has just
+    counted the study's trials under the admission lock (retries are queued under it too) knows
+    whether one waits; with none, the new trial is created at once. Otherwise as ``ask()`` does.
+    """
+    if not none_waiting:
+        return study.ask()
+    study._thread_local.cached_all_trials = None  # as ask() does: a sampler reads the trials afresh
+    return optuna.Trial(study, study._storage.create_new_trial(study._study_id))
 
 
 def release_slot(study: optuna.Study, trial: optuna.Trial) -> None:

@@ -40,6 +40,7 @@ from edgesearch.errors import RunFailed, UserError
 from edgesearch.searcher.confirm import confirmation_job, load_companion
 from edgesearch.searcher.objective import TrialInterrupted, TrialOutcome, run_trial
 from edgesearch.searcher.optuna_internals import (
+    ask,
     count_trials,
     hand_back,
     has_stale_trials,
@@ -248,7 +249,8 @@ def _admit(
                 with warnings.catch_warnings():
                     # Our own heartbeat runs (optuna_internals.heartbeat); Optuna warns about ask() with one.
                     warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                    trial = study.ask()
+                    # Counted under the lock: a retry or an enqueued trial is taken first, else a new one.
+                    trial = ask(study, none_waiting=locked and not counts[TrialState.WAITING])
     finished = sum(counts[state] for state in FINISHED)
     if finished >= config.n_trials:
         if jobs_left:  # confirmation jobs run elsewhere: stay in case one fails and is retried

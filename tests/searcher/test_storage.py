@@ -410,7 +410,6 @@ def test_printed_commands_name_the_storage_only_when_it_holds_no_secret() -> Non
     assert hint is not None and "EDGESEARCH_STORAGE" in hint and "s3cret" not in hint
 
 
-
 @ASK_TELL_WITH_HEARTBEAT
 def test_a_heartbeat_whose_row_is_deleted_under_it_warns_in_one_line_and_beats_on(
     postgres_url: str, caplog: pytest.LogCaptureFixture

@@ -3,6 +3,7 @@ study pays thousands of times, so each is kept to what pruning needs."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,7 +14,7 @@ from optuna.trial import TrialState
 from sqlalchemy import event
 
 from edgesearch.searcher.objective import EPOCHS_DONE_ATTR, PruningCallback, epochs_done
-from edgesearch.searcher.optuna_internals import complete_trials, rdb_storage, stored_state, study_storage
+from edgesearch.searcher.optuna_internals import ask, complete_trials, rdb_storage, stored_state, study_storage
 from edgesearch.searcher.storage import open_storage
 
 
@@ -165,3 +166,41 @@ def test_a_trials_state_is_read_in_one_statement(request: pytest.FixtureRequest,
     optuna.delete_study(study_name="st", storage=open_storage(url))
     with pytest.raises(KeyError):
         stored_state(study, trial)
+
+
+_READS_OTHER_TRIALS = re.compile(r"\.trial_id (IN|>) ", re.IGNORECASE)
+"""Optuna's trial-cache refresh: every unfinished trial by id, and every trial newer than the last finished."""
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_asking_with_none_waiting_reads_none_of_the_trials_running_elsewhere(
+    request: pytest.FixtureRequest, backend: str
+) -> None:
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
+    study = optuna.create_study(study_name="a", storage=open_storage(url), direction="maximize")
+    elsewhere = [study.ask() for _ in range(4)]  # other workers' trials, mid-training
+    for trial in elsewhere:
+        trial.report(0.5, step=1)
+
+    with _statements(study) as sent:
+        trial = ask(study, none_waiting=True)
+    assert not [s for s in sent if _READS_OTHER_TRIALS.search(s)], sent
+    assert trial.number == 4 and stored_state(study, trial) == TrialState.RUNNING
+    assert study.get_trials(deepcopy=False)[4].datetime_start is not None
+
+    with _statements(study) as sent:  # Optuna's own ask, for contrast: it reads them all
+        study.ask()
+    assert [s for s in sent if _READS_OTHER_TRIALS.search(s)], sent
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+@pytest.mark.parametrize("none_waiting", [True, False])
+def test_a_waiting_trial_is_taken_before_a_new_one_unless_the_caller_counted_none(
+    sqlite_url: str, none_waiting: bool
+) -> None:
+    study = optuna.create_study(study_name="q", storage=open_storage(sqlite_url), direction="maximize")
+    study.enqueue_trial({"x": 0.25})
+    trial = ask(study, none_waiting=none_waiting)
+    # False is what a worker passes when its count saw a waiting trial: Optuna's ask takes it.
+    assert trial.number == (1 if none_waiting else 0)
