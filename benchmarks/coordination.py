@@ -274,7 +274,8 @@ def overhead(url: str, *, label: str, sizes: Sizes, folder: Path) -> dict[str, A
 def _count_traffic() -> dict[str, int]:
     """Counters of what this process sends to databases, kept up to date by SQLAlchemy's events.
 
-    ``round_trips``: statements, BEGINs, COMMITs and ROLLBACKs (each one exchange with the server);
+    ``round_trips``: statements (SAVEPOINTs too), and the BEGINs, COMMITs and ROLLBACKs of connections
+    not in autocommit (each one exchange with the server);
     ``connects``: new connections; ``connection_warnings``: storage calls that failed for want of a
     connection and were retried (the reconnecting storage logs each), and failed heartbeats.
     """
@@ -289,11 +290,17 @@ def _count_traffic() -> dict[str, int]:
     def trip(*args: Any, **kwargs: Any) -> None:
         counts["round_trips"] += 1
 
+    def transaction_trip(conn: Any, *args: Any, **kwargs: Any) -> None:
+        # On a connection in autocommit a BEGIN, COMMIT or ROLLBACK of SQLAlchemy's sends nothing.
+        if not getattr(conn.connection.dbapi_connection, "autocommit", False):
+            counts["round_trips"] += 1
+
     def connect(*args: Any, **kwargs: Any) -> None:
         counts["connects"] += 1
 
-    for name in ("before_cursor_execute", "begin", "commit", "rollback"):
-        event.listen(Engine, name, trip)
+    event.listen(Engine, "before_cursor_execute", trip)
+    for name in ("begin", "commit", "rollback"):
+        event.listen(Engine, name, transaction_trip)
     event.listen(Pool, "connect", connect)
 
     class Warnings(logging.Handler):
@@ -376,12 +383,33 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
+POSTGRES_HOUSEKEEPING = (
+    "checkpointer",
+    "background writer",
+    "walwriter",
+    "autovacuum launcher",
+    "logical replication launcher",
+)
+"""PostgreSQL's own long-lived helpers: they wake on timers whether or not anyone asks anything, so
+their CPU grows with a round's length rather than with its trials (autovacuum *workers*, started
+because trials were written, are counted)."""
+
+
+def _is_housekeeping(pid: int) -> bool:
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return any(title.startswith(f"postgres: {name}") for name in POSTGRES_HOUSEKEEPING)
+
+
 def process_tree_cpu(root: int) -> float:
     """CPU seconds of ``root`` and its children: its own, its living children's, and its reaped children's.
 
     A PostgreSQL server is a postmaster with one child process per connection: a child that exits
     is reaped by the postmaster and its CPU joins the postmaster's ``cutime``, so differences of
     this sum over an interval are the CPU the server spent in it, whichever connections came and went.
+    The server's timer-driven helpers (:data:`POSTGRES_HOUSEKEEPING`) are left out.
     """
     tick = os.sysconf("SC_CLK_TCK")
     own = _stat(root)
@@ -391,7 +419,7 @@ def process_tree_cpu(root: int) -> float:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and entry.name != str(root):
             fields = _stat(int(entry.name))
-            if fields is not None and fields[1] == str(root):
+            if fields is not None and fields[1] == str(root) and not _is_housekeeping(int(entry.name)):
                 total += int(fields[11]) + int(fields[12])
     return total / tick
 

@@ -15,7 +15,6 @@ import contextlib
 import fcntl
 import functools
 import logging
-import random
 import threading
 import time
 from collections import Counter
@@ -29,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import text
 
 from edgesearch.searcher.optuna_internals import (
+    FAST_WRITE_RESULTS,
     FAST_WRITES,
     PRIVATE_STORAGE_CALLS,
     complete_ids_query,
@@ -41,11 +41,7 @@ __all__ = ["ReconnectingRDBStorage", "is_connection_error"]
 
 _log = logging.getLogger(__name__)
 _F = TypeVar("_F", bound=Callable[..., Any])
-
-# Admission polls the lock from 5 ms, doubling to 2 s: it is held for a count and an ask (tens of ms),
-# and with a hundred workers waiting one of them still tries every ~20 ms while each polls rarely.
-_LOCK_POLL_FIRST_S = 0.005
-_LOCK_POLL_MAX_S = 2.0
+_T = TypeVar("_T")
 
 # Calls that touch the database. Other private helpers are left alone: they run inside these calls.
 _RETRIED = (
@@ -126,10 +122,21 @@ class ReconnectingRDBStorage(RDBStorage):
         finally:
             self._local.active = False
 
-    def _one_statement(self) -> Any:
-        """A connection for a read of one statement: in autocommit, so no BEGIN and ROLLBACK around it
-        (two round trips of three)."""
-        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    @contextlib.contextmanager
+    def one_statement(self) -> Iterator[Any]:
+        """A connection for one statement: in autocommit, so no BEGIN and ROLLBACK around it (two
+        round trips of three). Inside :meth:`exclusive` on this thread: the lock's own transaction."""
+        held = self._held()
+        if held is not None:
+            yield held
+            return
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            yield connection
+
+    def _held(self) -> Any:
+        """The connection whose transaction holds this storage's lock on this thread, or None."""
+        held = getattr(self._local, "held", None)
+        return held[1] if held is not None and held[0] is self else None
 
     def count_trials(self, study_id: int) -> Counter[TrialState]:
         """The study's trials by state, counted by the database in one statement.
@@ -143,7 +150,7 @@ class ReconnectingRDBStorage(RDBStorage):
         query = state_counts_query(study_id)
 
         def count() -> Counter[TrialState]:
-            with self._one_statement() as connection:
+            with self.one_statement() as connection:
                 return Counter({TrialState(state): int(n) for state, n in connection.execute(query)})
 
         result: Counter[TrialState] = self._retrying("count_trials", count)
@@ -154,7 +161,7 @@ class ReconnectingRDBStorage(RDBStorage):
         query = trial_state_query(trial_id)
 
         def read() -> TrialState:
-            with self._one_statement() as connection:
+            with self.one_statement() as connection:
                 state = connection.execute(query).scalar_one_or_none()
             if state is None:
                 raise KeyError(f"no trial with id {trial_id}")  # the study was deleted
@@ -172,7 +179,7 @@ class ReconnectingRDBStorage(RDBStorage):
         query = complete_ids_query(study_id)
 
         def read() -> list[FrozenTrial]:
-            with self._one_statement() as connection:
+            with self.one_statement() as connection:
                 ids = {int(trial_id) for (trial_id,) in connection.execute(query)}
             with self._complete_lock:
                 cache: dict[int, dict[int, FrozenTrial]] = self.__dict__.setdefault("_complete_trials", {})
@@ -206,43 +213,52 @@ class ReconnectingRDBStorage(RDBStorage):
         else:
             yield False
 
+    def exclusively(self, key: str, body: Callable[[bool], _T]) -> _T:
+        """``body(locked)`` inside :meth:`exclusive`, run again whole if the connection is lost meanwhile.
+
+        Inside the lock nothing is retried alone: the lock's transaction went with its connection,
+        and with it whatever the body had written (nothing half-done stays behind).
+        """
+
+        def once() -> _T:
+            with self.exclusive(key) as locked:
+                return body(locked)
+
+        result: _T = self._retrying("exclusive", once)
+        return result
+
     @contextlib.contextmanager
     def _advisory_lock(self, key: str) -> Iterator[None]:
-        """A transaction-scoped advisory lock, taken by polling, held by one open transaction.
+        """A transaction-scoped advisory lock; every call of this thread's storage runs in its transaction.
 
         Transaction-scoped so that it works behind a transaction-pooling PgBouncer, where a session
         lock would stay with whichever server connection took it (and an unlock could land on
-        another). Polled (``pg_try_advisory_xact_lock``, a short transaction per try) rather than
-        waited for: behind a pooler a waiting transaction pins a server connection, so enough
-        waiters would hold the whole pool while the lock's holder waits for one to count and ask.
-        Released by COMMIT/ROLLBACK, and by the server when this process dies.
+        another). Waited for in the server (``pg_advisory_xact_lock``): a waiter costs nothing while
+        it waits, however many there are. Behind a pooler each waiter pins a server connection, so
+        the holder must never need a second one: while the block runs, this thread's Optuna calls
+        (through its scoped session, each call a SAVEPOINT) and one-statement calls all go through
+        the lock's connection. What the block writes is committed with the lock's release, at once;
+        a block that raises, or a holder that dies, writes nothing and releases the lock.
         """
+        from sqlalchemy.orm import Session
 
-        def attempt() -> Any:
-            connection = self.engine.connect()
-            try:
-                taken = connection.execute(text("SELECT pg_try_advisory_xact_lock(hashtext(:key))"), {"key": key})
-                if taken.scalar():
-                    return connection
-                connection.rollback()
-            except Exception:
-                connection.close()
-                raise
-            connection.close()
-            return None
-
-        delay = _LOCK_POLL_FIRST_S
-        while (connection := self._retrying("lock", attempt)) is None:
-            time.sleep(random.uniform(delay / 2, delay))  # jittered: pollers do not retry in step
-            delay = min(delay * 2, _LOCK_POLL_MAX_S)
+        connection = self.engine.connect()
         try:
-            yield
+            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+            session = Session(bind=connection, join_transaction_mode="create_savepoint")
+            retrying = getattr(self._local, "active", False)
+            self._local.held, self._local.active = (self, connection), True  # no call retried alone in here
+            self.scoped_session.registry.set(session)
+            try:
+                yield
+            finally:
+                self._local.held, self._local.active = None, retrying
+                self.scoped_session.registry.clear()
+                session.close()
+            connection.commit()  # releases the lock, with what the block wrote
         finally:
-            # Ending the transaction releases the lock; a dropped connection has released it already.
             with contextlib.suppress(Exception):
-                connection.rollback()
-            with contextlib.suppress(Exception):
-                connection.close()
+                connection.close()  # a rollback first if not committed: the lock is released either way
 
 
 def _wrap(name: str) -> Callable[..., Any]:
@@ -268,7 +284,7 @@ def _wrap_fast(name: str) -> Callable[..., Any]:
     def method(self: ReconnectingRDBStorage, *args: Any, **kwargs: Any) -> Any:
         def call() -> Any:
             if self.engine.dialect.name == "postgresql" and fast(self, *args, **kwargs):
-                return None
+                return FAST_WRITE_RESULTS.get(name)
             return original(self, *args, **kwargs)
 
         return self._retrying(name, call)

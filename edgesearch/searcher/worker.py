@@ -27,11 +27,10 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import optuna
 from optuna.trial import TrialState
@@ -49,6 +48,7 @@ from edgesearch.searcher.optuna_internals import (
     release_slot,
     stored_state,
     study_exists,
+    tell,
 )
 from edgesearch.searcher.reconnect import ReconnectingRDBStorage
 from edgesearch.searcher.study import FINISHED, load_study
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 __all__ = ["StopOnRequest", "TrialRunner", "WorkerSummary", "run_worker"]
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 _COUNTED = (TrialState.RUNNING, *FINISHED)
 
 
@@ -84,9 +85,9 @@ def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> No
         return
     try:
         if outcome.state == TrialState.COMPLETE:
-            study.tell(trial, list(outcome.values) if outcome.values is not None else outcome.value)
+            tell(study, trial, list(outcome.values) if outcome.values is not None else outcome.value)
         else:
-            study.tell(trial, state=outcome.state)
+            tell(study, trial, state=outcome.state)
     except RuntimeError as exc:
         # GridSampler calls study.stop() once the grid is covered, which Optuna only allows
         # inside optimize(); the trial's state is already stored, and n_trials stops us.
@@ -94,23 +95,20 @@ def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> No
             raise
 
 
-@contextmanager
-def _admission(study: optuna.Study) -> Iterator[bool]:
-    """Hold the study's admission lock; yields whether the storage has one."""
+def _admitted(study: optuna.Study, body: Callable[[bool], _T]) -> _T:
+    """``body(locked)`` under the study's admission lock (``locked``: whether the storage has one),
+    as one transaction on PostgreSQL, run again whole if the connection is lost meanwhile."""
     storage = rdb_storage(study)
     if isinstance(storage, ReconnectingRDBStorage):
-        with storage.exclusive(f"edgesearch-admission:{study.study_name}") as locked:
-            yield locked
-    else:
-        yield False
+        return storage.exclusively(f"edgesearch-admission:{study.study_name}", body)
+    return body(False)
 
 
 def _hand_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     """:func:`hand_back` under the admission lock. Between the FAIL and the queued retry a worker
     counting free slots would see one and ask() a fresh trial, and the retry would then wait forever
     in a full study (the handed-back work lost)."""
-    with _admission(study):
-        hand_back(study, trial, reason)
+    _admitted(study, lambda locked: hand_back(study, trial, reason))
 
 
 def _fail_stale(study: optuna.Study) -> None:
@@ -125,14 +123,19 @@ def _take_job(companion: optuna.Study | None) -> tuple[optuna.Trial | None, int]
     """A waiting confirmation job (or None) and how many jobs are waiting or running."""
     if companion is None:
         return None, 0
-    with _admission(companion):
+
+    def take(locked: bool) -> tuple[optuna.Trial | None, Counter[TrialState]]:
         _fail_stale(companion)  # a dead worker's job is retried like a trial
         counts = count_trials(companion)
         if not counts[TrialState.WAITING]:
-            return None, counts[TrialState.RUNNING]
+            return None, counts
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
-            job = companion.ask()
+            return companion.ask(), counts
+
+    job, counts = _admitted(companion, take)
+    if job is None:
+        return None, counts[TrialState.RUNNING]
     if confirmation_job(job) is None:  # without the lock, another worker took the last one: ask() made a new trial
         companion.tell(job, state=TrialState.FAIL)
         return None, counts[TrialState.WAITING] + counts[TrialState.RUNNING]
@@ -241,16 +244,21 @@ def _admit(
     # full again and again, and hundreds of them polling the lock would load the database for nothing.
     counts = count_trials(study)
     trial, locked = None, False
+
+    def count_then_ask(has_lock: bool) -> tuple[optuna.Trial | None, Counter[TrialState], bool]:
+        _fail_stale(study)
+        counts = count_trials(study)
+        if _taken(counts) >= config.n_trials:
+            return None, counts, has_lock
+        with warnings.catch_warnings():
+            # Our own heartbeat runs (optuna_internals.heartbeat); Optuna warns about ask() with one.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            # Counted under the lock: a retry or an enqueued trial is taken first, else a new one.
+            return ask(study, none_waiting=has_lock and not counts[TrialState.WAITING]), counts, has_lock
+
     if _taken(counts) < config.n_trials or has_stale_trials(study):
-        with _admission(study) as locked:  # count-then-ask as one step, so two workers never take one slot
-            _fail_stale(study)
-            counts = count_trials(study)
-            if _taken(counts) < config.n_trials:
-                with warnings.catch_warnings():
-                    # Our own heartbeat runs (optuna_internals.heartbeat); Optuna warns about ask() with one.
-                    warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                    # Counted under the lock: a retry or an enqueued trial is taken first, else a new one.
-                    trial = ask(study, none_waiting=locked and not counts[TrialState.WAITING])
+        # Count-then-ask as one step, so two workers never take one slot.
+        trial, counts, locked = _admitted(study, count_then_ask)
     finished = sum(counts[state] for state in FINISHED)
     if finished >= config.n_trials:
         if jobs_left:  # confirmation jobs run elsewhere: stay in case one fails and is retried

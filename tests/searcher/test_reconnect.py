@@ -132,3 +132,33 @@ def _hold_lock_forever(url: str, key: str, held: object) -> None:
     with storage.exclusive(key):
         held.set()  # type: ignore[attr-defined]
         time.sleep(3600)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_what_the_lock_holder_writes_is_one_transaction_on_the_locks_own_connection(postgres_url: str) -> None:
+    """Behind a pooler the waiters pin server connections, so a holder must never need a second one;
+    and its count, ask and writes land together when the lock is released, or not at all."""
+    holder = open_storage(postgres_url)
+    onlooker = open_storage(postgres_url)
+    assert isinstance(holder, ReconnectingRDBStorage) and isinstance(onlooker, ReconnectingRDBStorage)
+    study = optuna.create_study(study_name="t", storage=holder, direction="maximize")
+    study_id = study._study_id
+    holder.engine.dispose()
+    with holder.exclusive("admission") as locked:
+        assert locked
+        trial = study.ask()
+        trial.set_user_attr("run_dir", "runs/t/trial-00000")
+        trial.report(0.5, step=1)
+        assert holder.count_trials(study_id) == Counter({TrialState.RUNNING: 1})  # its own write, seen
+        assert holder.engine.pool.checkedout() == 1  # the lock's connection, nothing else
+        assert onlooker.count_trials(study_id) == Counter()  # nothing visible before the release
+    assert onlooker.count_trials(study_id) == Counter({TrialState.RUNNING: 1})
+    seen = optuna.load_study(study_name="t", storage=onlooker).trials[0]
+    assert seen.user_attrs == {"run_dir": "runs/t/trial-00000"} and seen.intermediate_values == {1: 0.5}
+
+    with pytest.raises(RuntimeError, match="changed its mind"), holder.exclusive("admission"):
+        study.ask()
+        raise RuntimeError("changed its mind")
+    assert onlooker.count_trials(study_id) == Counter({TrialState.RUNNING: 1})  # the second ask left nothing
+    with holder.exclusive("admission"):  # and the lock was released
+        pass

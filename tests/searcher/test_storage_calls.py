@@ -14,7 +14,14 @@ from optuna.trial import TrialState
 from sqlalchemy import event
 
 from edgesearch.searcher.objective import EPOCHS_DONE_ATTR, PruningCallback, epochs_done
-from edgesearch.searcher.optuna_internals import ask, complete_trials, rdb_storage, stored_state, study_storage
+from edgesearch.searcher.optuna_internals import (
+    ask,
+    complete_trials,
+    rdb_storage,
+    stored_state,
+    study_storage,
+    tell,
+)
 from edgesearch.searcher.storage import open_storage
 
 
@@ -204,3 +211,44 @@ def test_a_waiting_trial_is_taken_before_a_new_one_unless_the_caller_counted_non
     trial = ask(study, none_waiting=none_waiting)
     # False is what a worker passes when its count saw a waiting trial: Optuna's ask takes it.
     assert trial.number == (1 if none_waiting else 0)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_trials_end_is_stored_as_optuna_stores_it_and_a_finished_trial_refuses_another(
+    request: pytest.FixtureRequest, backend: str
+) -> None:
+    """COMPLETE with one or two values (infinite too), PRUNED with its last reported value, FAIL:
+    read back through Optuna; one statement each on PostgreSQL; a second end raises Optuna's error."""
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
+    one = optuna.create_study(study_name="one", storage=open_storage(url), direction="maximize")
+    two = optuna.create_study(study_name="two", storage=open_storage(url), directions=["maximize", "maximize"])
+    ended: list[tuple[optuna.Study, optuna.Trial, Any, TrialState | None]] = []
+    for study, values, state in [
+        (one, 0.75, None),
+        (one, float("inf"), None),
+        (one, None, TrialState.PRUNED),
+        (one, None, TrialState.FAIL),
+        (two, [0.5, float("-inf")], None),
+    ]:
+        trial = study.ask()
+        if study is one:
+            trial.report(0.25, step=3)
+        with _statements(study) as sent:
+            tell(study, trial, values, state=state)
+        if backend == "postgres":
+            assert len(sent) == 1 + 6  # the end itself, after Optuna's read of the trial for its checks
+        ended.append((study, trial, values, state))
+
+    stored = [t for s in (one, two) for t in s.get_trials(deepcopy=False)]
+    assert [t.state for t in stored] == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED, TrialState.FAIL] + [
+        TrialState.COMPLETE
+    ]
+    assert [t.values for t in stored] == [[0.75], [float("inf")], [0.25], None, [0.5, float("-inf")]]
+    assert all(t.datetime_complete is not None and t.datetime_complete >= t.datetime_start for t in stored)
+
+    storage = study_storage(one)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("one"), 0)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    assert one.get_trials(deepcopy=False)[0].values == [0.75]
