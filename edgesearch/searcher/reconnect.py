@@ -24,15 +24,16 @@ from typing import Any, TypeVar
 import sqlalchemy.exc
 from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from sqlalchemy import text
 
 from edgesearch.searcher.optuna_internals import (
     FAST_WRITE_RESULTS,
     FAST_WRITES,
     PRIVATE_STORAGE_CALLS,
+    Curve,
     complete_ids_query,
-    read_trials,
+    read_curves,
     state_counts_query,
     trial_state_query,
 )
@@ -170,24 +171,25 @@ class ReconnectingRDBStorage(RDBStorage):
         result: TrialState = self._retrying("trial_state", read)
         return result
 
-    def complete_trials(self, study_id: int) -> list[FrozenTrial]:
-        """The study's COMPLETE trials in number order, each read from the database once per process.
+    def complete_curves(self, study_id: int) -> list[Curve]:
+        """The study's COMPLETE trials' curves in number order, each read from the database once per process.
 
         A complete trial never changes, so one statement listing the complete ids finds the new
-        ones, and only those are read. Why: the median pruner asks at every epoch of every trial.
+        ones, and only those are read (:func:`read_curves`). Why: the median pruner asks at every
+        epoch of every trial, in every worker.
         """
         query = complete_ids_query(study_id)
 
-        def read() -> list[FrozenTrial]:
+        def read() -> list[Curve]:
             with self.one_statement() as connection:
                 ids = {int(trial_id) for (trial_id,) in connection.execute(query)}
-            with self._complete_lock:
-                cache: dict[int, dict[int, FrozenTrial]] = self.__dict__.setdefault("_complete_trials", {})
-                known = cache.setdefault(study_id, {})
-                known.update(read_trials(self, study_id, ids - known.keys()))
-                return sorted((known[i] for i in ids if i in known), key=lambda t: t.number)
+                with self._complete_lock:
+                    cache: dict[int, dict[int, Curve]] = self.__dict__.setdefault("_complete_curves", {})
+                    known = cache.setdefault(study_id, {})
+                    known.update(read_curves(connection, ids - known.keys()))
+                    return sorted((known[i] for i in ids if i in known), key=lambda curve: curve.number)
 
-        result: list[FrozenTrial] = self._retrying("complete_trials", read)
+        result: list[Curve] = self._retrying("complete_curves", read)
         return result
 
     @contextlib.contextmanager

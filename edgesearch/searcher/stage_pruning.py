@@ -30,7 +30,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from edgesearch.searcher.optuna_internals import complete_trials
+from edgesearch.searcher.optuna_internals import Curve, complete_curves
 from edgesearch.trainer.config import OptimConfig
 from edgesearch.trainer.schedule import unstable_epochs
 
@@ -45,7 +45,11 @@ __all__ = [
 def trial_window(trial: FrozenTrial) -> int:
     """The last reported step (epoch) inside the trial's unstable window; 0 when it has none or its
     config is not stored (a trial made outside edgesearch)."""
-    config: Any = trial.user_attrs.get("config")
+    return config_window(trial.user_attrs.get("config"))
+
+
+def config_window(config: Any) -> int:
+    """:func:`trial_window` from the trial's stored ``config`` user attribute."""
     optim = config.get("optim") if isinstance(config, dict) else None
     if not isinstance(optim, dict):
         return 0
@@ -100,7 +104,7 @@ class StageAwareMedianPruner(optuna.pruners.BasePruner):
             return False
         if (step - max(window + 1, self.n_warmup_steps)) % self.interval_steps:
             return False
-        complete = complete_trials(study)
+        complete = complete_curves(study)
         if not complete or len(complete) < self.n_startup_trials:
             return False
         stable = [v for s, v in trial.intermediate_values.items() if s > window and not math.isnan(v)]
@@ -115,11 +119,11 @@ class StageAwareMedianPruner(optuna.pruners.BasePruner):
             return False
         return max(stable) < statistics.median(peers)
 
-    def _window(self, trial: FrozenTrial) -> int:
-        """:func:`trial_window` of a complete trial, worked out once (it reads and validates its config)."""
+    def _window(self, trial: Curve) -> int:
+        """The window of a complete trial, worked out once (it validates its config)."""
         window = self._windows.get(trial.number)
         if window is None:
-            window = self._windows[trial.number] = trial_window(trial)
+            window = self._windows[trial.number] = config_window(trial.config)
         return window
 
 

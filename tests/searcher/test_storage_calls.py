@@ -3,6 +3,7 @@ study pays thousands of times, so each is kept to what pruning needs."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from sqlalchemy import event
 from edgesearch.searcher.objective import EPOCHS_DONE_ATTR, PruningCallback, epochs_done
 from edgesearch.searcher.optuna_internals import (
     ask,
-    complete_trials,
+    complete_curves,
     rdb_storage,
     stored_state,
     study_storage,
@@ -89,32 +90,40 @@ def test_a_trial_that_reports_nothing_stores_its_epoch_count_each_epoch(study: o
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_complete_trials_are_read_once_each_and_agree_with_optuna(request: pytest.FixtureRequest, backend: str) -> None:
+def test_complete_curves_are_read_once_each_and_agree_with_optuna(request: pytest.FixtureRequest, backend: str) -> None:
     url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
     study = optuna.create_study(study_name="c", storage=open_storage(url), direction="maximize")
     running = study.ask()
     for value in (0.1, 0.2):
         done = study.ask()
+        done.suggest_float("lr", 1e-4, 1e-2, log=True)
+        done.set_user_attr("config", {"optim": {"freeze_epochs": 1}, "seed": value})
         done.report(value, step=1)
+        done.report(float("nan"), step=2)
         study.tell(done, value)
     study.tell(study.ask(), state=TrialState.PRUNED)
 
-    first = complete_trials(study)
-    assert [t.number for t in first] == [1, 2]
-    assert [t.intermediate_values for t in first] == [{1: 0.1}, {1: 0.2}]
+    first = complete_curves(study)
+    assert [c.number for c in first] == [1, 2]
+    assert [(c.intermediate_values[1], math.isnan(c.intermediate_values[2])) for c in first] == [
+        (0.1, True),
+        (0.2, True),
+    ]
+    assert [c.config for c in first] == [{"optim": {"freeze_epochs": 1}, "seed": v} for v in (0.1, 0.2)]
     with _statements(study) as sent:
-        again = complete_trials(study)
-    assert [t.number for t in again] == [1, 2]
+        again = complete_curves(study)
+    assert [c.number for c in again] == [1, 2]
     assert len(sent) == 1  # the list of complete ids; no trial is read again
 
     running.report(0.3, step=1)
     study.tell(running, 0.3)
     with _statements(study) as sent:
-        latest = complete_trials(study)
+        latest = complete_curves(study)
+    if backend == "postgres":
+        assert len(sent) == 1 + 3  # the ids, then the new trial's number, reported values and config
     expected = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    assert [(t.number, t.intermediate_values, t.value) for t in latest] == [
-        (t.number, t.intermediate_values, t.value) for t in expected
-    ]
+    assert [(c.number, c.config) for c in latest] == [(t.number, t.user_attrs.get("config")) for t in expected]
+    assert [c.intermediate_values[1] for c in latest] == [t.intermediate_values[1] for t in expected]
     # Only the newly complete trial was read: the others are the very objects read before.
     assert latest[1] is first[0] and latest[2] is first[1]
 
