@@ -13,14 +13,14 @@ import logging
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 import optuna
 from optuna.artifacts._protocol import ArtifactStore
 from optuna.storages._rdb import models
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import exc, func, select, update
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ __all__ = [
     "read_curves",
     "release_slot",
     "rename_study",
+    "set_heartbeat",
     "state_counts_query",
     "stored_state",
     "study_exists",
@@ -299,6 +300,20 @@ def ask(study: optuna.Study, *, none_waiting: bool) -> optuna.Trial:
         return study.ask()
     study._thread_local.cached_all_trials = None  # as ask() does: a sampler reads the trials afresh
     return optuna.Trial(study, study._storage.create_new_trial(study._study_id))
+
+
+def set_heartbeat(
+    storage: optuna.storages.RDBStorage,
+    interval: int | None,
+    grace_period: int | None,
+    callback: Callable[[optuna.Study, FrozenTrial], None] | None,
+) -> None:
+    """RDBStorage's heartbeat settings, set on an open storage as its constructor sets them (Optuna
+    reads these attributes at each use)."""
+    storage.heartbeat_interval = interval
+    storage.grace_period = grace_period
+    storage.heartbeat_stale_trial_callback = callback
+    storage.failed_trial_callback = callback
 
 
 def release_slot(study: optuna.Study, trial: optuna.Trial) -> None:

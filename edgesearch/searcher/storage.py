@@ -285,9 +285,7 @@ def open_storage(
     :class:`~edgesearch.errors.UserError` (one line, password hidden) when the database cannot be
     reached or used.
     """
-    import optuna
     import sqlalchemy.exc
-    from optuna.exceptions import ExperimentalWarning
     from sqlalchemy.engine import make_url
 
     from edgesearch.searcher.reconnect import ReconnectingRDBStorage
@@ -319,34 +317,23 @@ def open_storage(
 
     for attempt in range(1, _CREATION_ATTEMPTS + 1):
         try:
-            with warnings.catch_warnings():
-                # Heartbeat and its retry callback are marked experimental since Optuna 2.8; they are the
-                # documented way to recover killed workers' trials, so the warning is noise for our users.
-                warnings.filterwarnings(
-                    "ignore",
-                    message=r"(Argument ``heartbeat_interval``|RetryHeartbeatStaleTrialCallback) ",
-                    category=ExperimentalWarning,
-                )
-                callback = None
-                if heartbeat_interval is not None and max_retries:
-                    callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
-                storage = ReconnectingRDBStorage(
-                    # RDBStorage treats its URL as a str.format template: keep a "{" in a password or path literal.
-                    url.replace("{", "{{").replace("}", "}}"),
-                    engine_kwargs=engine_kwargs,
-                    # A server database to use has its tables (checked above): no DDL round trips per worker.
-                    skip_table_creation=read_only or (not create and parsed.drivername not in _SQLITE_DRIVERS),
-                    heartbeat_interval=heartbeat_interval,
-                    grace_period=grace_period if heartbeat_interval is not None else None,
-                    heartbeat_stale_trial_callback=callback,
-                    # Optuna's own check holds one connection in a transaction while it opens a second:
-                    # workers starting together behind a small pooler would hold every server connection
-                    # and each wait for one more. The same check, one connection at a time:
-                    skip_compatibility_check=True,
-                )
-                if storage.get_current_version() != _head_version(storage):
-                    raise RuntimeError("table schema")
-                return storage
+            storage = ReconnectingRDBStorage(
+                # RDBStorage treats its URL as a str.format template: keep a "{" in a password or path literal.
+                url.replace("{", "{{").replace("}", "}}"),
+                engine_kwargs=engine_kwargs,
+                # A server database to use has its tables (checked above): no DDL round trips per worker.
+                skip_table_creation=read_only or (not create and parsed.drivername not in _SQLITE_DRIVERS),
+                # Optuna's own check holds one connection in a transaction while it opens a second:
+                # workers starting together behind a small pooler would hold every server connection
+                # and each wait for one more. The same check, one connection at a time:
+                skip_compatibility_check=True,
+            )
+            if storage.get_current_version() != _head_version(storage):
+                raise RuntimeError("table schema")
+            set_fault_tolerance(
+                storage, heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retries=max_retries
+            )
+            return storage
         except sqlalchemy.exc.SQLAlchemyError as exc:
             # Several workers opening a brand-new database at once race to create the same tables; the
             # losers see "already exists" / a duplicate key, and succeed on a second look.
@@ -362,6 +349,31 @@ def open_storage(
                 ) from None
             raise
     raise AssertionError("unreachable")  # pragma: no cover  (the loop returns or raises)
+
+
+def set_fault_tolerance(
+    storage: RDBStorage, *, heartbeat_interval: int | None, grace_period: int | None, max_retries: int | None
+) -> None:
+    """Give an open storage its heartbeat settings (as :func:`open_storage`'s arguments of the same names).
+
+    A worker learns them from the study's stored config, which it reads through the storage it then
+    goes on using: one storage opened per worker, not one to read the config and another to work.
+    """
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+
+    from edgesearch.searcher.optuna_internals import set_heartbeat
+
+    _check_positive("heartbeat_interval", heartbeat_interval)
+    _check_positive("grace_period", grace_period)
+    callback = None
+    if heartbeat_interval is not None and max_retries:
+        with warnings.catch_warnings():
+            # Marked experimental since Optuna 2.8; it is the documented way to recover killed workers'
+            # trials, so the warning is noise for our users.
+            warnings.filterwarnings("ignore", message="RetryHeartbeatStaleTrialCallback ", category=ExperimentalWarning)
+            callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+    set_heartbeat(storage, heartbeat_interval, grace_period if heartbeat_interval is not None else None, callback)
 
 
 _HEAD_VERSION: list[str] = []

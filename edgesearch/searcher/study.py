@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from edgesearch.errors import UserError
 from edgesearch.searcher.optuna_internals import study_storage
 from edgesearch.searcher.runs import RUN_ID_ATTR, file_digest, new_run_id
-from edgesearch.searcher.storage import open_storage, redact
+from edgesearch.searcher.storage import open_storage, redact, set_fault_tolerance
 from edgesearch.validation import shorten
 
 if TYPE_CHECKING:
@@ -234,16 +234,17 @@ def load_study(
     ``read_only``: for commands that only look at the study; the database is left byte-identical
     (see :func:`~edgesearch.searcher.storage.open_storage`).
     """
-    reader = _storage_for(None, url, create=False, read_only=read_only)
+    storage = _storage_for(None, url, create=False, read_only=read_only)
     try:
-        _check_listed(name, reader, url)
-        config = stored_config(optuna.load_study(study_name=name, storage=reader))
-    finally:
-        # Only the stored config was wanted from it: close its pooled connections now rather than
-        # at a later garbage collection, since each worker would keep them open meanwhile and a
-        # PostgreSQL server allows ~100 connections for all the workers of all the boxes.
-        reader.engine.dispose()
-    storage = _storage_for(config, url, create=False, read_only=read_only)
+        _check_listed(name, storage, url)
+        config = stored_config(optuna.load_study(study_name=name, storage=storage))
+    except BaseException:
+        storage.engine.dispose()  # its pooled connections, now rather than at a later garbage collection
+        raise
+    ft = config.fault_tolerance  # the study's own heartbeat settings, on the storage that read them
+    set_fault_tolerance(
+        storage, heartbeat_interval=ft.heartbeat_interval, grace_period=ft.grace_period, max_retries=ft.max_retries
+    )
     study = optuna.load_study(
         study_name=name,
         storage=storage,
