@@ -9,13 +9,17 @@
 2. ``scale``: 1, 16, 64 and 128 worker processes on one PostgreSQL server with
    ``max_connections = 50``, all through one PgBouncer started with ``edgesearch pooler``
    (transaction pooling, 16 server connections). Each process runs ``run_worker`` on a study whose
-   trials only sleep; they are forked once everything is imported and released together. Per
-   finished trial: the CPU the workers spent, the CPU the database server's processes spent, the
-   pooler's, and the round trips the workers sent (statements and transaction commands, counted by
-   SQLAlchemy's events); the most server connections seen; trials per minute; and from the storage
-   afterwards: exactly ``n_trials`` finished, none left behind, none run twice, no connection error
-   logged, every process exited 0. Targets: worker + database CPU <= 100 ms per trial and flat
-   from 16 to 128 workers; <= 20 PostgreSQL connections at 128 workers.
+   15-s trials only sleep; they are forked once everything is imported and start 0.15 s apart, as
+   a scheduler starts an array (so that this machine's two cores are not what is measured). Per
+   finished trial: the CPU the workers spent on their trials (their start-up and their wait for
+   the last trials elsewhere are reported per worker, paid once), the CPU the database server's
+   processes spent (all of it), the pooler's, and the round trips the workers sent (statements and
+   transaction commands, counted by SQLAlchemy's events); the most server connections seen; trials
+   per minute; and from the storage afterwards: exactly ``n_trials`` finished, none left behind,
+   none run twice, no connection error logged, every process exited 0. Then 128 workers released
+   at one instant on 1-s trials, in lockstep: the admission lock's worst case. Targets: worker +
+   database CPU <= 100 ms per trial and flat from 16 to 128 workers; <= 20 PostgreSQL connections
+   at 128 workers.
 
 The ``overhead`` part uses ``--postgres URL``, else ``$EDGESEARCH_BENCH_POSTGRES_URL``, else
 ``$EDGESEARCH_TEST_POSTGRES_URL``, else a throwaway server started (and stopped) with
@@ -83,10 +87,13 @@ class Sizes:
     epoch_seconds: float
     pool_size: int
     round_timeout_s: float
-
-    @property
-    def trial_seconds(self) -> float:
-        return self.epochs * self.epoch_seconds
+    ramp_seconds_per_worker: float
+    """Worker ``i`` starts ``i`` times this after the first, as a scheduler starts an array's tasks
+    over some seconds: so that 128 start-ups at one instant do not oversubscribe this machine's
+    two cores and inflate the CPU time of everything running meanwhile (0: all at once)."""
+    burst_workers: int
+    """Then, this many workers released at one instant on 0.2-s epochs, in lockstep: the admission
+    lock's worst case (0: no such round)."""
 
 
 FULL = Sizes(
@@ -101,6 +108,8 @@ FULL = Sizes(
     epoch_seconds=3.0,
     pool_size=16,
     round_timeout_s=600.0,
+    ramp_seconds_per_worker=0.15,
+    burst_workers=128,
 )
 TINY = Sizes(
     overhead_trials=3,
@@ -112,6 +121,8 @@ TINY = Sizes(
     epoch_seconds=0.05,
     pool_size=4,
     round_timeout_s=120.0,
+    ramp_seconds_per_worker=0.0,
+    burst_workers=0,
 )
 
 
@@ -327,6 +338,7 @@ def _worker_process(index: int, job: dict[str, Any], start: Any, results: Any) -
     try:
         traffic = _count_traffic()
         start.wait(timeout=300)
+        time.sleep(job["start_delay"] * index)
         cpu = time.process_time()
         try:
             first: list[float] = []
@@ -496,8 +508,11 @@ class Cluster:
     pooler: int
 
 
-def scale_round(count: int, *, cluster: Cluster, sizes: Sizes, folder: Path) -> dict[str, Any]:
-    """One count: a fresh study of ``max(trials_per_worker * count, min_trials)`` trials, ``count`` processes."""
+def scale_round(
+    count: int, *, cluster: Cluster, sizes: Sizes, folder: Path, epoch_seconds: float, ramp: float, name: str
+) -> dict[str, Any]:
+    """One count: a fresh study of ``max(trials_per_worker * count, min_trials)`` trials, ``count``
+    processes started ``ramp`` seconds apart."""
     import optuna
     from optuna.trial import TrialState
 
@@ -507,7 +522,7 @@ def scale_round(count: int, *, cluster: Cluster, sizes: Sizes, folder: Path) -> 
     n_trials = max(sizes.trials_per_worker * count, sizes.min_trials)
     url = cluster.pooled_url
     config = _study_config(
-        f"scale-{count}",
+        name,
         n_trials=n_trials,
         overrides={
             "sampler": {"kind": "random", "seed": 0},
@@ -522,9 +537,10 @@ def scale_round(count: int, *, cluster: Cluster, sizes: Sizes, folder: Path) -> 
         "url": url,
         "runs_dir": str(folder / "runs"),
         "epochs": sizes.epochs,
-        "epoch_seconds": sizes.epoch_seconds,
+        "epoch_seconds": epoch_seconds,
         # Once the last trials are taken elsewhere, a worker looks again this often, then stops.
         "poll_seconds": 0.5,
+        "start_delay": ramp,
     }
     peak = [0]
     last_look = [0.0]
@@ -570,7 +586,9 @@ def scale_round(count: int, *, cluster: Cluster, sizes: Sizes, folder: Path) -> 
         "all_exited_0": all(code == 0 for code in codes),
         "seconds_go_to_last_trial_end": span,
         "trials_per_minute": per_minute,
-        "ideal_trials_per_minute": count * 60.0 / sizes.trial_seconds,
+        "ideal_trials_per_minute": count * 60.0 / (sizes.epochs * epoch_seconds),
+        "epoch_seconds": epoch_seconds,
+        "start_ramp_seconds": ramp * (count - 1),
         # From each worker's first trial's start to its last trial's end, over the trials:
         "worker_cpu_ms_per_trial": 1e3 * trials_cpu / n,
         # Paid once per worker:
@@ -618,7 +636,29 @@ def scale(sizes: Sizes, folder: Path) -> dict[str, Any]:
             database = admin.create_database()
             with pooler(database, pool_size=sizes.pool_size, folder=folder) as (pooled_url, pooler_pid):
                 cluster = Cluster(pooled_url, admin, int(postmaster), pooler_pid)
-                counts = {str(c): scale_round(c, cluster=cluster, sizes=sizes, folder=folder) for c in sizes.counts}
+                counts = {
+                    str(c): scale_round(
+                        c,
+                        cluster=cluster,
+                        sizes=sizes,
+                        folder=folder,
+                        epoch_seconds=sizes.epoch_seconds,
+                        ramp=sizes.ramp_seconds_per_worker,
+                        name=f"scale-{c}",
+                    )
+                    for c in sizes.counts
+                }
+                burst = None
+                if sizes.burst_workers:
+                    burst = scale_round(
+                        sizes.burst_workers,
+                        cluster=cluster,
+                        sizes=sizes,
+                        folder=folder,
+                        epoch_seconds=0.2,
+                        ramp=0.0,
+                        name=f"scale-{sizes.burst_workers}-at-once",
+                    )
             max_connections = admin.setting("max_connections")
         finally:
             admin.drop_database()
@@ -629,12 +669,13 @@ def scale(sizes: Sizes, folder: Path) -> dict[str, Any]:
     connections = counts[top]["peak_server_connections"]
     clean = all(
         v["lost"] == 0 and v["duplicated"] == 0 and v["connection_errors"] == 0 and v["all_exited_0"]
-        for v in counts.values()
+        for v in [*counts.values(), *([burst] if burst else [])]
     )
     return {
         "max_connections": max_connections,
         "pool_size": sizes.pool_size,
         "counts": counts,
+        "burst": burst,
         "coordination_cpu_ms_per_trial": cpu,
         "flat_top_vs_16": flat,
         "targets": {
@@ -835,6 +876,10 @@ def main() -> int:
             "n_trials": f"max({sizes.trials_per_worker} x workers, {sizes.min_trials})",
             "trial": f"{sizes.epochs} epochs of {sizes.epoch_seconds} s sleep, reported through PruningCallback",
             "pooler": f"edgesearch pooler (PgBouncer, transaction pooling), {sizes.pool_size} server connections",
+            "start_ramp": f"worker i starts {sizes.ramp_seconds_per_worker} s x i after the release",
+            "at_once": f"{sizes.burst_workers} workers released at one instant, epochs of 0.2 s"
+            if sizes.burst_workers
+            else "none",
         },
         "study": {
             "space": "studies/quickstart.yaml's",
@@ -845,8 +890,10 @@ def main() -> int:
             "trial is cut short and the counts compare",
         },
         "processes": "for each count, that many processes forked from the benchmark after its imports, each "
-        "running run_worker, released together by a barrier; timed from the release to the last trial's end; "
-        "worker CPU from the release to the worker's return (loading the study included)",
+        "running run_worker, released by a barrier (then each after its ramp delay); timed from the release to "
+        "the last trial's end; worker CPU per trial from its first trial's start to its last trial's end, its "
+        "start-up (loading the study, taking the first trial) and tail (waiting for the last trials elsewhere) "
+        "per worker apart; server CPU all of it, over the trials",
     }
     with tempfile.TemporaryDirectory(prefix="edgesearch-bench-") as tmp, postgres_server(args.postgres) as found:
         folder = Path(tmp)
@@ -870,7 +917,7 @@ def main() -> int:
         result["scale"] = scale(sizes, Path(tmp))
         if "skipped" in result["scale"]:
             _common.log(f"scale skipped: {result['scale']['skipped']}")
-    scaled = result["scale"].get("counts", {}).values()
+    scaled = [*result["scale"].get("counts", {}).values(), *filter(None, [result["scale"].get("burst")])]
     result["lost"] = sum(v["lost"] for v in scaled)
     result["duplicated"] = sum(v["duplicated"] for v in scaled)
     result["connection_errors"] = sum(v["connection_errors"] for v in scaled)

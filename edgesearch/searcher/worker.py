@@ -12,10 +12,10 @@ Every trial runs under a heartbeat
 thread so that a killed worker's trial is noticed and retried; SIGTERM/Ctrl-C hand the running
 trial back for a retry at once.
 
-Confirmation jobs (:mod:`~edgesearch.searcher.confirm`, queued by ``study confirm``) are taken
-before new trials, the same way: under the companion study's admission lock, with a heartbeat,
-retried when stale. A worker stays while any job is waiting or running elsewhere, even once the
-study is full.
+Confirmation jobs (:mod:`~edgesearch.searcher.confirm`, queued by ``study confirm``; a running
+worker notices the first ones within 10 s) are taken before new trials, the same way: under the
+companion study's admission lock, with a heartbeat, retried when stale. A worker stays while any
+job is waiting or running elsewhere, even once the study is full.
 """
 
 from __future__ import annotations
@@ -63,6 +63,9 @@ __all__ = ["StopOnRequest", "TrialRunner", "WorkerSummary", "run_worker"]
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _COUNTED = (TrialState.RUNNING, *FINISHED)
+_COMPANION_LOOK_S = 10.0
+"""How often a worker looks for confirmation jobs (``study confirm``) while a study has none: not at
+every turn of its loop, where hundreds of waiting workers would each pay a lookup per poll."""
 
 
 @dataclass
@@ -318,6 +321,8 @@ def run_worker(
     crashes: list[str] = []
     trial_callbacks = [*callbacks, StopOnRequest(stop)]
     idle = 0
+    companion: optuna.Study | None = None
+    look_for_companion = 0.0
     try:
         while True:
             if stop.is_set():
@@ -334,7 +339,11 @@ def run_worker(
                 summary.stopped_because = f"{len(crashes)} trials in a row failed with the same error, last: {last}"
                 summary.failed = True
                 break
-            trial, jobs_left = _take_job(load_companion(study))
+            if companion is None and time.monotonic() >= look_for_companion:
+                # Kept once found; while there is none, looked for again every _COMPANION_LOOK_S.
+                companion = load_companion(study)
+                look_for_companion = time.monotonic() + _COMPANION_LOOK_S
+            trial, jobs_left = _take_job(companion)
             if trial is None:
                 # Waiting for the last trials, look less often the longer nothing changes (up to 4x):
                 # hundreds of waiting workers would otherwise poll the database for nothing.
