@@ -118,7 +118,7 @@ def coordination(r: dict[str, Any]) -> list[Row]:
     flat = scale.get("flat_top_vs_16")
     rows.append(
         (
-            "Coordination CPU per trial by workers (worker + server ms), through the pooler",
+            "Coordination CPU per trial by workers (worker + server ms), pooler, workers started 0.15 s apart",
             scale["targets"]["cpu"] + "; " + scale["targets"]["flat"],
             f"{per}; {top} vs 16: {_f(flat, '.2f')}x",
             scale["met"]["cpu"] and scale["met"]["flat"],
@@ -137,9 +137,27 @@ def coordination(r: dict[str, Any]) -> list[Row]:
             scale["met"]["connections"] and scale["met"]["clean"],
         )
     )
+    once = ", ".join(
+        f"{n}: {c['worker_startup_cpu_ms_per_worker']:.0f} + {c['worker_tail_cpu_ms_per_worker']:.0f}"
+        for n, c in counts.items()
+    )
+    rows.append(("Per worker, once: start-up + tail CPU ms, by workers", "(information)", once, None))
     trips = ", ".join(f"{n}: {c['round_trips_per_trial']:.0f}" for n, c in counts.items())
     speed = ", ".join(f"{n}: {c['trials_per_minute']:.0f}" for n, c in counts.items())
     rows.append(("Round trips per trial, and trials/min, by workers", "(information)", f"{trips}; {speed}", None))
+    burst = scale.get("burst")
+    if burst:
+        b = burst
+        clean = b["lost"] == 0 and b["duplicated"] == 0 and b["connection_errors"] == 0 and b["all_exited_0"]
+        measured = (
+            f"{b['finished']}/{b['n_trials']} finished; CPU per trial {b['worker_cpu_ms_per_trial']:.0f} + "
+            f"{b['server_cpu_ms_per_trial']:.0f} ms (worker lifetime {b['worker_lifetime_cpu_ms_per_trial']:.0f}; "
+            f"machine {100 * (b['machine_cpu_busy'] or 0):.0f}% busy); {b['round_trips_per_trial']:.0f} round trips "
+            f"per trial; lost {b['lost']}, duplicated {b['duplicated']}, connection errors {b['connection_errors']}"
+        )
+        rows.append(
+            (f"{b['workers']} workers released at one instant, 1-s trials", scale["targets"]["clean"], measured, clean)
+        )
     return rows
 
 
