@@ -9,7 +9,7 @@
 2. ``scale``: 1, 16, 64 and 128 worker processes on one PostgreSQL server with
    ``max_connections = 50``, all through one PgBouncer started with ``edgesearch pooler``
    (transaction pooling, 16 server connections). Each process runs ``run_worker`` on a study whose
-   15-s trials only sleep; they are forked once everything is imported and start 0.15 s apart, as
+   15-s trials only sleep; they are forked once everything is imported and start 0.3 s apart, as
    a scheduler starts an array (so that this machine's two cores are not what is measured). Per
    finished trial: the CPU the workers spent on their trials (their start-up and their wait for
    the last trials elsewhere are reported per worker, paid once), the CPU the database server's
@@ -108,7 +108,7 @@ FULL = Sizes(
     epoch_seconds=3.0,
     pool_size=16,
     round_timeout_s=600.0,
-    ramp_seconds_per_worker=0.15,
+    ramp_seconds_per_worker=0.3,
     burst_workers=128,
 )
 TINY = Sizes(

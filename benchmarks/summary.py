@@ -118,7 +118,7 @@ def coordination(r: dict[str, Any]) -> list[Row]:
     flat = scale.get("flat_top_vs_16")
     rows.append(
         (
-            "Coordination CPU per trial by workers (worker + server ms), pooler, workers started 0.15 s apart",
+            "Coordination CPU per trial by workers (worker + server ms), pooler, workers started 0.3 s apart",
             scale["targets"]["cpu"] + "; " + scale["targets"]["flat"],
             f"{per}; {top} vs 16: {_f(flat, '.2f')}x",
             scale["met"]["cpu"] and scale["met"]["flat"],

@@ -84,7 +84,8 @@ DEFAULT_POOL_SIZE = 20
 
 MIN_POOL_SIZE = 2
 """A worker holding the admission lock keeps one transaction (one server connection) open while it
-counts and asks on another: a pool of one would leave that second transaction waiting forever."""
+counts and asks; with a pool of one, every other call of every worker (heartbeats, reports) would
+wait behind each admission, and behind each waiter for the lock."""
 
 MAX_POOL_SIZE = 1000
 """More server connections than this defeats the point of pooling; PostgreSQL would not take them."""

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import sqlalchemy.exc
 from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import text
 
 from edgesearch.searcher.optuna_internals import (
@@ -34,6 +34,7 @@ from edgesearch.searcher.optuna_internals import (
     Curve,
     complete_ids_query,
     read_curves,
+    read_trial,
     state_counts_query,
     trial_state_query,
 )
@@ -65,7 +66,6 @@ _RETRIED = (
     "set_trial_state_values",
     "set_trial_system_attr",
     "get_trial_id_from_study_id_trial_number",
-    "get_trial",
     "get_all_trials",
     "get_best_trial",
     "record_heartbeat",
@@ -169,6 +169,16 @@ class ReconnectingRDBStorage(RDBStorage):
             return TrialState[state] if isinstance(state, str) else TrialState(state)
 
         result: TrialState = self._retrying("trial_state", read)
+        return result
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        """The trial, whole, in two statements (:func:`read_trial`) instead of Optuna's eight round trips."""
+
+        def read() -> FrozenTrial:
+            with self.one_statement() as connection:
+                return read_trial(connection, trial_id)
+
+        result: FrozenTrial = self._retrying("get_trial", read)
         return result
 
     def complete_curves(self, study_id: int) -> list[Curve]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import optuna
 import pytest
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 
 from edgesearch.searcher.objective import EPOCHS_DONE_ATTR, PruningCallback, epochs_done
@@ -246,7 +246,7 @@ def test_a_trials_end_is_stored_as_optuna_stores_it_and_a_finished_trial_refuses
         with _statements(study) as sent:
             tell(study, trial, values, state=state)
         if backend == "postgres":
-            assert len(sent) == 1 + 6  # the end itself, after Optuna's read of the trial for its checks
+            assert len(sent) == 1 + 2  # the end itself, after the read of the trial for Optuna's checks
         ended.append((study, trial, values, state))
 
     stored = [t for s in (one, two) for t in s.get_trials(deepcopy=False)]
@@ -261,3 +261,63 @@ def test_a_trials_end_is_stored_as_optuna_stores_it_and_a_finished_trial_refuses
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         storage.set_trial_state_values(trial_id, TrialState.FAIL)
     assert one.get_trials(deepcopy=False)[0].values == [0.75]
+
+
+def _comparable(trial: FrozenTrial) -> dict[str, Any]:
+    """The trial's fields, NaN made comparable (FrozenTrial's own == says NaN != NaN)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, float) and math.isnan(value):
+            return "nan"
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value
+
+    fields = ("number", "state", "values", "datetime_start", "datetime_complete", "params", "distributions")
+    fields += ("user_attrs", "system_attrs", "intermediate_values", "_trial_id")
+    return {name: plain(getattr(trial, name)) for name in fields}
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_trial_read_whole_is_the_trial_optuna_reads_in_two_statements(
+    request: pytest.FixtureRequest, backend: str
+) -> None:
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
+    storage = open_storage(url)
+    one = optuna.create_study(study_name="one", storage=storage, direction="maximize")
+    two = optuna.create_study(study_name="two", storage=storage, directions=["maximize", "minimize"])
+    full = one.ask()
+    full.suggest_float("lr", 1e-5, 1e-1, log=True)
+    full.suggest_int("width", 1, 9, step=2)
+    full.suggest_float("lambda", 0.0, 0.5, step=0.05)
+    full.suggest_categorical("kind", ["bce", None, 3, True, 2.5])
+    for step, value in [(1, 0.25), (2, float("nan")), (3, float("inf")), (4, float("-inf")), (5, 0.5)]:
+        full.report(value, step=step)
+    full.set_user_attr("config", {"optim": {"lr": 0.01}, "tags": ["a", None]})
+    full.storage.set_trial_system_attr(full._trial_id, "failed_trial", 7)
+    one.tell(full, 0.875)
+    pruned = one.ask()
+    pruned.suggest_categorical("kind", ["bce", None, 3, True, 2.5])
+    pruned.report(0.125, step=1)
+    one.tell(pruned, state=TrialState.PRUNED)
+    one.tell(one.ask(), state=TrialState.FAIL)
+    one.tell(one.ask(), float("inf"))
+    one.enqueue_trial({"lr": 0.001, "kind": None})
+    running = one.ask()  # the enqueued one, with its fixed_params
+    running.suggest_float("lr", 1e-5, 1e-1, log=True)
+    one.enqueue_trial({"lr": 0.002})  # WAITING
+    two.tell(two.ask(), [float("-inf"), 1.5])
+
+    ids = [t._trial_id for s in (one, two) for t in s.get_trials(deepcopy=False)]
+    assert len(ids) == 7
+    for trial_id in ids:
+        with _statements(one) as sent:
+            ours = storage.get_trial(trial_id)
+        assert len(sent) == 2
+        assert _comparable(ours) == _comparable(optuna.storages.RDBStorage.get_trial(storage, trial_id))
+    assert list(storage.get_trial(ids[0]).params) == ["lr", "width", "lambda", "kind"]  # Optuna's order
+    with pytest.raises(KeyError):
+        storage.get_trial(max(ids) + 100)
