@@ -551,8 +551,10 @@ def scale_round(
             peak[0] = max(peak[0], cluster.admin.connections())
 
     server_cpu, pooler_cpu = process_tree_cpu(cluster.postmaster), process_tree_cpu(cluster.pooler)
+    watching = cluster.admin.backend_cpu()
     go, results, codes, busy = run_processes(count, job, timeout=sizes.round_timeout_s, watch=watch)
-    server_cpu = process_tree_cpu(cluster.postmaster) - server_cpu
+    watching = cluster.admin.backend_cpu() - watching  # the connection count read every 0.5 s
+    server_cpu = process_tree_cpu(cluster.postmaster) - server_cpu - watching
     pooler_cpu = process_tree_cpu(cluster.pooler) - pooler_cpu
     go_wall = datetime.datetime.fromtimestamp(go)  # naive local time, as Optuna stamps trials
 
@@ -751,6 +753,11 @@ class PgAdmin:
         query = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
         (used,) = self.connection.execute(query).fetchone() or (0,)
         return self.setting("max_connections") - self.setting("superuser_reserved_connections") - used
+
+    def backend_cpu(self) -> float:
+        """CPU seconds of this connection's own server process: the benchmark's looks, not the workers'."""
+        fields = _stat(self.connection.info.backend_pid)
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
 
     def close(self) -> None:
         self.connection.close()

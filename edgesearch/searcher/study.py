@@ -172,7 +172,8 @@ def create_study(config: StudyConfig, url: str) -> tuple[optuna.Study, bool]:
 
 
 def _study_names(storage: optuna.storages.BaseStorage) -> list[str]:
-    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    # Not optuna.get_all_study_summaries: it reads every trial of every study to count them.
+    return [s.study_name for s in storage.get_all_studies()]
 
 
 def _same_config(config: StudyConfig, storage: optuna.storages.BaseStorage, url: str) -> optuna.Study:
@@ -220,6 +221,12 @@ def _check_listed(name: str, storage: optuna.storages.BaseStorage, url: str) -> 
     from edgesearch.searcher.confirm import is_companion
     from edgesearch.searcher.creating import is_hidden
 
+    if not is_hidden(name) and not is_companion(name):
+        try:  # one lookup on the path every worker takes; the listing only for the error
+            storage.get_study_id_from_name(name)
+            return
+        except KeyError:
+            pass
     names = [n for n in _study_names(storage) if not is_hidden(n) and not is_companion(n)]
     if name not in names:
         listing = ", ".join(sorted(names)) or "none"

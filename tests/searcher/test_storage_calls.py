@@ -24,6 +24,7 @@ from edgesearch.searcher.optuna_internals import (
     tell,
 )
 from edgesearch.searcher.storage import open_storage
+from tests.helpers import tiny_study
 
 
 def _record(epoch: int, iou: float = 0.5) -> dict[str, Any]:
@@ -321,3 +322,31 @@ def test_a_trial_read_whole_is_the_trial_optuna_reads_in_two_statements(
     assert list(storage.get_trial(ids[0]).params) == ["lr", "width", "lambda", "kind"]  # Optuna's order
     with pytest.raises(KeyError):
         storage.get_trial(max(ids) + 100)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_a_worker_loading_its_study_reads_no_trial_of_any_study(sqlite_url: str) -> None:
+    """Every worker loads the study when it starts: reading trials there (Optuna's study summaries
+    count them, of every study in the database) made a worker's start grow with the database."""
+    from sqlalchemy.engine import Engine
+
+    from edgesearch.searcher.config import StudyConfig
+    from edgesearch.searcher.study import create_study, load_study
+
+    for name in ("mine", "other"):
+        study, _ = create_study(StudyConfig.from_dict(tiny_study(name), source="test"), sqlite_url)
+        for _ in range(3):
+            trial = study.ask()
+            trial.report(0.5, step=1)
+            study.tell(trial, 0.5)
+    sent: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        load_study("mine", sqlite_url)
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    assert sent and not [s for s in sent if re.search(r"\bFROM trial", s)], sent
