@@ -35,6 +35,7 @@ from edgesearch.searcher.optuna_internals import (
     complete_ids_query,
     read_curves,
     read_trial,
+    stale_trial_ids,
     state_counts_query,
     trial_state_query,
 )
@@ -179,6 +180,19 @@ class ReconnectingRDBStorage(RDBStorage):
                 return read_trial(connection, trial_id)
 
         result: FrozenTrial = self._retrying("get_trial", read)
+        return result
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """RDBStorage's, in one statement (:func:`stale_trial_ids`): it runs at every admission."""
+        if self.heartbeat_interval is None:
+            raise RuntimeError("stale trials are found by heartbeats; this storage has none")
+        grace = self.grace_period if self.grace_period is not None else 2 * self.heartbeat_interval
+
+        def read() -> list[int]:
+            with self.one_statement() as connection:
+                return stale_trial_ids(connection, study_id, grace)
+
+        result: list[int] = self._retrying("_get_stale_trial_ids", read)
         return result
 
     def complete_curves(self, study_id: int) -> list[Curve]:

@@ -411,11 +411,11 @@ def test_printed_commands_name_the_storage_only_when_it_holds_no_secret() -> Non
 
 
 @ASK_TELL_WITH_HEARTBEAT
-def test_a_heartbeat_whose_row_is_deleted_under_it_warns_in_one_line_and_beats_on(
+def test_a_failing_heartbeat_warns_in_one_line_without_a_traceback_and_keeps_beating(
     postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The race of `study delete --force` on another box: the beat has read its row, the delete
-    commits, the beat's update finds nothing. Optuna raises; the worker must say so in one line."""
+    """A beat that fails (here its table is gone; in the field a study deleted under the worker, or
+    an outage past the retries) is one line naming the cause, and the next beat is tried anyway."""
     import sqlalchemy
 
     from edgesearch.searcher.optuna_internals import heartbeat
@@ -423,21 +423,15 @@ def test_a_heartbeat_whose_row_is_deleted_under_it_warns_in_one_line_and_beats_o
     storage = open_storage(postgres_url, heartbeat_interval=1, grace_period=3)
     study = optuna.create_study(storage=storage, study_name="s")
     trial = study.ask()
-    storage.record_heartbeat(trial._trial_id)
-    deleter = sqlalchemy.create_engine(postgres_url)
-    with caplog.at_level("WARNING", logger="edgesearch"), deleter.connect() as other:
-        other.execute(sqlalchemy.text("DELETE FROM trial_heartbeats WHERE trial_id = :t"), {"t": trial._trial_id})
-        with heartbeat(study, trial):  # the first beat reads the row, then waits for the delete's row lock
-            time.sleep(0.5)
-            other.commit()
-            time.sleep(1.5)  # the next beat writes a fresh row
-        rows = other.execute(
-            sqlalchemy.text("SELECT count(*) FROM trial_heartbeats WHERE trial_id = :t"), {"t": trial._trial_id}
-        ).scalar_one()
-    deleter.dispose()
+    breaker = sqlalchemy.create_engine(postgres_url)
+    with breaker.begin() as connection:
+        connection.execute(sqlalchemy.text("DROP TABLE trial_heartbeats"))
+    breaker.dispose()
+    with caplog.at_level("WARNING", logger="edgesearch"), heartbeat(study, trial):
+        time.sleep(1.5)  # two beats
 
     failed = [r for r in caplog.records if r.getMessage().startswith("heartbeat of trial 0 failed")]
-    assert len(failed) == 1, caplog.text
-    assert failed[0].levelname == "WARNING" and failed[0].exc_info is None
+    assert len(failed) >= 2, caplog.text
+    assert all(r.levelname == "WARNING" and r.exc_info is None for r in failed)
+    assert "trial_heartbeats" in failed[0].getMessage()  # the cause, in the line
     assert "Traceback" not in caplog.text
-    assert rows == 1  # beating on

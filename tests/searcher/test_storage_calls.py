@@ -350,3 +350,39 @@ def test_a_worker_loading_its_study_reads_no_trial_of_any_study(sqlite_url: str)
     finally:
         event.remove(Engine, "before_cursor_execute", seen)
     assert sent and not [s for s in sent if re.search(r"\bFROM trial", s)], sent
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_stale_trials_are_found_in_one_statement_as_optuna_finds_them_and_a_beat_is_one_on_postgres(
+    request: pytest.FixtureRequest, backend: str
+) -> None:
+    import sqlalchemy
+
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
+    storage = open_storage(url, heartbeat_interval=10, grace_period=30)
+    study = optuna.create_study(study_name="h", storage=storage, direction="maximize")
+    trials = [study.ask() for _ in range(4)]
+    study.tell(study.ask(), 0.5)  # finished: never stale
+    for trial in trials[:3]:
+        with _statements(study) as sent:
+            storage.record_heartbeat(trial._trial_id)
+        if backend == "postgres":
+            assert len(sent) == 1
+    storage.record_heartbeat(trials[0]._trial_id)  # a second beat updates the first
+    with storage.engine.begin() as connection:  # trial 1 went silent a minute ago; trial 3 never beat
+        connection.execute(
+            sqlalchemy.text(
+                "UPDATE trial_heartbeats SET heartbeat = heartbeat - INTERVAL '60 seconds' WHERE trial_id = :t"
+            )
+            if backend == "postgres"
+            else sqlalchemy.text(
+                "UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, '-60 seconds') WHERE trial_id = :t"
+            ),
+            {"t": trials[1]._trial_id},
+        )
+    with _statements(study) as sent:
+        ours = storage._get_stale_trial_ids(study._study_id)
+    assert len(sent) == 1
+    assert sorted(ours) == sorted(optuna.storages.RDBStorage._get_stale_trial_ids(storage, study._study_id))
+    assert ours == [trials[1]._trial_id]
