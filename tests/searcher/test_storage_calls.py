@@ -55,6 +55,13 @@ def _statements(study: optuna.Study) -> Iterator[list[str]]:
         event.remove(storage.engine, "before_cursor_execute", seen)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend_url(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(backend, URL of a fresh database of it), for a test that runs on both."""
+    backend: str = request.param
+    return backend, request.getfixturevalue(f"{backend}_url")
+
+
 @pytest.fixture
 def study(sqlite_url: str) -> optuna.Study:
     return optuna.create_study(study_name="s", storage=open_storage(sqlite_url), direction="maximize")
@@ -90,9 +97,8 @@ def test_a_trial_that_reports_nothing_stores_its_epoch_count_each_epoch(study: o
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_complete_curves_are_read_once_each_and_agree_with_optuna(request: pytest.FixtureRequest, backend: str) -> None:
-    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
+def test_complete_curves_are_read_once_each_and_agree_with_optuna(backend_url: tuple[str, str]) -> None:
+    backend, url = backend_url
     study = optuna.create_study(study_name="c", storage=open_storage(url), direction="maximize")
     running = study.ask()
     for value in (0.1, 0.2):
@@ -130,13 +136,10 @@ def test_complete_curves_are_read_once_each_and_agree_with_optuna(request: pytes
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_per_trial_writes_store_what_optuna_stores_and_refuse_a_finished_trial(
-    request: pytest.FixtureRequest, backend: str
-) -> None:
+def test_per_trial_writes_store_what_optuna_stores_and_refuse_a_finished_trial(backend_url: tuple[str, str]) -> None:
     """Parameters, intermediate values and user attributes (one statement each on PostgreSQL) read back
     as written, updates replace, and a finished trial refuses them with Optuna's own error."""
-    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
+    backend, url = backend_url
     study = optuna.create_study(study_name="w", storage=open_storage(url), direction="maximize")
     study.ask().suggest_float("x", 0.0, 1.0)  # the first of its name: the study learns its distribution
     trial = study.ask()
@@ -170,9 +173,8 @@ def test_per_trial_writes_store_what_optuna_stores_and_refuse_a_finished_trial(
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_a_trials_state_is_read_in_one_statement(request: pytest.FixtureRequest, backend: str) -> None:
-    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
+def test_a_trials_state_is_read_in_one_statement(backend_url: tuple[str, str]) -> None:
+    _, url = backend_url
     study = optuna.create_study(study_name="st", storage=open_storage(url), direction="maximize")
     trial = study.ask()
     with _statements(study) as sent:
@@ -190,11 +192,8 @@ _READS_OTHER_TRIALS = re.compile(r"\.trial_id (IN|>) ", re.IGNORECASE)
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_asking_with_none_waiting_reads_none_of_the_trials_running_elsewhere(
-    request: pytest.FixtureRequest, backend: str
-) -> None:
-    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
+def test_asking_with_none_waiting_reads_none_of_the_trials_running_elsewhere(backend_url: tuple[str, str]) -> None:
+    _, url = backend_url
     study = optuna.create_study(study_name="a", storage=open_storage(url), direction="maximize")
     elsewhere = [study.ask() for _ in range(4)]  # other workers' trials, mid-training
     for trial in elsewhere:
@@ -224,13 +223,12 @@ def test_a_waiting_trial_is_taken_before_a_new_one_unless_the_caller_counted_non
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_trials_end_is_stored_as_optuna_stores_it_and_a_finished_trial_refuses_another(
-    request: pytest.FixtureRequest, backend: str
+    backend_url: tuple[str, str],
 ) -> None:
     """COMPLETE with one or two values (infinite too), PRUNED with its last reported value, FAIL:
     read back through Optuna; one statement each on PostgreSQL; a second end raises Optuna's error."""
-    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
+    backend, url = backend_url
     one = optuna.create_study(study_name="one", storage=open_storage(url), direction="maximize")
     two = optuna.create_study(study_name="two", storage=open_storage(url), directions=["maximize", "maximize"])
     ended: list[tuple[optuna.Study, optuna.Trial, Any, TrialState | None]] = []
@@ -282,11 +280,8 @@ def _comparable(trial: FrozenTrial) -> dict[str, Any]:
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_a_trial_read_whole_is_the_trial_optuna_reads_in_two_statements(
-    request: pytest.FixtureRequest, backend: str
-) -> None:
-    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
+def test_a_trial_read_whole_is_the_trial_optuna_reads_in_two_statements(backend_url: tuple[str, str]) -> None:
+    _, url = backend_url
     storage = open_storage(url)
     one = optuna.create_study(study_name="one", storage=storage, direction="maximize")
     two = optuna.create_study(study_name="two", storage=storage, directions=["maximize", "minimize"])
@@ -353,13 +348,12 @@ def test_a_worker_loading_its_study_reads_no_trial_of_any_study(sqlite_url: str)
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_stale_trials_are_found_in_one_statement_as_optuna_finds_them_and_a_beat_is_one_on_postgres(
-    request: pytest.FixtureRequest, backend: str
+    backend_url: tuple[str, str],
 ) -> None:
     import sqlalchemy
 
-    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
+    backend, url = backend_url
     storage = open_storage(url, heartbeat_interval=10, grace_period=30)
     study = optuna.create_study(study_name="h", storage=storage, direction="maximize")
     trials = [study.ask() for _ in range(4)]
