@@ -354,7 +354,6 @@ def _worker_process(index: int, job: dict[str, Any], start: Any, results: Any) -
             summary = run_worker(
                 job["name"],
                 job["url"],
-                worker_index=index,
                 runs_dir=Path(job["runs_dir"]),
                 poll_seconds=job["poll_seconds"],
                 trial_runner=StandInTrial(epochs=job["epochs"], epoch_seconds=job["epoch_seconds"]),
@@ -891,7 +890,7 @@ def main() -> int:
         "study": {
             "space": "studies/quickstart.yaml's",
             "overhead": "studies/quickstart.yaml as written (TPE sampler, median pruner), heartbeat on (30 s)",
-            "scale_sampler": "random, seed 0 + worker index",
+            "scale_sampler": "random, seed 0 (a stream per trial number)",
             "scale_pruner": "median (n_startup_trials 2, n_warmup_steps 0): every should_prune reads the "
             "study as in a real search, but every trial reports the same curve, never below the median, so no "
             "trial is cut short and the counts compare",

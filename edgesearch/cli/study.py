@@ -99,7 +99,6 @@ def run_command(
             run_here(
                 config.name,
                 url,
-                worker_index=0,
                 n_trials=None,
                 timeout=None,
                 runs_dir=runs_dir,

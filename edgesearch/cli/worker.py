@@ -7,6 +7,8 @@ and relays their lines, prefixed ``[w<i>]``, above one bar read from the storage
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
 __all__ = ["app", "run_here", "run_local"]
 
 app = typer.Typer()
+
+WORKER_LABEL = f"{socket.gethostname()}:{os.getpid()}"
+"""How this worker names itself: a worker's identity is its machine and process, not a number."""
 
 
 class _StudyCounts:
@@ -58,7 +63,6 @@ def run_here(
     name: str,
     url: str,
     *,
-    worker_index: int,
     n_trials: int | None,
     timeout: float | None,
     runs_dir: Path,
@@ -104,7 +108,6 @@ def run_here(
         summary = run_worker(
             name,
             url,
-            worker_index=worker_index,
             max_trials=n_trials,
             timeout=timeout,
             runs_dir=runs_dir,
@@ -114,10 +117,10 @@ def run_here(
             on_trial_end=ended,
             stop=stop,
         )
-    out.print(f"worker {worker_index} stopped: {summary.stopped_because}; ran {len(summary.outcomes)} trials")
+    out.print(f"worker {WORKER_LABEL} stopped: {summary.stopped_because}; ran {len(summary.outcomes)} trials")
     out.print(f"study {name}: {format_counts(counts.read(), counts.n_trials)}")
     if summary.failed:
-        fail(f"worker {worker_index}: {summary.stopped_because}", EXIT_RUN_FAILED)
+        fail(f"worker {WORKER_LABEL}: {summary.stopped_because}", EXIT_RUN_FAILED)
 
 
 def run_local(name: str, url: str, *, slots: list[str | None], args: list[str]) -> int:
@@ -165,7 +168,6 @@ def worker_command(
     per_gpu: Annotated[
         int, typer.Option("--per-gpu", min=1, max=64, help="With --gpus: worker processes per GPU (small models).")
     ] = 1,
-    worker_index: Annotated[int, typer.Option(hidden=True, min=0)] = 0,
     runs_dir: RunsOption = Path("runs"),
     artifacts: ArtifactsOption = None,
 ) -> None:
@@ -197,7 +199,6 @@ def worker_command(
         run_here(
             name,
             url,
-            worker_index=worker_index,
             n_trials=n_trials,
             timeout=timeout,
             runs_dir=runs_dir,

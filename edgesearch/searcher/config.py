@@ -82,12 +82,13 @@ _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class SamplerConfig(FrozenModel):
-    """Which Optuna sampler proposes trials; workers seed it ``seed + worker index``."""
+    """Which Optuna sampler proposes trials; trial ``n`` draws from a stream seeded by (``seed``, ``n``)."""
 
     kind: Literal["tpe", "random", "cmaes", "grid"] = "tpe"
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
-    """``null``: a fresh random seed in every worker (runs are then not reproducible). Worker i uses
-    ``seed + i``, which stays a valid numpy seed for any number of workers."""
+    """``null``: a fresh random seed in every worker (runs are then not reproducible). Otherwise
+    :func:`~edgesearch.searcher.sampling.trial_seed` gives each trial its own stream, whichever worker
+    on whichever machine runs it (the grid sampler uses ``seed`` itself: grid point ``n`` goes to trial ``n``)."""
 
 
 class MedianPrunerConfig(FrozenModel):

@@ -179,6 +179,7 @@ def request(study: optuna.Study, config: StudyConfig, *, top: int, seeds: int) -
     """
     from optuna.trial import TrialState
 
+    from edgesearch.searcher.reconnect import admitted
     from edgesearch.trainer.config import MAX_SEED
 
     _check_counts(top, seeds)
@@ -199,23 +200,33 @@ def request(study: optuna.Study, config: StudyConfig, *, top: int, seeds: int) -
     companion = load_companion(study, create=True)
     if companion is None:  # create=True always gives one; this keeps the type checker honest
         raise UserError(f"study {name!r}: could not create its confirmation jobs")
-    # A job whose every attempt failed (retries used up) is queued again; one still alive is not.
-    existing = {
-        (job["trial"], job["seed"])
-        for t in companion.get_trials(deepcopy=False)
-        if (job := confirmation_job(t)) is not None and t.state != TrialState.FAIL
-    }
-    queued = already = 0
+    wanted: list[tuple[int, int, dict[str, Any]]] = []
     for trial in best:
         source: dict[str, Any] = trial.user_attrs["config"]
         for i in range(1, seeds + 1):
             seed = (int(source.get("seed", 0)) + i) % (MAX_SEED + 1)
-            if (trial.number, seed) in existing:
+            wanted.append((trial.number, seed, {**source, "seed": seed}))
+
+    def enqueue_missing(locked: bool) -> tuple[int, int]:
+        # Read and added to under the companion's admission lock: two `confirm` commands at once
+        # would otherwise both find a pair missing and queue it twice (a whole re-training each).
+        # A job whose every attempt failed (retries used up) is queued again; one still alive is not.
+        existing = {
+            (job["trial"], job["seed"])
+            for t in companion.get_trials(deepcopy=False)
+            if (job := confirmation_job(t)) is not None and t.state != TrialState.FAIL
+        }
+        queued = already = 0
+        for number, seed, config in wanted:
+            if (number, seed) in existing:
                 already += 1
                 continue
-            job = {"trial": trial.number, "seed": seed, "config": {**source, "seed": seed}}
+            job = {"trial": number, "seed": seed, "config": config}
             companion.enqueue_trial({}, user_attrs={CONFIRM_ATTR: job})
             queued += 1
+        return queued, already
+
+    queued, already = admitted(companion, enqueue_missing)
     return ConfirmPlan(trials=tuple(t.number for t in best), seeds=seeds, queued=queued, already=already)
 
 

@@ -141,7 +141,7 @@ class LocalWorkers:
             if gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = gpu
                 env[REQUIRE_CUDA_ENV] = gpu  # never fall back to the CPU when this GPU is not there
-            cmd = [sys.executable, "-m", "edgesearch", "worker", self.name, "--worker-index", str(index), *self.args]
+            cmd = [sys.executable, "-m", "edgesearch", "worker", self.name, *self.args]
             # A session of its own: a terminal's Ctrl-C reaches only this parent, which passes on
             # one SIGTERM; a child that got both would take the second as "stop now".
             child = subprocess.Popen(

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy.exc
 from optuna.exceptions import StorageInternalError
@@ -33,6 +33,7 @@ from edgesearch.searcher.optuna_internals import (
     PRIVATE_STORAGE_CALLS,
     Curve,
     complete_ids_query,
+    rdb_storage,
     read_curves,
     read_trial,
     stale_trial_ids,
@@ -40,7 +41,10 @@ from edgesearch.searcher.optuna_internals import (
     trial_state_query,
 )
 
-__all__ = ["ReconnectingRDBStorage", "is_connection_error"]
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["ReconnectingRDBStorage", "admitted", "is_connection_error"]
 
 _log = logging.getLogger(__name__)
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -320,3 +324,17 @@ def _wrap_fast(name: str) -> Callable[..., Any]:
 
 for _name in FAST_WRITES:
     setattr(ReconnectingRDBStorage, _name, _wrap_fast(_name))
+
+
+def admitted(study: optuna.Study, body: Callable[[bool], _T]) -> _T:
+    """``body(locked)`` under ``study``'s admission lock (``locked``: whether the storage has one), as one
+    transaction on PostgreSQL, run again whole if the connection is lost meanwhile.
+
+    Whatever reads a study's trials and then adds to them on that reading (a worker asking for the
+    next free slot, ``study confirm`` queueing the jobs not yet queued) runs as such a body, so two
+    processes never act on the same reading.
+    """
+    storage = rdb_storage(study)
+    if isinstance(storage, ReconnectingRDBStorage):
+        return storage.exclusively(f"edgesearch-admission:{study.study_name}", body)
+    return body(False)

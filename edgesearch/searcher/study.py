@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,21 +54,26 @@ CONFIG_ATTR = "edgesearch_config"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def make_sampler(config: StudyConfig, *, worker_index: int = 0) -> optuna.samplers.BaseSampler:
-    """The study's sampler, seeded ``seed + worker_index`` so that workers do not propose twins."""
+def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
+    """The study's sampler. Seeded, each trial draws from a stream of its own
+    (:class:`~edgesearch.searcher.sampling.PerTrialSampler`), so workers started any way never propose
+    twins; the grid sampler keeps the study's seed, since it hands grid point ``n`` to trial ``n``."""
+    from edgesearch.searcher.sampling import PerTrialSampler
     from edgesearch.searcher.space import grid_search_space
 
     cfg = config.sampler
-    seed = None if cfg.seed is None else cfg.seed + worker_index
-    if cfg.kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
-    if cfg.kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if cfg.kind == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed)
     if cfg.kind == "grid":
-        return optuna.samplers.GridSampler(grid_search_space(config.space), seed=seed)
-    raise ValueError(f"unknown sampler {cfg.kind!r}; allowed: tpe, random, cmaes, grid")
+        return optuna.samplers.GridSampler(grid_search_space(config.space), seed=cfg.seed)
+    makers: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
+        "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True),
+        "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+        "cmaes": lambda seed: optuna.samplers.CmaEsSampler(seed=seed),
+    }
+    if cfg.kind not in makers:
+        raise ValueError(f"unknown sampler {cfg.kind!r}; allowed: tpe, random, cmaes, grid")
+    make = makers[cfg.kind]
+    # Unseeded, every process draws from fresh OS entropy: no twins either, and nothing to reproduce.
+    return make(None) if cfg.seed is None else PerTrialSampler(make, cfg.seed)
 
 
 def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
@@ -233,9 +239,7 @@ def _check_listed(name: str, storage: optuna.storages.BaseStorage, url: str) -> 
         raise UserError(f"no study named {shorten(name)} in {redact(url)}; studies there: {listing}")
 
 
-def load_study(
-    name: str, url: str, *, worker_index: int = 0, read_only: bool = False
-) -> tuple[optuna.Study, StudyConfig]:
+def load_study(name: str, url: str, *, read_only: bool = False) -> tuple[optuna.Study, StudyConfig]:
     """Load a study by name with the sampler and pruner its stored config names.
 
     ``read_only``: for commands that only look at the study; the database is left byte-identical
@@ -255,7 +259,7 @@ def load_study(
     study = optuna.load_study(
         study_name=name,
         storage=storage,
-        sampler=make_sampler(config, worker_index=worker_index),
+        sampler=make_sampler(config),
         pruner=make_pruner(config),
     )
     return study, config

@@ -44,13 +44,12 @@ from edgesearch.searcher.optuna_internals import (
     hand_back,
     has_stale_trials,
     heartbeat,
-    rdb_storage,
     release_slot,
     stored_state,
     study_exists,
     tell,
 )
-from edgesearch.searcher.reconnect import ReconnectingRDBStorage
+from edgesearch.searcher.reconnect import admitted
 from edgesearch.searcher.study import FINISHED, load_study
 from edgesearch.trainer.callbacks import Callback
 
@@ -98,20 +97,11 @@ def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> No
             raise
 
 
-def _admitted(study: optuna.Study, body: Callable[[bool], _T]) -> _T:
-    """``body(locked)`` under the study's admission lock (``locked``: whether the storage has one),
-    as one transaction on PostgreSQL, run again whole if the connection is lost meanwhile."""
-    storage = rdb_storage(study)
-    if isinstance(storage, ReconnectingRDBStorage):
-        return storage.exclusively(f"edgesearch-admission:{study.study_name}", body)
-    return body(False)
-
-
 def _hand_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     """:func:`hand_back` under the admission lock. Between the FAIL and the queued retry a worker
     counting free slots would see one and ask() a fresh trial, and the retry would then wait forever
     in a full study (the handed-back work lost)."""
-    _admitted(study, lambda locked: hand_back(study, trial, reason))
+    admitted(study, lambda locked: hand_back(study, trial, reason))
 
 
 def _fail_stale(study: optuna.Study) -> None:
@@ -136,7 +126,7 @@ def _take_job(companion: optuna.Study | None) -> tuple[optuna.Trial | None, int]
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             return companion.ask(), counts
 
-    job, counts = _admitted(companion, take)
+    job, counts = admitted(companion, take)
     if job is None:
         return None, counts[TrialState.RUNNING]
     if confirmation_job(job) is None:  # without the lock, another worker took the last one: ask() made a new trial
@@ -261,7 +251,7 @@ def _admit(
 
     if _taken(counts) < config.n_trials or has_stale_trials(study):
         # Count-then-ask as one step, so two workers never take one slot.
-        trial, counts, locked = _admitted(study, count_then_ask)
+        trial, counts, locked = admitted(study, count_then_ask)
     finished = sum(counts[state] for state in FINISHED)
     if finished >= config.n_trials:
         if jobs_left:  # confirmation jobs run elsewhere: stay in case one fails and is retried
@@ -283,7 +273,6 @@ def run_worker(
     name: str,
     url: str,
     *,
-    worker_index: int = 0,
     max_trials: int | None = None,
     timeout: float | None = None,
     runs_dir: Path = Path("runs"),
@@ -313,11 +302,11 @@ def run_worker(
     from edgesearch.trainer.data_cache import budget_bytes
 
     budget_bytes()  # a malformed EDGESEARCH_DATA_CACHE_MB stops the worker before it takes a trial
-    study, config = load_study(name, url, worker_index=worker_index)
+    study, config = load_study(name, url)
     stop = stop if stop is not None else threading.Event()
     deadline = None if timeout is None else time.monotonic() + timeout
     summary = WorkerSummary()
-    rng = random.Random(worker_index)
+    rng = random.Random()  # only spreads retries of a lost race; nothing to reproduce
     crashes: list[str] = []
     trial_callbacks = [*callbacks, StopOnRequest(stop)]
     idle = 0

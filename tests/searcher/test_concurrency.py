@@ -110,7 +110,7 @@ def test_workers_colliding_on_the_last_free_slot_leave_no_waiting_trial_behind(
     summaries: list[WorkerSummary] = []
 
     def work(index: int) -> None:
-        summaries.append(run_worker("last", sqlite_url, worker_index=index, runs_dir=tmp_path, poll_seconds=0.2))
+        summaries.append(run_worker("last", sqlite_url, runs_dir=tmp_path, poll_seconds=0.2))
 
     threads = [threading.Thread(target=work, args=(index,)) for index in range(2)]
     for thread in threads:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
+from typing import Any
 
 import optuna
 import pytest
@@ -152,3 +155,53 @@ def test_request_refuses_counts_outside_the_allowed_range(top: int, seeds: int, 
 def test_request_needs_a_completed_trial() -> None:
     with pytest.raises(UserError, match="no completed trial yet"):
         request(_searched([]), _config(), top=1, seeds=1)
+
+
+@pytest.fixture(params=["sqlite_url", "postgres_url"])
+def storage_url(request: pytest.FixtureRequest) -> str:
+    url: str = request.getfixturevalue(request.param)
+    return url
+
+
+def test_two_confirms_at_once_queue_each_job_once(storage_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each ``confirm`` reads which jobs exist and queues the rest; two at once must not both find a
+    job missing. The first enqueue of each waits (up to 5 s) until the other has read too: without
+    the admission lock both read an empty queue and queue everything twice."""
+    from edgesearch.searcher.study import create_study, load_study
+
+    url = storage_url
+    create_study(_config(), url)
+    searched = optuna.load_study(study_name="c", storage=url)
+    for i, value in enumerate([0.5, 0.9, 0.7]):
+        trial = searched.ask()
+        trial.set_user_attr("config", {"seed": 7, "loss": {"edge_lambda": i / 10}})
+        searched.tell(trial, value)
+
+    both_read = threading.Barrier(2)
+    waited = threading.local()
+    enqueue = optuna.Study.enqueue_trial
+
+    def enqueue_after_the_other_read(study: optuna.Study, *args: Any, **kwargs: Any) -> None:
+        if not getattr(waited, "done", False):
+            waited.done = True
+            with contextlib.suppress(threading.BrokenBarrierError):  # the other cannot read: it waits for the lock
+                both_read.wait(timeout=5)
+        enqueue(study, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", enqueue_after_the_other_read)
+    plans: list[Any] = []
+
+    def confirm() -> None:
+        study, config = load_study("c", url)
+        plans.append(request(study, config, top=2, seeds=3))
+
+    threads = [threading.Thread(target=confirm) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert sorted((p.queued, p.already) for p in plans) == [(0, 6), (6, 0)]
+    companion = optuna.load_study(study_name=companion_name("c"), storage=url)
+    pairs = [(t.user_attrs[CONFIRM_ATTR]["trial"], t.user_attrs[CONFIRM_ATTR]["seed"]) for t in companion.get_trials()]
+    assert sorted(pairs) == [(t, s) for t in (1, 2) for s in (8, 9, 10)]

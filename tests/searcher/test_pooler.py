@@ -420,7 +420,7 @@ def stand_in(trial, config, *, runs_dir, artifact_store, callbacks):
 
 def work(index, go):
     go.wait()
-    summary = run_worker(name, url, worker_index=index, runs_dir=runs, trial_runner=stand_in, poll_seconds=0.2)
+    summary = run_worker(name, url, runs_dir=runs, trial_runner=stand_in, poll_seconds=0.2)
     line = json.dumps({"worker": index, "stopped": summary.stopped_because, "ran": len(summary.outcomes)})
     os.write(1, (line + "\\n").encode())
 
