@@ -180,8 +180,17 @@ def run_trial(
             trial.number, TrialState.FAIL, None, len(pruning.history), str(exc), interrupted=True, label=kind_label
         )
     except NonFiniteLossError as exc:
+        # Not retried (its parameters diverge), but counted like a crash: when every trial diverges
+        # the cause is the data or the setup, and the worker's stop rule ends the waste.
         trial.set_user_attr("fail_reason", f"non-finite loss: {exc}")
-        outcome = TrialOutcome(trial.number, TrialState.FAIL, None, len(pruning.history), str(exc))
+        outcome = TrialOutcome(
+            trial.number,
+            TrialState.FAIL,
+            None,
+            len(pruning.history),
+            f"non-finite loss: {exc}",
+            error_kind="NonFiniteLossError",
+        )
     except (UserError, RunFailed):
         raise
     except Exception as exc:  # one trial's crash must not take the worker down

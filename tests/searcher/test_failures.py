@@ -210,6 +210,21 @@ def test_a_nan_trial_fails_with_its_reason_is_not_retried_and_the_worker_goes_on
     assert len(_trials(sqlite_url, "nan2")) == 2  # no retry was queued for the NaN trial
 
 
+def test_a_non_finite_loss_in_every_trial_stops_the_worker_after_three(tmp_path: Path, sqlite_url: str) -> None:
+    # Every trial diverges (the base lr is far too high whatever lambda is drawn): the cause is the
+    # setup, not one trial's parameters, and the worker stops instead of failing trials forever.
+    trainer = merge(TINY_TRAINER, {"data": {"synthetic": {"n_images": 32}}, "epochs": 2, "optim": {"lr": 1.0e12}})
+    raw = {"name": "all-nan", "n_trials": 10, "trainer": trainer}
+    raw["space"] = {"loss.edge_lambda": {"low": 0.0, "high": 0.5}}
+    create_study(StudyConfig.from_dict(raw, source="test"), sqlite_url)
+    summary = run_worker("all-nan", sqlite_url, runs_dir=tmp_path / "runs", max_trials=6)
+    assert summary.failed, summary.stopped_because
+    assert "3 trials in a row failed with the same error" in summary.stopped_because
+    assert "non-finite loss" in summary.stopped_because
+    trials = _trials(sqlite_url, "all-nan")
+    assert [t.state for t in trials] == [TrialState.FAIL] * 3
+
+
 def test_a_vanished_data_folder_fails_the_trial_and_stops_the_worker_with_exit_2(
     tmp_path: Path, sqlite_url: str
 ) -> None:
