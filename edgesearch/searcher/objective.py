@@ -116,6 +116,28 @@ def _resume_point(trial: optuna.Trial) -> Path | None:
     return last if last.is_file() else None
 
 
+def _resume_state(trial: optuna.Trial, last: Path) -> dict[str, Any] | None:
+    """What ``last`` holds to resume from, or None (with one warning line) when it cannot be read.
+
+    A checkpoint is written whole or not at all, but a disk fault, a copy cut short or a hand edit
+    can still leave one that does not load: the retry then starts from scratch in a folder of its
+    own, rather than crashing the worker and losing the retries it has left.
+    """
+    from edgesearch.trainer.checkpoint import RESUME_KEYS, load_checkpoint
+
+    try:
+        state = load_checkpoint(last)
+    except Exception as exc:  # truncated, corrupt, or no checkpoint at all: torch says so many ways
+        lines = str(exc).strip().splitlines()  # torch's own text runs to several lines
+        problem = f"cannot be read ({type(exc).__name__}{': ' + lines[0] if lines else ''})"
+    else:
+        if isinstance(state, dict) and state.keys() >= RESUME_KEYS:
+            return state
+        problem = "is not an edgesearch last.pt"
+    _log.warning("trial %d: %s %s; its retry starts from scratch", trial.number, last, problem)
+    return None
+
+
 def run_trial(
     trial: optuna.Trial,
     config: StudyConfig,
@@ -144,6 +166,9 @@ def run_trial(
         train_config = validate_train_config(job["config"], source=f"confirmation of trial {job['trial']}")
         owner, kind, kind_label = trial.study.study_name, "confirm", "confirmation"
     resume_from = _resume_point(trial)
+    state = None if resume_from is None else _resume_state(trial, resume_from)
+    if state is None:
+        resume_from = None
     run_id = trial.study.user_attrs.get(RUN_ID_ATTR)
     if resume_from is not None:
         run_dir = Path(trial.user_attrs["run_dir"])
@@ -151,10 +176,7 @@ def run_trial(
         run_dir = trial_run_dir(runs_dir, config.name, run_id, trial.number, kind=kind)
     claim_run_dir(run_dir, study=owner, run_id=run_id, trial=trial.number, resuming=resume_from is not None)
     history: list[dict[str, Any]] = []
-    if resume_from is not None:
-        from edgesearch.trainer.checkpoint import load_checkpoint
-
-        state = load_checkpoint(resume_from)
+    if state is not None:
         resumed = int(state["epoch"])
         # last.pt holds the curve up to its epoch. It is written on a cadence, so the failed trial
         # may have trained epochs after it: those are trained again, and reported once.

@@ -159,6 +159,36 @@ def test_a_killed_workers_trial_is_retried_elsewhere_and_resumes_from_its_checkp
     _assert_resumed(retry, trials[0], resumed_from=checkpointed)
 
 
+def test_a_retry_whose_last_checkpoint_is_corrupt_starts_from_scratch_with_one_warning(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    _create(sqlite_url, "corrupt", n_trials=2)
+    victim = _worker(sqlite_url, "corrupt", tmp_path / "runs")
+    wait_for(
+        lambda: bool(list((tmp_path / "runs").glob("corrupt-*/trial-00000/last.pt"))),
+        timeout=400,
+        what="trial 0's last.pt",
+    )
+    victim.kill()
+    victim.communicate(timeout=30)
+    last = _trial_dir(tmp_path / "runs", "corrupt", 0) / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # a copy cut short
+
+    rescuer = _worker(sqlite_url, "corrupt", tmp_path / "runs")
+    output, _ = rescuer.communicate(timeout=400)
+    assert rescuer.returncode == 0, output
+    assert "Traceback" not in output
+    (warning,) = [line for line in output.splitlines() if str(last) in line]
+    assert "cannot be read" in warning and "retry starts from scratch" in warning
+    trials = _trials(sqlite_url, "corrupt")
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 2  # exactly n_trials
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert retry.state == TrialState.COMPLETE
+    assert "resumed_from_epoch" not in retry.user_attrs
+    assert min(retry.intermediate_values) == 1  # trained from epoch 1, in a folder of its own
+    assert retry.user_attrs["run_dir"] != trials[0].user_attrs["run_dir"]
+
+
 # --------------------------------------------------------------------------- database outage
 
 
