@@ -17,6 +17,8 @@ import hashlib
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +26,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
 from edgesearch.cli import app
-from tests.helpers import TINY_TRAINER, merge, write_folder
+from tests.helpers import TINY_TRAINER, merge, write_folder, write_page_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")]
 
@@ -145,13 +148,13 @@ def train(**parts: Any) -> Callable[[Path], list[str]]:
     return build
 
 
-def train_on(change: Callable[[Path], None]) -> Callable[[Path], list[str]]:
-    """``train --data DIR`` on a six-pair folder that ``change`` breaks."""
+def train_on(change: Callable[[Path], None], **parts: Any) -> Callable[[Path], list[str]]:
+    """``train --data DIR`` on a six-pair folder that ``change`` breaks (``parts`` as for :func:`trainer_file`)."""
 
     def build(tmp: Path) -> list[str]:
         data = write_folder(tmp / "data")
         change(data)
-        return ["train", str(trainer_file(tmp)), "--data", str(data), "--out", str(tmp / "out")]
+        return ["train", str(trainer_file(tmp, **parts)), "--data", str(data), "--out", str(tmp / "out")]
 
     return build
 
@@ -261,12 +264,26 @@ def predict_with_checkpoint(*extra: str, missing_input: bool = False) -> Callabl
     """``predict --checkpoint`` with a run folder (config.json + best.pt) and one input image."""
 
     def build(tmp: Path) -> list[str]:
-        run = tmp / "run"
-        run.mkdir()
-        (run / "config.json").write_text(json.dumps(TRAINER))
-        (run / "best.pt").write_bytes(b"not a checkpoint: the command must stop before it reads it")
         image = tmp / "nope.png" if missing_input else write_folder(tmp / "data", n=1) / "images" / "img00.png"
-        return ["predict", str(image), "--checkpoint", str(run / "best.pt"), "--out", str(tmp / "masks"), *extra]
+        return predict_args(tmp, image, TRAINER, *extra)
+
+    return build
+
+
+def predict_args(tmp: Path, image: Path, trainer: dict[str, Any], *extra: str) -> list[str]:
+    """``predict IMAGE --checkpoint`` of a run folder whose config.json is ``trainer`` (its best.pt is not one)."""
+    run = tmp / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(trainer))
+    (run / "best.pt").write_bytes(b"not a checkpoint: the command must stop before it reads it")
+    return ["predict", str(image), "--checkpoint", str(run / "best.pt"), "--out", str(tmp / "masks"), *extra]
+
+
+def predict_on(make: Callable[[Path], Path], **parts: Any) -> Callable[[Path], list[str]]:
+    """``predict`` of the image ``make(tmp)`` writes, with a config of :data:`TRAINER` and ``parts`` merged in."""
+
+    def build(tmp: Path) -> list[str]:
+        return predict_args(tmp, make(tmp), merge(TRAINER, parts))
 
     return build
 
@@ -308,6 +325,51 @@ def one_pair(data: Path) -> None:
 
 def twin_stem(data: Path) -> None:
     Image.open(data / "images" / "img00.png").save(data / "images" / "img00.jpg")
+
+
+def nan_pixel(data: Path) -> None:
+    """Replace images/img02.png by a float TIFF of it (0..1) with one value NaN."""
+    image = np.asarray(Image.open(data / "images" / "img02.png")).astype(np.float32) / 255.0
+    image[3, 4, 0] = np.nan
+    (data / "images" / "img02.png").unlink()
+    tifffile.imwrite(data / "images" / "img02.tif", image, photometric="rgb")
+
+
+def nan_tiff(tmp: Path) -> Path:
+    image = np.zeros((64, 64, 3), np.float32)
+    image[0, 0] = np.nan
+    tifffile.imwrite(tmp / "nan.tif", image, photometric="rgb")
+    return tmp / "nan.tif"
+
+
+def symlink(name: str, target: str) -> Callable[[Path], None]:
+    """images/``name`` becomes a symbolic link to ``target`` (itself: a loop; a missing name: broken)."""
+
+    def change(data: Path) -> None:
+        (data / "images" / name).symlink_to(target)
+        Image.open(data / "masks" / "img00.png").save(data / "masks" / name)
+
+    return change
+
+
+def masks_named(suffix: str) -> Callable[[Path], None]:
+    def change(data: Path) -> None:
+        for mask in (data / "masks").iterdir():
+            mask.rename(mask.with_name(f"{mask.stem}{suffix}{mask.suffix}"))
+
+    return change
+
+
+def unpaired_and_corrupt(data: Path) -> None:
+    (data / "masks" / "img01.png").unlink()
+    corrupt("images/img02.png")(data)
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(data / "masks" / "img03.png")
+
+
+def page_stack(data: Path) -> None:
+    """images/img02.png becomes a TIFF of 30 pages of 2000x2000: 120 MB decoded, 0.1 MB on disk."""
+    (data / "images" / "img02.png").unlink()
+    write_page_stack(data / "images" / "img02.tif", pages=30, side=2000)
 
 
 def val_without_masks(data: Path) -> None:
@@ -604,6 +666,62 @@ CASES = [
     Case("data-one-pair", train_on(one_pair), ("data.root", "{tmp}/data", "at least 2")),
     Case("data-duplicate-stem", train_on(twin_stem), ("img00.jpg", "img00.png", "share the stem")),
     Case("data-val-without-masks", train_on(val_without_masks), ("{tmp}/data/val/masks", "folder missing")),
+    Case(
+        "data-nan-pixels-with-imagenet-scaling",
+        train_on(nan_pixel, data={"normalize": "imagenet"}),
+        ("images/img02.tif", "has 1 NaN pixel values", "data.normalize: percentile"),
+    ),
+    Case("data-symlink-loop", train_on(symlink("img06.png", "img06.png")), ("images/img06.png", "symbolic link loop")),
+    Case(
+        "data-dangling-symlink",
+        train_on(symlink("img06.png", "moved.png")),
+        ("images/img06.png", "broken symbolic link", "moved.png does not exist"),
+    ),
+    Case(
+        "data-masks-named-with-a-suffix",
+        train_on(masks_named("_mask")),
+        ("data.mask_suffix: _mask", "masks/img00_mask.png"),
+    ),
+    Case(
+        "data-mask-suffix-that-the-masks-lack",
+        train_on(lambda data: None, data={"mask_suffix": "_mask"}),
+        ('data.mask_suffix: ""', "masks/img00.png", "does not end with data.mask_suffix '_mask'"),
+    ),
+    Case(
+        "data-pairing-and-content-problems-together",
+        train_on(unpaired_and_corrupt),
+        ("images/img01.png: image without a mask", "images/img02.png: unreadable image", "masks/img03.png: mask is"),
+    ),
+    Case(
+        "data-multi-page-tiff-too-large",
+        train_on(page_stack),
+        ("images/img02.tif", "30 pages of 2000x2000", "limit is 100,000,000"),
+    ),
+    Case(
+        "trainer-mask-suffix-with-extension",
+        train(data={"mask_suffix": "_mask.png"}),
+        ("trainer.yaml", "data.mask_suffix", "'_mask.png'", "file extension", "such as '_mask'"),
+    ),
+    Case(
+        "trainer-mask-suffix-with-slash",
+        train(data={"mask_suffix": "../labels/x"}),
+        ("trainer.yaml", "data.mask_suffix", "'../labels/x'", "without / or"),
+    ),
+    Case(
+        "trainer-mask-suffix-not-text",
+        train(data={"mask_suffix": 5}),
+        ("trainer.yaml", "data.mask_suffix", "5 is not a string", "_mask"),
+    ),
+    Case(
+        "cli-predict-nan-pixels-with-imagenet-scaling",
+        predict_on(nan_tiff, data={"normalize": "imagenet"}),
+        ("nan.tif", "has 3 NaN pixel values", "data.normalize: percentile"),
+    ),
+    Case(
+        "cli-predict-multi-page-tiff-too-large",
+        predict_on(lambda tmp: write_page_stack(tmp / "stack.tif", pages=30, side=2000)),
+        ("stack.tif", "30 pages of 2000x2000", "limit is 100,000,000"),
+    ),
     # ---- CLI options
     Case(
         "cli-epochs-zero",
@@ -817,7 +935,7 @@ def tree(root: Path) -> dict[str, tuple[int, int] | None]:
         if path.is_dir() or path.name == DB:
             found[name] = None
         else:
-            stat = path.stat()
+            stat = path.lstat()  # a link as itself: it may lead nowhere
             found[name] = (stat.st_size, stat.st_mtime_ns)
     return found
 
@@ -858,3 +976,40 @@ def test_bad_input_exits_2_with_a_message_and_writes_nothing(
     assert digest(tmp_path / DB) == bytes_before, f"the database file changed\n{shown}"
     assert tree(tmp_path) == files_before, f"files were written\n{shown}"
     assert not artifacts.exists() or not any(artifacts.iterdir()), shown
+
+
+# --------------------------------------------------------------------------- a file built to exhaust memory
+
+CAPPED = """
+import resource, sys
+import edgesearch.trainer.loop, edgesearch.trainer.predict  # torch and the rest, before the cap
+size = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize:")) * 1024
+cap = size + 2 * 2**30
+resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+from edgesearch.cli import main
+sys.argv = ["edgesearch", *sys.argv[1:]]
+main()
+"""
+"""Run the CLI with 2 GiB of address space beyond what its imports took: far less than a decoded 6.4e9 pixels."""
+
+
+def test_a_tiff_of_400_pages_of_4000x4000_is_refused_from_its_header_under_a_memory_cap(tmp_path: Path) -> None:
+    data = write_folder(tmp_path / "data", n=4)
+    (data / "images" / "img02.png").unlink()
+    stack = write_page_stack(data / "images" / "img02.tif", pages=400, side=4000)
+    assert stack.stat().st_size < 8 * 2**20  # 6.4e9 pixels in 7 MB
+    commands = {
+        "train": ["train", str(trainer_file(tmp_path)), "--data", str(data), "--out", str(tmp_path / "out")],
+        "predict": predict_args(tmp_path, stack, TRAINER),
+    }
+    for command, args in commands.items():
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        done = subprocess.run(
+            [sys.executable, "-c", CAPPED, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+        )
+        shown = f"{command}: exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+        assert done.returncode == 2, shown
+        assert "Traceback" not in done.stderr, shown
+        assert "img02.tif: " in done.stderr and "400 pages of 4000x4000 = 6,400,000,000 pixels" in done.stderr, shown
+        assert "the limit is 100,000,000" in done.stderr, shown
+    assert not (tmp_path / "out").exists() and not (tmp_path / "masks").exists()

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from edgesearch.cli.console import out
-from edgesearch.trainer.callbacks import Callback
+from edgesearch.trainer.callbacks import Callback, describe_data
 from edgesearch.trainer.records import summary
 
 if TYPE_CHECKING:
@@ -95,6 +95,9 @@ class EpochLines(Callback):
         self.metric = metric
         self.label = "trial"
         self.epochs = 0
+
+    def on_data(self, *, train: int, val: int, source: str) -> None:
+        self.progress.log(f"{self.label} {describe_data(train=train, val=val, source=source)}")
 
     def on_train_start(self, *, epochs: int, start_epoch: int, steps_per_epoch: int) -> None:
         self.epochs = epochs

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from edgesearch.trainer.callbacks import Callback
+from edgesearch.trainer.callbacks import Callback, describe_data
 
 if TYPE_CHECKING:
     import torch
@@ -52,6 +52,9 @@ class RichProgress(Callback):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.progress.stop()
+
+    def on_data(self, *, train: int, val: int, source: str) -> None:
+        self.console.print(describe_data(train=train, val=val, source=source), markup=False)
 
     def on_train_start(self, *, epochs: int, start_epoch: int, steps_per_epoch: int) -> None:
         self.epochs = epochs

@@ -15,11 +15,20 @@ if TYPE_CHECKING:
 
     from edgesearch.trainer.records import EpochRecord
 
-__all__ = ["Callback"]
+__all__ = ["Callback", "describe_data"]
+
+
+def describe_data(*, train: int, val: int, source: str) -> str:
+    """The line that says what a run trains on: ``data: 33 train + 4 val images from DIR``."""
+    return f"data: {train} train + {val} val images from {source}"
 
 
 class Callback:
     """Base class of training callbacks; every hook does nothing unless overridden."""
+
+    def on_data(self, *, train: int, val: int, source: str) -> None:
+        """Called once the data is checked and split: the images of each split, and the folder (or
+        ``synthetic shapes``) they come from; before the model is built."""
 
     def on_train_start(self, *, epochs: int, start_epoch: int, steps_per_epoch: int) -> None:
         """Called once, before the first epoch (``start_epoch`` > 0 when resuming)."""

@@ -64,6 +64,17 @@ def config_changes(saved: Any, now: Any, prefix: str = "") -> list[str]:
     return [] if saved == now or path in RESUMABLE_CHANGES else [f"{path}: {saved!r} -> {now!r}"]
 
 
+def _with_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``saved`` with every key it lacks taken from ``defaults``, section by section."""
+    filled = dict(saved)
+    for key, value in defaults.items():
+        if key not in filled:
+            filled[key] = value
+        elif isinstance(value, dict) and isinstance(filled[key], dict):
+            filled[key] = _with_defaults(filled[key], value)
+    return filled
+
+
 def read_resume_state(path: Path, config: TrainConfig, *, force: bool = False) -> dict[str, Any]:
     """The state of a ``last.pt`` to continue ``config``'s run from; a ConfigError if it cannot be.
 
@@ -79,6 +90,11 @@ def read_resume_state(path: Path, config: TrainConfig, *, force: bool = False) -
     if not isinstance(state, dict) or not state.keys() >= RESUME_KEYS:
         raise ConfigError(f"resume: {path}: not an edgesearch last.pt (keys {sorted(RESUME_KEYS)} expected)")
     saved = state.get("config") or {}
+    if isinstance(saved, dict) and saved:
+        from edgesearch.trainer.config import TrainConfig as Defaults
+
+        # A setting added since the run was saved had its default then: that is no change.
+        saved = _with_defaults(saved, Defaults().model_dump(mode="json"))
     now = config.model_dump(mode="json")
     saved_model = saved.get("model")
     if saved_model is not None and saved_model != now["model"]:

@@ -17,6 +17,12 @@ from edgesearch.trainer import registry
 from edgesearch.trainer.device import device_problem
 from edgesearch.validation import FrozenModel, format_validation_error, read_yaml, shorten
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+"""The file types a data folder's images and masks may have."""
+
+MAX_MASK_SUFFIX = 64
+"""The longest ``data.mask_suffix``: a few characters in practice."""
+
 MAX_SEED = 2**31 - 1
 """The largest seed: numpy, torch and albumentations all take it, also as the per-epoch seed (seed * 100003 + epoch)."""
 
@@ -94,7 +100,27 @@ class DataConfig(FrozenModel):
     normalize: Literal["auto", "imagenet", "percentile"] = "auto"
     """How images become 0..1: ``auto`` (8-bit: ``imagenet``, deeper: ``percentile``), ``imagenet``
     (divide by the type's range) or ``percentile`` (per image, 1st..99.8th percentile); see trainer/images.py."""
+    mask_suffix: str = ""
+    """What a mask's file name adds to its image's stem: ``""`` pairs ``a.png`` with ``masks/a.png``,
+    ``_mask`` pairs it with ``masks/a_mask.png`` (any image suffix on either side)."""
     synthetic: SyntheticConfig = SyntheticConfig()
+
+    @field_validator("mask_suffix", mode="before")
+    @classmethod
+    def _mask_suffix(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueError(f'{shorten(value)} is not a string; allowed: text such as _mask, or "" (the default)')
+        if len(value) > MAX_MASK_SUFFIX or any(c in value for c in "/\\\0") or not value.isprintable():
+            raise ValueError(
+                f"{shorten(value)} is not allowed; allowed: up to {MAX_MASK_SUFFIX} printable characters "
+                "without / or \\, such as _mask"
+            )
+        if value.lower().endswith(IMAGE_SUFFIXES):
+            raise ValueError(
+                f"{shorten(value)} ends with a file extension; give the name part only, "
+                f"such as {shorten(value[: value.rfind('.')])} (any of {', '.join(IMAGE_SUFFIXES)} is paired)"
+            )
+        return value
 
     @field_validator("num_workers", mode="before")
     @classmethod

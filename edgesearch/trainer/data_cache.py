@@ -84,9 +84,13 @@ def fingerprint(folders: list[Path]) -> Fingerprint:
         try:
             with os.scandir(folder) as found:
                 for entry in found:
-                    if entry.is_file():
+                    try:
+                        if not entry.is_file():
+                            continue
                         stat = entry.stat()
-                        entries.append((entry.path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino))
+                    except OSError:  # a symbolic link loop, or a file gone since: the scan names it
+                        continue
+                    entries.append((entry.path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino))
         except (FileNotFoundError, NotADirectoryError):
             continue
     return tuple(sorted(entries))

@@ -1,8 +1,9 @@
 """Images and masks as stored: read at full depth, then scaled to 0..1 the way microscopy tools do.
 
 Microscopy images are often 12- or 16-bit (stored as uint16) or float TIFFs. They are read as
-they are (``tifffile`` for TIFF, Pillow for the rest) and scaled to 0..1 by
-:func:`to_unit_range`, per ``data.normalize``:
+they are (``tifffile`` for TIFF, with ``imagecodecs`` for the LZW, deflate, zstd and JPEG
+compression that OpenCV, Fiji and microscope software write; Pillow for the rest) and scaled to
+0..1 by :func:`to_unit_range`, per ``data.normalize``:
 
 * ``imagenet``: divide by the type's full range (255 for 8-bit, 65535 for 16-bit; floats are taken
   as already 0..1). Right for 8-bit photographs, and what ImageNet-pretrained encoders expect.
@@ -12,12 +13,16 @@ they are (``tifffile`` for TIFF, Pillow for the rest) and scaled to 0..1 by
 
 The ImageNet mean and standard deviation are applied after this, in the transform, whatever the
 mode. Masks are read at full depth too: background is 0 and any other value is foreground, so
-instance-label masks with thousands of ids work as they are. A lossy (JPEG) mask is thresholded
-at half its range instead, since compression leaves noise around 0 and 255.
+instance-label masks with thousands of ids work as they are. A lossy (JPEG, or JPEG-compressed
+TIFF) mask is thresholded at half its range instead, since compression leaves noise around 0 and 255.
+
+A file claiming more than :data:`MAX_IMAGE_PIXELS` pixels (all pages of a TIFF together) is
+refused from its header, before anything is decoded.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +37,7 @@ __all__ = [
     "NORMALIZE_MODES",
     "NormalizeMode",
     "binarize_mask",
+    "check_nan",
     "is_lossy",
     "read_image",
     "read_mask",
@@ -52,11 +58,13 @@ PERCENTILES = (1.0, 99.8)
 
 _TIFF = (".tif", ".tiff")
 _LOSSY = (".jpg", ".jpeg")
+_LOSSY_TIFF = (6, 7)
+"""TIFF compression codes of JPEG (old style and new): noisy near edges, like a JPEG file."""
 _GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float64)
 """ITU-R 601 luma, as Pillow's ``convert("L")`` uses."""
 
 
-def _check_pixels(path: Path, height: int, width: int) -> None:
+def _check_pixels(height: int, width: int) -> None:
     if height * width > MAX_IMAGE_PIXELS:
         raise ValueError(
             f"is {width}x{height} = {height * width:,} pixels; the limit is {MAX_IMAGE_PIXELS:,} "
@@ -67,13 +75,39 @@ def _check_pixels(path: Path, height: int, width: int) -> None:
 def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        shape = tuple(int(n) for n in series.shape)
-        if len(shape) < 2:
-            raise ValueError(f"is a TIFF of shape {shape}; expected an image")
-        _check_pixels(path, *_plane(shape))
-        return np.asarray(series.asarray())
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            shape = tuple(int(n) for n in series.shape)
+            if len(shape) < 2:
+                raise ValueError(f"is a TIFF of shape {shape}; expected an image")
+            _check_tiff_pixels(shape, str(series.axes))
+            return np.asarray(series.asarray())
+    except (OSError, ValueError, MemoryError):
+        raise
+    except Exception as exc:  # tifffile and its codecs raise many kinds for a damaged file
+        raise ValueError(f"cannot decode the TIFF ({type(exc).__name__}: {exc})") from exc
+
+
+def _check_tiff_pixels(shape: tuple[int, ...], axes: str) -> None:
+    """Refuse a TIFF whose pages hold more than :data:`MAX_IMAGE_PIXELS` together, from its header alone.
+
+    A pixel's colour samples (``S``, up to 4) are one pixel; every other axis (pages, channels,
+    slices) multiplies the count: 400 compressed pages of 4000x4000 are a 7 MB file but 6.4e9 pixels.
+    """
+    samples = shape[axes.index("S")] if "S" in axes and len(axes) == len(shape) else 1
+    pixels = math.prod(shape) // (samples if samples <= 4 else 1)
+    if "Y" in axes and "X" in axes and len(axes) == len(shape):
+        height, width = shape[axes.index("Y")], shape[axes.index("X")]
+    else:
+        height, width = _plane(shape)
+    pages = pixels // max(height * width, 1)
+    if pixels > MAX_IMAGE_PIXELS and pages > 1:
+        raise ValueError(
+            f"has {pages:,} pages of {width}x{height} = {pixels:,} pixels; the limit is {MAX_IMAGE_PIXELS:,} "
+            "for all pages together (split or downscale the image)"
+        )
+    _check_pixels(height, width)
 
 
 def _plane(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -95,7 +129,7 @@ def _open_pil(path: Path) -> Iterator[Image.Image]:
         if opened is None:
             raise ValueError(f"is larger than {MAX_IMAGE_PIXELS:,} pixels, the limit (split or downscale the image)")
     with opened:
-        _check_pixels(path, opened.height, opened.width)
+        _check_pixels(opened.height, opened.width)
         yield opened
 
 
@@ -209,7 +243,34 @@ def binarize_mask(raw: np.ndarray, *, lossy: bool = False) -> np.ndarray | None:
 
 
 def is_lossy(path: Path) -> bool:
+    """Whether ``path`` is stored with lossy compression: a JPEG file, or a JPEG-compressed TIFF."""
+    if path.suffix.lower() in _TIFF:
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tif:
+                return int(tif.pages[0].compression) in _LOSSY_TIFF
+        except Exception:  # an unreadable file is reported by whoever reads its pixels
+            return False
     return path.suffix.lower() in _LOSSY
+
+
+def check_nan(image: np.ndarray, mode: str) -> None:
+    """Raise ValueError when ``image`` holds NaN values that ``data.normalize`` ``mode`` would pass to the model.
+
+    ``imagenet`` clips a float image to 0..1, which turns infinities into 0 and 1 but leaves NaN
+    as it is: the loss is NaN from the first batch. ``percentile`` replaces NaN by the image's low
+    end. Integer images hold none; for a float image this costs one ``min`` over the decoded array.
+    """
+    if not np.issubdtype(image.dtype, np.floating) or resolve_mode(image, mode) != "imagenet":
+        return
+    if image.size == 0 or not np.isnan(image.min()):  # min propagates NaN: one pass, no mask array
+        return
+    nan = int(np.count_nonzero(np.isnan(image)))
+    raise ValueError(
+        f"has {nan:,} NaN pixel values (of {image.size:,}), which data.normalize: imagenet passes to the "
+        "model; replace them in the file, or use data.normalize: percentile (it maps them to the image's low end)"
+    )
 
 
 def resolve_mode(image: np.ndarray, mode: str) -> Literal["imagenet", "percentile"]:

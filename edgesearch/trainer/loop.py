@@ -148,6 +148,9 @@ def train(
     device = resolve_device(config.device)
     seed_everything(config.seed)
     train_ds, val_ds = build_datasets(config.data, channels=config.model.in_channels, seed=config.seed)
+    source = str(config.data.root) if config.data.root is not None else "synthetic shapes"
+    for cb in callbacks:
+        cb.on_data(train=len(train_ds), val=len(val_ds), source=source)
     model = build_model(config.model).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

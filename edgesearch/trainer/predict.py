@@ -26,7 +26,7 @@ from edgesearch.trainer import run_files
 from edgesearch.trainer.config import TrainConfig, load_train_config, validate_train_config
 from edgesearch.trainer.data import IMAGE_SUFFIXES, build_transforms
 from edgesearch.trainer.device import resolve_device
-from edgesearch.trainer.images import read_image, to_display, to_unit_range
+from edgesearch.trainer.images import check_nan, read_image, to_display, to_unit_range
 from edgesearch.trainer.model import build_model
 from edgesearch.trainer.overlay import edge_overlay
 
@@ -268,9 +268,11 @@ def predict_files(
     problems: list[str] = []
     for file in files:  # read once up front so that a bad file stops the run before any write
         try:
-            _read(file, channels)
+            check_nan(_read(file, channels), config.data.normalize)
         except DataError as exc:
             problems.append(str(exc))
+        except ValueError as exc:
+            problems.append(f"{file}: {exc}")
     raise_problems(problems, DataError)
     model = load_model(config, checkpoint, device=resolve_device(device))
 

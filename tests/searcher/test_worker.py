@@ -21,7 +21,7 @@ from edgesearch.searcher.objective import TrialOutcome
 from edgesearch.searcher.study import create_study, load_study
 from edgesearch.searcher.worker import run_worker
 from edgesearch.trainer.callbacks import Callback
-from tests.helpers import merge, tiny_study
+from tests.helpers import merge, tiny_study, write_folder
 
 pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
 
@@ -213,3 +213,13 @@ def test_no_exception_between_ask_and_tell_leaves_a_trial_running(
     assert [t.state for t in trials] == states
     if not isinstance(error, KeyboardInterrupt):
         assert trials[0].user_attrs["fail_reason"] == f"{type(error).__name__}: {error}"
+
+
+def test_a_workers_trial_log_says_how_many_images_each_split_has(tmp_path: Path, sqlite_url: str) -> None:
+    data = write_folder(tmp_path / "data", n=6)
+    raw = _study("counted", n_trials=1, trainer={"data": {"root": str(data), "batch_size": 2}})
+    created = runner.invoke(app, ["study", "create", str(_write(tmp_path, raw)), "--storage", sqlite_url])
+    assert created.exit_code == 0, created.output
+    result = runner.invoke(app, ["worker", "counted", "--storage", sqlite_url, "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert f"trial 0 data: 5 train + 1 val images from {data}\n" in result.stdout

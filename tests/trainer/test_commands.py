@@ -46,6 +46,23 @@ def test_train_command_accepts_a_bare_trainer_config_and_epochs_override(tmp_pat
     assert "epoch   1/1" in result.stdout
 
 
+def test_train_command_says_how_many_images_each_split_has(tmp_path: Path) -> None:
+    data = write_folder(tmp_path / "data", n=6)
+    for mask in (data / "masks").iterdir():
+        mask.rename(mask.with_name(f"{mask.stem}_mask.png"))
+    small = merge(TINY, {"data": {"image_size": 32, "batch_size": 2, "mask_suffix": "_mask"}, "epochs": 1})
+    config = _write_config(tmp_path / "trainer.yaml", small, study=False)
+    result = runner.invoke(app, ["train", str(config), "--data", str(data), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert f"data: 5 train + 1 val images from {data}\n" in result.stdout
+    shapes = merge(TINY, {"data": {"image_size": 32, "synthetic": {"n_images": 10}}, "epochs": 1})
+    synthetic = runner.invoke(
+        app, ["train", str(_write_config(tmp_path / "s.yaml", shapes)), "--out", str(tmp_path / "s")]
+    )
+    assert synthetic.exit_code == 0, synthetic.output
+    assert "data: 8 train + 2 val images from synthetic shapes\n" in synthetic.stdout
+
+
 def _bad_trainer(change: dict[str, object]) -> Callable[[Path], list[str]]:
     def make(tmp: Path) -> list[str]:
         return [str(_write_config(tmp / "study.yaml", merge(TINY, change)))]

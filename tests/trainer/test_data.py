@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+import tifffile
 import torch
 from PIL import Image
 
@@ -124,3 +126,112 @@ def test_folder_dataset_resizes_to_image_size(tmp_path: Path) -> None:
     image, mask = val[0]
     assert image.shape == (3, 64, 64) and mask.shape == (1, 64, 64)
     assert len(train) == 3 and len(val) == 1
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16], ids=["8-bit", "16-bit"])
+def test_a_folder_of_compressed_tiffs_is_checked_and_batched_as_written(tmp_path: Path, dtype: type) -> None:
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    written: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    writers = ["lzw", "zlib", "deflate", "zstd", "packbits", "opencv"]
+    for index, writer in enumerate(writers):
+        image, mask = synthetic_sample(index, size=64, seed=2, channels=1)
+        image = image[:, :, 0].astype(dtype) * (257 if dtype == np.uint16 else 1)
+        for array, path in ((image, root / "images" / f"{writer}.tif"), (mask * 255, root / "masks" / f"{writer}.tif")):
+            if writer == "opencv":
+                assert cv2.imwrite(str(path), array.astype(dtype) if array is image else array)  # LZW by default
+            else:
+                tifffile.imwrite(path, array, compression=writer)
+        written[f"{writer}.tif"] = (image, mask)
+    cfg = DataConfig(root=root, image_size=64, batch_size=2, num_workers=0, val_fraction=0.2)
+
+    train, val = build_datasets(cfg, channels=1, seed=0)
+
+    for dataset in (train, val):
+        for index, pair in enumerate(dataset.pairs):  # type: ignore[attr-defined]
+            image, mask = dataset.raw(index)
+            np.testing.assert_array_equal(image, written[pair.image.name][0][:, :, None])
+            np.testing.assert_array_equal(mask, written[pair.image.name][1])
+    images, masks = next(iter(build_loader(train, cfg, train=True, generator=torch.Generator().manual_seed(0))))
+    assert images.shape == (2, 1, 64, 64) and masks.shape == (2, 1, 64, 64)
+    assert torch.isfinite(images).all() and set(masks.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_masks_named_with_a_suffix_pair_when_data_mask_suffix_says_so(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", n=4)
+    for mask in (root / "masks").iterdir():
+        mask.rename(mask.with_name(f"{mask.stem}_mask.png"))
+    Image.open(root / "masks" / "img03_mask.png").save(root / "masks" / "img03_mask.tif")
+    (root / "masks" / "img03_mask.png").unlink()
+    pairs, _ = scan_folder(root, mask_suffix="_mask")
+    assert [(p.image.name, p.mask.name) for p in pairs] == [
+        ("img00.png", "img00_mask.png"),
+        ("img01.png", "img01_mask.png"),
+        ("img02.png", "img02_mask.png"),
+        ("img03.png", "img03_mask.tif"),
+    ]
+    train, val = build_datasets(DataConfig(root=root, image_size=64, mask_suffix="_mask"), channels=3, seed=0)
+    assert len(train) + len(val) == 4
+    with pytest.raises(DataError) as info:
+        scan_folder(root)
+    assert "set data.mask_suffix: _mask" in str(info.value).splitlines()[0]
+
+
+def test_the_suffix_hint_is_given_only_when_another_suffix_pairs_more(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", n=4)
+    (root / "masks" / "img03.png").rename(root / "masks" / "img03_mask.png")  # one odd name among good ones
+    with pytest.raises(DataError) as info:
+        scan_folder(root)
+    assert "img03_mask.png: mask without an image" in str(info.value)
+    assert "mask_suffix" not in str(info.value)
+    with pytest.raises(DataError, match=r'masks are named as their images .*: set data.mask_suffix: ""'):
+        scan_folder(root, mask_suffix="_mask")
+
+
+def test_pairing_and_content_problems_are_reported_together(tmp_path: Path) -> None:
+    write_folder(tmp_path / "d" / "train", n=4)
+    write_folder(tmp_path / "d" / "val", n=2, seed=9)
+    root = tmp_path / "d"
+    (root / "train" / "masks" / "img01.png").unlink()
+    (root / "train" / "images" / "img02.png").write_bytes(b"garbage")
+    Image.new("L", (10, 10)).save(root / "val" / "masks" / "img00.png")
+    (root / "val" / "masks" / "img01.png").rename(root / "val" / "masks" / "extra.png")
+    with pytest.raises(DataError) as info:
+        scan_folder(root)
+    lines = str(info.value).splitlines()
+    assert any("train/images/img01.png: image without a mask" in line for line in lines)
+    assert any("val/masks/extra.png: mask without an image" in line for line in lines)
+    assert any("train/images/img02.png: unreadable image" in line for line in lines)
+    assert any("val/masks/img00.png: mask is 10x10 but its image is 64x64" in line for line in lines)
+
+
+def test_links_that_lead_nowhere_are_named_not_skipped(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", n=3)
+    (root / "images" / "loop.png").symlink_to("loop.png")
+    (root / "images" / "gone.png").symlink_to("moved-away.png")
+    (root / "masks" / "ok.png").symlink_to(root / "masks" / "img00.png")  # a link to a file is a file
+    (root / "images" / "ok.png").symlink_to(root / "images" / "img00.png")
+    with pytest.raises(DataError) as info:
+        scan_folder(root)
+    message = str(info.value)
+    assert "images/loop.png: symbolic link loop" in message
+    assert "images/gone.png: broken symbolic link (its target moved-away.png does not exist)" in message
+    assert "ok.png" not in message and len(message.splitlines()) == 2
+
+
+def test_nan_pixels_are_refused_with_imagenet_scaling_and_replaced_with_percentile(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "d", n=3)
+    image = np.asarray(Image.open(root / "images" / "img01.png")).astype(np.float32) / 255.0
+    (root / "images" / "img01.png").unlink()
+    image[9, 9, 1] = np.inf  # imagenet scaling clips it to 1: not a problem
+    tifffile.imwrite(root / "images" / "img01.tif", image, photometric="rgb")
+    assert len(scan_folder(root, normalize="imagenet")[0]) == 3
+    image[5, 7] = np.nan  # all three channels
+    tifffile.imwrite(root / "images" / "img01.tif", image, photometric="rgb")
+    with pytest.raises(DataError, match=r"img01.tif: has 3 NaN pixel values \(of 12,288\)"):
+        scan_folder(root, normalize="imagenet")
+    pairs, _ = scan_folder(root, normalize="percentile")  # the decoded image is kept: checked again, not read
+    assert len(pairs) == 3
+    with pytest.raises(DataError, match=r"img01\.tif: has 3 NaN"):
+        scan_folder(root, normalize="imagenet")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import tifffile
@@ -13,12 +14,14 @@ from PIL import Image
 from edgesearch.trainer.images import (
     MAX_IMAGE_PIXELS,
     binarize_mask,
+    is_lossy,
     read_image,
     read_mask,
     resolve_mode,
     to_display,
     to_unit_range,
 )
+from tests.helpers import write_page_stack
 
 
 def _twelve_bit(height: int = 40, width: int = 50, seed: int = 0) -> np.ndarray:
@@ -119,3 +122,76 @@ def test_a_palette_mask_is_read_by_index_not_by_colour(tmp_path: Path) -> None:
     mask.putpalette([0, 0, 0, 0, 0, 0] + [0] * 762)  # label 1 is drawn black, as some tools do
     mask.save(tmp_path / "p.png")
     np.testing.assert_array_equal(binarize_mask(read_mask(tmp_path / "p.png")), indices)  # type: ignore[arg-type]
+
+
+def _smooth(dtype: type, channels: int = 1, height: int = 48, width: int = 64) -> np.ndarray:
+    """A smooth gradient with a bright block over the type's range: what lossless codecs must return exactly."""
+    top = 255 if dtype == np.uint8 else 65535
+    rows, cols = np.mgrid[0:height, 0:width]
+    grey = (rows * width + cols) / (height * width) * 0.6 * top
+    grey[10:30, 20:40] = 0.9 * top
+    planes = [grey * (1.0 - 0.25 * c) for c in range(channels)]
+    image = np.stack(planes, axis=-1) if channels > 1 else grey
+    return image.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16], ids=["8-bit", "16-bit"])
+@pytest.mark.parametrize("compression", ["lzw", "zlib", "deflate", "zstd", "packbits"])
+def test_compressed_tiffs_are_read_as_written(tmp_path: Path, compression: str, dtype: type) -> None:
+    for channels in (1, 3):
+        data = _smooth(dtype, channels)
+        path = tmp_path / f"{compression}-{channels}.tif"
+        tifffile.imwrite(path, data, compression=compression, photometric="rgb" if channels == 3 else None)
+        read = read_image(path, channels=channels)
+        assert read.dtype == dtype
+        np.testing.assert_array_equal(read, data if channels == 3 else data[:, :, None])
+        np.testing.assert_array_equal(read_mask(path), data if channels == 1 else data.max(axis=2))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16], ids=["8-bit", "16-bit"])
+def test_a_tiff_written_by_opencv_is_read_as_written(tmp_path: Path, dtype: type) -> None:
+    data = _smooth(dtype)
+    path = tmp_path / "cv.tif"
+    assert cv2.imwrite(str(path), data)  # LZW-compressed, as OpenCV writes TIFFs by default
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[0].compression == tifffile.COMPRESSION.LZW
+    np.testing.assert_array_equal(read_image(path, channels=1), data[:, :, None])
+    np.testing.assert_array_equal(read_mask(path), data)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_jpeg_compressed_tiff_is_read_within_jpeg_noise(tmp_path: Path, channels: int) -> None:
+    data = _smooth(np.uint8, channels)
+    path = tmp_path / "jpeg.tif"
+    tifffile.imwrite(path, data, compression="jpeg", photometric="rgb" if channels == 3 else None)
+    read = read_image(path, channels=channels).astype(np.float64)
+    expected = (data if channels == 3 else data[:, :, None]).astype(np.float64)
+    psnr = 10 * np.log10(255**2 / np.mean((read - expected) ** 2))
+    assert read.shape == expected.shape and psnr > 35  # what JPEG at its usual quality keeps
+
+
+def test_a_jpeg_compressed_tiff_mask_is_split_at_half_range_like_a_jpeg(tmp_path: Path) -> None:
+    mask = np.zeros((48, 64), np.uint8)
+    mask[10:30, 17:43] = 255
+    lossy, lossless = tmp_path / "jpeg.tif", tmp_path / "lzw.tif"
+    tifffile.imwrite(lossy, mask, compression="jpeg")
+    tifffile.imwrite(lossless, mask, compression="lzw")
+    assert is_lossy(lossy) and not is_lossy(lossless)
+    raw = read_mask(lossy)
+    assert len(np.unique(raw)) > 2  # JPEG's noise around the edges: "non-zero" would take it for foreground
+    np.testing.assert_array_equal(binarize_mask(raw, lossy=is_lossy(lossy)), mask // 255)  # type: ignore[arg-type]
+
+
+def test_a_stack_of_pages_too_large_together_is_refused_from_its_header(tmp_path: Path) -> None:
+    path = write_page_stack(tmp_path / "stack.tif", pages=30, side=2000)  # 1.2e8 pixels: 120 MB once decoded
+    for read in (lambda: read_image(path, channels=3), lambda: read_mask(path)):
+        with pytest.raises(ValueError, match=r"30 pages of 2000x2000 = 120,000,000 pixels; the limit is 100,000,000"):
+            read()
+
+
+def test_a_damaged_tiff_is_a_value_error_naming_what_failed(tmp_path: Path) -> None:
+    path = tmp_path / "cut.tif"
+    tifffile.imwrite(path, _smooth(np.uint16), compression="zstd")
+    path.write_bytes(path.read_bytes()[:-200])  # the end of the compressed strip is gone
+    with pytest.raises(ValueError):
+        read_image(path, channels=1)

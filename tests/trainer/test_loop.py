@@ -129,6 +129,18 @@ def test_stage_one_leaves_the_encoder_unchanged_and_stage_two_adds_it_with_lower
     assert any(not torch.equal(initial[k], after_stage2[k]) for k in encoder_keys if initial[k].is_floating_point())
 
 
+def test_a_last_pt_written_before_a_setting_existed_resumes_with_its_default(
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    train(tiny_config(epochs=1, **SMALL), run_dir=tmp_path / "run")
+    last = tmp_path / "run" / "last.pt"
+    state = load_checkpoint(last)
+    del state["config"]["data"]["mask_suffix"]  # as a version without data.mask_suffix saved it
+    torch.save(state, last)
+    result = train(tiny_config(epochs=2, **SMALL), run_dir=tmp_path / "run", resume_from=last)
+    assert [row["epoch"] for row in result.history] == [1, 2]
+
+
 def test_train_without_run_dir_writes_nothing(tiny_config: Callable[..., TrainConfig], tmp_path: Path) -> None:
     result = train(tiny_config(epochs=1, **SMALL), run_dir=None)
     assert result.best_checkpoint is None

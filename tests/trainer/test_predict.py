@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import tifffile
 import torch
 from PIL import Image
 
@@ -139,6 +140,33 @@ def test_a_folder_input_means_its_images_sorted_by_name(run: tuple[TrainConfig, 
     (tmp_path / "in" / "notes.txt").write_text("not an image")
     written = predict_files(config, checkpoint, [tmp_path / "in"], tmp_path / "out")
     assert [p.name for p in written] == ["a.png", "b.png", "c.png"]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16], ids=["8-bit", "16-bit"])
+def test_compressed_tiffs_get_the_masks_of_the_pixels_written(
+    run: tuple[TrainConfig, Path], tmp_path: Path, dtype: type
+) -> None:
+    config, checkpoint = run
+    model = load_model(config, checkpoint, device=CPU)
+    scale = 257 if dtype == np.uint16 else 1
+    arrays: dict[str, np.ndarray] = {}
+    for index, writer in enumerate(["lzw", "zlib", "deflate", "zstd", "packbits", "opencv"]):
+        array = (_rgb(40, 56, index).astype(dtype) * scale)[:, :, 0]
+        path = tmp_path / "in" / f"{writer}.tif"
+        path.parent.mkdir(exist_ok=True)
+        if writer == "opencv":
+            assert cv2.imwrite(str(path), array)  # LZW by default
+        else:
+            tifffile.imwrite(path, array, compression=writer)
+        arrays[writer] = array
+
+    written = predict_files(config, checkpoint, [tmp_path / "in"], tmp_path / "out", device="cpu")
+
+    assert sorted(p.stem for p in written) == sorted(arrays)
+    for mask_path in written:
+        as_written = np.repeat(arrays[mask_path.stem][:, :, None], 3, axis=2)
+        expected = predict_image(model, as_written, config=config)
+        np.testing.assert_array_equal(np.asarray(Image.open(mask_path)), expected * 255)
 
 
 # --------------------------------------------------------------------------- bad input
