@@ -4,6 +4,8 @@ epochs computed by hand."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -179,3 +181,14 @@ def test_a_resumed_trials_eta_counts_the_epochs_it_has_left() -> None:
 )
 def test_the_study_eta_or_why_there_is_none(counts: TrialCounts, text: str) -> None:
     assert describe_eta(counts, 6) == text
+
+
+def test_reading_progress_imports_no_torch() -> None:
+    # `study show` reads it, and a look at a study must not wait for torch to load.
+    probe = (
+        "import sys\nfrom edgesearch.searcher.progress import running_trial, study_eta\n"
+        "from edgesearch.cli.study_progress import describe_eta\n"
+        "print(sorted({'torch', 'segmentation_models_pytorch'} & sys.modules.keys()))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
