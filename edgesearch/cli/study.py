@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,6 +19,11 @@ from edgesearch.cli.options import (
     quiet_optuna,
 )
 from edgesearch.cli.worker import run_here, run_local
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from optuna.trial import FrozenTrial
 
 __all__ = ["app"]
 
@@ -265,7 +270,7 @@ def show_command(name: Annotated[str, typer.Argument(help="Study name.")], stora
         from rich.console import Console
         from rich.table import Table
 
-        from edgesearch.cli.study_progress import format_counts
+        from edgesearch.cli.study_progress import describe_eta, format_counts
         from edgesearch.searcher.objective import epochs_done
         from edgesearch.searcher.storage import resolve_storage_url
         from edgesearch.searcher.study import front_trials, load_study, trial_counts
@@ -273,7 +278,9 @@ def show_command(name: Annotated[str, typer.Argument(help="Study name.")], stora
         url = resolve_storage_url(storage)
         study, config = load_study(name, url, read_only=True)
         trials = study.get_trials(deepcopy=False)
-    out.print(f"study {name}: {format_counts(trial_counts(study), config.n_trials)}")
+    counts = trial_counts(study, n_trials=config.n_trials)
+    out.print(f"study {name}: {format_counts(counts, config.n_trials)}; {describe_eta(counts, config.n_trials)}")
+    _print_running(trials, config.objectives[0])
     params = list(config.space)
     # A study of two objectives: a column per metric and one marking its Pareto front.
     front = {t.number for t in front_trials(study)} if config.multi_objective else set()
@@ -288,6 +295,31 @@ def show_command(name: Annotated[str, typer.Argument(help="Study name.")], stora
     # A pipe or log gets the whole table instead of columns squeezed to 80 characters.
     wide = out if out.is_terminal else Console(file=out.file, width=400, highlight=False)
     wide.print(table)
+
+
+def _print_running(trials: Sequence[FrozenTrial], metric: str) -> None:
+    """One line per RUNNING trial: how long it has run, its last epoch and value, seconds per epoch, ETA."""
+    from datetime import datetime
+
+    from optuna.trial import TrialState
+
+    from edgesearch.formatting import format_duration
+    from edgesearch.searcher.progress import running_trial
+
+    now = datetime.now()  # naive local time, as Optuna stamps a trial's start
+    for trial in sorted((t for t in trials if t.state == TrialState.RUNNING), key=lambda t: t.number):
+        r = running_trial(trial, now)
+        parts = [f"trial {r.number} running for {format_duration(r.elapsed_s)}"]
+        if r.epoch is None:
+            parts.append("no epoch finished yet")
+        else:
+            value = f" ({metric} {format_value(r.latest)})" if r.latest is not None else ""
+            parts.append(f"epoch {r.epoch}/{format_value(r.epochs)}{value}")
+        if r.seconds_per_epoch is not None:
+            parts.append(f"{r.seconds_per_epoch:.1f} s/epoch")
+        if r.eta_s is not None:
+            parts.append(f"ETA {format_duration(r.eta_s)}")
+        out.print(", ".join(parts), markup=False)
 
 
 @app.command("export")

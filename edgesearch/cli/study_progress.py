@@ -2,21 +2,37 @@
 
 The bar counts the study's finished trials (COMPLETE + PRUNED, across all workers) against
 ``n_trials`` and shows complete / pruned / failed / running and the best value so far (for a
-study of two objectives, how many trials its Pareto front holds). Lines about single trials and
-epochs print above it. When the output is not a terminal (a log file,
+study of two objectives, how many trials its Pareto front holds), then the ETA of the trial in hand
+(epochs left x its mean seconds per epoch) and of the study (:mod:`~edgesearch.searcher.progress`),
+counting down between updates. Lines about single trials and epochs print above it, each epoch's
+with its seconds and the trial's ETA. When the output is not a terminal (a log file,
 a pipe to a parent process) only the lines are written, so logs stay readable.
 """
 
 from __future__ import annotations
 
+import statistics
+import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
 
 from edgesearch.cli.console import out
+from edgesearch.formatting import format_duration
 from edgesearch.trainer.callbacks import Callback, describe_data
 from edgesearch.trainer.records import summary
 
@@ -24,7 +40,7 @@ if TYPE_CHECKING:
     from edgesearch.searcher.study import TrialCounts
     from edgesearch.trainer.records import EpochRecord
 
-__all__ = ["EpochLines", "StudyProgress", "format_counts"]
+__all__ = ["EpochLines", "StudyProgress", "describe_eta", "format_counts"]
 
 
 def _best(counts: TrialCounts) -> str:
@@ -43,8 +59,32 @@ def format_counts(counts: TrialCounts, n_trials: int) -> str:
     )
 
 
+def describe_eta(counts: TrialCounts, n_trials: int) -> str:
+    """``ETA 12m 30s``, or why there is none: the study is full, no trial finished yet, no worker runs one."""
+    if counts.finished >= n_trials:
+        return "ETA -: the study is full"
+    if counts.eta_s is not None:
+        return f"ETA {format_duration(counts.eta_s)}"
+    if not counts.finished:
+        return "ETA -: no trial has finished yet to time the others by"
+    return "ETA -: no worker is running a trial"
+
+
+def _countdown(label: str, deadline: float | None) -> str:
+    return f"{label} ETA {format_duration(deadline - time.monotonic())}" if deadline is not None else f"{label} ETA -"
+
+
+class _EtaColumn(ProgressColumn):
+    """``trial ETA 1m 20s  study ETA 2h 03m``, counted down from the deadlines the task holds."""
+
+    def render(self, task: Task) -> Text:
+        parts = [] if task.fields.get("trial_at") is None else [_countdown("trial", task.fields["trial_at"])]
+        return Text(" " + "  ".join([*parts, _countdown("study", task.fields.get("study_at"))]))
+
+
 class StudyProgress:
-    """A context manager: ``refresh(counts)`` moves the bar, ``log(line)`` prints above it."""
+    """A context manager: ``refresh(counts)`` moves the bar, ``trial_eta(seconds)`` sets the running
+    trial's ETA, ``log(line)`` prints above it."""
 
     def __init__(self, name: str, n_trials: int, *, console: Console = out, live: bool | None = None) -> None:
         self.name = name
@@ -61,10 +101,13 @@ class StudyProgress:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[detail]}"),
+                _EtaColumn(),
                 TimeElapsedColumn(),
                 console=self.console,
             )
-            self._task = self._progress.add_task(self.name, total=self.n_trials, detail="")
+            self._task = self._progress.add_task(
+                self.name, total=self.n_trials, detail="", trial_at=None, study_at=None
+            )
             self._progress.start()
         return self
 
@@ -80,7 +123,14 @@ class StudyProgress:
             f"complete {counts.complete}  pruned {counts.pruned}  "
             f"failed {counts.fail}  running {counts.running}  {_best(counts)}"
         )
-        self._progress.update(self._task, completed=counts.finished, detail=detail)
+        study_at = None if counts.eta_s is None else time.monotonic() + counts.eta_s
+        self._progress.update(self._task, completed=counts.finished, detail=detail, study_at=study_at)
+
+    def trial_eta(self, seconds: float | None) -> None:
+        """The trial in hand needs ``seconds`` more; None: no trial in hand (or not known yet)."""
+        if self._progress is None or self._task is None:
+            return
+        self._progress.update(self._task, trial_at=None if seconds is None else time.monotonic() + seconds)
 
     def log(self, line: str) -> None:
         self.console.print(escape(line))
@@ -88,23 +138,39 @@ class StudyProgress:
 
 class EpochLines(Callback):
     """A trainer callback printing one line per epoch of the trial in hand (``label``: ``trial 3``,
-    or ``confirmation 2`` for a confirmation job)."""
+    or ``confirmation 2`` for a confirmation job) and moving the bar's trial ETA.
 
-    def __init__(self, progress: StudyProgress, metric: str) -> None:
+    ``read_counts``: re-read the study's counts after each epoch, for a live bar only (a log has no
+    bar to move, and a storage read per epoch of every worker would be for nothing)."""
+
+    def __init__(
+        self, progress: StudyProgress, metric: str, *, read_counts: Callable[[], TrialCounts] | None = None
+    ) -> None:
         self.progress = progress
         self.metric = metric
+        self.read_counts = read_counts
         self.label = "trial"
         self.epochs = 0
+        self.seconds: list[float] = []
 
     def on_data(self, *, train: int, val: int, source: str) -> None:
         self.progress.log(f"{self.label} {describe_data(train=train, val=val, source=source)}")
 
     def on_train_start(self, *, epochs: int, start_epoch: int, steps_per_epoch: int) -> None:
         self.epochs = epochs
+        self.seconds = []
 
     def on_epoch_end(self, record: EpochRecord) -> None:
         value = summary(record)[self.metric]
+        self.seconds.append(record["seconds"])
+        # The mean of this trial's epochs so far: its first epoch alone may be slower or faster.
+        eta = max(self.epochs - record["epoch"], 0) * statistics.fmean(self.seconds)
+        left = f", ETA {format_duration(eta)}" if record["epoch"] < self.epochs else ""
         self.progress.log(
             f"{self.label} epoch {record['epoch']}/{self.epochs}: {self.metric} {value:.4f}, "
-            f"boundary IoU {record['val_boundary_iou']:.4f}, loss {record['train_loss']:.4f}"
+            f"boundary IoU {record['val_boundary_iou']:.4f}, loss {record['train_loss']:.4f}, "
+            f"{record['seconds']:.1f} s/epoch{left}"
         )
+        self.progress.trial_eta(eta)
+        if self.read_counts is not None and self.progress.live:
+            self.progress.refresh(self.read_counts())

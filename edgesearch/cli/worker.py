@@ -49,7 +49,7 @@ class _StudyCounts:
         from edgesearch.searcher.study import trial_counts
 
         try:
-            self.last = trial_counts(self.study)
+            self.last = trial_counts(self.study, n_trials=self.n_trials)
         except Exception as exc:
             err.print(f"warning: could not read the study's trial counts ({type(exc).__name__}); showing the last ones")
         return self.last
@@ -83,9 +83,11 @@ def run_here(
     counts = _StudyCounts(name, url)
     config = stored_config(counts.study)
     with StudyProgress(name, counts.n_trials) as progress, stop_on_signals(_announce) as stop:
-        epochs = EpochLines(progress, config.objectives[0])
+        epochs = EpochLines(progress, config.objectives[0], read_counts=counts.read)
 
         def started(trial: optuna.Trial) -> None:
+            if progress.live:  # the trial is RUNNING in the storage now: the bar counts it
+                progress.refresh(counts.read())
             job = confirmation_job(trial)
             if job is not None:
                 epochs.label = f"confirmation {trial.number}"
@@ -101,6 +103,7 @@ def run_here(
                 value = " " + ", ".join(f"{m} {v:.4f}" for m, v in zip(config.objectives, outcome.values, strict=False))
             reason = f" ({outcome.reason})" if outcome.reason else ""
             state = "handed back for retry" if outcome.interrupted else outcome.state.name
+            progress.trial_eta(None)
             progress.log(f"{outcome.label} {outcome.number}: {state}{value} after {outcome.epochs} epochs{reason}")
             progress.refresh(counts.read())
 

@@ -3,8 +3,12 @@
 Each finding is a sentence with counts and spread, not only the best point, so that one lucky
 trial does not read as a rule: the best edge-lambda range, BCE against focal, the edge width, the
 edge profile (hard band against soft tent), and the parameter importances in words. A question the
-study did not vary (one loss kind, one width) gets no sentence. Pure functions of plain rows
-(:class:`Outcome`), so they are tested on numbers made up for the purpose, without a study.
+study did not vary (one loss kind, one width) gets no sentence. Each sentence says how sure it is:
+a comparison whose leading two groups hold :data:`MIN_GROUP` trials or more says whether the lead
+is larger than the spread within them, one with a smaller group says it is too few to tell, and
+importances from fewer than :data:`MIN_FOR_IMPORTANCE` complete trials are called rough. Pure
+functions of plain rows (:class:`Outcome`), so they are tested on numbers made up for the purpose,
+without a study.
 """
 
 from __future__ import annotations
@@ -19,11 +23,28 @@ from edgesearch.formatting import format_value
 if TYPE_CHECKING:
     from edgesearch.searcher.confirm import Confirmed
 
-__all__ = ["LAMBDA_RANGES", "Outcome", "confirmed_finding", "findings", "group_summary"]
+__all__ = [
+    "LAMBDA_RANGES",
+    "MIN_FOR_IMPORTANCE",
+    "MIN_GROUP",
+    "Outcome",
+    "confirmed_finding",
+    "findings",
+    "group_summary",
+    "last_epoch_finding",
+]
 
 LAMBDA_RANGES: tuple[tuple[float, float], ...] = ((0.0, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.5), (0.5, 1.0))
 """Edge-lambda ranges, low end included (the last one also its high end): the report's 0-0.5 in steps of
 0.1 (0.3-0.5 merged: few studies search there densely), and beyond."""
+
+MIN_GROUP = 3
+"""Trials a group needs before its mean is weighed against another's: the mean of one or two trials is
+mostly the luck of their seeds, and with one there is no spread to weigh it by."""
+
+MIN_FOR_IMPORTANCE = 10
+"""Complete trials below which the importances are called rough: Optuna's evaluator fits a forest to
+the trials, and a handful of points lets one lucky trial decide the ranking."""
 
 
 @dataclass(frozen=True)
@@ -62,14 +83,39 @@ def _lambda_range(value: float | None) -> tuple[float, float] | None:
     return None
 
 
-def _best_group(groups: dict[Any, list[float]]) -> Any:
-    """The group with the highest mean (ties: the larger group)."""
-    return max(groups, key=lambda label: (statistics.fmean(groups[label]), len(groups[label])))
+def _ranked(groups: dict[Any, list[float]]) -> list[Any]:
+    """The groups by mean, highest first (ties: the larger group first)."""
+    return sorted(groups, key=lambda label: (-statistics.fmean(groups[label]), -len(groups[label])))
 
 
-def _compare(groups: dict[Any, list[float]], name: Callable[[Any], str]) -> str:
-    ordered = sorted(groups, key=lambda label: -statistics.fmean(groups[label]))
-    return "; ".join(f"{name(label)}: {group_summary(groups[label])}" for label in ordered)
+def _comparison(topic: str, groups: dict[Any, list[float]], name: Callable[[Any], str], metric: str) -> str:
+    """``Topic: X leads by mean metric, ...`` with how sure that is, then every group's count and spread.
+
+    Sure enough to say only when the leading two groups hold :data:`MIN_GROUP` trials each; then the
+    lead is called clear when it is larger than the standard deviation within either group.
+    """
+    ordered = _ranked(groups)
+    listing = "; ".join(
+        f"{name(label)}: {group_summary(groups[label])}{' (too few to tell)' if len(groups[label]) < MIN_GROUP else ''}"
+        for label in ordered
+    )
+    first, second = groups[ordered[0]], groups[ordered[1]]
+    if len(first) < MIN_GROUP or len(second) < MIN_GROUP:
+        return (
+            f"{topic}: too few trials to tell (a group needs {MIN_GROUP} or more); {name(ordered[0])} has the "
+            f"highest mean {metric} so far ({listing})."
+        )
+    margin = statistics.fmean(first) - statistics.fmean(second)
+    spread = max(statistics.stdev(first), statistics.stdev(second))
+    sd = f"sd up to {format_value(spread)}"
+    if margin > spread:
+        how = f"by {format_value(margin)} over {name(ordered[1])}, more than the spread inside either group ({sd})"
+    else:
+        how = (
+            f"by only {format_value(margin)} over {name(ordered[1])}, less than the spread inside the groups "
+            f"({sd}): not a clear lead"
+        )
+    return f"{topic}: {name(ordered[0])} leads by mean {metric} {how} ({listing})."
 
 
 def findings(outcomes: Sequence[Outcome], *, metric: str, importances: dict[str, float] | None = None) -> list[str]:
@@ -81,29 +127,41 @@ def findings(outcomes: Sequence[Outcome], *, metric: str, importances: dict[str,
         f"Best {metric} {format_value(best.value)} (trial {best.number}) of {len(outcomes)} complete trials; "
         f"all of them: {group_summary([o.value for o in outcomes])}."
     ]
-    lambdas = _groups(outcomes, lambda o: _lambda_range(o.edge_lambda))
-    if len(lambdas) > 1:
-        low, high = _best_group(lambdas)
-        lines.append(
-            f"Edge lambda: the best range is {format_value(low)}-{format_value(high)} by mean {metric} "
-            f"({_compare(lambdas, lambda r: f'{format_value(r[0])}-{format_value(r[1])}')})."
-        )
-    kinds = _groups(outcomes, lambda o: o.loss_kind)
-    if len(kinds) > 1:
-        lines.append(f"Loss kind: {_best_group(kinds)} leads by mean {metric} ({_compare(kinds, str)}).")
-    widths = _groups(outcomes, lambda o: o.edge_width)
-    if len(widths) > 1:
-        lines.append(
-            f"Edge width: {_best_group(widths)} px leads by mean {metric} ({_compare(widths, lambda w: f'{w} px')})."
-        )
-    profiles = _groups(outcomes, lambda o: o.edge_profile)
-    if len(profiles) > 1:
-        lines.append(f"Edge profile: {_best_group(profiles)} leads by mean {metric} ({_compare(profiles, str)}).")
+    questions: list[tuple[str, Callable[[Outcome], Any], Callable[[Any], str]]] = [
+        ("Edge lambda", lambda o: _lambda_range(o.edge_lambda), lambda r: f"{format_value(r[0])}-{format_value(r[1])}"),
+        ("Loss kind", lambda o: o.loss_kind, str),
+        ("Edge width", lambda o: o.edge_width, lambda w: f"{w} px"),
+        ("Edge profile", lambda o: o.edge_profile, str),
+    ]
+    for topic, key, name in questions:
+        groups = _groups(outcomes, key)
+        if len(groups) > 1:
+            lines.append(_comparison(topic, groups, name, metric))
     if importances:
         ranked = sorted(importances.items(), key=lambda item: -item[1])
         words = ", then ".join(f"{name} ({format_value(share)})" for name, share in ranked[:3])
-        lines.append(f"Importance (share of the variation in {metric} Optuna attributes to each): {words}.")
+        n = len(outcomes)
+        basis = f"from {n} complete trials"
+        if n < MIN_FOR_IMPORTANCE:
+            basis = f"rough: from only {n} complete trial(s), and fewer than {MIN_FOR_IMPORTANCE} say little"
+        lines.append(f"Importance (share of the variation in {metric} Optuna attributes to each; {basis}): {words}.")
     return lines
+
+
+def last_epoch_finding(number: int, series: dict[int, float], *, metric: str) -> str | None:
+    """A warning when trial ``number``'s best ``metric`` (epoch -> value) came at its last epoch, of two
+    or more: it was still improving, and more epochs may help. None otherwise (a tie goes to the
+    earlier epoch, as the trainer keeps its first best)."""
+    if len(series) < 2:
+        return None
+    last = max(series)
+    best = max(sorted(series), key=lambda epoch: series[epoch])
+    if best != last:
+        return None
+    return (
+        f"Trial {number} (the best) was still improving at the last epoch: more epochs may help "
+        f"(its best {metric}, {format_value(series[last])}, came at epoch {last}, its last)."
+    )
 
 
 def confirmed_finding(rows: Sequence[Confirmed], *, metric: str, holds: bool | None) -> str | None:

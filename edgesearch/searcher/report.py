@@ -12,6 +12,10 @@ A study of two objectives (``metric: [val_iou, val_boundary_iou]``) is read by i
 where one number is wanted (curves, scatters, findings, importances, the worst trial); its best
 trial is the knee of its Pareto front (:mod:`~edgesearch.searcher.front`), and the trade-off figure
 marks the knee beside the best point of each metric: the three ``--pick`` points.
+
+The best trial's configuration is written as ``best-config.yaml``, a trainer file that
+``edgesearch train`` takes as it is: the study's trainer config with that trial's parameters
+applied, as the trial itself was built (:func:`~edgesearch.searcher.space.apply_params`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import html
 import json
 import math
 import os
+import shlex
 import shutil
 import tempfile
 import warnings
@@ -40,7 +45,7 @@ from optuna.trial import FrozenTrial, TrialState
 from edgesearch.errors import UserError
 from edgesearch.formatting import format_value
 from edgesearch.searcher.confirm import Confirmed, confirmed, ranking_holds
-from edgesearch.searcher.findings import Outcome, confirmed_finding, findings
+from edgesearch.searcher.findings import MIN_FOR_IMPORTANCE, Outcome, confirmed_finding, findings, last_epoch_finding
 from edgesearch.searcher.front import KNEE, knee, pareto_front, pick_point
 from edgesearch.searcher.optuna_internals import study_storage
 from edgesearch.trainer.run_files import EDGES as OVERLAY
@@ -50,8 +55,11 @@ if TYPE_CHECKING:
 
     from edgesearch.searcher.config import StudyConfig
     from edgesearch.searcher.optuna_internals import ArtifactStore
+    from edgesearch.trainer.config import TrainConfig
 
 __all__ = [
+    "BEST_CONFIG",
+    "best_train_config",
     "build_report",
     "collect",
     "curves_figure",
@@ -68,7 +76,10 @@ SCATTERS = {
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 _SCATTER_LIKE = (*SCATTERS, "edge_corr_vs_iou")
 _FIGURES = ("curves", *_SCATTER_LIKE, "pareto", "importances")
+BEST_CONFIG = "best-config.yaml"
+"""The best trial's trainer config in the report folder, for ``edgesearch train``."""
 _OWNED = {f"{name}.png" for name in _FIGURES} | {"best_edges.png", "worst_edges.png", "report.json", "report.html"}
+_OWNED |= {BEST_CONFIG}
 _KIND_STYLE = {"bce": ("o", "tab:blue"), "focal": ("^", "tab:orange")}
 _LINE_STYLE: dict[str, tuple[LineStyleType, float]] = {"COMPLETE": ("-", 1.6), "PRUNED": ("--", 0.9)}
 _OTHER_LINE: tuple[LineStyleType, float] = (":", 0.9)
@@ -249,7 +260,7 @@ def collect(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
         (t for t in trials if t.state == TrialState.COMPLETE and _first_value(t) is not None),
         key=lambda t: (-(_first_value(t) or 0.0), t.number),
     )
-    data["importances"] = _importances(study, len(complete))
+    data["importances"] = _importances(study, len(complete)) | {"n_complete": len(complete)}
     outcomes = [
         Outcome(
             number=t.number,
@@ -275,6 +286,9 @@ def collect(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
         top = next((t for t in complete if t.number == data["pareto"][KNEE]), None)
         why_best, why_worst = "the knee of the Pareto front (--pick knee)", f"the lowest {metric}"
         data["findings"].insert(1, _front_finding(data["pareto"], len(complete)))
+    warning = last_epoch_finding(top.number, _series(top, metric), metric=metric) if top is not None else None
+    if warning is not None:  # right after the lines that name the best trial
+        data["findings"].insert(2 if config.multi_objective else 1, warning)
     data["best_trial"] = _trial_info(top, config.objectives, why_best)
     data["worst_trial"] = _trial_info(complete[-1] if complete else None, config.objectives, why_worst)
     data["failures"] = [
@@ -514,6 +528,12 @@ def _html(data: dict[str, Any]) -> str:
         f"<p>trial {f['number']} failed: {_e(f['reason'] or 'no reason recorded')}</p>" for f in data["failures"]
     )
     body.append(_trial_section("Best trial", data["best_trial"]))
+    if data.get("best_config"):
+        body.append(
+            f"<h3>train this configuration again</h3><p>{_e(data['best_config']['file'])}: the study's trainer "
+            f"config with this trial's parameters applied; train it with</p><pre>{_e(data['best_config']['command'])}"
+            "</pre>"
+        )
     body.append(_trial_section("Worst complete trial", data["worst_trial"]))
     body.append("<h2>Figures</h2>")
     n_curves = data["curves"]["n_curves"]
@@ -532,7 +552,9 @@ def _html(data: dict[str, Any]) -> str:
         )
     )
     if "values" in data["importances"]:
-        body.append(_figure("importances.png", "parameter importances"))
+        n = data["importances"]["n_complete"]
+        rough = f" (rough: fewer than {MIN_FOR_IMPORTANCE} say little)" if n < MIN_FOR_IMPORTANCE else ""
+        body.append(_figure("importances.png", f"parameter importances from {n} complete trials{rough}"))
     else:
         body.append(f'<p class="muted">parameter importances unavailable: {_e(data["importances"]["unavailable"])}</p>')
     head = f'<meta charset="utf-8"><title>{_e(study["name"])} report</title><style>{_CSS}</style>'
@@ -549,7 +571,32 @@ def _clean(value: Any) -> Any:
     return [_clean(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-def _write(study: optuna.Study, data: dict[str, Any], folder: Path, store: ArtifactStore | None) -> None:
+def best_train_config(config: StudyConfig, trial: FrozenTrial) -> TrainConfig:
+    """The study's trainer config with ``trial``'s parameters applied: the config the trial trained."""
+    from edgesearch.searcher.space import apply_params
+
+    return apply_params(config.base_config, trial.params, source=f"study {config.name} trial {trial.number}")
+
+
+def _best_config_text(config: StudyConfig, trial: FrozenTrial, command: str) -> str:
+    """``best-config.yaml``: a comment saying what it is and how to train it, then the trainer config."""
+    import yaml
+
+    body = yaml.safe_dump(best_train_config(config, trial).model_dump(mode="json"), sort_keys=False)
+    return (
+        f"# Study {config.name}, trial {trial.number}: the study's trainer config with this trial's parameters "
+        f"applied.\n# Train it with: {command}\n{body}"
+    )
+
+
+def _write(
+    study: optuna.Study,
+    config: StudyConfig,
+    data: dict[str, Any],
+    folder: Path,
+    store: ArtifactStore | None,
+    out_dir: Path,
+) -> None:
     figures = {"curves": curves_figure(data["curves"])}
     for name in _SCATTER_LIKE:
         figures[name] = scatter_figure(data[name], title=f"{data[name]['y_label']} vs {data[name]['x_label']}")
@@ -564,6 +611,14 @@ def _write(study: optuna.Study, data: dict[str, Any], folder: Path, store: Artif
         if info is not None:
             source = _fetch_overlay(study, trials[info["number"]], store, folder / f"{key}_edges.png")
             info.update(overlay=f"{key}_edges.png" if source else None, overlay_source=source)
+    best = data["best_trial"]
+    data["best_config"] = None
+    if best is not None:
+        where = shlex.quote(str(out_dir / BEST_CONFIG))
+        command = f"edgesearch train {where} --out {shlex.quote(f'runs/{config.name}-best')}"
+        text = _best_config_text(config, trials[best["number"]], command)
+        (folder / BEST_CONFIG).write_text(text, encoding="utf-8")
+        data["best_config"] = {"file": BEST_CONFIG, "command": command}
     (folder / "report.json").write_text(json.dumps(_clean(data), indent=2) + "\n")
     (folder / "report.html").write_text(_html(data), encoding="utf-8")
 
@@ -583,7 +638,7 @@ def _publish(folder: Path, out_dir: Path) -> None:
 def build_report(
     study: optuna.Study, config: StudyConfig, out_dir: Path, *, artifact_store: ArtifactStore | None = None
 ) -> Path:
-    """Write the report folder (report.html, figures, report.json) and return report.html's path.
+    """Write the report folder (report.html, figures, report.json, best-config.yaml) and return report.html's path.
 
     The files are built in a temporary folder beside ``out_dir`` and moved in only when all are
     written, so a failure leaves the previous report as it was. Existing report files in
@@ -599,7 +654,7 @@ def build_report(
     folder = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     folder.chmod(0o755)  # mkdtemp's 0700 would become the report folder's mode
     try:
-        _write(study, collect(study, config), folder, artifact_store)
+        _write(study, config, collect(study, config), folder, artifact_store, out_dir)
         _publish(folder, out_dir)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

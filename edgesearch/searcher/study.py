@@ -278,6 +278,9 @@ class TrialCounts:
     """The best COMPLETE trial's value; None before the first one, and for a study of two objectives."""
     front: int | None = None
     """For a study of two objectives: how many COMPLETE trials its Pareto front holds; None otherwise."""
+    eta_s: float | None = None
+    """Seconds until the study is full (:func:`~edgesearch.searcher.progress.study_eta`); None when
+    unknown or not asked for."""
 
     @property
     def finished(self) -> int:
@@ -285,9 +288,13 @@ class TrialCounts:
         return self.complete + self.pruned
 
 
-def trial_counts(study: optuna.Study) -> TrialCounts:
-    """The study's trials by state and its best value (or front size), from one read of its trials."""
+def trial_counts(study: optuna.Study, *, n_trials: int | None = None) -> TrialCounts:
+    """The study's trials by state and its best value (or front size), from one read of its trials;
+    given its ``n_trials``, also its ETA from now."""
+    from datetime import datetime
+
     from edgesearch.searcher.front import pareto_front
+    from edgesearch.searcher.progress import study_eta
 
     trials = study.get_trials(deepcopy=False)
     states = Counter(t.state for t in trials)
@@ -301,6 +308,7 @@ def trial_counts(study: optuna.Study) -> TrialCounts:
         waiting=states[TrialState.WAITING],
         best=max(values[0] for values in complete) if complete and not several else None,
         front=len(pareto_front(complete)) if several else None,
+        eta_s=study_eta(trials, n_trials, datetime.now()) if n_trials is not None else None,
     )
 
 

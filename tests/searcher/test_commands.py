@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import stat
 import threading
 from pathlib import Path
@@ -114,6 +115,41 @@ def test_study_show_lists_trials_best_first(filled: str) -> None:
     assert result.exit_code == 0, result.output
     assert "2/2 finished" in result.output
     assert result.output.index("0.8000") < result.output.index("0.7000")
+
+
+def _ask(study: optuna.Study) -> optuna.Trial:
+    trial = study.ask()
+    trial.suggest_float("loss.edge_lambda", 0.0, 0.5)
+    trial.suggest_categorical("loss.kind", ["bce", "focal"])
+    trial.suggest_categorical("loss.edge_width", [1, 2, 3])
+    return trial
+
+
+def test_study_show_says_where_each_running_trial_stands_and_the_studys_eta(sqlite_url: str) -> None:
+    study, _ = create_study(StudyConfig.from_dict(_raw(n_trials=4), source="test"), sqlite_url)
+    study.tell(_ask(study), 0.7)
+    running = _ask(study)  # trial 1: two epochs of four reported
+    running.set_user_attr("config", {"epochs": 4})
+    running.report(0.6, 1)
+    running.report(0.75, 2)
+    _ask(study)  # trial 2: no epoch yet
+    result = runner.invoke(app, ["study", "show", "cli", "--storage", sqlite_url])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    # Times depend on how fast this test runs: their form is checked, the rest exactly.
+    duration = r"(\d+[dhm] )?\d+[dhms]"
+    assert re.fullmatch(rf"study cli: 1/4 finished .*, 2 running; best 0\.7000; ETA {duration}", lines[0])
+    assert re.fullmatch(
+        rf"trial 1 running for {duration}, epoch 2/4 \(val_iou 0\.75\), \d+\.\d s/epoch, ETA {duration}", lines[1]
+    )
+    assert re.fullmatch(rf"trial 2 running for {duration}, no epoch finished yet", lines[2])
+
+
+def test_study_show_says_why_it_has_no_eta(sqlite_url: str) -> None:
+    study, _ = create_study(StudyConfig.from_dict(_raw(n_trials=4), source="test"), sqlite_url)
+    _ask(study)
+    shown = runner.invoke(app, ["study", "show", "cli", "--storage", sqlite_url])
+    assert "; ETA -: no trial has finished yet to time the others by" in shown.output.splitlines()[0]
 
 
 def test_study_best_json_gives_the_best_trial(filled: str) -> None:

@@ -271,8 +271,10 @@ def test_a_report_is_regenerated_in_place_and_stale_files_go(built: Built, tmp_p
     assert (out / "importances.png").read_bytes() != b"old"
     fresh = _config("fresh")
     empty, _ = create_study(fresh, f"sqlite:///{tmp_path}/other.db")
+    assert (out / "best-config.yaml").is_file()
     build_report(empty, fresh, out)
     assert not (out / "importances.png").exists() and not (out / "best_edges.png").exists()
+    assert not (out / "best-config.yaml").exists()  # no best trial: no configuration of one left behind
     assert (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / "report.json").read_text())["study"]["name"] == "fresh"
 
@@ -413,3 +415,46 @@ def test_the_report_opens_with_findings_from_the_complete_trials(built: Built) -
     text = (built.out / "report.html").read_text()
     assert text.index("<h2>Findings</h2>") < text.index("<h2>Trials</h2>")
     assert all(html_escape(line) in text for line in findings)
+
+
+def test_the_best_configuration_is_a_trainer_file_that_edgesearch_train_takes(built: Built, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edgesearch.cli import app
+    from edgesearch.trainer.config import load_train_config
+
+    path = built.out / "best-config.yaml"
+    best = built.study.trials[built.data["best_trial"]["number"]]
+    # The stored trainer config with the best trial's parameters applied is what the trial trained.
+    assert load_train_config(path) == TrainConfig.model_validate(best.user_attrs["config"])
+    command = f"edgesearch train {path} --out runs/mid-run-best"
+    assert built.data["best_config"] == {"file": "best-config.yaml", "command": command}
+    assert f"<pre>{html_escape(command)}</pre>" in (built.out / "report.html").read_text()
+    assert path.read_text().startswith("# Study mid-run, trial 0: ")
+    assert not any("still improving" in line for line in built.data["findings"])  # its best epoch is 3 of 4
+    trained = CliRunner().invoke(app, ["train", str(path), "--epochs", "1", "--out", str(tmp_path / "run")])
+    assert trained.exit_code == 0, trained.output
+    assert (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_a_best_trial_still_improving_at_its_last_epoch_is_warned_of(tmp_path: Path, sqlite_url: str) -> None:
+    config = _config("rising")
+    study, _ = create_study(config, sqlite_url)
+    for values in ([0.3, 0.5, 0.6], [0.2, 0.4, 0.3]):
+        trial = study.ask()
+        _record(trial, config, values, tmp_path / f"run-{trial.number}")
+        study.tell(trial, max(values))
+    build_report(study, config, tmp_path / "report")
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert data["findings"][1] == (
+        "Trial 0 (the best) was still improving at the last epoch: more epochs may help "
+        "(its best val_iou, 0.6, came at epoch 3, its last)."
+    )
+    assert sum("still improving" in line for line in data["findings"]) == 1
+
+
+def test_importances_from_few_trials_are_called_rough_in_the_findings_and_the_caption(built: Built) -> None:
+    (line,) = [line for line in built.data["findings"] if line.startswith("Importance")]
+    assert "rough: from only 4 complete trial(s), and fewer than 10 say little" in line
+    text = (built.out / "report.html").read_text()
+    assert "parameter importances from 4 complete trials (rough: fewer than 10 say little)" in text

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -168,6 +170,30 @@ def test_three_processes_on_postgres_finish_exactly_n_trials(tmp_path: Path, pos
     )
     rows = json.loads(listed.stdout)
     assert sum(1 for row in rows if row["state"] in ("COMPLETE", "PRUNED")) == 6
+
+
+def test_the_live_bar_counts_the_workers_own_trial_and_shows_the_trial_and_study_eta(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    create_study(StudyConfig.from_dict(_study("bar", n_trials=2, trainer={"epochs": 2}), source="test"), sqlite_url)
+    # What a terminal would get: rich draws the bar when told that the pipe is one.
+    env = {**os.environ, "TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "COLUMNS": "250"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgesearch", "worker", "bar", "--storage", sqlite_url, "--runs-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    frames = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", proc.stdout).splitlines()
+    bars = [line for line in frames if line.startswith("bar ")]
+    # One worker, whose trials run one after the other: while each runs, the bar counts it.
+    assert any(re.search(r"complete 0 .* running 1 .* trial ETA \d+s  study ETA - ", line) for line in bars), bars
+    # The second trial's bar times the study by the first trial.
+    assert any(re.search(r"complete 1 .* running 1 .* study ETA \d+s ", line) for line in bars), bars
+    epochs = [line for line in frames if line.startswith("trial 0 epoch")]
+    assert re.fullmatch(r"trial 0 epoch 1/2: .*, \d+\.\d s/epoch, ETA \d+s", epochs[0]), epochs
 
 
 def test_worker_on_a_missing_study_exits_2_and_lists_the_studies(tmp_path: Path, sqlite_url: str) -> None:
