@@ -289,7 +289,7 @@ def show_command(name: Annotated[str, typer.Argument(help="Study name.")], stora
         cells = [format_value(t.params.get(p)) for p in params]
         table.add_row(str(t.number), t.state.name, *values, *mark, epochs, *cells)
     # A pipe or log gets the whole table instead of columns squeezed to 80 characters.
-    wide = out if out.is_terminal else Console(file=out.file, width=400, highlight=False)
+    wide = out if out.is_terminal else Console(file=out.file, width=400, highlight=False, markup=False)
     wide.print(table)
 
 

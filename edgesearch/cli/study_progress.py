@@ -13,7 +13,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from edgesearch.cli.console import out
@@ -83,7 +82,7 @@ class StudyProgress:
         self._progress.update(self._task, completed=counts.finished, detail=detail)
 
     def log(self, line: str) -> None:
-        self.console.print(escape(line))
+        self.console.print(line, markup=False)
 
 
 class EpochLines(Callback):

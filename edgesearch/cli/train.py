@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from rich.markup import escape
 
 from edgesearch.cli.console import EXIT_INTERRUPTED, EXIT_RUN_FAILED, err, fail, out, user_errors
 from edgesearch.errors import DiskFullError
@@ -73,7 +74,8 @@ def train_command(
         result = _train_with_progress(config, run_dir, resume, force=force, file=file)
     out.print(
         f"best val IoU [bold]{result.best_val_iou:.4f}[/] at epoch {result.best_epoch}; "
-        f"model: {result.best_checkpoint}; run directory: {run_dir}"
+        f"model: {escape(str(result.best_checkpoint))}; run directory: {escape(str(run_dir))}",
+        markup=True,
     )
 
 

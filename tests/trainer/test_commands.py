@@ -264,3 +264,13 @@ def test_sigterm_stops_train_at_a_batch_with_whole_checkpoints_and_the_run_resum
     assert resumed.exit_code == 0, resumed.output
     assert f"resuming after epoch {saved['epoch']}" in resumed.stdout and "epoch   3/3" in resumed.stdout
     assert os.path.getsize(run / "best.pt") > 0
+
+
+def test_markup_in_the_data_and_run_paths_is_printed_as_it_is(tmp_path: Path) -> None:
+    data = write_folder(tmp_path / "q[/b]", size=32)
+    out_dir = tmp_path / "o[bold]x"
+    config = _write_config(tmp_path / "t.yaml", TINY_TRAINER)
+    result = runner.invoke(app, ["train", str(config), "--data", str(data), "--out", str(out_dir)])
+    assert result.exit_code == 0, result.output
+    assert f"on folder {data}, 32px" in result.stdout
+    assert f"model: {out_dir / 'best.pt'}; run directory: {out_dir}" in result.stdout
