@@ -34,6 +34,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_folder_path",
     "check_new_or_empty",
     "disk_full",
     "is_stream",
@@ -152,9 +153,25 @@ def write_text(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
+def check_folder_path(folder: Path, *, label: str) -> None:
+    """Raise UserError unless ``folder`` is a folder or can be made one: not a file, not a link to
+    nowhere, and the nearest part of its path that exists is a folder. ``label`` names the option."""
+    if folder.is_symlink() and not folder.exists():
+        raise UserError(
+            f"{label} {folder}: is a broken symbolic link (to {os.readlink(folder)}); remove it or choose another"
+        )
+    if folder.exists():
+        if not folder.is_dir():
+            raise UserError(f"{label} {folder}: exists and is not a folder")
+        return
+    # mkdir(parents=True) would stop at the first part of the path that is there and is not a folder.
+    above = next((parent for parent in folder.parents if parent.exists() or parent.is_symlink()), None)
+    if above is not None and not above.is_dir():
+        raise UserError(f"{label} {folder}: {above} is not a folder")
+
+
 def check_new_or_empty(folder: Path, *, label: str, hint: str = "choose a new one") -> None:
-    """Raise UserError unless ``folder`` is missing or an empty folder; ``label`` names the option."""
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"{label} {folder}: exists and is not a folder")
+    """Raise UserError unless ``folder`` is missing (and can be made) or an empty folder; ``label`` names the option."""
+    check_folder_path(folder, label=label)
     if folder.is_dir() and any(folder.iterdir()):
         raise UserError(f"{label} {folder}: folder is not empty; {hint}")

@@ -13,6 +13,7 @@ trains: every one must fail before training starts.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import os
@@ -62,6 +63,8 @@ class Case:
     build: Callable[[Path], list[str]]
     expect: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
+    absent: tuple[str, ...] = ()
+    """Strings the message must not hold (advice that would be unsafe to follow)."""
 
 
 # --------------------------------------------------------------------------- input builders
@@ -260,23 +263,37 @@ def one_image(tmp: Path) -> None:
     write_folder(tmp / "data", n=1)
 
 
-def predict_with_checkpoint(*extra: str, missing_input: bool = False) -> Callable[[Path], list[str]]:
-    """``predict --checkpoint`` with a run folder (config.json + best.pt) and one input image."""
+def predict_with_checkpoint(
+    *extra: str, missing_input: bool = False, out: str = "masks", weights: Callable[[Path], None] | None = None
+) -> Callable[[Path], list[str]]:
+    """``predict --checkpoint`` with a run folder (config.json + best.pt) and one input image; ``weights``
+    writes best.pt (by default a file the command must stop before it reads)."""
 
     def build(tmp: Path) -> list[str]:
         image = tmp / "nope.png" if missing_input else write_folder(tmp / "data", n=1) / "images" / "img00.png"
-        return predict_args(tmp, image, TRAINER, *extra)
+        return predict_args(tmp, image, TRAINER, *extra, out=out, weights=weights)
 
     return build
 
 
-def predict_args(tmp: Path, image: Path, trainer: dict[str, Any], *extra: str) -> list[str]:
-    """``predict IMAGE --checkpoint`` of a run folder whose config.json is ``trainer`` (its best.pt is not one)."""
+def predict_args(
+    tmp: Path,
+    image: Path,
+    trainer: dict[str, Any],
+    *extra: str,
+    out: str = "masks",
+    weights: Callable[[Path], None] | None = None,
+) -> list[str]:
+    """``predict IMAGE --checkpoint`` of a run folder whose config.json is ``trainer``; ``weights`` writes
+    its best.pt (by default a file the command must stop before it reads)."""
     run = tmp / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps(trainer))
-    (run / "best.pt").write_bytes(b"not a checkpoint: the command must stop before it reads it")
-    return ["predict", str(image), "--checkpoint", str(run / "best.pt"), "--out", str(tmp / "masks"), *extra]
+    if weights is None:
+        (run / "best.pt").write_bytes(b"not a checkpoint: the command must stop before it reads it")
+    else:
+        weights(run / "best.pt")
+    return ["predict", str(image), "--checkpoint", str(run / "best.pt"), "--out", str(tmp / out), *extra]
 
 
 def predict_on(make: Callable[[Path], Path], **parts: Any) -> Callable[[Path], list[str]]:
@@ -286,6 +303,35 @@ def predict_on(make: Callable[[Path], Path], **parts: Any) -> Callable[[Path], l
         return predict_args(tmp, make(tmp), merge(TRAINER, parts))
 
     return build
+
+
+def unsafe_pickle(path: Path) -> None:
+    """A torch file holding an object that a weights-only load refuses (a harmless ``datetime.date``)."""
+    torch.save({"model": datetime.date(2020, 1, 1)}, path)
+
+
+def unsafe_pickle_at(name: str) -> Callable[[Path], None]:
+    return lambda tmp: unsafe_pickle(tmp / name)
+
+
+def other_run(tmp: Path) -> None:
+    """``a/last.pt``, the run to resume, and ``b``: the files of another run."""
+    (tmp / "a").mkdir()
+    (tmp / "a" / "last.pt").write_bytes(b"the command must stop before it reads this")
+    (tmp / "b").mkdir()
+    for name in ("config.json", "history.json", "best.pt", "last.pt"):
+        (tmp / "b" / name).write_text(f"{name} of run b: must stay as it is")
+
+
+def users_own_report_files(tmp: Path) -> None:
+    """``report/``: a folder of the user's own files that happen to have the report's names."""
+    (tmp / "report").mkdir()
+    (tmp / "report" / "report.html").write_text("<p>my own report</p>")
+    (tmp / "report" / "importances.png").write_bytes(b"my own picture")
+
+
+def dangling_link(name: str) -> Callable[[Path], None]:
+    return lambda tmp: (tmp / name).symlink_to(tmp / "nowhere")
 
 
 # --------------------------------------------------------------------------- data breakers
@@ -865,6 +911,65 @@ CASES = [
         plain("train", "{trainer}", "--force", "--out", "{tmp}/out"),
         ("--force goes with --resume",),
     ),
+    # Output paths that cannot be folders, and output folders that hold somebody else's files.
+    Case(
+        "cli-train-resume-into-another-run",
+        after(other_run, plain("train", "{trainer}", "--resume", "{tmp}/a/last.pt", "--out", "{tmp}/b")),
+        ("--out", "{tmp}/b", "not empty", "not the run being resumed", "{tmp}/a"),
+    ),
+    Case(
+        "cli-train-out-under-a-file",
+        after(plain_file("a"), plain("train", "{trainer}", "--out", "{tmp}/a/b")),
+        ("--out", "{tmp}/a/b", "{tmp}/a is not a folder"),
+    ),
+    Case(
+        "cli-predict-out-under-a-file",
+        after(plain_file("a"), predict_with_checkpoint(out="a/b")),
+        ("--out", "{tmp}/a/b", "{tmp}/a is not a folder"),
+    ),
+    Case(
+        "cli-worker-runs-dir-is-a-file",
+        after(plain_file("runs"), on_known("worker", KNOWN, "--runs-dir", "{tmp}/runs")),
+        ("--runs-dir", "{tmp}/runs", "not a folder"),
+    ),
+    Case(
+        "cli-study-run-runs-dir-is-a-file",
+        after(
+            plain_file("runs"), plain("study", "run", "{study}", "--storage", "{storage}", "--runs-dir", "{tmp}/runs")
+        ),
+        ("--runs-dir", "{tmp}/runs", "not a folder"),
+    ),
+    Case(
+        "cli-report-out-holds-the-users-files",
+        after(users_own_report_files, on_known("study", "report", KNOWN, "--out", "{tmp}/report")),
+        ("--out", "{tmp}/report", "not empty", "no earlier report"),
+    ),
+    Case(
+        "cli-report-out-dangling-symlink",
+        after(dangling_link("link"), on_known("study", "report", KNOWN, "--out", "{tmp}/link")),
+        ("--out", "{tmp}/link", "broken symbolic link"),
+    ),
+    # A pickle that a weights-only load refuses: never the advice to load it unsafely.
+    Case(
+        "cli-train-resume-unsafe-pickle",
+        after(
+            unsafe_pickle_at("evil.pt"), plain("train", "{trainer}", "--resume", "{tmp}/evil.pt", "--out", "{tmp}/out")
+        ),
+        ("{tmp}/evil.pt", "not an edgesearch checkpoint"),
+        absent=("weights_only",),
+    ),
+    Case(
+        "cli-predict-checkpoint-unsafe-pickle",
+        predict_with_checkpoint(weights=unsafe_pickle),
+        ("{tmp}/run/best.pt", "not an edgesearch checkpoint"),
+        absent=("weights_only",),
+    ),
+    Case(
+        "trainer-encoder-weights-unsafe-pickle",
+        after(unsafe_pickle_at("encoder.pt"), train(model={"encoder_weights": "encoder.pt"})),
+        ("model.encoder_weights", "encoder.pt", "cannot be loaded safely"),
+        absent=("weights_only",),
+    ),
     # Read-only commands on somebody else's database, or on a FIFO: refused, the file byte-identical.
     Case("foreign-db-list", on_foreign("study", "list"), ("not an edgesearch/Optuna database",)),
     Case("foreign-db-show", on_foreign("study", "show", "x"), ("not an edgesearch/Optuna database",)),
@@ -972,6 +1077,8 @@ def test_bad_input_exits_2_with_a_message_and_writes_nothing(
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, shown
     for expected in case.expect:
         assert expected.replace("{tmp}", str(tmp_path)) in result.stderr, f"missing {expected!r}\n{shown}"
+    for unwanted in case.absent:
+        assert unwanted not in result.stderr, f"holds {unwanted!r}\n{shown}"
     assert database(tmp_path / DB) == rows_before, f"the storage changed\n{shown}"
     assert digest(tmp_path / DB) == bytes_before, f"the database file changed\n{shown}"
     assert tree(tmp_path) == files_before, f"files were written\n{shown}"

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from edgesearch.errors import DataError, DiskFullError, UserError, join_problems, raise_problems
-from edgesearch.files import atomic_write, atomic_write_bytes, atomic_write_text, check_new_or_empty, disk_full
+from edgesearch.files import (
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_folder_path,
+    check_new_or_empty,
+    disk_full,
+)
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -146,3 +153,14 @@ def test_problem_lists_stop_at_ten_and_say_how_many_more() -> None:
         raise_problems(problems, DataError)
     assert str(caught.value) == text
     raise_problems([], DataError)  # nothing to say: no error
+
+
+def test_a_path_that_cannot_be_a_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(UserError, match=rf"^--out {tmp_path}/file/sub/deeper: {tmp_path}/file is not a folder$"):
+        check_new_or_empty(tmp_path / "file" / "sub" / "deeper", label="--out")
+    with pytest.raises(UserError, match=rf"^--out {tmp_path}/link: is a broken symbolic link"):
+        check_new_or_empty(tmp_path / "link", label="--out")
+    check_folder_path(tmp_path / "new" / "deeper", label="--out")  # nothing there yet: it can be made
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "link"]

@@ -12,7 +12,17 @@ from rich.markup import escape
 
 from edgesearch.errors import RunFailed, UserError
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_RUN_FAILED", "err", "fail", "out", "settings", "user_errors"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_INTERRUPTED",
+    "EXIT_RUN_FAILED",
+    "err",
+    "fail",
+    "out",
+    "settings",
+    "user_errors",
+    "warn",
+]
 
 EXIT_RUN_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -20,8 +30,11 @@ EXIT_INTERRUPTED = 130
 """Stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it)."""
 
 # soft_wrap: a line is never cut at the terminal width, so logs and pipes keep whole lines.
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# markup=False: what is printed is printed as it is, so a path or value such as ``data/q[/b]`` or
+# ``[bold]x`` reads as the user wrote it; a line that is styled asks with markup=True and escapes
+# every value it holds (rich.markup.escape).
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 class _Settings:
@@ -31,11 +44,16 @@ class _Settings:
 settings = _Settings()
 
 
+def warn(message: str) -> None:
+    """Print ``warning: message`` on stderr: the prefix styled, the message as it is."""
+    err.print(f"[bold yellow]warning:[/] {escape(message)}", markup=True)
+
+
 def fail(message: str, code: int) -> NoReturn:
     """Print ``message`` on stderr (``error:`` for bad input, ``failed:`` otherwise) and exit with ``code``."""
     prefix = "error" if code == EXIT_BAD_INPUT else "failed"
     for line in message.splitlines() or [""]:
-        err.print(f"[bold red]{prefix}:[/] {escape(line)}")
+        err.print(f"[bold red]{prefix}:[/] {escape(line)}", markup=True)
     raise typer.Exit(code)
 
 

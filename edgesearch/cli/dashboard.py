@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from edgesearch.cli.console import err, out, user_errors
+from edgesearch.cli.console import err, out, user_errors, warn
 from edgesearch.cli.options import ArtifactsOption, StorageOption
 
 __all__ = ["app"]
@@ -41,8 +41,8 @@ def dashboard_command(
         folder = resolve_artifact_dir(artifacts)
         server = make_dashboard_server(url, folder, host=host, port=port, allow_hosts=allow_host or ())
     if not is_loopback(host):
-        err.print(
-            f"[bold yellow]warning:[/] the dashboard has no authentication and listens on {host}:{port}; "
+        warn(
+            f"the dashboard has no authentication and listens on {host}:{port}; "
             "anyone who can reach it can read and change studies. Prefer 127.0.0.1 and an SSH tunnel."
         )
     shown_host = f"[{host}]" if ":" in host else host

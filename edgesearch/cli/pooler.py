@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from edgesearch.cli.console import err, out, user_errors
+from edgesearch.cli.console import err, out, user_errors, warn
 from edgesearch.cli.options import StorageOption
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def pooler_command(
             if temporary:
                 shutil.rmtree(where, ignore_errors=True)
     if code not in (0, pooler.EXIT_FORCED):
-        err.print(f"[bold red]failed:[/] pgbouncer exited with code {code} (its log lines are above)")
+        err.print(f"[bold red]failed:[/] pgbouncer exited with code {code} (its log lines are above)", markup=True)
     raise typer.Exit(code)
 
 
@@ -101,8 +101,8 @@ def _announce(files: PoolerFiles, shown: str, *, listen: str, port: int, pool_si
     out.print(f"workers: export EDGESEARCH_STORAGE={files.client_url}")
     if files.auth_type == "trust":
         if not is_loopback(listen):
-            err.print(
-                f"[bold yellow]warning:[/] the database asks no password, so neither does the pooler: anyone who "
+            warn(
+                "the database asks no password, so neither does the pooler: anyone who "
                 f"reaches {listen}:{port} uses the database as its user. Prefer a password (URL, PGPASSWORD, "
                 "~/.pgpass)."
             )

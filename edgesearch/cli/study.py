@@ -77,6 +77,7 @@ def run_command(
 ) -> None:
     """Create (or load) the study in FILE and run local workers until it is complete."""
     with user_errors():
+        from edgesearch.files import check_folder_path
         from edgesearch.searcher.artifacts import check_artifact_dir, open_artifact_store, resolve_artifact_dir
         from edgesearch.searcher.config import StudyConfig
         from edgesearch.searcher.storage import redact, resolve_storage_url
@@ -85,6 +86,7 @@ def run_command(
         config = StudyConfig.from_yaml(file)
         url = resolve_storage_url(storage, config.storage)
         artifact_dir = resolve_artifact_dir(artifacts)
+        check_folder_path(runs_dir, label="--runs-dir")
         # Check everything before writing anything: the artifact folder is created only once the
         # storage has taken the study, so a bad URL or an unreachable database leaves no folder behind.
         check_artifact_dir(artifact_dir)
@@ -293,7 +295,7 @@ def show_command(name: Annotated[str, typer.Argument(help="Study name.")], stora
         cells = [format_value(t.params.get(p)) for p in params]
         table.add_row(str(t.number), t.state.name, *values, *mark, epochs, *cells)
     # A pipe or log gets the whole table instead of columns squeezed to 80 characters.
-    wide = out if out.is_terminal else Console(file=out.file, width=400, highlight=False)
+    wide = out if out.is_terminal else Console(file=out.file, width=400, highlight=False, markup=False)
     wide.print(table)
 
 
@@ -417,10 +419,11 @@ def report_command(
     with user_errors():
         from edgesearch.searcher.artifacts import open_artifact_store, resolve_artifact_dir
         from edgesearch.searcher.local import terminate_as_interrupt
-        from edgesearch.searcher.report import build_report
+        from edgesearch.searcher.report import build_report, check_report_folder
         from edgesearch.searcher.storage import resolve_storage_url
         from edgesearch.searcher.study import load_study
 
+        check_report_folder(out_dir, label="--out")
         study, config = load_study(name, resolve_storage_url(storage), read_only=True)
         folder = resolve_artifact_dir(artifacts)
         store = open_artifact_store(folder) if folder.is_dir() else None

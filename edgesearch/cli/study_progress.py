@@ -18,7 +18,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -133,7 +132,7 @@ class StudyProgress:
         self._progress.update(self._task, trial_at=None if seconds is None else time.monotonic() + seconds)
 
     def log(self, line: str) -> None:
-        self.console.print(escape(line))
+        self.console.print(line, markup=False)
 
 
 class EpochLines(Callback):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from rich.markup import escape
 
 from edgesearch.cli.console import EXIT_INTERRUPTED, EXIT_RUN_FAILED, err, fail, out, user_errors
 from edgesearch.errors import DiskFullError
@@ -59,18 +60,31 @@ def train_command(
         from edgesearch.trainer.data_cache import budget_bytes
 
         budget_bytes()  # a malformed EDGESEARCH_DATA_CACHE_MB, before the run is announced
-        run_dir = out_dir or Path("runs") / f"{file.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         if resume is None:
+            run_dir = out_dir or Path("runs") / f"{file.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
             check_new_or_empty(run_dir, label="--out", hint="choose a new one (or --resume its last.pt)")
-        elif run_dir.exists() and not run_dir.is_dir():
-            check_new_or_empty(run_dir, label="--out")
+        else:  # a resumed run goes on in its own folder unless told otherwise
+            run_dir = out_dir or resume.parent
+            if not _same_folder(run_dir, resume.parent):
+                resumed = resume.parent
+                hint = f"it is not the run being resumed ({resumed}); choose a new one, or --out {resumed}"
+                check_new_or_empty(run_dir, label="--out", hint=hint)
         if force and resume is None:
             raise ConfigError("--force goes with --resume")
         result = _train_with_progress(config, run_dir, resume, force=force, file=file)
     out.print(
         f"best val IoU [bold]{result.best_val_iou:.4f}[/] at epoch {result.best_epoch}; "
-        f"model: {result.best_checkpoint}; run directory: {run_dir}"
+        f"model: {escape(str(result.best_checkpoint))}; run directory: {escape(str(run_dir))}",
+        markup=True,
     )
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are one existing folder (by any path to it)."""
+    try:
+        return a.is_dir() and b.is_dir() and a.samefile(b)
+    except OSError:
+        return False
 
 
 class _Stopped(Exception):

@@ -177,6 +177,7 @@ def worker_command(
     """Run trials of study NAME until the study holds its n_trials finished trials."""
     with user_errors():
         from edgesearch.errors import ConfigError
+        from edgesearch.files import check_folder_path
         from edgesearch.searcher.artifacts import open_artifact_store, resolve_artifact_dir
         from edgesearch.searcher.local import check_gpus, gpu_slots, worker_args
         from edgesearch.searcher.storage import resolve_storage_url
@@ -184,6 +185,7 @@ def worker_command(
         from edgesearch.trainer.data_cache import budget_bytes
         from edgesearch.trainer.device import check_required_gpu
 
+        check_folder_path(runs_dir, label="--runs-dir")  # before a trial is taken that could not be run
         gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
         if per_gpu > 1 and not gpu_list:
             raise ConfigError("--per-gpu goes with --gpus (e.g. --gpus 0,1 --per-gpu 2); on CPU use --processes")

@@ -43,6 +43,7 @@ from optuna.artifacts import download_artifact, get_all_artifact_meta
 from optuna.trial import FrozenTrial, TrialState
 
 from edgesearch.errors import UserError
+from edgesearch.files import check_folder_path
 from edgesearch.formatting import format_value
 from edgesearch.searcher.confirm import Confirmed, confirmed, ranking_holds
 from edgesearch.searcher.findings import MIN_FOR_IMPORTANCE, Outcome, confirmed_finding, findings, last_epoch_finding
@@ -61,9 +62,11 @@ __all__ = [
     "BEST_CONFIG",
     "best_train_config",
     "build_report",
+    "check_report_folder",
     "collect",
     "curves_figure",
     "importances_figure",
+    "is_report_folder",
     "pareto_figure",
     "pareto_front",
     "scatter_figure",
@@ -635,18 +638,45 @@ def _publish(folder: Path, out_dir: Path) -> None:
         (out_dir / stale).unlink(missing_ok=True)
 
 
+def is_report_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds an earlier report: its report.json, an object naming a study and a time."""
+    try:
+        data = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return (
+        isinstance(data, dict)
+        and isinstance(data.get("study"), dict)
+        and isinstance(data["study"].get("name"), str)
+        and isinstance(data.get("generated_at"), str)
+    )
+
+
+def check_report_folder(out_dir: Path, *, label: str = "report:") -> None:
+    """Raise UserError unless ``out_dir`` is new (and can be made), empty or an earlier report;
+    ``label`` names the option."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{label} {out_dir} is a file; expected a folder for the report (e.g. report/)")
+    check_folder_path(out_dir, label=label)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_report_folder(out_dir):
+        raise UserError(
+            f"{label} {out_dir}: folder is not empty and holds no earlier report (no report.json of a study "
+            "report); choose a new or empty folder"
+        )
+
+
 def build_report(
     study: optuna.Study, config: StudyConfig, out_dir: Path, *, artifact_store: ArtifactStore | None = None
 ) -> Path:
     """Write the report folder (report.html, figures, report.json, best-config.yaml) and return report.html's path.
 
     The files are built in a temporary folder beside ``out_dir`` and moved in only when all are
-    written, so a failure leaves the previous report as it was. Existing report files in
-    ``out_dir`` are replaced; other files there are left alone.
+    written, so a failure leaves the previous report as it was. ``out_dir`` must be new, empty or
+    an earlier report (:func:`is_report_folder`): its report files are replaced, other files there
+    are left alone. A folder of other files is refused, as is a path that cannot be a folder.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"report: {out_dir} is a file; expected a folder for the report (e.g. report/)")
+    check_report_folder(out_dir)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -2,11 +2,14 @@
 
 Both are written atomically (:func:`edgesearch.files.atomic_write`), so a crash or a kill
 mid-write leaves the previous checkpoint whole, and read with ``weights_only=True``: tensors
-and plain containers, never pickled code from a file someone handed over.
+and plain containers, never pickled code from a file someone handed over (a file that holds any
+is refused, never loaded another way).
 """
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +26,7 @@ __all__ = [
     "RESUME_KEYS",
     "config_changes",
     "load_checkpoint",
+    "read_checkpoint",
     "read_resume_state",
     "save_checkpoint",
 ]
@@ -46,6 +50,32 @@ def _save(obj: Any, tmp: Path) -> None:
 def load_checkpoint(path: Path) -> Any:
     """Load a checkpoint with ``weights_only=True``: tensors and plain containers, no pickled code."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_checkpoint(
+    path: Path, *, label: str = "", what: str = "an edgesearch checkpoint", map_location: str | torch.device = "cpu"
+) -> Any:
+    """A file a user named, loaded as :func:`load_checkpoint` does, or a one-line ConfigError naming it.
+
+    A pickle holding other objects is refused as such: torch's own message would advise loading it
+    without ``weights_only``, which runs whatever code the file names. ``label`` prefixes the message.
+    """
+    if not path.is_file():
+        raise ConfigError(f"{label}{path}: file not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error below says it all
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:  # how torch reports any object a weights-only load refuses
+        raise ConfigError(
+            f"{label}{path}: not {what}, or it holds objects that cannot be loaded safely "
+            "(only tensors and plain containers are loaded)"
+        ) from None
+    except Exception as exc:  # torch raises many kinds for a corrupt or truncated file
+        text = str(exc).strip()
+        raise ConfigError(
+            f"{label}{path}: not a readable checkpoint ({text.splitlines()[0] if text else type(exc).__name__})"
+        ) from None
 
 
 RESUMABLE_CHANGES = frozenset({"epochs", "device", "data.num_workers", "data.loader", "checkpoint_interval"})
@@ -81,12 +111,7 @@ def read_resume_state(path: Path, config: TrainConfig, *, force: bool = False) -
     The run must have the same config but for :data:`RESUMABLE_CHANGES`; ``force`` accepts other
     differences (a lower learning rate for the rest of the run, say), never another model.
     """
-    try:
-        state = load_checkpoint(path)
-    except FileNotFoundError:
-        raise ConfigError(f"resume: {path}: file not found") from None
-    except Exception as exc:  # corrupt file, or not a checkpoint at all
-        raise ConfigError(f"resume: {path}: not a readable edgesearch last.pt ({exc})") from None
+    state = read_checkpoint(path, label="resume: ")
     if not isinstance(state, dict) or not state.keys() >= RESUME_KEYS:
         raise ConfigError(f"resume: {path}: not an edgesearch last.pt (keys {sorted(RESUME_KEYS)} expected)")
     saved = state.get("config") or {}

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from edgesearch.files import atomic_write_text
+from edgesearch.files import atomic_write, atomic_write_text
 from edgesearch.trainer import data_cache, run_files
 from edgesearch.trainer.callbacks import Callback
 from edgesearch.trainer.checkpoint import load_checkpoint, read_resume_state
@@ -125,6 +126,22 @@ def _draw(
         _log.warning("could not draw %s: %s", run_dir / run_files.EDGES, exc)
 
 
+def _carry_best(last: Path, run_dir: Path, best: _Best) -> None:
+    """Give a resumed run its best weights so far, so that it ends with a ``best.pt`` however its epochs go.
+
+    They are the ``best.pt`` beside ``last``: copied when the run goes on in another folder. Without
+    one, the best is chosen again among the epochs trained now.
+    """
+    source, target = last.parent / run_files.BEST, run_dir / run_files.BEST
+    if not source.is_file():
+        _log.warning(
+            "%s: no %s beside it; the best model is chosen again from the epochs trained now", last, source.name
+        )
+        best.iou, best.epoch = -math.inf, 0
+    elif not (target.exists() and source.samefile(target)):
+        atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
+
+
 def _write_json(obj: Any, path: Path) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2))
 
@@ -192,6 +209,8 @@ def train(
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_json(config.model_dump(mode="json"), run_dir / run_files.CONFIG)
+        if resume_from is not None and state:
+            _carry_best(resume_from, run_dir, best)
     best_path = run_dir / run_files.BEST if run_dir is not None else None
     checkpoints = (
         Checkpointer(run_dir / run_files.LAST, run_dir / run_files.BEST, interval=config.checkpoint_interval)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from edgesearch.errors import ConfigError
+from edgesearch.trainer.checkpoint import read_checkpoint
 from edgesearch.trainer.config import ModelConfig
 from edgesearch.trainer.registry import is_local_weights
 
@@ -51,12 +51,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
 
 
 def _load_encoder_weights(model: nn.Module, path: Path) -> None:
-    if not path.is_file():
-        raise ConfigError(f"model.encoder_weights: {path}: file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a corrupt or foreign file
-        raise ConfigError(f"model.encoder_weights: {path}: not a loadable state dict ({exc})") from None
+    state = read_checkpoint(path, label="model.encoder_weights: ", what="a state dict")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -23,6 +23,7 @@ from torch import nn
 from edgesearch.errors import ConfigError, DataError, raise_problems
 from edgesearch.files import atomic_write, check_new_or_empty
 from edgesearch.trainer import run_files
+from edgesearch.trainer.checkpoint import read_checkpoint
 from edgesearch.trainer.config import TrainConfig, load_train_config, validate_train_config
 from edgesearch.trainer.data import IMAGE_SUFFIXES, build_transforms
 from edgesearch.trainer.device import resolve_device
@@ -58,10 +59,7 @@ def load_model(config: TrainConfig, checkpoint: Path, *, device: torch.device) -
     """
     if not checkpoint.is_file():
         raise ConfigError(f"{checkpoint}: checkpoint not found")
-    try:
-        state: Any = torch.load(checkpoint, map_location=device, weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a corrupt or foreign file
-        raise ConfigError(f"{checkpoint}: not a readable checkpoint ({_first_line(exc)})") from None
+    state: Any = read_checkpoint(checkpoint, map_location=device)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a last.pt
     if not isinstance(state, dict):

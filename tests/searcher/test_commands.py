@@ -302,3 +302,40 @@ def test_two_studies_of_one_name_never_share_runs_and_predict_refuses_a_replaced
     assert refused.exit_code == 2, refused.output
     assert "is not the checkpoint this trial recorded" in refused.stderr
     assert not (tmp_path / "masks").exists()
+
+
+MARKUP = ("data/q[/b]", "data/[bold]x")
+"""Data roots that rich would read as markup: a closing tag that opens nothing, and a style."""
+
+
+def test_markup_in_values_names_and_paths_is_printed_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path}/study.db"
+    raw = tiny_study("markup", n_trials=3, space={"data.root": {"choices": list(MARKUP)}})
+    study, _ = create_study(StudyConfig.from_dict(raw, source="test"), url)
+    for value, root in ((0.8, MARKUP[0]), (0.7, MARKUP[1])):
+        study.enqueue_trial({"loss.edge_lambda": 0.1, "data.root": root})
+        trial = study.ask()
+        trial.suggest_float("loss.edge_lambda", 0.0, 0.5)
+        trial.suggest_categorical("data.root", list(MARKUP))
+        trial.set_user_attr("history", [{"epoch": 1, "val_iou": value}])
+        trial.set_user_attr("best_checkpoint", f"{tmp_path}/runs[/b]/{root}/best.pt")
+        study.tell(trial, value)
+    storage = ["--storage", url]
+
+    show = runner.invoke(app, ["study", "show", "markup", *storage])
+    assert show.exit_code == 0, show.output
+    assert all(root in show.stdout for root in MARKUP)
+    best = runner.invoke(app, ["study", "best", "markup", *storage])
+    assert best.exit_code == 0, best.output
+    assert f"data.root = {MARKUP[0]}" in best.stdout
+    assert f"checkpoint: {tmp_path}/runs[/b]/{MARKUP[0]}/best.pt" in best.stdout
+    enqueue = runner.invoke(app, ["study", "enqueue", "markup", f"data.root={MARKUP[1]}", *storage])
+    assert enqueue.exit_code == 0, enqueue.output
+    assert f"data.root={MARKUP[1]}" in enqueue.stdout
+    report = runner.invoke(app, ["study", "report", "markup", *storage, "--out", "rep[/b]"])
+    assert report.exit_code == 0, report.output
+    assert "report: rep[/b]/report.html" in report.stdout and (tmp_path / "rep[" / "b]" / "report.html").is_file()
+    export = runner.invoke(app, ["study", "export", "markup", *storage, "--out", "e[bold]x.csv"])
+    assert export.exit_code == 0, export.output
+    assert "wrote 3 trials to e[bold]x.csv" in export.stderr

@@ -265,6 +265,7 @@ def test_an_empty_study_still_gets_a_report(tmp_path: Path, sqlite_url: str) -> 
 def test_a_report_is_regenerated_in_place_and_stale_files_go(built: Built, tmp_path: Path) -> None:
     out = tmp_path / "report"
     out.mkdir()
+    build_report(built.study, built.config, out, artifact_store=built.store)
     (out / "notes.txt").write_text("mine")
     (out / "importances.png").write_bytes(b"old")
     build_report(built.study, built.config, out, artifact_store=built.store)
@@ -285,6 +286,23 @@ def test_an_existing_file_as_out_dir_is_refused(built: Built, tmp_path: Path) ->
     with pytest.raises(UserError, match="is a file"):
         build_report(built.study, built.config, target)
     assert target.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("report_json", [None, "not json", '{"study": "a string"}'])
+def test_a_folder_that_holds_no_earlier_report_is_refused_and_left_as_it_was(
+    built: Built, tmp_path: Path, report_json: str | None
+) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "report.html").write_text("my own page")
+    (out / "importances.png").write_bytes(b"my own picture")
+    if report_json is not None:
+        (out / "report.json").write_text(report_json)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(UserError, match=f"{out}: folder is not empty and holds no earlier report"):
+        build_report(built.study, built.config, out, artifact_store=built.store)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"]  # no temporary folder either
 
 
 def test_a_failure_leaves_the_previous_report_untouched(built: Built, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from edgesearch.cli import app
 from edgesearch.cli.train_progress import RichProgress
 from edgesearch.trainer.records import EpochRecord
-from tests.helpers import TINY, merge, write_folder
+from tests.helpers import TINY, TINY_TRAINER, merge, write_folder
 
 pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
 
@@ -221,6 +221,72 @@ def test_resume_with_other_loss_or_optim_settings_is_refused_unless_forced(tmp_p
     assert "resuming after epoch 1" in forced.stdout and "epoch   2/2" in forced.stdout
 
 
+def _best_of_the_past(last: Path, *, epoch: int) -> None:
+    """Make ``last.pt`` say that its best epoch was ``epoch``, with an IoU of 1.0 that no later epoch beats."""
+    import torch
+
+    state = torch.load(last, weights_only=True)
+    state["best_val_iou"], state["best_epoch"] = 1.0, epoch
+    torch.save(state, last)
+
+
+def _tensors(path: Path) -> dict[str, object]:
+    import torch
+
+    return {key: value.tolist() for key, value in torch.load(path, weights_only=True).items()}
+
+
+def test_a_resumed_run_ends_with_a_best_pt_and_names_it_however_its_epochs_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    config = _write_config(tmp_path / "t.yaml", merge(TINY_TRAINER, {"epochs": 2}))
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["train", str(config), "--out", str(run)]).exit_code == 0
+    _best_of_the_past(run / "last.pt", epoch=2)
+    shutil.copytree(run, tmp_path / "copy")
+    best = _tensors(run / "best.pt")
+
+    # No --out: the run goes on in the folder of its last.pt, whose best.pt stays the best.
+    here = runner.invoke(app, ["train", str(config), "--resume", str(run / "last.pt"), "--epochs", "3"])
+    assert here.exit_code == 0, here.output
+    assert f"at epoch 2; model: {run / 'best.pt'}; run directory: {run}" in here.stdout
+    assert _tensors(run / "best.pt") == best and not (tmp_path / "runs").exists()
+
+    # Into a new folder: the best weights come along.
+    new = tmp_path / "new"
+    moved = runner.invoke(
+        app, ["train", str(config), "--resume", str(tmp_path / "copy" / "last.pt"), "--out", str(new), "--epochs", "3"]
+    )
+    assert moved.exit_code == 0, moved.output
+    assert f"at epoch 2; model: {new / 'best.pt'}" in moved.stdout
+    assert _tensors(new / "best.pt") == best
+
+    # A last.pt without its best.pt: the best is chosen again among the epochs trained now.
+    (tmp_path / "copy" / "best.pt").unlink()
+    alone = runner.invoke(app, ["train", str(config), "--resume", str(tmp_path / "copy" / "last.pt"), "--epochs", "3"])
+    assert alone.exit_code == 0, alone.output
+    assert f"at epoch 3; model: {tmp_path / 'copy' / 'best.pt'}" in alone.stdout
+    assert "no best.pt beside it" in caplog.text
+
+
+def test_resuming_into_another_runs_folder_is_refused_and_leaves_both_runs_as_they_were(tmp_path: Path) -> None:
+    config = _write_config(tmp_path / "t.yaml", TINY_TRAINER)
+    a, b = tmp_path / "a", tmp_path / "b"
+    for run in (a, b):
+        assert runner.invoke(app, ["train", str(config), "--out", str(run)]).exit_code == 0
+    before = {run: {p.name: p.read_bytes() for p in run.iterdir()} for run in (a, b)}
+
+    result = runner.invoke(
+        app, ["train", str(config), "--resume", str(a / "last.pt"), "--out", str(b), "--epochs", "2"]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"--out {b}: folder is not empty" in result.stderr and str(a) in result.stderr
+    assert {run: {p.name: p.read_bytes() for p in run.iterdir()} for run in (a, b)} == before
+
+
 def test_sigterm_stops_train_at_a_batch_with_whole_checkpoints_and_the_run_resumes(tmp_path: Path) -> None:
     import os
     import signal
@@ -249,3 +315,13 @@ def test_sigterm_stops_train_at_a_batch_with_whole_checkpoints_and_the_run_resum
     assert resumed.exit_code == 0, resumed.output
     assert f"resuming after epoch {saved['epoch']}" in resumed.stdout and "epoch   3/3" in resumed.stdout
     assert os.path.getsize(run / "best.pt") > 0
+
+
+def test_markup_in_the_data_and_run_paths_is_printed_as_it_is(tmp_path: Path) -> None:
+    data = write_folder(tmp_path / "q[/b]", size=32)
+    out_dir = tmp_path / "o[bold]x"
+    config = _write_config(tmp_path / "t.yaml", TINY_TRAINER)
+    result = runner.invoke(app, ["train", str(config), "--data", str(data), "--out", str(out_dir)])
+    assert result.exit_code == 0, result.output
+    assert f"on folder {data}, 32px" in result.stdout
+    assert f"model: {out_dir / 'best.pt'}; run directory: {out_dir}" in result.stdout
