@@ -6,7 +6,9 @@ to ``outage_seconds``. A call that fails on a pooled connection found dead (SQLA
 is first retried at once on a new connection: that replaces ``pool_pre_ping``, which paid a round
 trip on every call to find the same thing out. Only connection-level errors are retried (SQLAlchemy's OperationalError,
 InterfaceError, or a DBAPIError that invalidated its connection, also when Optuna wraps one in a
-StorageInternalError): a genuine error such as a constraint violation surfaces at once.
+StorageInternalError): a genuine error such as a constraint violation surfaces at once. A SQLite
+file that another program keeps locked through all of it ends in one
+:class:`~edgesearch.errors.DatabaseLocked` naming the file.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from edgesearch.searcher.optuna_internals import (
     state_counts_query,
     trial_state_query,
 )
+from edgesearch.searcher.storage import is_sqlite_busy, locked_error
 
 __all__ = ["ReconnectingRDBStorage", "is_connection_error"]
 
@@ -101,7 +104,8 @@ class ReconnectingRDBStorage(RDBStorage):
             return call(*args, **kwargs)
         self._local.active = True
         try:
-            deadline = time.monotonic() + self.outage_seconds
+            started = time.monotonic()
+            deadline = started + self.outage_seconds
             delay = 0.5
             fresh_connection_tried = False
             while True:
@@ -114,10 +118,18 @@ class ReconnectingRDBStorage(RDBStorage):
                         fresh_connection_tried = True
                         _log.debug("%s: pooled connection was dropped; retrying on a new one", name)
                         continue
-                    if not is_connection_error(exc) or time.monotonic() + delay > deadline:
+                    if not is_connection_error(exc):
+                        raise
+                    if time.monotonic() + delay > deadline:
+                        if is_sqlite_busy(exc) and self.engine.url.database:
+                            raise locked_error(self.engine.url.database, time.monotonic() - started) from exc
                         raise
                     _log.warning(
-                        "storage unreachable during %s (%s); retrying in %.1f s", name, type(exc).__name__, delay
+                        "%s during %s (%s); retrying in %.1f s",
+                        "SQLite database locked by another process" if is_sqlite_busy(exc) else "storage unreachable",
+                        name,
+                        type(exc).__name__,
+                        delay,
                     )
                     time.sleep(delay)
                     delay = min(delay * 2, 15.0)

@@ -35,7 +35,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgesearch.errors import ConfigError, UserError
+from edgesearch.errors import ConfigError, DatabaseLocked, UserError
 
 if TYPE_CHECKING:
     import sqlalchemy.exc
@@ -53,6 +53,8 @@ __all__ = [
     "check_url",
     "existing_sqlite_file",
     "holds_secret",
+    "is_sqlite_busy",
+    "locked_error",
     "normalize_url",
     "open_storage",
     "plain_sqlite_path",
@@ -298,6 +300,7 @@ def open_storage(
         raise ConfigError(f"max_retries must be >= 0 or None (no retry), got {max_retries}")
 
     parsed = make_url(url)
+    started = time.monotonic()
     create = create and not read_only
     if not create and parsed.drivername in _SQLITE_DRIVERS:
         path = _sqlite_path(parsed)
@@ -340,6 +343,9 @@ def open_storage(
             if attempt < _CREATION_ATTEMPTS and _is_creation_race(exc):
                 time.sleep(0.2 * attempt * (1 + random.random()))
                 continue
+            path = _sqlite_path(parsed)
+            if path is not None and is_sqlite_busy(exc):
+                raise locked_error(path, time.monotonic() - started) from None
             raise _storage_error(parsed, url, exc) from None
         except RuntimeError as exc:
             if "table schema" in str(exc):  # Optuna's schema-version check; its text names no URL
@@ -506,7 +512,8 @@ def _enable_wal(parsed: URL, url: str) -> None:
     path = _sqlite_path(parsed)
     if path is None:
         return
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    started = time.monotonic()
+    deadline = started + SQLITE_BUSY_TIMEOUT_S
     while True:
         try:
             with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as connection:
@@ -514,12 +521,37 @@ def _enable_wal(parsed: URL, url: str) -> None:
                     connection.execute("PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) and time.monotonic() < deadline:
+            if is_sqlite_busy(exc) and time.monotonic() < deadline:
                 time.sleep(0.05)
                 continue
+            if is_sqlite_busy(exc):
+                raise locked_error(path, time.monotonic() - started) from None
             raise UserError(f"storage {redact(url)}: cannot open ({_explain(str(exc), None)}") from None
         except sqlite3.Error as exc:
             raise UserError(f"storage {redact(url)}: cannot open ({_explain(str(exc), None)}") from None
+
+
+def is_sqlite_busy(exc: BaseException) -> bool:
+    """Whether ``exc``, or the error it wraps (Optuna's ``__cause__``, SQLAlchemy's ``orig``), is SQLite's
+    SQLITE_BUSY: another connection held the database's lock for longer than the busy timeout."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain of wrappers, never a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, sqlite3.OperationalError):
+            return getattr(seen, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY  # extended codes too
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
+def locked_error(path: Path | str, waited_s: float) -> DatabaseLocked:
+    """The one line for a SQLite file that another program kept locked for the ``waited_s`` seconds this one
+    waited: the machine, not the input (exit code 1)."""
+    where = Path(path).absolute()
+    return DatabaseLocked(
+        f"the SQLite database {where} is locked by another process (a long write, or a program holding it "
+        f"open); gave up after {waited_s:.0f} s. `fuser -v {where}` names it; run again once it lets go"
+    )
 
 
 def _is_creation_race(exc: sqlalchemy.exc.SQLAlchemyError) -> bool:
