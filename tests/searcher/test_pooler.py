@@ -10,6 +10,7 @@ import configparser
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -393,6 +394,7 @@ def test_a_killed_pooler_takes_pgbouncer_and_the_password_with_it(
         assert wait_for(lambda: not pgbouncer_pids(pooler.folder), within_s=30), "PgBouncer outlived the pooler"
     left = [p for p in pooler.folder.rglob("*") if p.is_file()] if pooler.folder.exists() else []
     assert not userlist.exists() and all(PASSWORD not in p.read_text() for p in left), left
+    shutil.rmtree(pooler.folder, ignore_errors=True)  # the config and log the killed pooler could not remove
 
     with running_pooler(storage, tmp_path, port=pooler.port) as again:
         with psycopg.connect(port=again.port, **login) as connection:
