@@ -17,10 +17,12 @@ import contextlib
 import fcntl
 import functools
 import logging
+import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy.exc
@@ -29,6 +31,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import text
 
+from edgesearch.errors import DatabaseLocked
 from edgesearch.searcher.optuna_internals import (
     FAST_WRITE_RESULTS,
     FAST_WRITES,
@@ -41,9 +44,8 @@ from edgesearch.searcher.optuna_internals import (
     state_counts_query,
     trial_state_query,
 )
-from edgesearch.searcher.storage import is_sqlite_busy, locked_error
 
-__all__ = ["ReconnectingRDBStorage", "is_connection_error"]
+__all__ = ["ReconnectingRDBStorage", "is_connection_error", "is_sqlite_busy", "locked_error"]
 
 _log = logging.getLogger(__name__)
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -83,6 +85,29 @@ def is_connection_error(exc: BaseException) -> bool:
     if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
         return True
     return isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
+
+
+def is_sqlite_busy(exc: BaseException) -> bool:
+    """Whether ``exc``, or the error it wraps (Optuna's ``__cause__``, SQLAlchemy's ``orig``), is SQLite's
+    SQLITE_BUSY: another connection held the database's lock for longer than the busy timeout."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain of wrappers, never a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, sqlite3.OperationalError):
+            return getattr(seen, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY  # extended codes too
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
+def locked_error(path: Path | str, waited_s: float) -> DatabaseLocked:
+    """The one line for a SQLite file that another program kept locked for the ``waited_s`` seconds this one
+    waited: the machine, not the input (exit code 1)."""
+    where = Path(path).absolute()
+    return DatabaseLocked(
+        f"the SQLite database {where} is locked by another process (a long write, or a program holding it "
+        f"open); gave up after {waited_s:.0f} s. `fuser -v {where}` names it; run again once it lets go"
+    )
 
 
 def _dropped_while_pooled(exc: BaseException) -> bool:

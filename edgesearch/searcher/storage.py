@@ -35,7 +35,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgesearch.errors import ConfigError, DatabaseLocked, UserError
+from edgesearch.errors import ConfigError, UserError
 
 if TYPE_CHECKING:
     import sqlalchemy.exc
@@ -53,8 +53,6 @@ __all__ = [
     "check_url",
     "existing_sqlite_file",
     "holds_secret",
-    "is_sqlite_busy",
-    "locked_error",
     "normalize_url",
     "open_storage",
     "plain_sqlite_path",
@@ -290,7 +288,7 @@ def open_storage(
     import sqlalchemy.exc
     from sqlalchemy.engine import make_url
 
-    from edgesearch.searcher.reconnect import ReconnectingRDBStorage
+    from edgesearch.searcher.reconnect import ReconnectingRDBStorage, is_sqlite_busy, locked_error
 
     url = normalize_url(url)
     check_url(url)
@@ -509,6 +507,8 @@ def _enable_wal(parsed: URL, url: str) -> None:
     WAL needs a local file system (not NFS); where it cannot be had SQLite keeps its old mode, which is
     still correct, only slower under many workers.
     """
+    from edgesearch.searcher.reconnect import is_sqlite_busy, locked_error
+
     path = _sqlite_path(parsed)
     if path is None:
         return
@@ -529,29 +529,6 @@ def _enable_wal(parsed: URL, url: str) -> None:
             raise UserError(f"storage {redact(url)}: cannot open ({_explain(str(exc), None)}") from None
         except sqlite3.Error as exc:
             raise UserError(f"storage {redact(url)}: cannot open ({_explain(str(exc), None)}") from None
-
-
-def is_sqlite_busy(exc: BaseException) -> bool:
-    """Whether ``exc``, or the error it wraps (Optuna's ``__cause__``, SQLAlchemy's ``orig``), is SQLite's
-    SQLITE_BUSY: another connection held the database's lock for longer than the busy timeout."""
-    seen: BaseException | None = exc
-    for _ in range(8):  # a chain of wrappers, never a cycle
-        if seen is None:
-            return False
-        if isinstance(seen, sqlite3.OperationalError):
-            return getattr(seen, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY  # extended codes too
-        seen = getattr(seen, "orig", None) or seen.__cause__
-    return False
-
-
-def locked_error(path: Path | str, waited_s: float) -> DatabaseLocked:
-    """The one line for a SQLite file that another program kept locked for the ``waited_s`` seconds this one
-    waited: the machine, not the input (exit code 1)."""
-    where = Path(path).absolute()
-    return DatabaseLocked(
-        f"the SQLite database {where} is locked by another process (a long write, or a program holding it "
-        f"open); gave up after {waited_s:.0f} s. `fuser -v {where}` names it; run again once it lets go"
-    )
 
 
 def _is_creation_race(exc: sqlalchemy.exc.SQLAlchemyError) -> bool:
