@@ -12,7 +12,10 @@ SQLite study of short trials (U-Net/resnet18, 256 synthetic images at 128 px, 3 
   ``device`` (the dataset resident on the GPU): the input pipeline against the GPU's step rate.
 
 Without a CUDA device the result says so (``skipped``); ``--tiny`` then still runs everything on the
-CPU at a tiny size (``--processes K`` instead of ``--per-gpu K``), which proves only that the script works.
+CPU at a tiny size (``--processes K`` instead of ``--per-gpu K``), which proves only that the script works:
+32 px images, one step, and trials of a small encoder (tu-mobilenetv3_small_050, a sixth of resnet18's
+weights, so each checkpoint is written in a fraction of the time) on 16 images of 32 px, all runs at once.
+What is left is the start of each worker process (importing torch and smp), a few seconds each.
 
     python benchmarks/gpu.py [--tiny] [--compile] [--trials] [--json FILE]
 """
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +39,7 @@ import _step
 
 SIZES = {
     "full": {"encoder": "resnet34", "image_size": 512, "batch_size": 16, "steps": 10, "rounds": 5},
-    "tiny": {"encoder": "resnet18", "image_size": 64, "batch_size": 2, "steps": 1, "rounds": 1},
+    "tiny": {"encoder": "resnet18", "image_size": 32, "batch_size": 2, "steps": 1, "rounds": 1},
 }
 
 
@@ -71,8 +75,22 @@ def _sync() -> None:
 
 
 TRIALS = {
-    "full": {"image_size": 128, "n_images": 256, "epochs": 3, "trials_per_worker": 2, "ks": (1, 2, 4)},
-    "tiny": {"image_size": 32, "n_images": 16, "epochs": 1, "trials_per_worker": 1, "ks": (1, 2)},
+    "full": {
+        "encoder": "resnet18",
+        "image_size": 128,
+        "n_images": 256,
+        "epochs": 3,
+        "trials_per_worker": 2,
+        "ks": (1, 2, 4),
+    },
+    "tiny": {
+        "encoder": "tu-mobilenetv3_small_050",
+        "image_size": 32,
+        "n_images": 16,
+        "epochs": 1,
+        "trials_per_worker": 1,
+        "ks": (1, 2),
+    },
 }
 
 
@@ -85,7 +103,7 @@ def _study_file(folder: Path, name: str, n_trials: int, size: dict[str, Any], lo
         "sampler": {"kind": "random", "seed": 0},
         "pruner": {"kind": "none"},
         "trainer": {
-            "model": {"arch": "unet", "encoder": "resnet18", "encoder_weights": None},
+            "model": {"arch": "unet", "encoder": size["encoder"], "encoder_weights": None},
             "data": {
                 "image_size": size["image_size"],
                 "batch_size": 16,
@@ -101,13 +119,24 @@ def _study_file(folder: Path, name: str, n_trials: int, size: dict[str, Any], lo
     return path
 
 
-def _run_study(folder: Path, name: str, size: dict[str, Any], *, k: int, cuda: bool, loader: str) -> dict[str, Any]:
-    """Create a study of K x trials_per_worker trials and run it with K worker processes; whole processes timed."""
-    n_trials = k * size["trials_per_worker"]
+def _create_study(folder: Path, name: str, size: dict[str, Any], *, k: int, loader: str) -> str:
+    """Create a study of K x trials_per_worker trials here, untimed (a ``study create`` process would only
+    add its start to the run); its URL."""
+    import optuna
+
+    from edgesearch.searcher.config import StudyConfig
+    from edgesearch.searcher.study import create_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = f"sqlite:///{folder}/{name}.db"
+    create_study(StudyConfig.from_yaml(_study_file(folder, name, k * size["trials_per_worker"], size, loader)), url)
+    return url
+
+
+def _run_study(folder: Path, name: str, url: str, size: dict[str, Any], *, k: int, cuda: bool) -> dict[str, Any]:
+    """Run the study at ``url`` with K worker processes; whole processes timed."""
+    n_trials = k * size["trials_per_worker"]
     cli = [sys.executable, "-m", "edgesearch"]
-    study_file = _study_file(folder, name, n_trials, size, loader)
-    subprocess.run([*cli, "study", "create", str(study_file), "--storage", url], check=True, capture_output=True)
     where = ["--gpus", "0", "--per-gpu", str(k)] if cuda else ["--processes", str(k)]
     started = time.perf_counter()
     done = subprocess.run(
@@ -134,22 +163,36 @@ def _run_study(folder: Path, name: str, size: dict[str, Any], *, k: int, cuda: b
 
 
 def trials_per_hour(tiny: bool, cuda: bool) -> dict[str, Any]:
+    """Trials/hour at each K, and one trial at each ``data.loader``.
+
+    At full size the runs go one after the other, each timed alone on the card. ``--tiny`` times
+    nothing worth comparing, so its runs go all at once: the smoke run then takes about one run's
+    time (mostly the start of its worker processes) instead of the sum of them.
+    """
     size = TRIALS["tiny" if tiny else "full"]
+    runs = [(f"k{k}", k, "auto") for k in size["ks"]] + [(f"loader-{name}", 1, name) for name in ("cpu", "device")]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        per_k = [_run_study(folder, f"k{k}", size, k=k, cuda=cuda, loader="auto") for k in size["ks"]]
-        for row in per_k:
-            _common.log(
-                f"K={row['k']}: {row['trials_per_hour']:.0f} trials/hour ({row['trials']} in {row['wall_s']:.1f} s)"
-            )
-        paths = {
-            loader: _run_study(folder, f"loader-{loader}", size, k=1, cuda=cuda, loader=loader)
-            for loader in ("cpu", "device")
-        }
+        urls = [_create_study(folder, name, size, k=k, loader=loader) for name, k, loader in runs]
+
+        def run(index: int) -> dict[str, Any]:
+            name, k, _ = runs[index]
+            return _run_study(folder, name, urls[index], size, k=k, cuda=cuda)
+
+        if tiny:
+            with ThreadPoolExecutor(max_workers=len(runs)) as pool:
+                rows = list(pool.map(run, range(len(runs))))
+        else:
+            rows = [run(index) for index in range(len(runs))]
+    per_k, paths = rows[: len(size["ks"])], dict(zip(("cpu", "device"), rows[len(size["ks"]) :], strict=True))
+    for row in per_k:
         _common.log(
-            "epoch time, data.loader cpu vs device: "
-            + ", ".join(f"{loader} {row['median_epoch_s']:.2f} s" for loader, row in paths.items())
+            f"K={row['k']}: {row['trials_per_hour']:.0f} trials/hour ({row['trials']} in {row['wall_s']:.1f} s)"
         )
+    _common.log(
+        "epoch time, data.loader cpu vs device: "
+        + ", ".join(f"{loader} {row['median_epoch_s']:.2f} s" for loader, row in paths.items())
+    )
     return {"setup": size | {"ks": list(size["ks"])}, "per_gpu": per_k, "loader": paths}
 
 

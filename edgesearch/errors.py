@@ -30,6 +30,11 @@ class DiskFullError(RunFailed):
     """A write found no space left on its file system; the message names the file."""
 
 
+class DatabaseLocked(RunFailed):
+    """Another program held a SQLite database's lock for longer than the storage waits; the message names
+    the file."""
+
+
 MAX_LISTED_PROBLEMS = 10
 """How many problems one error message lists before it says how many more there are."""
 

@@ -160,9 +160,10 @@ class Pooler:
 
 
 @contextlib.contextmanager
-def running_pooler(storage: str, tmp_path: Path, *args: str) -> Iterator[Pooler]:
-    """``edgesearch pooler`` on a free port, once it accepts connections; stopped (and checked gone) after."""
-    port = free_port()
+def running_pooler(storage: str, tmp_path: Path, *args: str, port: int | None = None) -> Iterator[Pooler]:
+    """``edgesearch pooler`` on ``port`` (default a free one), once it accepts connections; stopped (and
+    checked gone) after."""
+    port = free_port() if port is None else port
     out, err = tmp_path / "pooler.out", tmp_path / "pooler.err"
     command = [sys.executable, "-m", "edgesearch", "pooler", "--storage", storage, "--port", str(port), *args]
     with out.open("wb") as stdout, err.open("wb") as stderr:

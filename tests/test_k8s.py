@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import subprocess
 import urllib.error
 import urllib.request
@@ -184,17 +183,56 @@ def comment_commands(text: str) -> list[str]:
     return [line for line in joined.splitlines() if line]
 
 
-def documented_secrets(text: str) -> dict[tuple[str, str], str]:
-    """{(Secret name, key): value as written} for each ``kubectl create secret generic NAME --from-literal=K=V``."""
+# A kubectl that creates nothing: it records its arguments, and the mode and lines of each --from-env-file.
+_RECORDING_KUBECTL = """#!/usr/bin/env python3
+import json, os, sys
+files = {}
+for word in sys.argv[1:]:
+    if word.startswith("--from-env-file="):
+        path = word.split("=", 1)[1]
+        files[path] = {"mode": os.stat(path).st_mode & 0o777, "lines": open(path).read().splitlines()}
+with open(os.environ["KUBECTL_CALLS"], "a") as log:
+    log.write(json.dumps({"argv": sys.argv[1:], "files": files}) + "\\n")
+"""
+
+
+def run_secret_commands(text: str, tmp_path: Path) -> list[dict[str, Any]]:
+    """Run the documented commands that make the Secrets (from ``password=`` to the ``rm`` after the last
+    ``create secret``) in bash, in the empty folder ``tmp_path / "work"``, with a ``kubectl`` that records
+    each call (its arguments, and each ``--from-env-file``'s mode and lines) instead of creating anything."""
+    lines = comment_commands(text)
+    start = next(i for i, line in enumerate(lines) if line.startswith("password="))
+    last = max(i for i, line in enumerate(lines) if "create secret" in line)
+    end = next((i for i in range(last, len(lines)) if lines[i].startswith("rm ")), last)
+    tools, work = tmp_path / "tools", tmp_path / "work"
+    tools.mkdir()
+    work.mkdir()
+    (tools / "kubectl").write_text(_RECORDING_KUBECTL)
+    (tools / "kubectl").chmod(0o755)
+    calls = tools / "calls.jsonl"
+    env = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}", "KUBECTL_CALLS": str(calls)}
+    script = "set -eu\n" + "\n".join(lines[start : end + 1]) + "\n"
+    done = subprocess.run(["bash", "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"{script}\n{done.stdout}{done.stderr}"
+    return [json.loads(line) for line in calls.read_text().splitlines()]
+
+
+def documented_secrets(calls: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """{(Secret name, key): value} that the recorded ``kubectl create secret generic NAME`` calls would create."""
     found: dict[tuple[str, str], str] = {}
-    for line in comment_commands(text):
-        match = re.search(r"create secret generic (?P<name>[\w.-]+)(?P<rest>.*)", line)
-        if not match:
+    for call in calls:
+        argv = call["argv"]
+        if "generic" not in argv:
             continue
-        for word in shlex.split(match["rest"], posix=False):
+        name = argv[argv.index("generic") + 1]
+        for word in argv:
             key, sep, value = word.removeprefix("--from-literal=").partition("=")
             if word.startswith("--from-literal=") and sep:
-                found[(match["name"], key)] = value.strip("\"'")
+                found[(name, key)] = value
+        for file in call["files"].values():
+            for line in file["lines"]:
+                key, _, value = line.partition("=")
+                found[(name, key)] = value
     return found
 
 
@@ -421,10 +459,16 @@ def test_storage_url_and_postgres_password_come_from_secrets(rendered: list[Doc]
     assert seen >= 5
 
 
+def documented_secret_text(source: str) -> str:
+    return readme_section("### On Kubernetes") if source == "README.md" else (K8S / source).read_text()
+
+
 @pytest.mark.parametrize("source", ["overlays/example/kustomization.yaml", "README.md"])
-def test_documented_secret_commands_create_what_the_manifests_read(source: str, overlay: list[Doc]) -> None:
-    text = readme_section("### On Kubernetes") if source == "README.md" else (K8S / source).read_text()
-    documented = documented_secrets(text)
+def test_documented_secret_commands_create_what_the_manifests_read(
+    source: str, overlay: list[Doc], tmp_path: Path
+) -> None:
+    text = documented_secret_text(source)
+    documented = documented_secrets(run_secret_commands(text, tmp_path))
     referenced = {
         (item["valueFrom"]["secretKeyRef"]["name"], item["valueFrom"]["secretKeyRef"]["key"])
         for doc in workloads(overlay)
@@ -436,16 +480,32 @@ def test_documented_secret_commands_create_what_the_manifests_read(source: str, 
     assert all(f"-n {NAMESPACE} create secret" in line for line in comment_commands(text) if "create secret" in line)
 
     # The URL names the in-cluster server, its user and database, with the password its Secret holds.
-    password_variable = documented[("edgesearch-postgres", "password")]
-    assert _SHELL_VARIABLE.fullmatch(password_variable)
-    url = make_url(documented[("edgesearch-storage", "url")].replace(password_variable, "sample"))
-    assert url.password == "sample"
+    password = documented[("edgesearch-postgres", "password")]
+    assert re.fullmatch(r"[0-9a-f]{48}", password)
+    url = make_url(documented[("edgesearch-storage", "url")])
+    assert url.password == password
     postgres = find(overlay, "StatefulSet", "edgesearch-postgres")
     service = find(overlay, "Service", postgres["spec"]["serviceName"])
     database = plain_env(_main_container(postgres))
     assert url.drivername == "postgresql+psycopg"
     assert (url.host, url.port) == (service["metadata"]["name"], service["spec"]["ports"][0]["port"])
     assert (url.username, url.database) == (database["POSTGRES_USER"], database["POSTGRES_DB"])
+
+
+@pytest.mark.parametrize("source", ["overlays/example/kustomization.yaml", "README.md"])
+def test_documented_secret_commands_put_the_password_on_no_command_line_and_leave_no_file(
+    source: str, tmp_path: Path
+) -> None:
+    """A command line is seen by every user of the machine (``ps``) and kept in the shell's history: the
+    password goes to kubectl in files only their owner can read, deleted once the Secrets hold it."""
+    calls = run_secret_commands(documented_secret_text(source), tmp_path)
+    password = documented_secrets(calls)[("edgesearch-postgres", "password")]
+
+    creates = [call for call in calls if "secret" in call["argv"]]
+    assert len(creates) == 2 and all(call["files"] for call in creates), calls
+    assert all(password not in " ".join(call["argv"]) for call in calls), calls
+    assert all(file["mode"] & 0o077 == 0 for call in creates for file in call["files"].values()), calls
+    assert sorted((tmp_path / "work").iterdir()) == []
 
 
 # -- workers ---------------------------------------------------------------------------------------

@@ -80,8 +80,15 @@ def pooler_command(
             _announce(files, shown, listen=listen, port=port, pool_size=pool_size, max_clients=max_clients)
             out.print(f"files in {where}{' (removed at exit)' if temporary else ''}; Ctrl-C or SIGTERM stops it")
             out.file.flush()
-            code = pooler.run_foreground(pooler.pgbouncer_argv(executable, ini, run_as=run_as))
+            code = pooler.run_foreground(
+                pooler.pgbouncer_argv(executable, ini),
+                run_as=run_as,
+                secret=where / pooler.USERLIST_NAME,
+                pidfile=where / pooler.PID_NAME,
+            )
         finally:
+            # Gone once PgBouncer has read it; still here when it never got that far.
+            (where / pooler.USERLIST_NAME).unlink(missing_ok=True)
             if temporary:
                 shutil.rmtree(where, ignore_errors=True)
     if code not in (0, pooler.EXIT_FORCED):

@@ -8,9 +8,10 @@ holding no transaction open, so 20 server connections serve hundreds of workers.
 
 :func:`pgbouncer_files` renders the configuration from the storage URL (a pure function);
 :func:`write_pooler_files` puts it into a private folder; :func:`run_foreground` runs PgBouncer as
-a child and passes SIGTERM/Ctrl-C on to it. Clients log in to PgBouncer with the database's own
-user and password (SCRAM, checked against the ``userlist.txt`` that holds the password), and
-PgBouncer logs in to the server with the same pair. Where the database needs no password, PgBouncer
+a child that dies with this process, and passes SIGTERM/Ctrl-C on to it. Clients log in to PgBouncer
+with the database's own user and password (SCRAM, checked against the ``userlist.txt`` that holds
+the password, removed as soon as PgBouncer has read it), and PgBouncer logs in to the server with
+the same pair. Where the database needs no password, PgBouncer
 asks none either (``trust``). The password is never part of a printed line, a log line, the
 client URL or PgBouncer's command line.
 
@@ -20,6 +21,7 @@ psycopg and SQLAlchemy are imported inside the functions that need them, so the 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import os
 import pwd
@@ -30,8 +32,9 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -52,6 +55,7 @@ __all__ = [
     "MAX_MAX_CLIENTS",
     "MAX_POOL_SIZE",
     "MIN_POOL_SIZE",
+    "PID_NAME",
     "SBIN",
     "USERLIST_NAME",
     "PoolerFiles",
@@ -540,9 +544,13 @@ def find_pgbouncer(path: str | None, *, also: Sequence[str] = SBIN) -> str:
     return found
 
 
-def pgbouncer_argv(executable: str, ini: Path, *, run_as: str | None) -> list[str]:
-    """PgBouncer's command line: the ini file (the password is in the userlist, never here) and ``-u USER``."""
-    return [executable, *(["-u", run_as] if run_as else []), str(ini)]
+def pgbouncer_argv(executable: str, ini: Path) -> list[str]:
+    """PgBouncer's command line: the ini file (the password is in the userlist, never here).
+
+    No ``-u USER``: :func:`run_foreground` starts it as that user, since a process that changes its own
+    user loses the signal that ends it with its parent.
+    """
+    return [executable, str(ini)]
 
 
 def ensure_fd_limit(needed: int) -> None:
@@ -626,10 +634,65 @@ EXIT_KILLED = 1
 """The exit code reported for a PgBouncer that a signal ended without its own shutdown."""
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_POLL_S = 0.2
+_STARTING_POLL_S = 0.005  # until the secret is removed: a few milliseconds on disk, not a poll's length
 
 
-def run_foreground(argv: Sequence[str], *, safe_shutdown_s: float = SAFE_SHUTDOWN_S) -> int:
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child sent SIGTERM (PgBouncer's immediate shutdown) when this process
+    ends, ``kill -9`` included; None where the kernel offers no such signal (not Linux).
+
+    The kernel sends it when the *thread* that started the child ends: :func:`run_foreground` starts and
+    waits for it on the main thread, whose end is the process's. It is cleared when the child changes its
+    user, so the child is started as its user (``Popen(user=...)``, before this runs) rather than switching
+    itself (PgBouncer's ``-u``).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent ended before the signal was armed
+            os._exit(1)
+
+    return arm
+
+
+def _ids_of(name: str | None) -> tuple[int | None, int | None, list[int] | None]:
+    """The user, group and supplementary groups of system user ``name``, as ``Popen`` takes them; all None
+    for None (the child keeps this process's)."""
+    if name is None:
+        return None, None, None
+    entry = pwd.getpwnam(name)
+    return entry.pw_uid, entry.pw_gid, os.getgrouplist(name, entry.pw_gid)
+
+
+def _names(pidfile: Path, pid: int) -> bool:
+    """Whether ``pidfile`` holds ``pid``: PgBouncer writes it once it has read its configuration."""
+    try:
+        return pidfile.read_text(encoding="ascii").strip() == str(pid)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def run_foreground(
+    argv: Sequence[str],
+    *,
+    run_as: str | None = None,
+    secret: Path | None = None,
+    pidfile: Path | None = None,
+    safe_shutdown_s: float = SAFE_SHUTDOWN_S,
+) -> int:
     """Run ``argv`` (PgBouncer) until it exits; its exit code (0 after a safe shutdown).
+
+    ``run_as``: the system user it runs as (root only; None keeps this process's). It ends when this
+    process ends, however it ends (Linux). ``secret`` (the userlist) is removed as soon as ``pidfile``
+    names the child: PgBouncer has read it by then, and reads it again only on a reload, which keeps
+    the users it has when the file is gone; so no password stays on disk while it runs, nor after a
+    ``kill -9`` of this process.
 
     SIGTERM, SIGINT (Ctrl-C) and SIGHUP (the terminal closed; PgBouncer itself would read it as
     "reload") ask for PgBouncer's safe shutdown (its SIGINT: running transactions end first, then it
@@ -638,7 +701,10 @@ def run_foreground(argv: Sequence[str], *, safe_shutdown_s: float = SAFE_SHUTDOW
     terminal's Ctrl-C reaches this process only and is passed on once. Should this process stop
     by an error, the child is ended with it.
     """
-    child = subprocess.Popen(list(argv), start_new_session=True)
+    uid, gid, groups = _ids_of(run_as)
+    child = subprocess.Popen(
+        list(argv), start_new_session=True, preexec_fn=_die_with_parent(), user=uid, group=gid, extra_groups=groups
+    )
     requested: list[float] = []  # when each stop signal came
 
     def send(sig: signal.Signals) -> None:
@@ -653,8 +719,12 @@ def run_foreground(argv: Sequence[str], *, safe_shutdown_s: float = SAFE_SHUTDOW
     forced = False
     try:
         while True:
+            if secret is not None and pidfile is not None and _names(pidfile, child.pid):
+                secret.unlink(missing_ok=True)
+                secret = None
+            starting = secret is not None and pidfile is not None
             try:
-                code = child.wait(timeout=0.2)
+                code = child.wait(timeout=_STARTING_POLL_S if starting else _POLL_S)
                 break
             except subprocess.TimeoutExpired:
                 if requested and not forced and time.monotonic() - requested[0] > safe_shutdown_s:

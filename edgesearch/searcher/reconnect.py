@@ -6,7 +6,9 @@ to ``outage_seconds``. A call that fails on a pooled connection found dead (SQLA
 is first retried at once on a new connection: that replaces ``pool_pre_ping``, which paid a round
 trip on every call to find the same thing out. Only connection-level errors are retried (SQLAlchemy's OperationalError,
 InterfaceError, or a DBAPIError that invalidated its connection, also when Optuna wraps one in a
-StorageInternalError): a genuine error such as a constraint violation surfaces at once.
+StorageInternalError): a genuine error such as a constraint violation surfaces at once. A SQLite
+file that another program keeps locked through all of it ends in one
+:class:`~edgesearch.errors.DatabaseLocked` naming the file.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import contextlib
 import fcntl
 import functools
 import logging
+import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy.exc
@@ -27,6 +31,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import text
 
+from edgesearch.errors import DatabaseLocked
 from edgesearch.searcher.optuna_internals import (
     FAST_WRITE_RESULTS,
     FAST_WRITES,
@@ -44,7 +49,7 @@ from edgesearch.searcher.optuna_internals import (
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["ReconnectingRDBStorage", "admitted", "is_connection_error"]
+__all__ = ["ReconnectingRDBStorage", "admitted", "is_connection_error", "is_sqlite_busy", "locked_error"]
 
 _log = logging.getLogger(__name__)
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -86,6 +91,29 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
 
 
+def is_sqlite_busy(exc: BaseException) -> bool:
+    """Whether ``exc``, or the error it wraps (Optuna's ``__cause__``, SQLAlchemy's ``orig``), is SQLite's
+    SQLITE_BUSY: another connection held the database's lock for longer than the busy timeout."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain of wrappers, never a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, sqlite3.OperationalError):
+            return getattr(seen, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY  # extended codes too
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
+def locked_error(path: Path | str, waited_s: float) -> DatabaseLocked:
+    """The one line for a SQLite file that another program kept locked for the ``waited_s`` seconds this one
+    waited: the machine, not the input (exit code 1)."""
+    where = Path(path).absolute()
+    return DatabaseLocked(
+        f"the SQLite database {where} is locked by another process (a long write, or a program holding it "
+        f"open); gave up after {waited_s:.0f} s. `fuser -v {where}` names it; run again once it lets go"
+    )
+
+
 def _dropped_while_pooled(exc: BaseException) -> bool:
     """Whether ``exc`` is a database call that failed because its connection was found dead."""
     if isinstance(exc, StorageInternalError) and exc.__cause__ is not None:
@@ -105,7 +133,8 @@ class ReconnectingRDBStorage(RDBStorage):
             return call(*args, **kwargs)
         self._local.active = True
         try:
-            deadline = time.monotonic() + self.outage_seconds
+            started = time.monotonic()
+            deadline = started + self.outage_seconds
             delay = 0.5
             fresh_connection_tried = False
             while True:
@@ -118,10 +147,18 @@ class ReconnectingRDBStorage(RDBStorage):
                         fresh_connection_tried = True
                         _log.debug("%s: pooled connection was dropped; retrying on a new one", name)
                         continue
-                    if not is_connection_error(exc) or time.monotonic() + delay > deadline:
+                    if not is_connection_error(exc):
+                        raise
+                    if time.monotonic() + delay > deadline:
+                        if is_sqlite_busy(exc) and self.engine.url.database:
+                            raise locked_error(self.engine.url.database, time.monotonic() - started) from exc
                         raise
                     _log.warning(
-                        "storage unreachable during %s (%s); retrying in %.1f s", name, type(exc).__name__, delay
+                        "%s during %s (%s); retrying in %.1f s",
+                        "SQLite database locked by another process" if is_sqlite_busy(exc) else "storage unreachable",
+                        name,
+                        type(exc).__name__,
+                        delay,
                     )
                     time.sleep(delay)
                     delay = min(delay * 2, 15.0)

@@ -288,7 +288,7 @@ def open_storage(
     import sqlalchemy.exc
     from sqlalchemy.engine import make_url
 
-    from edgesearch.searcher.reconnect import ReconnectingRDBStorage
+    from edgesearch.searcher.reconnect import ReconnectingRDBStorage, is_sqlite_busy, locked_error
 
     url = normalize_url(url)
     check_url(url)
@@ -298,6 +298,7 @@ def open_storage(
         raise ConfigError(f"max_retries must be >= 0 or None (no retry), got {max_retries}")
 
     parsed = make_url(url)
+    started = time.monotonic()
     create = create and not read_only
     if not create and parsed.drivername in _SQLITE_DRIVERS:
         path = _sqlite_path(parsed)
@@ -340,6 +341,9 @@ def open_storage(
             if attempt < _CREATION_ATTEMPTS and _is_creation_race(exc):
                 time.sleep(0.2 * attempt * (1 + random.random()))
                 continue
+            path = _sqlite_path(parsed)
+            if path is not None and is_sqlite_busy(exc):
+                raise locked_error(path, time.monotonic() - started) from None
             raise _storage_error(parsed, url, exc) from None
         except RuntimeError as exc:
             if "table schema" in str(exc):  # Optuna's schema-version check; its text names no URL
@@ -503,10 +507,13 @@ def _enable_wal(parsed: URL, url: str) -> None:
     WAL needs a local file system (not NFS); where it cannot be had SQLite keeps its old mode, which is
     still correct, only slower under many workers.
     """
+    from edgesearch.searcher.reconnect import is_sqlite_busy, locked_error
+
     path = _sqlite_path(parsed)
     if path is None:
         return
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    started = time.monotonic()
+    deadline = started + SQLITE_BUSY_TIMEOUT_S
     while True:
         try:
             with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as connection:
@@ -514,9 +521,11 @@ def _enable_wal(parsed: URL, url: str) -> None:
                     connection.execute("PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) and time.monotonic() < deadline:
+            if is_sqlite_busy(exc) and time.monotonic() < deadline:
                 time.sleep(0.05)
                 continue
+            if is_sqlite_busy(exc):
+                raise locked_error(path, time.monotonic() - started) from None
             raise UserError(f"storage {redact(url)}: cannot open ({_explain(str(exc), None)}") from None
         except sqlite3.Error as exc:
             raise UserError(f"storage {redact(url)}: cannot open ({_explain(str(exc), None)}") from None

@@ -10,6 +10,7 @@ import configparser
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -333,8 +334,8 @@ def test_the_pooler_lets_in_the_right_password_only_and_never_shows_it(
             psycopg.connect(password="wrong", **login)
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(**login)
-        for name in ("pgbouncer.ini", "userlist.txt"):
-            assert (pooler.folder / name).stat().st_mode & 0o777 == 0o600
+        assert (pooler.folder / "pgbouncer.ini").stat().st_mode & 0o777 == 0o600
+        assert not (pooler.folder / "userlist.txt").exists()  # read by PgBouncer, then removed
         assert pooler.folder.stat().st_mode & 0o777 == 0o700
         pids = pgbouncer_pids(pooler.folder)
         assert len(pids) == 1
@@ -364,6 +365,41 @@ def test_sigterm_stops_pgbouncer_and_the_pooler_exits_0(postgres_url: str, tmp_p
         assert time.monotonic() - started < 10
         assert not pgbouncer_pids(pooler.folder)
     assert "failed" not in pooler.output()
+
+
+def wait_for(condition: Callable[[], bool], *, within_s: float) -> bool:
+    """Whether ``condition`` holds within ``within_s`` seconds, asked every 50 ms."""
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.slow
+def test_a_killed_pooler_takes_pgbouncer_and_the_password_with_it(
+    password_role: tuple[str, str], tmp_path: Path
+) -> None:
+    storage, role = password_role
+    login = {"host": "127.0.0.1", "dbname": make_url(storage).database, "user": role, "password": PASSWORD}
+
+    with running_pooler(storage, tmp_path) as pooler:
+        userlist = pooler.folder / "userlist.txt"
+        assert wait_for(lambda: not userlist.exists(), within_s=30), "the password stays on disk while it runs"
+        with psycopg.connect(port=pooler.port, **login) as connection:
+            assert connection.execute("SELECT current_user").fetchone() == (role,)
+        pooler.proc.kill()
+        pooler.proc.wait(timeout=30)
+        assert wait_for(lambda: not pgbouncer_pids(pooler.folder), within_s=30), "PgBouncer outlived the pooler"
+    left = [p for p in pooler.folder.rglob("*") if p.is_file()] if pooler.folder.exists() else []
+    assert not userlist.exists() and all(PASSWORD not in p.read_text() for p in left), left
+    shutil.rmtree(pooler.folder, ignore_errors=True)  # the config and log the killed pooler could not remove
+
+    with running_pooler(storage, tmp_path, port=pooler.port) as again:
+        with psycopg.connect(port=again.port, **login) as connection:
+            assert connection.execute("SELECT current_user").fetchone() == (role,)
+        assert again.stop() == 0, again.output()
 
 
 @pytest.mark.slow

@@ -33,6 +33,7 @@ from edgesearch.searcher.storage import (
     storage_option,
 )
 from edgesearch.searcher.storage import _sqlite_path as sqlalchemy_sqlite_path
+from tests.helpers import tiny_study
 
 pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
 
@@ -313,6 +314,40 @@ def test_open_storage_switches_sqlite_file_to_wal(tmp_path: Path) -> None:
     with sqlite3.connect(path) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     connection.close()
+
+
+def test_a_sqlite_file_locked_by_another_program_is_one_line_naming_it_and_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A program holding the file's write lock past the busy timeout (1 s here, from the URL) and the
+    outage retries (2 s here): one line naming the lock and the file, exit 1, nothing written."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from edgesearch.cli import app
+    from edgesearch.searcher.reconnect import ReconnectingRDBStorage
+
+    path, url = tmp_path / "study.db", f"sqlite:///{tmp_path / 'study.db'}?timeout=1"
+    for name in ("first", "second"):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(tiny_study(name)))
+    runner = CliRunner()
+    assert runner.invoke(app, ["study", "create", str(tmp_path / "first.yaml"), "--storage", url]).exit_code == 0
+    monkeypatch.setattr(ReconnectingRDBStorage, "outage_seconds", 2.0)
+
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = runner.invoke(app, ["study", "create", str(tmp_path / "second.yaml"), "--storage", url])
+    finally:
+        holder.rollback()
+        holder.close()
+
+    shown = f"exit {result.exit_code}, {result.exception!r}\n{result.stdout}{result.stderr}"
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 1, shown  # no traceback
+    assert result.stderr.splitlines()[-1].startswith(
+        f"failed: the SQLite database {path} is locked by another process"
+    ), shown
+    assert optuna.get_all_study_names(storage=f"sqlite:///{path}") == ["first"]
 
 
 # --- many workers ------------------------------------------------------------------------------------------------
