@@ -12,10 +12,10 @@ SQLite study of short trials (U-Net/resnet18, 256 synthetic images at 128 px, 3 
   ``device`` (the dataset resident on the GPU): the input pipeline against the GPU's step rate.
 
 Without a CUDA device the result says so (``skipped``); ``--tiny`` then still runs everything on the
-CPU at a tiny size (``--processes K`` instead of ``--per-gpu K``), which proves only that the script works:
-32 px images, one step, and trials of a small encoder (tu-mobilenetv3_small_050, a sixth of resnet18's
-weights, so each checkpoint is written in a fraction of the time) on 16 images of 32 px, all runs at once.
-What is left is the start of each worker process (importing torch and smp), a few seconds each.
+CPU at a tiny size, which proves only that the script works: 32 px images, one step, and trials of a
+small encoder (tu-mobilenetv3_small_050, a sixth of resnet18's weights) on 16 images of 32 px, all runs
+at once, each of its K workers a thread of this process calling ``run_worker`` (six worker processes
+would spend half a minute of CPU importing torch and smp, and time nothing worth comparing).
 
     python benchmarks/gpu.py [--tiny] [--compile] [--trials] [--json FILE]
 """
@@ -133,21 +133,37 @@ def _create_study(folder: Path, name: str, size: dict[str, Any], *, k: int, load
     return url
 
 
-def _run_study(folder: Path, name: str, url: str, size: dict[str, Any], *, k: int, cuda: bool) -> dict[str, Any]:
-    """Run the study at ``url`` with K worker processes; whole processes timed."""
+def _run_in_threads(name: str, url: str, runs: Path, k: int) -> None:
+    """The smoke run's K workers: threads of this process, each one ``run_worker``."""
+    from edgesearch.searcher.worker import run_worker
+
+    with ThreadPoolExecutor(max_workers=k) as pool:
+        summaries = list(pool.map(lambda _: run_worker(name, url, runs_dir=runs, poll_seconds=0.2), range(k)))
+    if any(s.failed or s.stopped_because != "study complete" for s in summaries):
+        raise SystemExit(f"worker failed: {[s.stopped_because for s in summaries]}")
+
+
+def _run_study(
+    folder: Path, name: str, url: str, size: dict[str, Any], *, k: int, cuda: bool, in_process: bool = False
+) -> dict[str, Any]:
+    """Run the study at ``url`` with K worker processes, whole processes timed (``in_process``: K threads,
+    for the CPU smoke run)."""
     n_trials = k * size["trials_per_worker"]
-    cli = [sys.executable, "-m", "edgesearch"]
-    where = ["--gpus", "0", "--per-gpu", str(k)] if cuda else ["--processes", str(k)]
     started = time.perf_counter()
-    done = subprocess.run(
-        [*cli, "worker", name, "--storage", url, "--runs-dir", str(folder / "runs"), *where],
-        capture_output=True,
-        text=True,
-        env=os.environ | {"EDGESEARCH_ARTIFACTS": str(folder / "artifacts")},
-    )
+    if in_process:
+        _run_in_threads(name, url, folder / "runs", k)
+    else:
+        cli = [sys.executable, "-m", "edgesearch"]
+        where = ["--gpus", "0", "--per-gpu", str(k)] if cuda else ["--processes", str(k)]
+        done = subprocess.run(
+            [*cli, "worker", name, "--storage", url, "--runs-dir", str(folder / "runs"), *where],
+            capture_output=True,
+            text=True,
+            env=os.environ | {"EDGESEARCH_ARTIFACTS": str(folder / "artifacts")},
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"worker failed ({done.returncode}): {done.stderr[-2000:]}")
     wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"worker failed ({done.returncode}): {done.stderr[-2000:]}")
     import json
 
     epoch_s = []
@@ -166,8 +182,8 @@ def trials_per_hour(tiny: bool, cuda: bool) -> dict[str, Any]:
     """Trials/hour at each K, and one trial at each ``data.loader``.
 
     At full size the runs go one after the other, each timed alone on the card. ``--tiny`` times
-    nothing worth comparing, so its runs go all at once: the smoke run then takes about one run's
-    time (mostly the start of its worker processes) instead of the sum of them.
+    nothing worth comparing, so its runs go all at once, their workers threads of this process
+    on a CPU: the smoke run then takes seconds.
     """
     size = TRIALS["tiny" if tiny else "full"]
     runs = [(f"k{k}", k, "auto") for k in size["ks"]] + [(f"loader-{name}", 1, name) for name in ("cpu", "device")]
@@ -177,7 +193,7 @@ def trials_per_hour(tiny: bool, cuda: bool) -> dict[str, Any]:
 
         def run(index: int) -> dict[str, Any]:
             name, k, _ = runs[index]
-            return _run_study(folder, name, urls[index], size, k=k, cuda=cuda)
+            return _run_study(folder, name, urls[index], size, k=k, cuda=cuda, in_process=tiny and not cuda)
 
         if tiny:
             with ThreadPoolExecutor(max_workers=len(runs)) as pool:
