@@ -24,6 +24,9 @@ from edgesearch.searcher.space import sample
 from edgesearch.searcher.study import create_study, load_study
 from tests.helpers import tiny_study
 
+# The test asks trials itself, with the worker's heartbeat settings stored in the study.
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+
 SPACES: dict[str, dict[str, Any]] = {
     "random": {"loss.edge_lambda": {"low": 0.0, "high": 0.5}, "loss.kind": {"choices": ["bce", "focal"]}},
     "tpe": {"loss.edge_lambda": {"low": 0.0, "high": 0.5}, "loss.kind": {"choices": ["bce", "focal"]}},
