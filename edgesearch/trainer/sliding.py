@@ -91,11 +91,11 @@ def sliding_window_probabilities(
 
     ``image`` is (C, H, W) or (1, C, H, W), already normalised as the model was trained; any
     H, W >= 1 and any aspect. ``model`` maps an (N, C, s, s) batch to (N, 1, s, s) logits (an smp
-    model); it is run in eval mode (its own mode is restored after) on its device, under
+    model); it is run in eval mode (each module's own mode is restored after) on its device, under
     ``torch.inference_mode`` and, on CUDA, bf16 autocast (fp16 where bf16 is missing).
 
     With s = ``window`` and stride t = max(1, floor(s * (1 - overlap))), an image axis shorter
-    than s is first padded with zeros (the normalised mean) to s, half before and half after
+    than s is first padded with zeros (ImageNet normalisation's mean) to s, half before and half after
     (the extra pixel after); the output is cropped back. Along an axis of length L >= s the
     windows start at a_i = min(i * t, L - s) for i = 0, 1, ... up to the first window that
     reaches the end, so every pixel is covered and every window lies inside the image: the model
@@ -114,13 +114,14 @@ def sliding_window_probabilities(
     flip both) of F(sigmoid(f(F(x_k)))), each flipped back (a flip is its own inverse); 4x the
     model's work.
 
-    ``batch_size`` windows go through the model at once (times 1, not 4, with ``tta``: the flips
-    run one after the other). The image is moved to the model's device and the windows are cut,
-    run and added up there, with no host sync per window. Past ``stitch_on_cpu_above`` pixels
-    (None: never) the output and its weight sum live on the CPU instead, added a column of
-    windows at a time (one copy per column), so the device holds the input, one column and the
-    model's activations. The result is on the device it was stitched on. Bad options raise a
-    :class:`ConfigError` naming each; an image of another shape or dtype a ValueError.
+    ``batch_size`` windows go through the model at once; with ``tta`` the four flips of a batch run
+    one after another, so a forward pass still holds ``batch_size`` windows. The image is moved to
+    the model's device and the windows are cut, run and added up there, with no host sync per
+    window. Past ``stitch_on_cpu_above`` pixels (None: never) the output and its weight sum live on
+    the CPU instead, added a column of windows at a time (one copy per column), so the device holds
+    the input, one column and the model's activations. The result is on the device it was stitched
+    on. Bad options raise a :class:`ConfigError` naming each; an image of another shape or dtype a
+    ValueError.
     """
     check_sliding_options(
         window=window, overlap=overlap, blend=blend, batch_size=batch_size, stitch_on_cpu_above=stitch_on_cpu_above
@@ -131,7 +132,8 @@ def sliding_window_probabilities(
     on_cpu = stitch_on_cpu_above is not None and height * width > stitch_on_cpu_above
     from monai.inferers.utils import sliding_window_inference  # here, not at the top: see the module's docstring
 
-    was_training = model.training
+    # Each module's own mode: a frozen encoder stays in eval while the rest of a model trains.
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         with torch.inference_mode():
@@ -153,7 +155,8 @@ def sliding_window_probabilities(
                 buffer_dim=-1,
             )
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     # One tensor out of the predictor gives one tensor back (MONAI's return type also allows tuples and dicts).
     return cast(torch.Tensor, stitched)[0, 0].contiguous()
 

@@ -254,13 +254,14 @@ def test_tta_with_a_real_model_is_the_mean_of_the_flipped_passes(unets: dict[int
     assert larger.shape == (70, 130) and larger.min() >= 0.0 and larger.max() <= 1.0
 
 
-def test_the_model_runs_in_eval_mode_and_keeps_its_own_mode(unets: dict[int, nn.Module]) -> None:
+def test_the_model_runs_in_eval_mode_and_keeps_its_own_modes(unets: dict[int, nn.Module]) -> None:
     model, image = unets[1], _image(1, 64, 90)
     evaluated = sliding_window_probabilities(model, image, window=64)
     model.train()
+    model.encoder.eval()  # a frozen encoder keeps its BatchNorm statistics (trainer/model.py) while the rest trains
     try:
         assert torch.equal(sliding_window_probabilities(model, image, window=64), evaluated)
-        assert model.training
+        assert model.training and model.decoder.training and not model.encoder.training
     finally:
         model.eval()
 
