@@ -240,6 +240,23 @@ def edge_correlation(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def sliding_window(r: dict[str, Any]) -> list[Row]:
+    setup, rate = r["setup"], r["megapixels_per_s"]
+    measured = (
+        f"{_f(r['ratio'], '.3f')} ({rate['edgesearch']:.3f} vs {rate['monai']:.3f} Mpx/s); "
+        f"max abs difference {r['max_abs_difference']:.1e}; tta {r['tta_slowdown']:.2f}x slower"
+    )
+    label = (
+        f"Sliding window, {setup['height']}x{setup['width']}, window {setup['window']}, CPU: "
+        "edgesearch / MONAI direct (time)"
+    )
+    imported = f"{r['monai_import_seconds']['median']:.1f} s"
+    return [
+        (label, r["target"], measured, r["met"]),
+        ("Importing monai.inferers after torch (the sliding window's first call)", "(information)", imported, None),
+    ]
+
+
 RENDER: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "trainer_overhead": trainer_overhead,
     "edge_cost": edge_cost,
@@ -252,6 +269,7 @@ RENDER: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "cli_startup": cli_startup,
     "gpu": gpu,
     "edge_correlation": edge_correlation,
+    "sliding_window": sliding_window,
     "method": method,
 }
 

@@ -40,3 +40,8 @@ def test_storage_module_and_plain_sqlite_urls_need_no_torch_optuna_or_sqlalchemy
 
 def test_the_cli_modules_import_no_torch_optuna_or_pydantic() -> None:
     assert _imported("import edgesearch.cli", {"torch", "optuna", "pydantic", "sqlalchemy"}) == []
+
+
+def test_the_sliding_window_module_leaves_monai_to_the_first_call() -> None:
+    # MONAI loads all of its subpackages (SciPy and torchvision among them): seconds on every import.
+    assert _imported("import edgesearch.trainer.sliding", {"monai", "torch"}) == ["torch"]
