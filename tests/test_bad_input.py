@@ -130,6 +130,41 @@ def known_pareto(tmp: Path) -> None:
     rdb_storage(study).engine.dispose()  # type: ignore[union-attr]
 
 
+GRID_OF_A_BILLION: dict[str, Any] = {
+    "loss.edge_width": {"low": 1, "high": 64},
+    "epochs": {"low": 1, "high": 1000},
+    "seed": {"low": 0, "high": 15624},
+}
+"""A grid sampler's space of 64 x 1,000 x 15,625 = 1,000,000,000 points, each range well within its own limit."""
+
+
+def stored_billion_grid(tmp: Path) -> None:
+    """Study ``known`` whose stored config holds :data:`GRID_OF_A_BILLION`, as an older edgesearch stored it."""
+    import optuna
+
+    from edgesearch.searcher.optuna_internals import rdb_storage
+    from edgesearch.searcher.study import CONFIG_ATTR
+
+    known_study(tmp)
+    study = optuna.load_study(study_name=KNOWN, storage=url(tmp))
+    raw = {**study.user_attrs[CONFIG_ATTR], "sampler": {"kind": "grid", "seed": 0}, "space": GRID_OF_A_BILLION}
+    study.set_user_attr(CONFIG_ATTR, raw)
+    rdb_storage(study).engine.dispose()  # type: ignore[union-attr]
+
+
+def known_with_finished(tmp: Path) -> None:
+    """Study ``known`` (n_trials 2) with its two trials finished and none running."""
+    import optuna
+
+    from edgesearch.searcher.optuna_internals import rdb_storage
+
+    known_study(tmp)
+    study = optuna.load_study(study_name=KNOWN, storage=url(tmp))
+    for _ in range(2):
+        study.tell(study.ask(), 0.5)
+    rdb_storage(study).engine.dispose()  # type: ignore[union-attr]
+
+
 def study_create(**top: Any) -> Callable[[Path], list[str]]:
     def build(tmp: Path) -> list[str]:
         return ["study", "create", str(study_file(tmp, **top)), "--storage", url(tmp)]
@@ -474,6 +509,23 @@ CASES = [
         study_create(space={"loss.edge_lambda": {"low": 0.0, "high": 0.5, "step": 1e-30}}),
         ("study.yaml", "space.loss.edge_lambda", "step 1e-30", "1,000,000"),
     ),
+    Case(
+        "study-grid-of-a-billion-points",
+        study_create(sampler={"kind": "grid", "seed": 0}, space=GRID_OF_A_BILLION),
+        ("study.yaml", "space", "grid sampler", "1,000,000,000 points", "at most 100,000"),
+    ),
+    Case(
+        "study-show-stored-grid-of-a-billion-points",
+        after(stored_billion_grid, plain("study", "show", KNOWN, "--storage", "{storage}")),
+        (f"study {KNOWN}", "space", "grid sampler", "1,000,000,000 points", "at most 100,000"),
+    ),
+    Case(
+        "study-name-option-like",
+        study_create(name="--help"),
+        ("study.yaml", "name", "'--help'", "starting with a letter"),
+    ),
+    Case("study-name-dash-first", study_create(name="-x"), ("study.yaml", "name", "'-x'", "letter or digit")),
+    Case("study-name-dot-first", study_create(name=".hidden"), ("study.yaml", "name", "'.hidden'", "letter or digit")),
     Case("study-integer-of-5000-digits", study_create_text("n_trials: " + "9" * 5000 + "\n"), ("study.yaml", "4300")),
     Case(
         "study-yaml-alias-bomb",
@@ -590,9 +642,20 @@ CASES = [
     ),
     Case(
         "study-same-name-different-config",
-        after(known_study, study_create(n_trials=7)),
-        ("'known'", "already exists", "different config"),
+        after(known_study, study_create(sampler={"kind": "random", "seed": 1}, n_trials=7)),
+        ("'known'", "already exists", "different config", "sampler.seed: 0 -> 1", "n_trials: 2 -> 7"),
     ),
+    Case(
+        "study-same-name-more-trials",
+        after(known_study, study_create(n_trials=7)),
+        ("'known'", "n_trials: 2 -> 7", f"edgesearch study set {KNOWN} --n-trials 7"),
+    ),
+    Case(
+        "study-set-below-the-finished-trials",
+        after(known_with_finished, plain("study", "set", KNOWN, "--n-trials", "1", "--storage", "{storage}")),
+        ("--n-trials", "1", f"'{KNOWN}'", "2 finished", "at least 2"),
+    ),
+    Case("study-set-unknown-study", on_known("study", "set", "nope", "--n-trials", "5"), ("'nope'", KNOWN)),
     # ---- trainer configs (edgesearch train FILE)
     Case(
         "trainer-file-missing",

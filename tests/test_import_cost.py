@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,3 +47,34 @@ def test_the_cli_modules_import_no_torch_optuna_or_pydantic() -> None:
 def test_the_sliding_window_module_leaves_monai_to_the_first_call() -> None:
     # MONAI loads all of its subpackages (SciPy and torchvision among them): seconds on every import.
     assert _imported("import edgesearch.trainer.sliding", {"monai", "torch"}) == ["torch"]
+
+
+HEAVY = {"torch", "segmentation_models_pytorch", "timm", "albumentations", "cv2"}
+"""What a command that only reads a study must not import: seconds of start-up, more while workers run."""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["study", "list"],
+        ["study", "show", "{name}"],
+        ["study", "best", "{name}"],
+        ["study", "best", "{name}", "--json"],
+        ["study", "export", "{name}"],
+        ["study", "export", "{name}", "--format", "json"],
+        ["study", "report", "{name}", "--out", "{tmp}/report"],
+    ],
+    ids=["list", "show", "best", "best-json", "export-csv", "export-json", "report"],
+)
+def test_commands_that_read_a_study_import_no_torch(
+    finished_study: dict[str, Any], tmp_path: Path, args: list[str]
+) -> None:
+    argv = [arg.format(name=finished_study["name"], tmp=tmp_path) for arg in args]
+    code = (
+        "from edgesearch.cli import app\n"
+        "try:\n"
+        f"    app({[*argv, '--storage', finished_study['url']]!r})\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code"
+    )
+    assert _imported(code, HEAVY) == []

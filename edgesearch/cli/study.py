@@ -384,6 +384,30 @@ def enqueue_command(
         )
 
 
+@app.command("set")
+def set_command(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    n_trials: Annotated[
+        int,
+        typer.Option(
+            "--n-trials", min=1, help="Finished trials wanted; at least the study's finished + running trials."
+        ),
+    ],
+    storage: StorageOption = None,
+) -> None:
+    """Change study NAME's n_trials, also while workers run it (they follow it at their next trial)."""
+    with user_errors():
+        from edgesearch.searcher.storage import resolve_storage_url
+        from edgesearch.searcher.study import load_study
+        from edgesearch.searcher.worker import set_n_trials
+
+        url = resolve_storage_url(storage)
+        quiet_optuna()
+        study, _ = load_study(name, url)
+        before = set_n_trials(study, n_trials)
+    out.print(f"study {name}: n_trials {before} -> {n_trials}", markup=False)
+
+
 @app.command("delete")
 def delete_command(
     name: Annotated[str, typer.Argument(help="Study name.")],

@@ -10,7 +10,8 @@ A study of two objectives (``metric: [val_iou, val_boundary_iou]``) is refused w
 sampler that Optuna cannot use for it.
 
 Importing this module is cheap (no optuna, no torch); validating a config runs TrainConfig's
-validators, which may load the trainer's model registry.
+validators, which may load the trainer's model registry (not for a stored config read back, see
+:meth:`StudyConfig.from_dict`).
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from edgesearch.searcher.space import (
     RangeSpec,
     SpaceEntry,
     field_kind,
+    grid_size,
     leaf_paths,
     set_path,
 )
 from edgesearch.searcher.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, MAX_RETRIES
-from edgesearch.trainer.config import MAX_SEED, TrainConfig, validate_train_config
+from edgesearch.trainer.config import MAX_SEED, STORED, TrainConfig, validate_train_config
 from edgesearch.validation import (
     BOUND_TYPES,
     FrozenModel,
@@ -49,6 +51,7 @@ from edgesearch.validation import (
 __all__ = [
     "MAX_ENQUEUE",
     "MAX_GRID_POINTS",
+    "MAX_GRID_SIZE",
     "MAX_NAME_LENGTH",
     "METRICS",
     "MULTI_OBJECTIVE_SAMPLERS",
@@ -76,7 +79,10 @@ trial's values are read at its best epoch by val_iou, the epoch whose weights it
 MULTI_OBJECTIVE_SAMPLERS: tuple[str, ...] = ("tpe", "random", "grid")
 """The sampler kinds Optuna can run with two objectives (its CmaEsSampler takes one objective only)."""
 
-_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_NAME_ALLOWED = "letters, digits, '-', '_' and '.', starting with a letter or digit (e.g. lambda-search)"
+"""Why the first character is a letter or digit: the name is printed into commands (``edgesearch worker
+NAME``), where a name such as ``--help`` or ``-x`` would be read as an option."""
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -160,7 +166,13 @@ MAX_ENQUEUE = 1000
 MAX_GRID_POINTS = 1_000_000
 """Most values a range with a ``step`` may hold: Optuna lists them all when it samples."""
 
-_HINTS = {"name": "letters, digits, '-', '_' and '.' (e.g. lambda-search)", "n_trials": "an integer >= 1"}
+MAX_GRID_SIZE = 100_000
+"""Most points (combinations of values) the grid sampler's space may hold. Optuna's GridSampler lists
+every point in each worker that loads the study: 100,000 points take 0.2 s and 7 MiB there, ten times
+as many 2 s and 70 MiB, and a billion more memory than a machine has. A study covers its grid one
+trained model per point, so 100,000 is far beyond any grid a study finishes."""
+
+_HINTS = {"name": _NAME_ALLOWED, "n_trials": "an integer >= 1"}
 """What is allowed for required fields whose type says too little, for "required but missing"."""
 _SHAPES = {"RangeSpec": ("a range", "{low: .., high: ..}"), "ChoicesSpec": ("choices", "{choices: [...]}")}
 """How a space entry may look, for an entry that is neither."""
@@ -198,8 +210,8 @@ class StudyConfig(FrozenModel):
     """One study file. Build it with :meth:`from_yaml` or :meth:`from_dict` for readable errors."""
 
     name: str = Field(max_length=MAX_NAME_LENGTH)
-    """Study name in the storage and the folder of its runs: letters, digits, ``-``, ``_``, ``.``;
-    at most :data:`MAX_NAME_LENGTH` characters (every file system and PostgreSQL take it)."""
+    """Study name in the storage and the folder of its runs: letters, digits, ``-``, ``_``, ``.``, starting
+    with a letter or digit; at most :data:`MAX_NAME_LENGTH` characters (every file system and PostgreSQL take it)."""
     metric: Metric | Objectives = "val_iou"
     """Maximised: one metric (a trial's value is its best epoch's metric), or :data:`OBJECTIVES` for a
     study of two objectives (a trial's values are both metrics at its best epoch by val_iou)."""
@@ -258,11 +270,8 @@ class StudyConfig(FrozenModel):
     @field_validator("name")
     @classmethod
     def _folder_safe(cls, value: str) -> str:
-        if not _NAME.fullmatch(value) or value in (".", ".."):
-            raise ValueError(
-                f"{shorten(value)} cannot be a folder name; "
-                "allowed: letters, digits, '-', '_' and '.' (e.g. lambda-search)"
-            )
+        if not _NAME.fullmatch(value):
+            raise ValueError(f"{shorten(value)} cannot be a study name; allowed: {_NAME_ALLOWED}")
         return value
 
     @field_validator("storage")
@@ -299,9 +308,10 @@ class StudyConfig(FrozenModel):
     def _consistent(self, info: ValidationInfo) -> StudyConfig:
         # The space checks are skipped only by from_dict when the trainer block failed and a stand-in
         # base was used; the objective checks need no trainer.
+        context = info.context or {}
         lines = _objective_problems(self)
-        if not (info.context or {}).get("skip_space_checks"):
-            lines.extend(_study_problems(self))
+        if not context.get("skip_space_checks"):
+            lines.extend(_study_problems(self, stored=bool(context.get(STORED))))
         if lines:
             raise lines_error(lines)
         return self
@@ -312,8 +322,13 @@ class StudyConfig(FrozenModel):
         return cls.from_dict(read_yaml(path), source=str(path))
 
     @classmethod
-    def from_dict(cls, raw: Any, *, source: str) -> StudyConfig:
-        """Validate a parsed study file (or a stored ``to_dict()``); ``source`` names it in error lines."""
+    def from_dict(cls, raw: Any, *, source: str, stored: bool = False) -> StudyConfig:
+        """Validate a parsed study file (or a stored ``to_dict()``); ``source`` names it in error lines.
+
+        ``stored``: a study's config read back from the storage to be looked at, checked whole when the
+        study was created; every rule holds but the model checks that depend on this machine
+        (:data:`~edgesearch.trainer.config.STORED`), so that reading a study imports no torch.
+        """
         if not isinstance(raw, Mapping):
             raise ConfigError(
                 f"{source}: expected a mapping with name, n_trials, trainer, space, ...; got {type(raw).__name__}"
@@ -321,12 +336,12 @@ class StudyConfig(FrozenModel):
         lines: list[str] = []
         trainer: TrainConfig | None = None
         try:
-            trainer = validate_train_config(raw.get("trainer"), source=source, prefix="trainer.")
+            trainer = validate_train_config(raw.get("trainer"), source=source, prefix="trainer.", stored=stored)
         except ConfigError as exc:
             lines.extend(str(exc).splitlines())
         shaped = {**raw, "trainer": trainer if trainer is not None else TrainConfig()}
         try:
-            config = cls.model_validate(shaped, context={"skip_space_checks": trainer is None})
+            config = cls.model_validate(shaped, context={"skip_space_checks": trainer is None, STORED: stored})
         except ValidationError as exc:
             lines.extend(format_validation_error(exc, source=source, model=StudyConfig, hints=_HINTS, shapes=_SHAPES))
         if lines:
@@ -364,7 +379,7 @@ def _objective_problems(config: StudyConfig) -> list[str]:
     return lines
 
 
-def _study_problems(config: StudyConfig) -> list[str]:
+def _study_problems(config: StudyConfig, *, stored: bool) -> list[str]:
     lines: list[str] = []
     if not config.space:
         # Enqueued points cannot be checked against an empty space: one line says it all.
@@ -380,22 +395,36 @@ def _study_problems(config: StudyConfig) -> list[str]:
             lines.append(f"{where}: {problem}")
             continue
         if isinstance(entry, ChoicesSpec):
-            entry_lines = _choices_problems(path, entry, base)
+            entry_lines = _choices_problems(path, entry, base, stored=stored)
         else:
-            entry_lines = _range_problems(path, entry, base)
+            entry_lines = _range_problems(path, entry, base, stored=stored)
         lines.extend(f"{where}: {line}" for line in entry_lines)
         if not entry_lines:
             usable[path] = entry
     if config.sampler.kind == "grid":
-        lines.extend(
+        lines.extend(_grid_problems(usable))
+    for index, point in enumerate(config.enqueue):
+        lines.extend(_enqueue_problems(index, point, config.space, usable, base, stored=stored))
+    return lines
+
+
+def _grid_problems(space: Mapping[str, RangeSpec | ChoicesSpec]) -> list[str]:
+    """Why the grid sampler cannot take ``space``: a float range, or more than :data:`MAX_GRID_SIZE` points."""
+    floats = [path for path, entry in space.items() if isinstance(entry, RangeSpec) and field_kind(path) != "int"]
+    if floats:
+        return [
             f"space.{path}: the grid sampler needs a finite list of values; "
             "allowed: {choices: [...]} or a range over an integer field"
-            for path, entry in usable.items()
-            if isinstance(entry, RangeSpec) and field_kind(path) != "int"
-        )
-    for index, point in enumerate(config.enqueue):
-        lines.extend(_enqueue_problems(index, point, config.space, usable, base))
-    return lines
+            for path in floats
+        ]
+    size = grid_size(space)
+    if size <= MAX_GRID_SIZE:
+        return []
+    factors = " x ".join(f"{path} {grid_size({path: entry}):,}" for path, entry in space.items())
+    return [
+        f"space: the grid sampler's grid has {size:,} points ({factors}); allowed: at most {MAX_GRID_SIZE:,} "
+        "points: fewer values, or sampler kind tpe or random"
+    ]
 
 
 def _path_problem(path: str) -> str | None:
@@ -416,7 +445,7 @@ def _path_problem(path: str) -> str | None:
     return f"not a field of TrainConfig; allowed: {', '.join(leaf_paths())}"
 
 
-def _range_problems(path: str, entry: RangeSpec, base: dict[str, Any]) -> list[str]:
+def _range_problems(path: str, entry: RangeSpec, base: dict[str, Any], *, stored: bool) -> list[str]:
     kind = field_kind(path)
     if kind is None:
         values = _literal_values(path)
@@ -456,17 +485,17 @@ def _range_problems(path: str, entry: RangeSpec, base: dict[str, Any]) -> list[s
     if lines:
         return lines
     for name, value in (("low", entry.low), ("high", entry.high)):
-        _, problem = _try_value(base, path, value)
+        _, problem = _try_value(base, path, value, stored=stored)
         if problem is not None:
             lines.append(f"{name} {shorten(value)} {problem}")
     return lines
 
 
-def _choices_problems(path: str, entry: ChoicesSpec, base: dict[str, Any]) -> list[str]:
+def _choices_problems(path: str, entry: ChoicesSpec, base: dict[str, Any], *, stored: bool) -> list[str]:
     lines: list[str] = []
     seen: list[Any] = []
     for choice in entry.choices:
-        value, problem = _try_value(base, path, choice)
+        value, problem = _try_value(base, path, choice, stored=stored)
         if problem is not None:
             lines.append(f"choice {shorten(choice)} {problem}{_yaml_float_hint(choice)}")
         elif any(_same(value, other) for other in seen):
@@ -482,6 +511,8 @@ def _enqueue_problems(
     space: Mapping[str, RangeSpec | ChoicesSpec],
     usable: Mapping[str, RangeSpec | ChoicesSpec],
     base: dict[str, Any],
+    *,
+    stored: bool,
 ) -> list[str]:
     where = f"enqueue[{index}]"
     if not point:
@@ -502,7 +533,7 @@ def _enqueue_problems(
     raw = base
     for path, value in point.items():
         raw = set_path(raw, path, value)
-    problem = _config_problem(raw)
+    problem = _config_problem(raw, stored=stored)
     return [] if problem is None else [f"{where}: this point {problem}"]
 
 
@@ -526,21 +557,21 @@ def _outside_entry(path: str, value: Choice, entry: RangeSpec | ChoicesSpec) -> 
     return None
 
 
-def _try_value(base: dict[str, Any], path: str, value: Any) -> tuple[Any, str | None]:
+def _try_value(base: dict[str, Any], path: str, value: Any, *, stored: bool) -> tuple[Any, str | None]:
     """(the value TrainConfig stores for ``path``, None), or (None, why the trainer refuses it)."""
     try:
-        config = TrainConfig.model_validate(set_path(base, path, value))
+        config = TrainConfig.model_validate(set_path(base, path, value), context={STORED: stored})
     except ValidationError as exc:
         return None, _describe(exc)
-    stored: Any = config
+    found: Any = config
     for part in path.split("."):
-        stored = getattr(stored, part)
-    return stored, None
+        found = getattr(found, part)
+    return found, None
 
 
-def _config_problem(raw: dict[str, Any]) -> str | None:
+def _config_problem(raw: dict[str, Any], *, stored: bool) -> str | None:
     try:
-        TrainConfig.model_validate(raw)
+        TrainConfig.model_validate(raw, context={STORED: stored})
     except ValidationError as exc:
         return _describe(exc)
     return None

@@ -52,6 +52,8 @@ __all__ = [
     "stored_state",
     "study_exists",
     "study_storage",
+    "study_user_attr",
+    "study_user_attr_query",
     "tell",
     "trial_state_query",
 ]
@@ -95,6 +97,29 @@ def trial_state_query(trial_id: int) -> Select[Any]:
 @runtime_checkable
 class _ReadsTrialStates(Protocol):
     def trial_state(self, trial_id: int) -> TrialState: ...
+
+
+def study_user_attr_query(study_id: int, key: str) -> Select[Any]:
+    """``SELECT value_json FROM study_user_attributes WHERE study_id = ... AND key = ...``"""
+    table = models.StudyUserAttributeModel.__table__
+    return select(table.c.value_json).where(table.c.study_id == study_id, table.c.key == key)
+
+
+@runtime_checkable
+class _ReadsStudyUserAttrs(Protocol):
+    def study_user_attr(self, study_id: int, key: str) -> Any: ...
+
+
+def study_user_attr(study: optuna.Study, key: str) -> Any:
+    """One user attribute of the study as the storage holds it now (``None`` when it is not set).
+
+    One statement where the storage can (ReconnectingRDBStorage), not through Optuna's cache, which
+    reads every attribute of the study in a transaction of four round trips.
+    """
+    storage = rdb_storage(study)
+    if isinstance(storage, _ReadsStudyUserAttrs):
+        return storage.study_user_attr(study._study_id, key)
+    return study._storage.get_study_user_attrs(study._study_id).get(key)
 
 
 def is_retry(trial: optuna.Trial) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import json
 import logging
 import sqlite3
 import threading
@@ -43,6 +44,7 @@ from edgesearch.searcher.optuna_internals import (
     read_trial,
     stale_trial_ids,
     state_counts_query,
+    study_user_attr_query,
     trial_state_query,
 )
 
@@ -212,6 +214,17 @@ class ReconnectingRDBStorage(RDBStorage):
 
         result: TrialState = self._retrying("trial_state", read)
         return result
+
+    def study_user_attr(self, study_id: int, key: str) -> Any:
+        """One user attribute of a study, read alone (``None`` when it is not set)."""
+        query = study_user_attr_query(study_id, key)
+
+        def read() -> Any:
+            with self.one_statement() as connection:
+                value = connection.execute(query).scalar_one_or_none()
+            return None if value is None else json.loads(value)
+
+        return self._retrying("study_user_attr", read)
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         """The trial, whole, in two statements (:func:`read_trial`) instead of Optuna's eight round trips."""

@@ -12,9 +12,10 @@ that validating a study file does not pull optuna in.
 
 from __future__ import annotations
 
+import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
 
 from pydantic import BaseModel, Discriminator, Field, Tag, ValidationInfo, field_validator
@@ -34,6 +35,7 @@ __all__ = [
     "apply_params",
     "field_kind",
     "grid_search_space",
+    "grid_size",
     "leaf_paths",
     "sample",
     "set_path",
@@ -216,16 +218,23 @@ def grid_search_space(space: Mapping[str, RangeSpec | ChoicesSpec]) -> dict[str,
     A float range has no finite grid, so it is a ConfigError (StudyConfig refuses it at load time
     when ``sampler.kind`` is ``grid``).
     """
-    grid: dict[str, list[Any]] = {}
-    for path, entry in space.items():
-        if isinstance(entry, ChoicesSpec):
-            grid[path] = list(entry.choices)
-        elif field_kind(path) == "int":
-            step = 1 if entry.step is None else int(entry.step)
-            grid[path] = list(range(int(entry.low), int(entry.high) + 1, step))
-        else:
-            raise ConfigError(
-                f"space.{path}: a float range has no grid; allowed with the grid sampler: "
-                "{choices: [...]} or a range over an integer field"
-            )
-    return grid
+    return {path: list(_grid_values(path, entry)) for path, entry in space.items()}
+
+
+def grid_size(space: Mapping[str, RangeSpec | ChoicesSpec]) -> int:
+    """How many points :func:`grid_search_space` holds, counted from the choices and ranges without listing
+    them (a ConfigError for a float range, as there)."""
+    return math.prod(len(_grid_values(path, entry)) for path, entry in space.items())
+
+
+def _grid_values(path: str, entry: RangeSpec | ChoicesSpec) -> Sequence[Any]:
+    """One entry's values on the grid: its choices, or an integer range stepped out (a ``range``, not a list)."""
+    if isinstance(entry, ChoicesSpec):
+        return entry.choices
+    if field_kind(path) == "int":
+        step = 1 if entry.step is None else int(entry.step)
+        return range(int(entry.low), int(entry.high) + 1, step)
+    raise ConfigError(
+        f"space.{path}: a float range has no grid; allowed with the grid sampler: "
+        "{choices: [...]} or a range over an integer field"
+    )

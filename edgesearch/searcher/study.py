@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +19,9 @@ import optuna
 from optuna.trial import TrialState
 
 from edgesearch.errors import UserError
-from edgesearch.searcher.optuna_internals import study_storage
+from edgesearch.searcher.optuna_internals import study_storage, study_user_attr
 from edgesearch.searcher.runs import RUN_ID_ATTR, file_digest, new_run_id
-from edgesearch.searcher.storage import open_storage, redact, set_fault_tolerance
+from edgesearch.searcher.storage import open_storage, redact, set_fault_tolerance, storage_option
 from edgesearch.validation import shorten
 
 if TYPE_CHECKING:
@@ -43,8 +44,11 @@ __all__ = [
     "load_study",
     "make_pruner",
     "make_sampler",
+    "name_metrics",
     "parse_assignments",
+    "set_stored_n_trials",
     "stored_config",
+    "stored_n_trials",
     "trial_counts",
 ]
 
@@ -52,6 +56,18 @@ _log = logging.getLogger(__name__)
 
 CONFIG_ATTR = "edgesearch_config"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+_SHOWN_DIFFERENCES = 5
+"""How many differing fields a refused ``study create`` names (the rest are counted)."""
+
+
+class _Absent:
+    """A key one of two compared configs does not have."""
+
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+_ABSENT = _Absent()
 
 
 def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
@@ -126,7 +142,13 @@ def _stored_form(config: StudyConfig) -> dict[str, Any]:
     return config.model_copy(update={"storage": None}).to_dict()
 
 
-def stored_config(study: optuna.Study) -> StudyConfig:
+def stored_config(study: optuna.Study, *, read_only: bool = False) -> StudyConfig:
+    """The study's config as ``study create`` stored it, validated again.
+
+    ``read_only``: for commands that only look at the study; the model checks that depend on this
+    machine are skipped (:meth:`~edgesearch.searcher.config.StudyConfig.from_dict`, ``stored``), so
+    that reading a study imports no torch.
+    """
     from edgesearch.searcher.config import StudyConfig
 
     attrs = study.user_attrs
@@ -138,14 +160,34 @@ def stored_config(study: optuna.Study) -> StudyConfig:
         )
     if raw is None:
         raise UserError(f"study {study.study_name!r} was not created by edgesearch (no stored config)")
-    return StudyConfig.from_dict(raw, source=f"study {study.study_name}")
+    return StudyConfig.from_dict(raw, source=f"study {study.study_name}", stored=read_only)
+
+
+def stored_n_trials(study: optuna.Study) -> int:
+    """The study's ``n_trials`` as the storage holds it now (``study set`` changes it while workers run),
+    read in one statement; a KeyError, as Optuna's, when the study is gone."""
+    raw = study_user_attr(study, CONFIG_ATTR)
+    if not isinstance(raw, dict):
+        raise KeyError(f"study {study.study_name!r} has no stored config")
+    return int(raw["n_trials"])
+
+
+def set_stored_n_trials(study: optuna.Study, n_trials: int) -> int:
+    """Store ``n_trials`` in the study's config; the value it replaces. The caller holds the admission lock
+    (:func:`~edgesearch.searcher.worker.set_n_trials`)."""
+    raw = study.user_attrs.get(CONFIG_ATTR)
+    if not isinstance(raw, dict):
+        raise UserError(f"study {study.study_name!r} was not created by edgesearch (no stored config)")
+    study.set_user_attr(CONFIG_ATTR, {**raw, "n_trials": n_trials})
+    return int(raw["n_trials"])
 
 
 def create_study(config: StudyConfig, url: str) -> tuple[optuna.Study, bool]:
     """Create the study (storing its config and enqueuing its known-good points) or load it.
 
     Returns (study, created). Loading an existing study of the same name is fine when its
-    stored config is the same; a different config is an error, never a silent overwrite.
+    stored config is the same; a different config is an error naming the fields that differ, never a
+    silent overwrite (``n_trials`` alone is changed with ``study set``).
 
     Atomic: the study is filled under a hidden name (:mod:`~edgesearch.searcher.creating`) and
     renamed when whole, so a killed create leaves nothing under the real name, and the points are
@@ -165,6 +207,7 @@ def create_study(config: StudyConfig, url: str) -> tuple[optuna.Study, bool]:
     try:
         hidden.set_user_attr(RUN_ID_ATTR, new_run_id())
         hidden.set_user_attr(CONFIG_ATTR, _stored_form(config))
+        name_metrics(hidden, config)
         for point in config.enqueue:
             hidden.enqueue_trial(dict(point))
         renamed = rename_study(hidden, config.name)
@@ -177,6 +220,19 @@ def create_study(config: StudyConfig, url: str) -> tuple[optuna.Study, bool]:
     return optuna.load_study(study_name=config.name, storage=storage), True
 
 
+def name_metrics(study: optuna.Study, config: StudyConfig) -> None:
+    """Name the study's objectives after its metrics (``val_iou``, ...), unless they have these names already.
+
+    Optuna's dashboard and ``trials_dataframe`` call an unnamed objective "Objective 0".
+    """
+    names: list[str] = list(config.objectives)
+    if study.metric_names == names:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)
+
+
 def _study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     # Not optuna.get_all_study_summaries: it reads every trial of every study to count them.
     return [s.study_name for s in storage.get_all_studies()]
@@ -184,12 +240,35 @@ def _study_names(storage: optuna.storages.BaseStorage) -> list[str]:
 
 def _same_config(config: StudyConfig, storage: optuna.storages.BaseStorage, url: str) -> optuna.Study:
     study = optuna.load_study(study_name=config.name, storage=storage)
-    if _stored_form(stored_config(study)) != _stored_form(config):
+    stored, wanted = _stored_form(stored_config(study)), _stored_form(config)
+    differences = _differences(stored, wanted)
+    if differences:
+        shown = "; ".join(
+            f"{path}: {shorten(old)} -> {shorten(new)}" for path, old, new in differences[:_SHOWN_DIFFERENCES]
+        )
+        more = len(differences) - _SHOWN_DIFFERENCES
+        shown += f"; and {more} more" if more > 0 else ""
+        fix = "delete it (edgesearch study delete) or choose another name"
+        if [path for path, _, _ in differences] == ["n_trials"]:  # a study grows (or shrinks) in place
+            option = storage_option(url)
+            fix = f"to change it, run: edgesearch study set {config.name} --n-trials {config.n_trials}{option}"
         raise UserError(
-            f"study {config.name!r} already exists in {redact(url)} with a different config; "
-            "delete it (edgesearch study delete) or choose another name"
+            f"study {config.name!r} already exists in {redact(url)} with a different config "
+            f"(stored -> file: {shown}); {fix}"
         )
     return study
+
+
+def _differences(old: Any, new: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted path, old value, new value) wherever two stored configs differ: mappings are followed key by
+    key, anything else (a list, a value) is compared whole; a key missing on one side reads ``(absent)``."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [] if old == new else [(path, old, new)]
+    found: list[tuple[str, Any, Any]] = []
+    for key in [*old, *(key for key in new if key not in old)]:
+        inner = f"{path}.{key}" if path else str(key)
+        found.extend(_differences(old.get(key, _ABSENT), new.get(key, _ABSENT), inner))
+    return found
 
 
 def _remove_stale(storage: optuna.storages.BaseStorage, names: list[str]) -> None:
@@ -243,12 +322,14 @@ def load_study(name: str, url: str, *, read_only: bool = False) -> tuple[optuna.
     """Load a study by name with the sampler and pruner its stored config names.
 
     ``read_only``: for commands that only look at the study; the database is left byte-identical
-    (see :func:`~edgesearch.searcher.storage.open_storage`).
+    (see :func:`~edgesearch.searcher.storage.open_storage`), the config is read without the model
+    checks that import torch (:func:`stored_config`), and the study gets no sampler or pruner of its
+    config: it never asks for a trial (a grid sampler would list its whole grid).
     """
     storage = _storage_for(None, url, create=False, read_only=read_only)
     try:
         _check_listed(name, storage, url)
-        config = stored_config(optuna.load_study(study_name=name, storage=storage))
+        config = stored_config(optuna.load_study(study_name=name, storage=storage), read_only=read_only)
     except BaseException:
         storage.engine.dispose()  # its pooled connections, now rather than at a later garbage collection
         raise
@@ -256,12 +337,12 @@ def load_study(name: str, url: str, *, read_only: bool = False) -> tuple[optuna.
     set_fault_tolerance(
         storage, heartbeat_interval=ft.heartbeat_interval, grace_period=ft.grace_period, max_retries=ft.max_retries
     )
-    study = optuna.load_study(
-        study_name=name,
-        storage=storage,
-        sampler=make_sampler(config),
-        pruner=make_pruner(config),
-    )
+    if read_only:
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler()
+        pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
+    else:
+        sampler, pruner = make_sampler(config), make_pruner(config)
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     return study, config
 
 

@@ -8,6 +8,9 @@ when that is below ``n_trials``: two workers never take the same last slot, so a
 overshoots and no stray trial is left behind. The lock is held for one count and one ask, so
 the time it serializes workers does not grow with the study. A trial handed back (FAIL, then its
 retry queued) is handed back under the same lock, so no worker sees the slot free in between.
+``n_trials`` is read from the storage under the lock at each admission (and again whenever the study
+looks full), and ``study set`` changes it under the same lock: running workers follow it at once, and
+the study still ends with exactly ``n_trials`` finished trials.
 Every trial runs under a heartbeat
 thread so that a killed worker's trial is noticed and retried; SIGTERM/Ctrl-C hand the running
 trial back for a retry at once.
@@ -50,14 +53,14 @@ from edgesearch.searcher.optuna_internals import (
     tell,
 )
 from edgesearch.searcher.reconnect import admitted
-from edgesearch.searcher.study import FINISHED, load_study
+from edgesearch.searcher.study import FINISHED, load_study, name_metrics, set_stored_n_trials, stored_n_trials
 from edgesearch.trainer.callbacks import Callback
 
 if TYPE_CHECKING:
     from edgesearch.searcher.config import StudyConfig
     from edgesearch.searcher.optuna_internals import ArtifactStore
 
-__all__ = ["StopOnRequest", "TrialRunner", "WorkerSummary", "run_worker"]
+__all__ = ["StopOnRequest", "TrialRunner", "WorkerSummary", "run_worker", "set_n_trials"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -225,48 +228,77 @@ class StopOnRequest(Callback):
 
 def _admit(
     study: optuna.Study,
-    config: StudyConfig,
+    n_trials: int,
     summary: WorkerSummary,
     rng: random.Random,
     stop: threading.Event,
     poll_seconds: float,
     jobs_left: int,
-) -> optuna.Trial | None:
-    """A new trial of the study, or None after waiting (``summary.stopped_because`` set when it is full)."""
+) -> tuple[optuna.Trial | None, int]:
+    """A new trial of the study, or None after waiting (``summary.stopped_because`` set when it is full);
+    and the study's ``n_trials`` as last read (``n_trials``: as read before)."""
     # First without the lock: a worker waiting for the last trials to end (or fail) finds the study
     # full again and again, and hundreds of them polling the lock would load the database for nothing.
     counts = count_trials(study)
     trial, locked = None, False
+    if _taken(counts) >= n_trials:
+        n_trials = stored_n_trials(study)  # `study set` may have raised it since the last read
 
-    def count_then_ask(has_lock: bool) -> tuple[optuna.Trial | None, Counter[TrialState], bool]:
+    def count_then_ask(has_lock: bool) -> tuple[optuna.Trial | None, Counter[TrialState], bool, int]:
         _fail_stale(study)
+        wanted = stored_n_trials(study)  # under the lock that `study set` changes it under
         counts = count_trials(study)
-        if _taken(counts) >= config.n_trials:
-            return None, counts, has_lock
+        if _taken(counts) >= wanted:
+            return None, counts, has_lock, wanted
         with warnings.catch_warnings():
             # Our own heartbeat runs (optuna_internals.heartbeat); Optuna warns about ask() with one.
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             # Counted under the lock: a retry or an enqueued trial is taken first, else a new one.
-            return ask(study, none_waiting=has_lock and not counts[TrialState.WAITING]), counts, has_lock
+            return ask(study, none_waiting=has_lock and not counts[TrialState.WAITING]), counts, has_lock, wanted
 
-    if _taken(counts) < config.n_trials or has_stale_trials(study):
+    if _taken(counts) < n_trials or has_stale_trials(study):
         # Count-then-ask as one step, so two workers never take one slot.
-        trial, counts, locked = admitted(study, count_then_ask)
+        trial, counts, locked, n_trials = admitted(study, count_then_ask)
     finished = sum(counts[state] for state in FINISHED)
-    if finished >= config.n_trials:
+    if finished >= n_trials:
         if jobs_left:  # confirmation jobs run elsewhere: stay in case one fails and is retried
             stop.wait(poll_seconds)
-            return None
+            return None, n_trials
         summary.stopped_because = "study complete"
-        return None
+        return None, n_trials
     if trial is None:
         stop.wait(poll_seconds)  # the last trials run elsewhere; stay in case one fails
-        return None
-    if not locked and _taken(count_trials(study)) > config.n_trials:  # another worker took the slot meanwhile
+        return None, n_trials
+    if not locked and _taken(count_trials(study)) > n_trials:  # another worker took the slot meanwhile
         release_slot(study, trial)
         stop.wait(rng.uniform(0.1, 1.0))
-        return None
-    return trial
+        return None, n_trials
+    return trial, n_trials
+
+
+def set_n_trials(study: optuna.Study, n_trials: int) -> int:
+    """Change the study's ``n_trials`` under the admission lock; the value it replaces.
+
+    Workers read ``n_trials`` under the same lock before each admission, so a running study follows the
+    change at its next trial and still ends with exactly ``n_trials`` finished. A UserError when the
+    study already holds more finished and running trials than ``n_trials``.
+    """
+
+    def check(counts: Counter[TrialState]) -> None:
+        if n_trials < _taken(counts):
+            finished = sum(counts[state] for state in FINISHED)
+            raise UserError(
+                f"--n-trials {n_trials}: study {study.study_name!r} already holds {finished} finished and "
+                f"{counts[TrialState.RUNNING]} running trial(s), which all count towards n_trials; "
+                f"allowed: at least {_taken(counts)}"
+            )
+
+    def change(locked: bool) -> int:
+        check(count_trials(study))  # again: a worker may have taken a trial meanwhile
+        return set_stored_n_trials(study, n_trials)
+
+    check(count_trials(study))  # refused before the lock is taken (and its file made)
+    return admitted(study, change)
 
 
 def run_worker(
@@ -303,6 +335,8 @@ def run_worker(
 
     budget_bytes()  # a malformed EDGESEARCH_DATA_CACHE_MB stops the worker before it takes a trial
     study, config = load_study(name, url)
+    name_metrics(study, config)  # a study created before its objectives were named
+    n_trials = config.n_trials
     stop = stop if stop is not None else threading.Event()
     deadline = None if timeout is None else time.monotonic() + timeout
     summary = WorkerSummary()
@@ -337,7 +371,7 @@ def run_worker(
                 # Waiting for the last trials, look less often the longer nothing changes (up to 4x):
                 # hundreds of waiting workers would otherwise poll the database for nothing.
                 wait = poll_seconds * min(2**idle, 4)
-                trial = _admit(study, config, summary, rng, stop, wait, jobs_left)
+                trial, n_trials = _admit(study, n_trials, summary, rng, stop, wait, jobs_left)
                 if trial is None:
                     if summary.stopped_because:
                         break

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from edgesearch.errors import ConfigError
 from edgesearch.trainer import registry
@@ -28,6 +28,7 @@ MAX_SEED = 2**31 - 1
 
 __all__ = [
     "MAX_SEED",
+    "STORED",
     "DataConfig",
     "LossConfig",
     "ModelConfig",
@@ -37,6 +38,17 @@ __all__ = [
     "load_train_config",
     "validate_train_config",
 ]
+
+
+STORED = "stored"
+"""Validation context key (``context={STORED: True}``): the config was checked whole when it was stored
+(a study's config at ``study create``) and is read back only to be looked at. The model checks that
+depend on this machine are then skipped: the architecture and encoder lists (importing smp, timm and
+torch takes seconds) and whether a weights file exists here (it may be on the training machine only)."""
+
+
+def _stored(info: ValidationInfo) -> bool:
+    return bool((info.context or {}).get(STORED))
 
 
 class ModelConfig(FrozenModel):
@@ -50,14 +62,18 @@ class ModelConfig(FrozenModel):
 
     @field_validator("encoder_weights")
     @classmethod
-    def _weights_file_exists(cls, value: str | None) -> str | None:
+    def _weights_file_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if _stored(info):
+            return value
         if value is not None and registry.is_local_weights(value) and not Path(value).is_file():
             raise ValueError(f"{value}: no such weights file; allowed: null, imagenet (online) or a local file")
         return value
 
     @field_validator("arch")
     @classmethod
-    def _known_arch(cls, value: str) -> str:
+    def _known_arch(cls, value: str, info: ValidationInfo) -> str:
+        if _stored(info):
+            return value.lower()
         allowed = registry.available_archs()
         if value.lower() not in allowed:
             raise ValueError(f"unknown arch {shorten(value)}; allowed: {', '.join(allowed)}")
@@ -65,8 +81,8 @@ class ModelConfig(FrozenModel):
 
     @field_validator("encoder")
     @classmethod
-    def _known_encoder(cls, value: str) -> str:
-        problem = registry.encoder_problem(value)
+    def _known_encoder(cls, value: str, info: ValidationInfo) -> str:
+        problem = None if _stored(info) else registry.encoder_problem(value)
         if problem is not None:
             raise ValueError(problem)
         return value
@@ -197,9 +213,12 @@ class TrainConfig(FrozenModel):
 
 
 def validate_train_config(
-    raw: Any, *, source: str, prefix: str = "", overrides: dict[str, Any] | None = None
+    raw: Any, *, source: str, prefix: str = "", overrides: dict[str, Any] | None = None, stored: bool = False
 ) -> TrainConfig:
-    """Validate a mapping into a TrainConfig, raising ConfigError with one line per problem."""
+    """Validate a mapping into a TrainConfig, raising ConfigError with one line per problem.
+
+    ``stored``: a config checked whole when it was stored, read back to be looked at (see :data:`STORED`).
+    """
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -207,7 +226,7 @@ def validate_train_config(
         raise ConfigError(f"{where}: expected a mapping of trainer settings, got {type(raw).__name__}")
     merged = _deep_merge(raw, overrides or {})
     try:
-        return TrainConfig.model_validate(merged)
+        return TrainConfig.model_validate(merged, context={STORED: stored})
     except ValidationError as exc:
         lines = format_validation_error(exc, source=source, prefix=prefix, model=TrainConfig)
         raise ConfigError("\n".join(lines)) from None

@@ -339,3 +339,47 @@ def test_markup_in_values_names_and_paths_is_printed_as_it_is(tmp_path: Path, mo
     export = runner.invoke(app, ["study", "export", "markup", *storage, "--out", "e[bold]x.csv"])
     assert export.exit_code == 0, export.output
     assert "wrote 3 trials to e[bold]x.csv" in export.stderr
+
+
+@pytest.mark.parametrize(
+    "metric", ["val_boundary_iou", ["val_iou", "val_boundary_iou"]], ids=["one-objective", "two-objectives"]
+)
+def test_study_create_names_the_objectives_after_the_configured_metrics(
+    tmp_path: Path, sqlite_url: str, metric: str | list[str]
+) -> None:
+    path = _file(tmp_path, _raw("named", metric=metric))
+    created = runner.invoke(app, ["study", "create", str(path), "--storage", sqlite_url])
+    assert created.exit_code == 0, created.output
+    expected = [metric] if isinstance(metric, str) else metric
+    assert optuna.load_study(study_name="named", storage=sqlite_url).metric_names == expected
+
+
+def test_a_worker_names_the_objectives_of_a_study_created_without_names(tmp_path: Path, sqlite_url: str) -> None:
+    import contextlib
+    import sqlite3
+
+    from edgesearch.searcher.objective import TrialOutcome
+    from edgesearch.searcher.worker import run_worker
+
+    create_study(StudyConfig.from_dict(_raw("older", n_trials=1), source="test"), sqlite_url)
+    # As an older edgesearch left it: no metric names stored (Optuna keeps them under this system attribute).
+    with contextlib.closing(sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))) as connection:
+        connection.execute("DELETE FROM study_system_attributes WHERE key = 'study:metric_names'")
+        connection.commit()
+    assert optuna.load_study(study_name="older", storage=sqlite_url).metric_names is None
+
+    def stand_in(trial: optuna.Trial, config: StudyConfig, **kwargs: object) -> TrialOutcome:
+        return TrialOutcome(trial.number, TrialState.COMPLETE, 0.5, 1)
+
+    run_worker("older", sqlite_url, runs_dir=tmp_path / "runs", trial_runner=stand_in)
+    assert optuna.load_study(study_name="older", storage=sqlite_url).metric_names == ["val_iou"]
+
+
+def test_a_read_only_load_builds_no_sampler_and_a_worker_gets_the_studys(sqlite_url: str) -> None:
+    # A grid sampler lists every point of its grid when it is built; a command that only looks never asks.
+    raw = {**_raw("grid", sampler={"kind": "grid", "seed": 0}), "space": {"loss.kind": {"choices": ["bce", "focal"]}}}
+    create_study(StudyConfig.from_dict(raw, source="test"), sqlite_url)
+    looked, _ = load_study("grid", sqlite_url, read_only=True)
+    assert not isinstance(looked.sampler, optuna.samplers.GridSampler)
+    worked, _ = load_study("grid", sqlite_url)
+    assert isinstance(worked.sampler, optuna.samplers.GridSampler)

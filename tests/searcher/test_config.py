@@ -236,7 +236,7 @@ BAD_FILES: list[tuple[str, Any, list[str]]] = [
     ("n_trials zero", changed(n_trials=0), ["n_trials: 0 is out of range; allowed: x >= 1"]),
     ("n_trials missing", {k: v for k, v in GOOD.items() if k != "n_trials"}, ["n_trials: required but missing"]),
     ("unknown metric", changed(metric="val_loss"), ["metric: 'val_loss' is not allowed", "'val_iou'"]),
-    ("name not a folder name", changed(name="a/b"), ["name: 'a/b' cannot be a folder name"]),
+    ("name not a folder name", changed(name="a/b"), ["name: 'a/b' cannot be a study name"]),
     ("trainer field out of range", changed(trainer={"loss": {"edge_lambda": 2}}), ["trainer.loss.edge_lambda: 2"]),
     ("trainer unknown key", changed(trainer={"loss": {"lamda": 0.1}}), ["trainer.loss.lamda: unknown key"]),
     ("not a mapping", "- just\n- a list\n", ["expected a mapping"]),

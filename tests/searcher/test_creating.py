@@ -54,7 +54,7 @@ def _sqlite_studies(path: Path) -> dict[str, int]:
 def test_hidden_names_never_clash_with_a_study_name_and_date_themselves() -> None:
     name = hidden_name("lambda-search", now=1_000_000)
     assert is_hidden(name) and not is_hidden("lambda-search")
-    with pytest.raises(ValueError, match="folder name"):
+    with pytest.raises(ValueError, match="cannot be a study name"):
         StudyConfig.from_dict({**_raw("x"), "name": name}, source="test")
     assert not is_stale(name, now=1_000_000 + STALE_AFTER_S)
     assert is_stale(name, now=1_000_000 + STALE_AFTER_S + 1)

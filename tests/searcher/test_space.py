@@ -9,13 +9,14 @@ import optuna
 import pytest
 
 from edgesearch.errors import ConfigError
-from edgesearch.searcher.config import StudyConfig
+from edgesearch.searcher.config import MAX_GRID_SIZE, StudyConfig
 from edgesearch.searcher.space import (
     ChoicesSpec,
     RangeSpec,
     apply_params,
     field_kind,
     grid_search_space,
+    grid_size,
     leaf_paths,
     sample,
     set_path,
@@ -164,6 +165,30 @@ def test_grid_search_space_lists_choices_and_steps_integer_ranges() -> None:
     }
     with pytest.raises(ConfigError, match=r"loss\.edge_lambda: a float range has no grid"):
         grid_search_space({"loss.edge_lambda": RangeSpec(low=0.0, high=0.5)})
+
+
+def test_the_grid_is_counted_without_listing_it_and_bounded_when_a_study_file_is_read() -> None:
+    small: dict[str, RangeSpec | ChoicesSpec] = {
+        "loss.kind": ChoicesSpec(choices=["bce", "focal"]),
+        "optim.freeze_epochs": RangeSpec(low=1, high=7, step=3),
+    }
+    assert grid_size(small) == len(list(itertools.product(*grid_search_space(small).values()))) == 6
+    billion = {
+        "loss.edge_width": RangeSpec(low=1, high=64),
+        "epochs": RangeSpec(low=1, high=1000),
+        "seed": RangeSpec(low=0, high=15624),
+    }
+    assert grid_size(billion) == 10**9  # counted, never listed
+    raw = {
+        "name": "grid",
+        "n_trials": 6,
+        "sampler": {"kind": "grid"},
+        "space": {"epochs": {"low": 1, "high": MAX_GRID_SIZE}},
+    }
+    StudyConfig.from_dict(raw, source="test")  # at the limit: accepted
+    raw["space"] = {**raw["space"], "loss.kind": {"choices": ["bce", "focal"]}}
+    with pytest.raises(ConfigError, match=r"space: the grid sampler's grid has 200,000 points \(epochs 100,000 x "):
+        StudyConfig.from_dict(raw, source="test")
 
 
 def test_grid_sampler_visits_every_combination_once() -> None:

@@ -23,6 +23,7 @@ from edgesearch.searcher.storage import (
     _PLAIN_SQLITE,
     DEFAULT_STORAGE,
     ENV_VAR,
+    OPTUNA_HEAD_REVISION,
     check_url,
     normalize_url,
     open_storage,
@@ -263,6 +264,12 @@ def test_open_storage_emits_no_experimental_warning(sqlite_url: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         open_storage(sqlite_url)
+
+
+def test_the_pinned_head_revision_is_the_installed_optunas(sqlite_url: str) -> None:
+    # Fails after an Optuna upgrade whose schema changed: pin the new head (open_storage trusts the pin).
+    storage = open_storage(sqlite_url)
+    assert storage.get_head_version() == OPTUNA_HEAD_REVISION == storage.get_current_version()
 
 
 @pytest.mark.parametrize(("option", "value"), [("heartbeat_interval", 0), ("grace_period", -1), ("max_retries", -1)])

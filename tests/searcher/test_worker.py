@@ -249,3 +249,58 @@ def test_a_workers_trial_log_says_how_many_images_each_split_has(tmp_path: Path,
     result = runner.invoke(app, ["worker", "counted", "--storage", sqlite_url, "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
     assert f"trial 0 data: 5 train + 1 val images from {data}\n" in result.stdout
+
+
+def _complete(trial: optuna.Trial, config: StudyConfig, **kwargs: object) -> TrialOutcome:
+    """A stand-in trial that completes at once."""
+    return TrialOutcome(trial.number, TrialState.COMPLETE, 0.5, 1)
+
+
+def _finished(url: str, name: str) -> list[TrialState]:
+    trials = optuna.load_study(study_name=name, storage=url).get_trials()
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.FAIL)]
+    return [t.state for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+def test_a_study_grows_with_study_set_and_ends_with_exactly_the_new_n_trials(tmp_path: Path, sqlite_url: str) -> None:
+    path = _write(tmp_path, _study("grow", n_trials=4))
+    assert runner.invoke(app, ["study", "create", str(path), "--storage", sqlite_url]).exit_code == 0
+    run_worker("grow", sqlite_url, runs_dir=tmp_path / "runs", trial_runner=_complete)
+    assert len(_finished(sqlite_url, "grow")) == 4
+
+    path = _write(tmp_path, _study("grow", n_trials=6))
+    refused = runner.invoke(app, ["study", "create", str(path), "--storage", sqlite_url])
+    assert refused.exit_code == 2
+    assert "n_trials: 4 -> 6" in refused.stderr and "edgesearch study set grow --n-trials 6" in refused.stderr
+    below = runner.invoke(app, ["study", "set", "grow", "--n-trials", "3", "--storage", sqlite_url])
+    assert below.exit_code == 2 and "4 finished" in below.stderr and "at least 4" in below.stderr
+    grown = runner.invoke(app, ["study", "set", "grow", "--n-trials", "6", "--storage", sqlite_url])
+    assert grown.exit_code == 0, grown.output
+    assert "n_trials 4 -> 6" in grown.stdout
+    # The file now says what the study holds.
+    again = runner.invoke(app, ["study", "create", str(path), "--storage", sqlite_url])
+    assert again.exit_code == 0 and "already exists (same config)" in again.stdout
+
+    summary = run_worker("grow", sqlite_url, runs_dir=tmp_path / "runs", trial_runner=_complete)
+    assert summary.stopped_because == "study complete" and len(summary.outcomes) == 2
+    assert len(_finished(sqlite_url, "grow")) == 6
+    _, config = load_study("grow", sqlite_url)
+    assert config.n_trials == 6
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 5), (6, 2)], ids=["grown", "shrunk"])
+def test_a_running_worker_takes_up_study_set_at_its_next_trial(
+    tmp_path: Path, sqlite_url: str, before: int, after: int
+) -> None:
+    create_study(StudyConfig.from_dict(_study("live", n_trials=before), source="test"), sqlite_url)
+
+    def set_during_the_first(trial: optuna.Trial, config: StudyConfig, **kwargs: object) -> TrialOutcome:
+        if trial.number == 0:
+            changed = runner.invoke(app, ["study", "set", "live", "--n-trials", str(after), "--storage", sqlite_url])
+            assert changed.exit_code == 0, changed.output
+        return _complete(trial, config)
+
+    summary = run_worker("live", sqlite_url, runs_dir=tmp_path / "runs", trial_runner=set_during_the_first)
+    assert summary.stopped_because == "study complete"
+    assert len(summary.outcomes) == after
+    assert len(_finished(sqlite_url, "live")) == after
