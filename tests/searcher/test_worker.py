@@ -288,19 +288,21 @@ def test_a_study_grows_with_study_set_and_ends_with_exactly_the_new_n_trials(tmp
     assert config.n_trials == 6
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 @pytest.mark.parametrize(("before", "after"), [(2, 5), (6, 2)], ids=["grown", "shrunk"])
 def test_a_running_worker_takes_up_study_set_at_its_next_trial(
-    tmp_path: Path, sqlite_url: str, before: int, after: int
+    tmp_path: Path, request: pytest.FixtureRequest, backend: str, before: int, after: int
 ) -> None:
-    create_study(StudyConfig.from_dict(_study("live", n_trials=before), source="test"), sqlite_url)
+    url: str = request.getfixturevalue(f"{backend}_url")
+    create_study(StudyConfig.from_dict(_study("live", n_trials=before), source="test"), url)
 
     def set_during_the_first(trial: optuna.Trial, config: StudyConfig, **kwargs: object) -> TrialOutcome:
         if trial.number == 0:
-            changed = runner.invoke(app, ["study", "set", "live", "--n-trials", str(after), "--storage", sqlite_url])
+            changed = runner.invoke(app, ["study", "set", "live", "--n-trials", str(after), "--storage", url])
             assert changed.exit_code == 0, changed.output
         return _complete(trial, config)
 
-    summary = run_worker("live", sqlite_url, runs_dir=tmp_path / "runs", trial_runner=set_during_the_first)
+    summary = run_worker("live", url, runs_dir=tmp_path / "runs", trial_runner=set_during_the_first)
     assert summary.stopped_because == "study complete"
     assert len(summary.outcomes) == after
-    assert len(_finished(sqlite_url, "live")) == after
+    assert len(_finished(url, "live")) == after
