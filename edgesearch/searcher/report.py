@@ -578,7 +578,8 @@ def best_train_config(config: StudyConfig, trial: FrozenTrial) -> TrainConfig:
     """The study's trainer config with ``trial``'s parameters applied: the config the trial trained."""
     from edgesearch.searcher.space import apply_params
 
-    return apply_params(config.base_config, trial.params, source=f"study {config.name} trial {trial.number}")
+    source = f"study {config.name} trial {trial.number}"
+    return apply_params(config.base_config, trial.params, source=source, stored=True)  # checked when it ran
 
 
 def _best_config_text(config: StudyConfig, trial: FrozenTrial, command: str) -> str:

@@ -183,15 +183,19 @@ def set_path(raw: Mapping[str, Any], path: str, value: Any) -> dict[str, Any]:
     return out
 
 
-def apply_params(base: TrainConfig, params: Mapping[str, Any], *, source: str = "trial parameters") -> TrainConfig:
+def apply_params(
+    base: TrainConfig, params: Mapping[str, Any], *, source: str = "trial parameters", stored: bool = False
+) -> TrainConfig:
     """``base`` with each dotted ``params`` path set to its value, validated as a new TrainConfig.
 
     A value the trainer does not allow raises ConfigError, one line per problem, named by ``source``.
+    ``stored``: a stored study's config and a trial's parameters, read back to be looked at
+    (:data:`~edgesearch.trainer.config.STORED`: no model checks that import torch).
     """
     raw: dict[str, Any] = base.model_dump()
     for path, value in params.items():
         raw = set_path(raw, path, value)
-    return validate_train_config(raw, source=source)
+    return validate_train_config(raw, source=source, stored=stored)
 
 
 def sample(trial: BaseTrial, space: Mapping[str, RangeSpec | ChoicesSpec], base: TrainConfig) -> TrainConfig:
