@@ -47,6 +47,24 @@ def tiny_study(name: str, **extra: Any) -> dict[str, Any]:
     return merge(base, extra)
 
 
+def epoch_record(epoch: int, seconds: float) -> Any:
+    """A trainer's EpochRecord of made-up metrics that took ``seconds``, for tests of progress lines."""
+    from edgesearch.trainer.records import EpochRecord
+
+    return EpochRecord(
+        epoch=epoch,
+        stage=1,
+        train_loss=0.3,
+        val_loss=0.4,
+        val_iou=0.5,
+        val_boundary_iou=0.2,
+        val_edge_corr=0.1,
+        lrs={"head": 1e-3},
+        lr_cut=False,
+        seconds=seconds,
+    )
+
+
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():

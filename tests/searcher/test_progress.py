@@ -16,7 +16,7 @@ from rich.console import Console
 from edgesearch.cli.study_progress import EpochLines, StudyProgress, describe_eta
 from edgesearch.searcher.progress import running_trial, study_eta
 from edgesearch.searcher.study import TrialCounts
-from edgesearch.trainer.records import EpochRecord
+from tests.helpers import epoch_record
 
 NOW = datetime(2025, 1, 1, 12, 0, 0)
 
@@ -129,21 +129,6 @@ def test_the_study_eta_is_none_without_a_finished_or_a_running_trial_and_zero_wh
     assert study_eta(trials, n_trials, NOW) == eta
 
 
-def _record(epoch: int, seconds: float) -> EpochRecord:
-    return EpochRecord(
-        epoch=epoch,
-        stage=1,
-        train_loss=0.3,
-        val_loss=0.4,
-        val_iou=0.5,
-        val_boundary_iou=0.2,
-        val_edge_corr=0.1,
-        lrs={"head": 1e-3},
-        lr_cut=False,
-        seconds=seconds,
-    )
-
-
 def test_the_workers_epoch_lines_give_seconds_per_epoch_and_the_trials_eta() -> None:
     console = Console(file=io.StringIO(), width=200)
     with StudyProgress("s", 3, console=console, live=False) as progress:
@@ -151,7 +136,7 @@ def test_the_workers_epoch_lines_give_seconds_per_epoch_and_the_trials_eta() -> 
         lines.label = "trial 7"
         lines.on_train_start(epochs=4, start_epoch=0, steps_per_epoch=2)
         for epoch, seconds in ((1, 12.0), (2, 8.0), (3, 10.0), (4, 10.0)):
-            lines.on_epoch_end(_record(epoch, seconds))
+            lines.on_epoch_end(epoch_record(epoch, seconds))
     # ETA: epochs left x the mean epoch so far: 3 x 12 = 36 s; 2 x 10 = 20 s; 1 x 10 = 10 s; none after the last.
     assert console.file.getvalue().splitlines() == [
         "trial 7 epoch 1/4: val_iou 0.5000, boundary IoU 0.2000, loss 0.3000, 12.0 s/epoch, ETA 36s",
@@ -166,7 +151,7 @@ def test_a_resumed_trials_eta_counts_the_epochs_it_has_left() -> None:
     with StudyProgress("s", 3, console=console, live=False) as progress:
         lines = EpochLines(progress, "val_iou")
         lines.on_train_start(epochs=10, start_epoch=6, steps_per_epoch=2)
-        lines.on_epoch_end(_record(7, 30.0))
+        lines.on_epoch_end(epoch_record(7, 30.0))
     assert console.file.getvalue().endswith(", 30.0 s/epoch, ETA 1m 30s\n")  # 3 epochs left x 30 s
 
 

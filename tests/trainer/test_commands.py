@@ -16,8 +16,7 @@ from typer.testing import CliRunner
 
 from edgesearch.cli import app
 from edgesearch.cli.train_progress import RichProgress
-from edgesearch.trainer.records import EpochRecord
-from tests.helpers import TINY, TINY_TRAINER, merge, write_folder
+from tests.helpers import TINY, TINY_TRAINER, epoch_record, merge, write_folder
 
 pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
 
@@ -42,27 +41,12 @@ def test_train_command_runs_and_reports_each_epoch(tmp_path: Path) -> None:
     assert {p.name for p in out_dir.iterdir()} >= {"config.json", "history.json", "best.pt", "last.pt", "curves.png"}
 
 
-def _record(epoch: int, seconds: float) -> EpochRecord:
-    return EpochRecord(
-        epoch=epoch,
-        stage=1,
-        train_loss=0.3,
-        val_loss=0.4,
-        val_iou=0.5,
-        val_boundary_iou=0.2,
-        val_edge_corr=0.1,
-        lrs={"head": 1e-3},
-        lr_cut=False,
-        seconds=seconds,
-    )
-
-
 def test_each_epoch_line_gives_its_seconds_and_the_runs_eta() -> None:
     console = Console(file=io.StringIO(), width=200)
     with RichProgress(console=console) as progress:
         progress.on_train_start(epochs=3, start_epoch=0, steps_per_epoch=1)
         for epoch, seconds in ((1, 10.0), (2, 20.0), (3, 15.0)):
-            progress.on_epoch_end(_record(epoch, seconds))
+            progress.on_epoch_end(epoch_record(epoch, seconds))
     # ETA: epochs left x the mean epoch so far: 2 x 10 s, then 1 x 15 s; none after the last.
     head = "stage 1  loss 0.3000  val IoU 0.5000  boundary IoU 0.2000  edge corr +0.100  lr head 1.0e-03"
     assert [line for line in console.file.getvalue().splitlines() if line.strip()] == [
