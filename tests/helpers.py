@@ -190,7 +190,7 @@ def running_pooler(storage: str, tmp_path: Path, *args: str, port: int | None = 
     folder = None
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            found = re.search(r"^files in (/\S+?)(?: \(removed at exit\))?;", out.read_text(), flags=re.MULTILINE)
+            found = re.search(r"^files in (/\S+?)(?: \([^)]*\))?;", out.read_text(), flags=re.MULTILINE)
             folder = Path(found[1]) if found else None
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
                 if folder is not None:

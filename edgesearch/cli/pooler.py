@@ -78,13 +78,15 @@ def pooler_command(
             )
             ini = pooler.write_pooler_files(files, where, owner=run_as)
             _announce(files, shown, listen=listen, port=port, pool_size=pool_size, max_clients=max_clients)
-            out.print(f"files in {where}{' (removed at exit)' if temporary else ''}; Ctrl-C or SIGTERM stops it")
+            kept = " (removed once PgBouncer has read them)" if temporary else ""
+            out.print(f"files in {where}{kept}; Ctrl-C or SIGTERM stops it")
             out.file.flush()
             code = pooler.run_foreground(
                 pooler.pgbouncer_argv(executable, ini),
                 run_as=run_as,
                 secret=where / pooler.USERLIST_NAME,
                 pidfile=where / pooler.PID_NAME,
+                discard=where if temporary else None,
             )
         finally:
             # Gone once PgBouncer has read it; still here when it never got that far.

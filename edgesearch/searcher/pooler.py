@@ -684,6 +684,7 @@ def run_foreground(
     run_as: str | None = None,
     secret: Path | None = None,
     pidfile: Path | None = None,
+    discard: Path | None = None,
     safe_shutdown_s: float = SAFE_SHUTDOWN_S,
 ) -> int:
     """Run ``argv`` (PgBouncer) until it exits; its exit code (0 after a safe shutdown).
@@ -692,7 +693,9 @@ def run_foreground(
     process ends, however it ends (Linux). ``secret`` (the userlist) is removed as soon as ``pidfile``
     names the child: PgBouncer has read it by then, and reads it again only on a reload, which keeps
     the users it has when the file is gone; so no password stays on disk while it runs, nor after a
-    ``kill -9`` of this process.
+    ``kill -9`` of this process. ``discard`` (a temporary folder holding the ini, log and pid files) is
+    removed at the same moment: PgBouncer keeps its log open and also logs to stderr, and nothing
+    needs the files again, so a ``kill -9`` of this process leaves no file behind either.
 
     SIGTERM, SIGINT (Ctrl-C) and SIGHUP (the terminal closed; PgBouncer itself would read it as
     "reload") ask for PgBouncer's safe shutdown (its SIGINT: running transactions end first, then it
@@ -722,6 +725,8 @@ def run_foreground(
             if secret is not None and pidfile is not None and _names(pidfile, child.pid):
                 secret.unlink(missing_ok=True)
                 secret = None
+                if discard is not None:
+                    shutil.rmtree(discard, ignore_errors=True)
             starting = secret is not None and pidfile is not None
             try:
                 code = child.wait(timeout=_STARTING_POLL_S if starting else _POLL_S)

@@ -10,7 +10,6 @@ import configparser
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -334,9 +333,8 @@ def test_the_pooler_lets_in_the_right_password_only_and_never_shows_it(
             psycopg.connect(password="wrong", **login)
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(**login)
-        assert (pooler.folder / "pgbouncer.ini").stat().st_mode & 0o777 == 0o600
-        assert not (pooler.folder / "userlist.txt").exists()  # read by PgBouncer, then removed
-        assert pooler.folder.stat().st_mode & 0o777 == 0o700
+        # The temporary folder (ini, userlist, log, pid file) is removed once PgBouncer has read it.
+        assert wait_for(lambda: not pooler.folder.exists(), within_s=30)
         pids = pgbouncer_pids(pooler.folder)
         assert len(pids) == 1
         argv = Path(f"/proc/{pids[0]}/cmdline").read_bytes().decode()
@@ -346,14 +344,12 @@ def test_the_pooler_lets_in_the_right_password_only_and_never_shows_it(
             if line.startswith("Uid:")
         )
         assert uid != "0"  # PgBouncer refuses root: started by root, it runs as nobody
-        log = (pooler.folder / "pgbouncer.log").read_text()
         assert pooler.stop() == 0
 
     shown = pooler.output()
     assert f"workers: export EDGESEARCH_STORAGE=postgresql+psycopg://{role}@127.0.0.1:{pooler.port}/{database}" in shown
     for secret in (PASSWORD, QUOTED, "p@ss"):
-        assert secret not in shown and secret not in argv and secret not in log
-    assert not pooler.folder.exists()  # the temporary folder, with the userlist, is gone
+        assert secret not in shown and secret not in argv  # PgBouncer's log lines are in ``shown``
 
 
 @pytest.mark.slow
@@ -392,9 +388,7 @@ def test_a_killed_pooler_takes_pgbouncer_and_the_password_with_it(
         pooler.proc.kill()
         pooler.proc.wait(timeout=30)
         assert wait_for(lambda: not pgbouncer_pids(pooler.folder), within_s=30), "PgBouncer outlived the pooler"
-    left = [p for p in pooler.folder.rglob("*") if p.is_file()] if pooler.folder.exists() else []
-    assert not userlist.exists() and all(PASSWORD not in p.read_text() for p in left), left
-    shutil.rmtree(pooler.folder, ignore_errors=True)  # the config and log the killed pooler could not remove
+    assert not pooler.folder.exists(), "the killed pooler's temporary files outlived it"
 
     with running_pooler(storage, tmp_path, port=pooler.port) as again:
         with psycopg.connect(port=again.port, **login) as connection:
