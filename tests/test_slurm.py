@@ -161,7 +161,9 @@ def test_a_task_at_its_time_limit_hands_its_trial_back_before_slurm_kills_it(
     # The limited task's limit is cut to 1 minute once its trial is past epoch 1, the way an admin or a
     # reservation shortens it: the script's signal (sent 50 s before the limit, so at once) must make the
     # worker hand the trial back before Slurm kills it; the other job, without a limit, resumes it.
-    long_trials = merge(SLOW_TRAINER, {"epochs": 12})
+    # slurmctld looks at time limits on a timer of tens of seconds, so the signal can come that late:
+    # the trial must outlast it by far (40 epochs of 1-2 s), or it ends before the signal comes.
+    long_trials = merge(SLOW_TRAINER, {"epochs": 40})
     _create(postgres_url, "slurm-limit", n_trials=1, trainer=long_trials, fault_tolerance=FAST_HEARTBEAT)
     limited = _submit(tmp_path, postgres_url, "slurm-limit", 1, "--time=10", "--signal=B:TERM@50")
     (number,) = wait_for(
@@ -176,4 +178,4 @@ def test_a_task_at_its_time_limit_hands_its_trial_back_before_slurm_kills_it(
     limited_log = _log(tmp_path, limited, 0)
     assert f"trial {number}: handed back for retry" in limited_log, limited_log
     assert "stopped: stop requested" in limited_log, limited_log  # it left on its own, before the kill
-    _check_resumed_elsewhere(postgres_url, "slurm-limit", number, 1, epochs=12)
+    _check_resumed_elsewhere(postgres_url, "slurm-limit", number, 1, epochs=40)
