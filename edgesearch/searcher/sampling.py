@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
     from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["PerTrialSampler", "trial_seed"]
+__all__ = ["PerTrialSampler", "WorkerGridSampler", "trial_seed"]
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -78,3 +78,16 @@ class PerTrialSampler(BaseSampler):
 
     def reseed_rng(self) -> None:
         """Nothing to reseed: every trial's stream is fixed by the study's seed and its number."""
+
+
+class WorkerGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its ``study.stop()`` once the grid is covered.
+
+    That call only works inside ``study.optimize()``, which a worker does not run (it raises a
+    RuntimeError at the tell of the last grid point); a worker stops at ``n_trials`` instead.
+    """
+
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
+        """Nothing: the study's ``n_trials`` ends the search, not the sampler."""

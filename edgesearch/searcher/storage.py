@@ -332,7 +332,10 @@ def open_storage(
             )
             current = storage.get_current_version()
             if current != OPTUNA_HEAD_REVISION and current != _head_version(storage):
-                raise RuntimeError("table schema")
+                raise UserError(
+                    f"storage {redact(url)}: written by an incompatible Optuna version; "
+                    f"upgrade it with `optuna storage upgrade --storage URL`"
+                )
             set_fault_tolerance(
                 storage, heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retries=max_retries
             )
@@ -347,13 +350,6 @@ def open_storage(
             if path is not None and is_sqlite_busy(exc):
                 raise locked_error(path, time.monotonic() - started) from None
             raise _storage_error(parsed, url, exc) from None
-        except RuntimeError as exc:
-            if "table schema" in str(exc):  # Optuna's schema-version check; its text names no URL
-                raise UserError(
-                    f"storage {redact(url)}: written by an incompatible Optuna version; "
-                    f"upgrade it with `optuna storage upgrade --storage URL`"
-                ) from None
-            raise
     raise AssertionError("unreachable")  # pragma: no cover  (the loop returns or raises)
 
 

@@ -74,12 +74,12 @@ def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
     """The study's sampler. Seeded, each trial draws from a stream of its own
     (:class:`~edgesearch.searcher.sampling.PerTrialSampler`), so workers started any way never propose
     twins; the grid sampler keeps the study's seed, since it hands grid point ``n`` to trial ``n``."""
-    from edgesearch.searcher.sampling import PerTrialSampler
+    from edgesearch.searcher.sampling import PerTrialSampler, WorkerGridSampler
     from edgesearch.searcher.space import grid_search_space
 
     cfg = config.sampler
     if cfg.kind == "grid":
-        return optuna.samplers.GridSampler(grid_search_space(config.space), seed=cfg.seed)
+        return WorkerGridSampler(grid_search_space(config.space), seed=cfg.seed)
     makers: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
         "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True),
         "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),

@@ -88,16 +88,10 @@ def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> No
         # it and queued a retry; telling now would raise, and the retry carries on.
         _log.warning("trial %d was already marked %s by another worker; its retry continues", trial.number, state.name)
         return
-    try:
-        if outcome.state == TrialState.COMPLETE:
-            tell(study, trial, list(outcome.values) if outcome.values is not None else outcome.value)
-        else:
-            tell(study, trial, state=outcome.state)
-    except RuntimeError as exc:
-        # GridSampler calls study.stop() once the grid is covered, which Optuna only allows
-        # inside optimize(); the trial's state is already stored, and n_trials stops us.
-        if "stop" not in str(exc):
-            raise
+    if outcome.state == TrialState.COMPLETE:
+        tell(study, trial, list(outcome.values) if outcome.values is not None else outcome.value)
+    else:
+        tell(study, trial, state=outcome.state)
 
 
 def _hand_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:

@@ -126,3 +126,24 @@ def test_workers_started_by_hand_run_no_twins(storage_url: str, workers: int, tm
     for trial in trials:
         expected = _expected_lambda(trial.number, trial.distributions["loss.edge_lambda"])
         assert trial.params["loss.edge_lambda"] == expected, trial.number
+
+
+def test_a_worker_covers_a_whole_grid_and_stops_at_n_trials(storage_url: str, tmp_path: Path) -> None:
+    """Optuna's grid sampler calls ``study.stop()`` at the tell of the last point, which only works inside
+    ``optimize()``; a worker's grid sampler leaves the end to ``n_trials``."""
+    from edgesearch.searcher.objective import TrialOutcome
+    from edgesearch.searcher.worker import run_worker
+
+    raw = tiny_study("grid", n_trials=4, sampler={"kind": "grid", "seed": 0})
+    raw["space"] = {"loss.edge_width": {"choices": [1, 2]}, "loss.kind": {"choices": ["bce", "focal"]}}
+    create_study(StudyConfig.from_dict(raw, source="test"), storage_url)
+
+    def stand_in(trial: optuna.Trial, config: StudyConfig, **_: Any) -> TrialOutcome:
+        sample(trial, config.space, config.base_config)
+        return TrialOutcome(trial.number, TrialState.COMPLETE, 0.5, 1)
+
+    summary = run_worker("grid", storage_url, runs_dir=tmp_path, trial_runner=stand_in, poll_seconds=0.1)
+    assert summary.stopped_because == "study complete"
+    trials = optuna.load_study(study_name="grid", storage=storage_url).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4
