@@ -112,8 +112,9 @@ def _train_with_progress(
 
     m, d = config.model, config.data
     source = f"folder {d.root}" if d.root else f"synthetic data ({d.synthetic.n_images} images)"
+    seen = f"resized to {d.image_size}px" if d.resize else f"{d.window}px patches at scale {d.scale:g}"
     out.print(
-        f"training {m.arch}/{m.encoder} on {source}, {d.image_size}px, {config.epochs} epochs, "
+        f"training {m.arch}/{m.encoder} on {source}, {seen}, {config.epochs} epochs, "
         f"device {resolve_device(config.device)}; run directory {run_dir}"
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from edgesearch.errors import ConfigError
 from edgesearch.trainer import registry
@@ -23,10 +23,14 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MAX_MASK_SUFFIX = 64
 """The longest ``data.mask_suffix``: a few characters in practice."""
 
+DEFAULT_PATCH_SIZE = 256
+"""The side of a training patch when ``data.patch_size`` is not given (cellpose and StarDist train on 256)."""
+
 MAX_SEED = 2**31 - 1
 """The largest seed: numpy, torch and albumentations all take it, also as the per-epoch seed (seed * 100003 + epoch)."""
 
 __all__ = [
+    "DEFAULT_PATCH_SIZE",
     "MAX_SEED",
     "STORED",
     "DataConfig",
@@ -93,24 +97,47 @@ class SyntheticConfig(FrozenModel):
 
     n_images: int = Field(64, ge=4, le=100_000)
     seed: int = Field(0, ge=0, le=MAX_SEED)
+    size: int = Field(256, ge=16, le=4096)
+    """The side of each generated image (with ``data.image_size`` set, the images are made at that size)."""
 
 
 class DataConfig(FrozenModel):
+    """Where the images come from and how a model sees them.
+
+    By default a model trains on random ``patch_size`` patches cut from each image at its native
+    resolution (after ``scale``), and validation and ``predict`` run on whole images by sliding window
+    (:mod:`~edgesearch.trainer.patches`, :mod:`~edgesearch.trainer.sliding`). Setting ``image_size``
+    instead resizes every image to a square of that side to train, validate and predict: for data
+    that is small and uniform.
+    """
+
     root: Path | None = None
     """Folder with ``images/`` + ``masks/`` (or ``train/`` + ``val/``); null = synthetic data."""
-    image_size: int = Field(256, ge=32, le=4096)
+    patch_size: int | None = Field(None, ge=32, le=4096)
+    """The side of a training patch and of a sliding window, a multiple of 32; null: 256
+    (:data:`DEFAULT_PATCH_SIZE`). Images smaller than a patch are padded; the padding counts in no loss or metric."""
+    scale: float = Field(1.0, ge=0.1, le=2.0)
+    """Every image (and mask) is resampled by this factor before training, validation and prediction,
+    and predictions are resampled back: 0.5 for objects twice as large as they need to be."""
+    foreground_fraction: float = Field(0.33, ge=0.0, le=1.0)
+    """The share of each epoch's patches centred on a foreground pixel (nnU-Net's 0.33); the rest are uniform."""
+    patches_per_epoch: int | None = Field(None, ge=2, le=10_000_000)
+    """Training patches per epoch; null: as many as it takes to cover the training images once
+    (the sum over images of ceil(h * w / patch_size**2), at least one batch), rounded up to whole batches."""
+    overlap: float = Field(0.5, ge=0.0, lt=1.0)
+    """The share of a sliding window that overlaps the next, in validation and ``predict``."""
+    image_size: int | None = Field(None, ge=32, le=4096)
+    """Resize every image to a square of this side (multiple of 32) instead of using patches; null: patches."""
     batch_size: int = Field(16, ge=2)
     """At least 2: BatchNorm cannot train on one image (a last batch of one is dropped)."""
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     num_workers: int | Literal["auto"] = "auto"
     """Loader processes, 0..64, or ``auto``: none for data held in memory unless a GPU's augmentation
     needs them, else 2 (:func:`edgesearch.trainer.data.loader_workers`)."""
-    """Loader processes; ``auto``: none for data held in memory unless a GPU's augmentation needs them, else 2
-    (see :func:`edgesearch.trainer.data.loader_workers`)."""
     augment: bool = True
     loader: Literal["auto", "cpu", "device"] = "auto"
     """Where batches are made: ``cpu`` (decode + albumentations, in loader processes when
-    ``num_workers`` says so), ``device`` (the resized dataset kept on the training device, flips,
+    ``num_workers`` says so), ``device`` (the dataset kept on the training device, patches cut and flips,
     quarter turns and brightness applied a batch at a time there), or ``auto``: ``device`` on CUDA
     when the dataset takes at most a quarter of the free GPU memory, else ``cpu``."""
     normalize: Literal["auto", "imagenet", "percentile"] = "auto"
@@ -146,16 +173,44 @@ class DataConfig(FrozenModel):
             return value
         raise ValueError(f"{shorten(value)} is not allowed; allowed: auto or a whole number 0..64")
 
-    @field_validator("image_size")
+    @field_validator("image_size", "patch_size")
     @classmethod
-    def _multiple_of_32(cls, value: int) -> int:
+    def _multiple_of_32(cls, value: int | None) -> int | None:
         # Every smp encoder downsamples 5 times; other sizes fail deep inside the decoder.
-        if value % 32:
+        if value is not None and value % 32:
             raise ValueError(
                 f"must be a multiple of 32 (the encoders downsample by 32), got {value}; "
                 f"try {max(32, round(value / 32) * 32)}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> DataConfig:
+        if self.image_size is not None:
+            patch_only = [
+                name
+                for name in ("patch_size", "scale", "foreground_fraction", "patches_per_epoch")
+                if name in self.model_fields_set and getattr(self, name) != type(self).model_fields[name].default
+            ]
+            if patch_only:
+                raise ValueError(
+                    f"image_size (resize every image to a square) and {', '.join(patch_only)} (native-resolution "
+                    "patches) exclude each other; set image_size: null to train on patches, or drop "
+                    f"{', '.join(patch_only)}"
+                )
+        return self
+
+    @property
+    def resize(self) -> bool:
+        """True when every image is resized to a square (``image_size`` set), False for patches."""
+        return self.image_size is not None
+
+    @property
+    def window(self) -> int:
+        """The side of what the model sees: the square of ``image_size``, or the patch and sliding window."""
+        if self.image_size is not None:
+            return self.image_size
+        return self.patch_size if self.patch_size is not None else DEFAULT_PATCH_SIZE
 
 
 EdgeProfile: TypeAlias = Literal["hard", "soft"]

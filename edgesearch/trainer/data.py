@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from edgesearch.errors import DataError, raise_problems
 from edgesearch.trainer import data_cache
@@ -261,11 +261,11 @@ def normalization(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return (float(np.mean(IMAGENET_MEAN)),) * channels, (float(np.mean(IMAGENET_STD)),) * channels
 
 
-def build_transforms(*, image_size: int, channels: int, augment: bool) -> A.Compose:
-    """Joint image+mask pipeline for a float32 0..1 image (:func:`to_unit_range`): resize, (flips,
-    rotations and brightness), ImageNet mean and standard deviation."""
+def build_transforms(*, image_size: int | None, channels: int, augment: bool) -> A.Compose:
+    """Joint image+mask pipeline for a float32 0..1 image (:func:`to_unit_range`): resize (unless
+    ``image_size`` is None), (flips, rotations and brightness), ImageNet mean and standard deviation."""
     mean, std = normalization(channels)
-    steps: list[Any] = [A.Resize(image_size, image_size)]
+    steps: list[Any] = [] if image_size is None else [A.Resize(image_size, image_size)]
     if augment:
         steps += [
             A.HorizontalFlip(p=0.5),
@@ -293,6 +293,10 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def load_all(self) -> bool:
         """Decode every item into the process's cache when they all fit its budget; True when all are there."""
         raise NotImplementedError
+
+    def epoch_sampler(self) -> Sampler[Any] | None:
+        """The sampler a loader must draw this dataset's items with (None: shuffled positions)."""
+        return None
 
     def reseed(self, seed: int) -> None:
         """Seed the augmentation RNG (called per epoch, and per loader worker), one stream per step.
@@ -430,8 +434,10 @@ def build_datasets(cfg: DataConfig, *, channels: int, seed: int) -> tuple[Segmen
         syn = cfg.synthetic
         train_idx, val_idx = _split(syn.n_images, cfg.val_fraction, syn.seed)
 
+        size = cfg.image_size if cfg.image_size is not None else syn.size
+
         def make(indices: list[int], transform: A.Compose) -> SyntheticShapes:
-            return SyntheticShapes(indices, size=cfg.image_size, seed=syn.seed, channels=channels, transform=transform)
+            return SyntheticShapes(indices, size=size, seed=syn.seed, channels=channels, transform=transform)
 
         _check_training_split(len(train_idx), "data.synthetic.n_images")
         return make(train_idx, train_tf), make(val_idx, val_tf)
@@ -503,10 +509,12 @@ def build_loader(
 ) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
     workers = loader_workers(dataset, cfg, train=train, device=device or torch.device("cpu"))
     worker_init: Callable[[int], None] | None = _seed_worker if workers > 0 else None
+    sampler = dataset.epoch_sampler()
     return DataLoader(
         dataset,
         batch_size=cfg.batch_size,
-        shuffle=train,
+        shuffle=train and sampler is None,
+        sampler=sampler,
         drop_last=train and len(dataset) > cfg.batch_size,
         num_workers=workers,
         pin_memory=pin_memory,

@@ -287,7 +287,7 @@ def device_batches(
     The size check counts 2 bytes a pixel (float16; 8-bit data then takes half of it). ``device``
     asked for on a CUDA device where the data takes more than the free memory is a ConfigError.
     """
-    if cfg.loader == "cpu" or (cfg.loader == "auto" and device.type != "cuda"):
+    if cfg.loader == "cpu" or (cfg.loader == "auto" and device.type != "cuda") or cfg.image_size is None:
         return None
     need = resident_bytes(len(train_ds) + len(val_ds), channels, cfg.image_size, torch.float16)
     free = _free_bytes(device)
@@ -301,7 +301,7 @@ def device_batches(
     mean, std = normalization(channels)
 
     def batches(dataset: SegmentationDataset, *, train: bool) -> DeviceBatches:
-        images, masks = resident_tensors(dataset, image_size=cfg.image_size)
+        images, masks = resident_tensors(dataset, image_size=cfg.window)
         return DeviceBatches(
             images.to(device),
             masks.to(device),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edgesearch.errors import UserError
@@ -25,6 +26,7 @@ from edgesearch.trainer.losses import total_loss
 from edgesearch.trainer.metrics import MetricAccumulator, image_edge_correlations, image_ious
 from edgesearch.trainer.model import backbone_parameters, head_parameters, set_backbone_trainable
 from edgesearch.trainer.schedule import BACKBONE, HEAD, StagedSchedule, add_backbone_group, build_optimizer
+from edgesearch.trainer.sliding import sliding_window_probabilities
 
 __all__ = ["Batches", "EpochRunner", "NonFiniteLossError", "Precision"]
 
@@ -144,12 +146,15 @@ class EpochRunner:
         cfg = self.config.loss
         loss_sum = torch.zeros((), device=self.device)
         n_steps = 0
-        for step, (images, masks) in _batches(batches):
-            images, masks = self.to_device(images, masks)
+        for step, (images, targets) in _batches(batches):
+            images, targets = self.to_device(images, targets)
             self.schedule.apply(self.optimizer, epoch, step)
             with self.precision.autocast():
                 logits = self.model(images)
-            loss = total_loss(logits, masks, cfg)
+            if targets.shape[1] == 1:
+                loss = total_loss(logits, targets, cfg)
+            else:  # a patch's mask, valid and edge_valid (trainer/patches.py)
+                loss = total_loss(logits, targets[:, :1], cfg, valid=targets[:, 1:2], edge_valid=targets[:, 2:3])
             self.optimizer.zero_grad(set_to_none=True)
             self.precision.step(loss, self.optimizer)
             detached = loss.detach()
@@ -168,31 +173,72 @@ class EpochRunner:
 
     def validate(self, batches: Batches) -> dict[str, float]:
         """Loss and metrics over ``batches`` under ``inference_mode``: ``val_loss`` and the METRIC_KEYS."""
-        cfg = self.config.loss
-        meter = MetricAccumulator(width=cfg.edge_width, device=self.device)
-        loss_sum = torch.zeros((), device=self.device)
-        n_batches = 0
-        per_image: list[torch.Tensor] = []
-        per_image_corr: list[torch.Tensor] = []
+        scores = _Scores(self.config, self.device)
         self.model.eval()
         with torch.inference_mode():
             for _, (images, masks) in _batches(batches):
                 images, masks = self.to_device(images, masks)
                 with self.precision.autocast():
                     logits = self.model(images)
-                # The target's band serves two of the metrics and, with the hard profile, the loss: computed once.
-                target_edges = edge_map(masks.float(), cfg.edge_width)
-                loss_edges = (
-                    target_edges if cfg.edge_profile == "hard" else soft_edge_map(masks.float(), cfg.edge_width)
-                )
-                loss_sum += total_loss(logits, masks, cfg, target_edges=loss_edges)
-                prob = torch.sigmoid(logits.float())
-                meter.update(prob, masks, target_edges=target_edges)
-                per_image.append(image_ious(prob, masks))
-                per_image_corr.append(image_edge_correlations(prob, masks, cfg.edge_width, target_edges=target_edges))
-                n_batches += 1
-        self.image_ious = torch.cat(per_image).tolist() if per_image else []
-        self.image_edge_corrs = torch.cat(per_image_corr).tolist() if per_image_corr else []
-        metrics = meter.compute()
-        metrics["val_loss"] = loss_sum.item() / max(n_batches, 1)
+                scores.add(logits.float(), masks)
+        return self._finish(scores)
+
+    def validate_whole(self, images: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+        """:meth:`validate` on whole images at native resolution, each predicted by sliding window.
+
+        ``images`` yields ``(image (C, h, w), mask (1, H, W))`` (:class:`~edgesearch.trainer.patch_data.WholeImages`):
+        the probabilities of the ``data.window`` windows, blended as ``predict`` blends them, are
+        resampled to the mask's size when ``data.scale`` made the image another size, and scored
+        there. The loss is taken on ``logit(p)`` (p clipped to [1e-6, 1 - 1e-6]).
+        """
+        data = self.config.data
+        scores = _Scores(self.config, self.device)
+        with torch.inference_mode():
+            for _, (image, mask) in _batches(images):
+                prob = sliding_window_probabilities(
+                    self.model,
+                    image.to(self.device, non_blocking=True),
+                    window=data.window,
+                    overlap=data.overlap,
+                    batch_size=data.batch_size,
+                    stitch_on_cpu_above=None,
+                )[None, None]
+                target = mask.to(self.device, non_blocking=True)[None]
+                if prob.shape[-2:] != target.shape[-2:]:
+                    prob = F.interpolate(prob, size=target.shape[-2:], mode="bilinear", align_corners=False)
+                scores.add(torch.logit(prob.clamp(_EPS, 1.0 - _EPS)), target)
+        return self._finish(scores)
+
+    def _finish(self, scores: _Scores) -> dict[str, float]:
+        self.image_ious = torch.cat(scores.per_image).tolist() if scores.per_image else []
+        self.image_edge_corrs = torch.cat(scores.per_image_corr).tolist() if scores.per_image_corr else []
+        metrics = scores.meter.compute()
+        metrics["val_loss"] = scores.loss_sum.item() / max(scores.n_batches, 1)
         return metrics
+
+
+_EPS = 1e-6
+
+
+class _Scores:
+    """What a validation pass adds up, batch by batch, on the device."""
+
+    def __init__(self, config: TrainConfig, device: torch.device) -> None:
+        self.loss = config.loss
+        self.meter = MetricAccumulator(width=config.loss.edge_width, device=device)
+        self.loss_sum = torch.zeros((), device=device)
+        self.n_batches = 0
+        self.per_image: list[torch.Tensor] = []
+        self.per_image_corr: list[torch.Tensor] = []
+
+    def add(self, logits: torch.Tensor, masks: torch.Tensor) -> None:
+        cfg = self.loss
+        # The target's band serves two of the metrics and, with the hard profile, the loss: computed once.
+        target_edges = edge_map(masks.float(), cfg.edge_width)
+        loss_edges = target_edges if cfg.edge_profile == "hard" else soft_edge_map(masks.float(), cfg.edge_width)
+        self.loss_sum += total_loss(logits, masks, cfg, target_edges=loss_edges)
+        prob = torch.sigmoid(logits)
+        self.meter.update(prob, masks, target_edges=target_edges)
+        self.per_image.append(image_ious(prob, masks))
+        self.per_image_corr.append(image_edge_correlations(prob, masks, cfg.edge_width, target_edges=target_edges))
+        self.n_batches += 1

@@ -36,8 +36,9 @@ from edgesearch.trainer.config import TrainConfig
 from edgesearch.trainer.data import SegmentationDataset, build_datasets, build_loader
 from edgesearch.trainer.device import resolve_device
 from edgesearch.trainer.device_data import DeviceBatches, device_batches
-from edgesearch.trainer.epoch import EpochRunner, NonFiniteLossError
+from edgesearch.trainer.epoch import Batches, EpochRunner, NonFiniteLossError
 from edgesearch.trainer.model import build_model
+from edgesearch.trainer.patch_data import PatchDataset, WholeImages
 from edgesearch.trainer.plots import draw_edge_overlay, plot_curves
 from edgesearch.trainer.records import EpochRecord
 
@@ -174,17 +175,28 @@ def train(
     state = read_resume_state(resume_from, config, force=force_resume) if resume_from is not None else None
 
     generator = torch.Generator()
-    on_device = device_batches(train_ds, val_ds, config.data, channels=config.model.in_channels, device=device)
+    channels = config.model.in_channels
+    on_device = device_batches(train_ds, val_ds, config.data, channels=channels, device=device)
     train_loader: DataLoader[tuple[torch.Tensor, torch.Tensor]] | DeviceBatches
-    val_loader: DataLoader[tuple[torch.Tensor, torch.Tensor]] | DeviceBatches
+    val_loader: Batches
+    # Patches: training on native-resolution patches, validation on whole images (trainer/patches.py).
+    train_set = (
+        train_ds
+        if config.data.resize
+        else PatchDataset(train_ds, config.data, channels=channels, edge_width=config.loss.edge_width)
+    )
     if on_device is not None:
         train_loader, val_loader = on_device
     else:
         pin = device.type == "cuda"
         train_loader = build_loader(
-            train_ds, config.data, train=True, generator=generator, pin_memory=pin, device=device
+            train_set, config.data, train=True, generator=generator, pin_memory=pin, device=device
         )
-        val_loader = build_loader(val_ds, config.data, train=False, pin_memory=pin, device=device)
+        val_loader = (
+            build_loader(val_ds, config.data, train=False, pin_memory=pin, device=device)
+            if config.data.resize
+            else WholeImages(val_ds, config.data, channels=channels)
+        )
     start_epoch = int(state["epoch"]) if state else 0
     runner = EpochRunner.build(
         config,
@@ -244,9 +256,9 @@ def train(
                 train_loader.reseed(epoch_seed)
             else:
                 generator.manual_seed(epoch_seed)
-                train_ds.reseed(epoch_seed)
+                train_set.reseed(epoch_seed)
             train_loss = runner.train_epoch(train_loader, epoch)
-            metrics = runner.validate(val_loader)
+            metrics = runner.validate(val_loader) if config.data.resize else runner.validate_whole(val_loader)
             lrs = {group["name"]: group["lr"] for group in runner.optimizer.param_groups}
             lr_cut = runner.schedule.end_epoch(epoch, metrics["val_iou"])
             record = EpochRecord(

@@ -15,6 +15,12 @@ all ``N·H·W`` pixels.
   (:mod:`~edgesearch.trainer.edges`);
 - total: ``(1 - lambda)·M + lambda·E``.
 
+On a training patch (:mod:`~edgesearch.trainer.patches`) two weight maps come with the target:
+``valid`` (0 on padding) and ``edge_valid`` (0 where the patch's border would fake an edge). The
+means are then weighted means: ``M`` and ``R`` over the valid pixels, ``E`` over the pixels valid
+for both, with the prediction and the target set to background on the padding first (the outside
+of an image is background to the edge maps), so nothing in the padding changes the loss.
+
 Why these forms (``benchmarks/method.py``, ``tests/trainer/test_gradient_audit.py``): each term's
 gradient with respect to the logits stays within 10x of the mask term's, whatever the logit scale
 and foreground fraction, so ``round_ratio`` and ``lambda`` are shares of the update, not whatever
@@ -54,16 +60,29 @@ def _focal_weight(prob: torch.Tensor, y: torch.Tensor, gamma: float, alpha: floa
     return weight
 
 
-def focal_on_logits(z: torch.Tensor, y: torch.Tensor, *, gamma: float, alpha: float | None) -> torch.Tensor:
+def _mean(x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """``mean(x)``, or ``sum(weight * x) / sum(weight)`` (0 when the weights are all 0)."""
+    if weight is None:
+        return x.mean()
+    return (x * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def focal_on_logits(
+    z: torch.Tensor, y: torch.Tensor, *, gamma: float, alpha: float | None, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean sigmoid focal loss (Lin et al. 2017); ``alpha=None`` means no class weighting."""
     ce = F.binary_cross_entropy_with_logits(z, y, reduction="none")
-    return (ce * _focal_weight(torch.sigmoid(z), y, gamma, alpha)).mean()
+    return _mean(ce * _focal_weight(torch.sigmoid(z), y, gamma, alpha), weight)
 
 
-def mask_loss_on_logits(z: torch.Tensor, y: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
+def mask_loss_on_logits(
+    z: torch.Tensor, y: torch.Tensor, cfg: LossConfig, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     if cfg.kind == "bce":
-        return F.binary_cross_entropy_with_logits(z, y)
-    return focal_on_logits(z, y, gamma=cfg.focal_gamma, alpha=cfg.focal_alpha)
+        if weight is None:
+            return F.binary_cross_entropy_with_logits(z, y)
+        return _mean(F.binary_cross_entropy_with_logits(z, y, reduction="none"), weight)
+    return focal_on_logits(z, y, gamma=cfg.focal_gamma, alpha=cfg.focal_alpha, weight=weight)
 
 
 def straight_through_round(z: torch.Tensor) -> torch.Tensor:
@@ -72,18 +91,24 @@ def straight_through_round(z: torch.Tensor) -> torch.Tensor:
     return hard + (z - z.detach())
 
 
-def rounded_error(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def rounded_error(z: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """``mean |round(sigmoid(z)) - y|``, the 0/1 output's pixel error rate; gradient ``(round(p) - y)/N``.
 
     ``|q - y|`` has slope ``sign(q - y)``, which for 0/1 values is ``q - y`` (0 where they agree).
     """
-    return (straight_through_round(z) - y).abs().mean()
+    return _mean((straight_through_round(z) - y).abs(), weight)
 
 
-def edge_error(p: torch.Tensor, target_edges: torch.Tensor, width: int, profile: EdgeProfile = "hard") -> torch.Tensor:
+def edge_error(
+    p: torch.Tensor,
+    target_edges: torch.Tensor,
+    width: int,
+    profile: EdgeProfile = "hard",
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``mean |e(p, width) - target_edges|`` with ``e`` the ``profile``'s edge map; for 0/1 masks and
     the hard band, the fraction of pixels in one edge band only."""
-    return (loss_edge_map(p, width, profile) - target_edges).abs().mean()
+    return _mean((loss_edge_map(p, width, profile) - target_edges).abs(), weight)
 
 
 def total_loss(
@@ -92,24 +117,30 @@ def total_loss(
     cfg: LossConfig,
     *,
     target_edges: torch.Tensor | None = None,
+    valid: torch.Tensor | None = None,
+    edge_valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``(1 - lambda)·M + lambda·E`` for one batch, computed in float32.
 
     ``target_edges`` (``loss_edge_map(target, cfg.edge_width, cfg.edge_profile)``) may be passed in when the caller
     already has it; it depends only on the target, so it is computed once per batch.
+    ``valid`` and ``edge_valid`` (both (N,1,H,W), or None for all ones) are a patch's weight maps
+    (module docstring); with ``valid``, ``target_edges`` must be those of ``target * valid``.
     Terms whose weight is zero are not computed at all.
     """
     z = logits.float()
-    y = target.float()
+    y = target.float() if valid is None else target.float() * valid
     r, lam = cfg.round_ratio, cfg.edge_lambda
 
-    mask_term = mask_loss_on_logits(z, y, cfg)
+    mask_term = mask_loss_on_logits(z, y, cfg, valid)
     if r > 0.0:
-        mask_term = (1.0 - r) * mask_term + r * rounded_error(z, y)
+        mask_term = (1.0 - r) * mask_term + r * rounded_error(z, y, valid)
     if lam == 0.0:
         return mask_term
 
     if target_edges is None:
         target_edges = loss_edge_map(y, cfg.edge_width, cfg.edge_profile)
-    edge_term = edge_error(torch.sigmoid(z), target_edges.float(), cfg.edge_width, cfg.edge_profile)
+    p = torch.sigmoid(z) if valid is None else torch.sigmoid(z) * valid
+    weight = valid if edge_valid is None else (edge_valid if valid is None else edge_valid * valid)
+    edge_term = edge_error(p, target_edges.float(), cfg.edge_width, cfg.edge_profile, weight)
     return (1.0 - lam) * mask_term + lam * edge_term
