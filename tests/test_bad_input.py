@@ -728,6 +728,43 @@ CASES = [
         ("trainer.yaml", "data.image_size", "100", "multiple of 32"),
     ),
     Case(
+        "trainer-patch-size-not-multiple-of-32",
+        train(data={"patch_size": 100}),
+        ("trainer.yaml", "data.patch_size", "100", "multiple of 32", "try 96"),
+    ),
+    Case(
+        "trainer-patch-size-too-small",
+        train(data={"patch_size": 16}),
+        ("trainer.yaml", "data.patch_size", "16", "32 <= x <= 4096"),
+    ),
+    Case(
+        "trainer-resize-and-patches",
+        train(data={"image_size": 128, "patch_size": 256}),
+        ("trainer.yaml", "data", "image_size", "patch_size", "exclude each other", "image_size: null"),
+    ),
+    Case(
+        "trainer-resize-and-scale",
+        train(data={"image_size": 128, "scale": 0.5}),
+        ("trainer.yaml", "data", "image_size", "scale", "exclude each other"),
+    ),
+    Case("trainer-scale-zero", train(data={"scale": 0}), ("trainer.yaml", "data.scale", "0", "0.1 <= x <= 2")),
+    Case("trainer-scale-too-large", train(data={"scale": 8}), ("trainer.yaml", "data.scale", "8", "0.1 <= x <= 2")),
+    Case(
+        "trainer-foreground-fraction-above-one",
+        train(data={"foreground_fraction": 1.5}),
+        ("trainer.yaml", "data.foreground_fraction", "1.5", "x <= 1"),
+    ),
+    Case(
+        "trainer-overlap-one",
+        train(data={"overlap": 1.0}),
+        ("trainer.yaml", "data.overlap", "1.0", "x < 1"),
+    ),
+    Case(
+        "trainer-patches-per-epoch-one",
+        train(data={"patches_per_epoch": 1}),
+        ("trainer.yaml", "data.patches_per_epoch", "1", "2 <= x"),
+    ),
+    Case(
         "trainer-unknown-encoder",
         train(model={"encoder": "resnet999"}),
         ("trainer.yaml", "model.encoder", "'resnet999'", "resnet34"),

@@ -307,5 +307,5 @@ def test_markup_in_the_data_and_run_paths_is_printed_as_it_is(tmp_path: Path) ->
     config = _write_config(tmp_path / "t.yaml", TINY_TRAINER)
     result = runner.invoke(app, ["train", str(config), "--data", str(data), "--out", str(out_dir)])
     assert result.exit_code == 0, result.output
-    assert f"on folder {data}, 32px" in result.stdout
+    assert f"on folder {data}, resized to 32px" in result.stdout
     assert f"model: {out_dir / 'best.pt'}; run directory: {out_dir}" in result.stdout

@@ -16,7 +16,9 @@ def test_defaults_follow_the_design() -> None:
     assert (cfg.model.arch, cfg.model.encoder, cfg.model.encoder_weights) == ("unet", "resnet34", None)
     assert (cfg.loss.kind, cfg.loss.edge_lambda, cfg.loss.edge_width, cfg.loss.round_ratio) == ("bce", 0.15, 2, 0.0)
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.backbone_lr_factor) == ("adam", 1e-3, 0.5)
-    assert cfg.data.root is None and cfg.data.image_size == 256
+    assert cfg.data.root is None and cfg.data.image_size is None
+    # native-resolution patches of 256, a third of them centred on foreground, by default
+    assert (cfg.data.resize, cfg.data.window, cfg.data.scale, cfg.data.foreground_fraction) == (False, 256, 1.0, 0.33)
     assert cfg.device == "auto"
 
 
@@ -139,3 +141,14 @@ def test_a_worker_given_a_gpu_never_falls_back_to_the_cpu(monkeypatch: pytest.Mo
             resolve_device("auto")
     monkeypatch.delenv(REQUIRE_CUDA_ENV)
     assert resolve_device("cpu").type == "cpu"
+
+
+def test_image_size_alone_is_the_resize_mode_of_old_files() -> None:
+    """A config written before patches (image_size, no patch fields; every run's config.json had one) resizes."""
+    old = TrainConfig.model_validate({"data": {"image_size": 128, "batch_size": 8}})
+    assert old.data.resize and old.data.window == 128
+    dumped = TrainConfig.model_validate(old.model_dump(mode="json"))  # a config.json of today, read back
+    assert dumped == old
+    patches = TrainConfig.model_validate({"data": {"patch_size": 64}})
+    assert not patches.data.resize and patches.data.window == 64
+    assert TrainConfig.model_validate(patches.model_dump(mode="json")) == patches

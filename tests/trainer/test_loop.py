@@ -19,6 +19,8 @@ pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make
 HISTORY_KEYS = {"epoch", "stage", "train_loss", "val_loss", "val_iou", "val_boundary_iou", "val_edge_corr", "lrs"}
 # Mechanics tests need no learning: 32 px and few images keep an epoch well under a second.
 SMALL = {"data": {"image_size": 32, "synthetic": {"n_images": 24}}}
+PATCHES = {"data": {"image_size": None, "patch_size": 32, "synthetic": {"n_images": 12, "size": 56}}}
+"""Native-resolution patches of 32 px cut from 56-px images, validated whole by sliding window."""
 
 
 class _StopAfter(Callback):
@@ -68,11 +70,15 @@ def test_three_epochs_on_synthetic_data_learn_and_write_the_run_dir(
 
 # Stopped after epoch 2 (inside stage 2), and after epoch 1: the last frozen epoch, whose last.pt
 # holds a head-only optimizer that the encoder joins at the next epoch.
-@pytest.mark.parametrize("stop", [2, 1], ids=["in-stage-2", "at-the-stage-boundary"])
+@pytest.mark.parametrize(
+    ("stop", "data"),
+    [(2, SMALL), (1, SMALL), (2, PATCHES)],
+    ids=["in-stage-2", "at-the-stage-boundary", "patches-in-stage-2"],
+)
 def test_resume_from_last_continues_at_next_epoch_with_identical_state(
-    tiny_config: Callable[..., TrainConfig], tmp_path: Path, stop: int
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path, stop: int, data: dict[str, Any]
 ) -> None:
-    config = tiny_config(epochs=3, **SMALL)
+    config = tiny_config(epochs=3, **data)
     assert config.optim.freeze_epochs == 1
     straight = train(config, run_dir=tmp_path / "straight")
 
