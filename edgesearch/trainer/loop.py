@@ -187,6 +187,7 @@ def train(
         train_loader, val_loader = on_device
     else:
         # Patches: training on native-resolution patches, validation on whole images (trainer/patches.py).
+        # Built only here: it keeps every prepared image in host memory, which the device path does not need.
         if not config.data.resize:
             train_set = PatchDataset(train_ds, config.data, channels=channels, edge_width=config.loss.edge_width)
         pin = device.type == "cuda"
