@@ -4,7 +4,9 @@ A GPU trains a small U-Net on thousands of images a second. The CPU path (:mod:`
 decodes, resizes and augments one image at a time with albumentations in loader processes, and two
 such processes cannot keep up: the GPU waits on its data. A dataset that fits in
 device memory is instead resized once (:func:`resident_tensors`), kept on the device, and
-augmented there a batch at a time (:func:`augment_batch`, :class:`DeviceBatches`).
+augmented there a batch at a time (:func:`augment_batch`, :class:`DeviceBatches`). Training on
+native-resolution patches (no ``data.image_size``) keeps the images whole there and cuts the patches
+on the device (:mod:`~edgesearch.trainer.device_patches`), augmented by the same :func:`augment_batch`.
 
 The augmentation draws from the same distribution as ``build_transforms(augment=True)``, step for
 step as albumentations 2.0 implements it (each step independently per image, in this order):
@@ -40,6 +42,13 @@ import torch
 from edgesearch.errors import ConfigError
 from edgesearch.trainer.config import DataConfig
 from edgesearch.trainer.data import SegmentationDataset, normalization
+from edgesearch.trainer.device_patches import (
+    DeviceImages,
+    DevicePatches,
+    patch_batches,
+    patch_resident_bytes,
+    raw_sizes,
+)
 from edgesearch.trainer.images import to_unit_range
 
 __all__ = [
@@ -163,16 +172,16 @@ def augment_batch(
     """Flips, quarter turns and brightness/contrast of a batch, drawn as the CPU path draws them
     (see the module docstring), independently per sample.
 
-    ``images``: float (B, C, S, S) in 0..1; ``masks``: (B, 1, S, S), any dtype. The mask of a sample gets
-    the same flips and turns as its image, and no brightness change. Every random number comes from
-    ``generator`` (a CPU generator; a fixed number of draws per batch), so a seed fixes the result
-    whatever the data's device.
+    ``images``: float (B, C, S, S) in 0..1; ``masks``: (B, K, S, S), any dtype: a mask, or a patch's K
+    target channels. The masks of a sample get the same flips and turns as its image, and no brightness
+    change. Every random number comes from ``generator`` (a CPU generator; a fixed number of draws per
+    batch), so a seed fixes the result whatever the data's device.
     """
     if images.dim() != 4 or images.shape[-1] != images.shape[-2]:
         raise ValueError(f"images must be (B, C, S, S), got shape {tuple(images.shape)}")
     batch = images.shape[0]
-    if masks.shape != (batch, 1, *images.shape[-2:]):
-        raise ValueError(f"masks must be ({batch}, 1, S, S) to match the images, got {tuple(masks.shape)}")
+    if masks.dim() != 4 or masks.shape[0] != batch or masks.shape[-2:] != images.shape[-2:]:
+        raise ValueError(f"masks must be ({batch}, K, S, S) to match the images, got {tuple(masks.shape)}")
     if generator.device.type != "cpu":
         raise ValueError(f"generator must be a CPU generator, got one on {generator.device}")
     u = torch.rand((6, batch), generator=generator)
@@ -280,23 +289,48 @@ def _free_bytes(device: torch.device) -> int | None:
 
 
 def device_batches(
-    train_ds: SegmentationDataset, val_ds: SegmentationDataset, cfg: DataConfig, *, channels: int, device: torch.device
-) -> tuple[DeviceBatches, DeviceBatches] | None:
+    train_ds: SegmentationDataset,
+    val_ds: SegmentationDataset,
+    cfg: DataConfig,
+    *,
+    channels: int,
+    edge_width: int,
+    device: torch.device,
+) -> tuple[DeviceBatches, DeviceBatches] | tuple[DevicePatches, DeviceImages] | None:
     """(train, val) batches of the device path when ``data.loader`` picks it, else None (the CPU path).
 
-    The size check counts 2 bytes a pixel (float16; 8-bit data then takes half of it). ``device``
-    asked for on a CUDA device where the data takes more than the free memory is a ConfigError.
+    With ``data.image_size`` (resize): :class:`DeviceBatches` both. With patches: training patches and
+    whole validation images (:mod:`~edgesearch.trainer.device_patches`; ``edge_width`` is the loss's, for
+    the patches' edge_valid targets). The size check counts 2 bytes a pixel (float16; 8-bit data then
+    takes half of it), of the images as kept: resized, or scaled and (training images) padded to a patch.
+    ``device`` asked for on a CUDA device where the data takes more than the free memory is a ConfigError.
     """
-    if cfg.loader == "cpu" or (cfg.loader == "auto" and device.type != "cuda") or cfg.image_size is None:
+    if cfg.loader == "cpu" or (cfg.loader == "auto" and device.type != "cuda"):
         return None
-    need = resident_bytes(len(train_ds) + len(val_ds), channels, cfg.image_size, torch.float16)
+    if cfg.image_size is not None:
+        need = resident_bytes(len(train_ds) + len(val_ds), channels, cfg.image_size, torch.float16)
+        kept_as = f"at {cfg.image_size} px"
+    else:
+        need = patch_resident_bytes(
+            raw_sizes(train_ds),
+            raw_sizes(val_ds),
+            channels=channels,
+            scale=cfg.scale,
+            patch=cfg.window,
+            dtype=torch.float16,
+        )
+        kept_as = f"at scale {cfg.scale:g}"
     free = _free_bytes(device)
     if cfg.loader == "auto" and (free is None or need > AUTO_SHARE * free):
         return None
     if free is not None and need > free:
         raise ConfigError(
-            f"data.loader: device: the dataset takes {need / 2**30:.1f} GiB at {cfg.image_size} px but {device} "
+            f"data.loader: device: the dataset takes {need / 2**30:.1f} GiB {kept_as} but {device} "
             f"has {free / 2**30:.1f} GiB free; allowed here: cpu or auto"
+        )
+    if cfg.image_size is None:
+        return patch_batches(
+            train_ds, val_ds, cfg, channels=channels, edge_width=edge_width, augment=augment_batch, device=device
         )
     mean, std = normalization(channels)
 

@@ -36,6 +36,7 @@ from edgesearch.trainer.config import TrainConfig
 from edgesearch.trainer.data import SegmentationDataset, build_datasets, build_loader
 from edgesearch.trainer.device import resolve_device
 from edgesearch.trainer.device_data import DeviceBatches, device_batches
+from edgesearch.trainer.device_patches import DevicePatches
 from edgesearch.trainer.epoch import Batches, EpochRunner, NonFiniteLossError
 from edgesearch.trainer.model import build_model
 from edgesearch.trainer.patch_data import PatchDataset, WholeImages
@@ -176,18 +177,19 @@ def train(
 
     generator = torch.Generator()
     channels = config.model.in_channels
-    on_device = device_batches(train_ds, val_ds, config.data, channels=channels, device=device)
-    train_loader: DataLoader[tuple[torch.Tensor, torch.Tensor]] | DeviceBatches
-    val_loader: Batches
-    # Patches: training on native-resolution patches, validation on whole images (trainer/patches.py).
-    train_set = (
-        train_ds
-        if config.data.resize
-        else PatchDataset(train_ds, config.data, channels=channels, edge_width=config.loss.edge_width)
+    on_device = device_batches(
+        train_ds, val_ds, config.data, channels=channels, edge_width=config.loss.edge_width, device=device
     )
+    train_loader: DataLoader[tuple[torch.Tensor, torch.Tensor]] | DeviceBatches | DevicePatches
+    val_loader: Batches
+    train_set = train_ds
     if on_device is not None:
         train_loader, val_loader = on_device
     else:
+        # Patches: training on native-resolution patches, validation on whole images (trainer/patches.py).
+        # Built only here: it keeps every prepared image in host memory, which the device path does not need.
+        if not config.data.resize:
+            train_set = PatchDataset(train_ds, config.data, channels=channels, edge_width=config.loss.edge_width)
         pin = device.type == "cuda"
         train_loader = build_loader(
             train_set, config.data, train=True, generator=generator, pin_memory=pin, device=device
@@ -252,7 +254,7 @@ def train(
             # Shuffling and augmentation depend on (seed, epoch) only, so a resumed run sees
             # the same batches as an uninterrupted one.
             epoch_seed = config.seed * 100_003 + epoch
-            if isinstance(train_loader, DeviceBatches):
+            if isinstance(train_loader, (DeviceBatches, DevicePatches)):
                 train_loader.reseed(epoch_seed)
             else:
                 generator.manual_seed(epoch_seed)

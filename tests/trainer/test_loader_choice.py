@@ -15,7 +15,7 @@ from edgesearch.trainer import TrainConfig, train
 from edgesearch.trainer import device_data as device_data_module
 from edgesearch.trainer.config import DataConfig
 from edgesearch.trainer.data import build_datasets, build_loader
-from edgesearch.trainer.device_data import DeviceBatches, device_batches
+from edgesearch.trainer.device_data import device_batches
 from edgesearch.trainer.epoch import EpochRunner
 from edgesearch.trainer.model import build_model
 
@@ -26,9 +26,9 @@ def _data(**overrides: Any) -> DataConfig:
     return DataConfig.model_validate({"image_size": 32, "batch_size": 4, "synthetic": {"n_images": 12}} | overrides)
 
 
-def _paths(cfg: DataConfig, device: torch.device) -> tuple[DeviceBatches, DeviceBatches] | None:
+def _paths(cfg: DataConfig, device: torch.device) -> tuple[Any, Any] | None:
     train_ds, val_ds = build_datasets(cfg, channels=3, seed=0)
-    return device_batches(train_ds, val_ds, cfg, channels=3, device=device)
+    return device_batches(train_ds, val_ds, cfg, channels=3, edge_width=2, device=device)
 
 
 def test_auto_keeps_the_cpu_path_off_cuda() -> None:
@@ -68,7 +68,7 @@ def test_validation_on_the_device_path_measures_what_the_cpu_path_measures() -> 
     model = build_model(config.model)
     runner = EpochRunner.build(config, model, device=CPU, steps_per_epoch=1)
     train_ds, val_ds = build_datasets(cfg, channels=3, seed=0)
-    paths = device_batches(train_ds, val_ds, cfg, channels=3, device=CPU)
+    paths = device_batches(train_ds, val_ds, cfg, channels=3, edge_width=2, device=CPU)
     assert paths is not None
     on_device = runner.validate(paths[1])
     device_ious = runner.image_ious
