@@ -73,7 +73,9 @@ def test_a_confirmation_retrains_the_trials_patch_settings(tmp_path: Path, sqlit
     runs = tmp_path / "runs"
     trials = _run(sqlite_url, runs, "conf")
     best = max(trials, key=lambda t: (t.value or 0.0, -t.number))
-    queued = CliRunner().invoke(app, ["study", "confirm", "conf", "--top", "1", "--seeds", "1", "--storage", sqlite_url])
+    queued = CliRunner().invoke(
+        app, ["study", "confirm", "conf", "--top", "1", "--seeds", "1", "--storage", sqlite_url]
+    )
     assert queued.exit_code == 0, queued.output
     run_worker("conf", sqlite_url, runs_dir=runs, poll_seconds=0.1)
     (job,) = optuna.load_study(study_name=companion_name("conf"), storage=sqlite_url).trials
