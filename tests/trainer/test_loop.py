@@ -13,6 +13,7 @@ from edgesearch.trainer.checkpoint import load_checkpoint
 from edgesearch.trainer.data import build_datasets
 from edgesearch.trainer.loop import seed_everything
 from edgesearch.trainer.model import build_model
+from tests.helpers import merge
 
 pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
 
@@ -188,3 +189,13 @@ def test_training_with_the_soft_edge_profile_learns(tiny_config: Callable[..., T
     losses = [row["train_loss"] for row in result.history]
     assert losses[-1] < losses[0]
     assert result.history[-1]["val_iou"] > 0.3
+
+
+def test_loader_processes_cut_the_same_patches(tiny_config: Callable[..., TrainConfig]) -> None:
+    """Two loader processes hold their own copy of the dataset; the epoch reaches them in each index."""
+    data = merge(PATCHES["data"], {"augment": False, "num_workers": 0})
+    alone = train(tiny_config(epochs=2, data=data))
+    loaders = train(tiny_config(epochs=2, data={**data, "num_workers": 2}))
+    for a, b in zip(alone.history, loaders.history, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+        assert a["val_iou"] == pytest.approx(b["val_iou"], rel=1e-6)
