@@ -125,6 +125,30 @@ def train_tiny_run(run_dir: Path, *, image_size: int, n_images: int, epochs: int
     return config, result.best_checkpoint
 
 
+def train_patch_run(run_dir: Path, *, arch: str = "fpn", channels: int = 3, **data: Any) -> tuple[Any, Path]:
+    """Train a tiny resnet18 model on 64 px native-resolution patches on CPU, 1 epoch; returns (config, best.pt).
+
+    ``data`` goes into the config's data block (default: 8 synthetic shapes of 96 px). The default arch is
+    an FPN: unlike smp's U-Net it refuses a side that 32 does not divide, so a whole image that reached it
+    unwindowed would fail.
+    """
+    from edgesearch.trainer import TrainConfig, train
+
+    config = TrainConfig.model_validate(
+        {
+            "model": {"arch": arch, "encoder": "resnet18", "encoder_weights": None, "in_channels": channels},
+            "data": {"patch_size": 64, "batch_size": 4, "num_workers": 0, "synthetic": {"n_images": 8, "size": 96}}
+            | data,
+            "optim": {"lr": 3.0e-3, "warmup_epochs": 0, "freeze_epochs": 0},
+            "epochs": 1,
+            "device": "cpu",
+        }
+    )
+    result = train(config, run_dir=run_dir)
+    assert result.best_checkpoint is not None
+    return config, result.best_checkpoint
+
+
 class SmallDisk:
     """A tmpfs of a few megabytes, mounted for one test: a real file system that really fills up."""
 

@@ -895,6 +895,24 @@ CASES = [
         ("threshold", "1.5", "0 < x < 1"),
     ),
     Case("cli-predict-device-tpu", predict_with_checkpoint("--device", "tpu"), ("--device", "'tpu'", "cuda:N")),
+    Case("cli-predict-overlap-1", predict_with_checkpoint("--overlap", "1"), ("overlap: 1.0", "0 <= x < 1")),
+    Case("cli-predict-overlap-negative", predict_with_checkpoint("--overlap", "-0.5"), ("overlap: -0.5", "0 <= x < 1")),
+    Case("cli-predict-overlap-nan", predict_with_checkpoint("--overlap", "nan"), ("overlap: nan", "0 <= x < 1")),
+    Case("cli-predict-overlap-not-a-number", predict_with_checkpoint("--overlap", "half"), ("--overlap", "number")),
+    Case(
+        "cli-predict-blend-unknown", predict_with_checkpoint("--blend", "median"), ("--blend", "'median'", "gaussian")
+    ),
+    Case(
+        # TRAINER resizes (data.image_size 64): a model without windows to overlap or blend.
+        "cli-predict-overlap-for-a-resizing-model",
+        predict_with_checkpoint("--overlap", "0.25"),
+        ("overlap: 0.25", "sliding window", "data.image_size 64"),
+    ),
+    Case(
+        "cli-predict-blend-for-a-resizing-model",
+        predict_with_checkpoint("--blend", "mean"),
+        ("blend: 'mean'", "sliding window", "data.image_size 64"),
+    ),
     Case(
         "cli-predict-missing-input",
         predict_with_checkpoint(missing_input=True),

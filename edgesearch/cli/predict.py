@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,13 @@ from edgesearch.cli.options import DeviceOption, PickOption, StorageOption
 __all__ = ["app"]
 
 app = typer.Typer()
+
+
+class Blend(str, Enum):
+    """How the sliding window weights overlapping windows (:data:`edgesearch.trainer.sliding.BLENDS`)."""
+
+    gaussian = "gaussian"
+    mean = "mean"
 
 
 @app.command("predict")
@@ -35,17 +43,39 @@ def predict_command(
     overlay: Annotated[
         bool, typer.Option("--overlay", help="Also write <stem>.overlay.png: the predicted edges over the image.")
     ] = False,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Average the predictions of the 4 flips of each input (4x the work).")
+    ] = False,
+    overlap: Annotated[
+        float | None,
+        typer.Option(
+            metavar="X", help="How much sliding windows overlap, 0 <= X < 1; default: the run's data.overlap."
+        ),
+    ] = None,
+    blend: Annotated[
+        Blend | None, typer.Option(help="How overlapping windows are weighted; default: gaussian.")
+    ] = None,
     storage: StorageOption = None,
     device: DeviceOption = "auto",
 ) -> None:
-    """Predict a mask for every INPUT image with a trained model, at the input's own size."""
+    """Predict a mask for every INPUT image with a trained model, at the input's own size.
+
+    A model trained on patches predicts each image whole by sliding window at the scale it trained
+    at; one trained on resized images (data.image_size) predicts at that size.
+    """
     with user_errors():
         from edgesearch.errors import ConfigError, UserError
         from edgesearch.trainer.device import device_problem
-        from edgesearch.trainer.predict import check_output_options, checkpoint_config, predict_files
+        from edgesearch.trainer.predict import (
+            check_inference_options,
+            check_output_options,
+            checkpoint_config,
+            predict_files,
+        )
 
         # The cheap checks first: a typo in an option is reported before a study or checkpoint is loaded.
         check_output_options(threshold=threshold, out_dir=out_dir)
+        check_inference_options(overlap=overlap)
         problem = device_problem(device)
         if problem is not None:
             raise ConfigError(f"--device: {problem}")
@@ -73,6 +103,9 @@ def predict_command(
             threshold=threshold,
             overlay=overlay,
             device=device,
+            overlap=overlap,
+            blend=blend.value if blend is not None else None,
+            tta=tta,
             on_image=lambda image, mask: out.print(f"{image} -> {mask}", markup=False),
         )
     out.print(f"wrote {len(written)} mask(s) to {out_dir}", markup=False)

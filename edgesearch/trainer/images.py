@@ -284,22 +284,29 @@ def resolve_mode(image: np.ndarray, mode: str) -> Literal["imagenet", "percentil
 
 def to_unit_range(image: np.ndarray, mode: str = "auto") -> np.ndarray:
     """float32 image in 0..1 (same shape) as ``data.normalize`` says; see the module docstring."""
+    # One float copy of the image, scaled in place: each further full-size array would add to the
+    # peak memory of predicting a large image whole.
+    data = image.astype(np.float32)
     if resolve_mode(image, mode) == "imagenet":
         if image.dtype == np.uint8:
-            return image.astype(np.float32) / 255.0
-        if image.dtype == np.uint16:
-            return image.astype(np.float32) / 65535.0
-        return np.clip(image.astype(np.float32), 0.0, 1.0)
-    data = image.astype(np.float32)
+            data /= 255.0
+        elif image.dtype == np.uint16:
+            data /= 65535.0
+        else:
+            np.clip(data, 0.0, 1.0, out=data)
+        return data
     finite = data[np.isfinite(data)]
     if finite.size == 0:
         return np.zeros_like(data)
     low, high = (float(v) for v in np.percentile(finite, PERCENTILES))
+    del finite
     if high <= low:
         return np.zeros_like(data)
-    scaled = (np.nan_to_num(data, nan=low, posinf=high, neginf=low) - low) / (high - low)
-    unit: np.ndarray = np.clip(scaled, 0.0, 1.0).astype(np.float32, copy=False)
-    return unit
+    np.nan_to_num(data, copy=False, nan=low, posinf=high, neginf=low)
+    data -= low
+    data /= high - low
+    np.clip(data, 0.0, 1.0, out=data)
+    return data
 
 
 def to_display(image: np.ndarray, mode: str = "auto") -> np.ndarray:

@@ -21,9 +21,10 @@ from edgesearch.trainer.config import TrainConfig
 from edgesearch.trainer.data import SegmentationDataset, build_datasets
 from edgesearch.trainer.device import resolve_device
 from edgesearch.trainer.images import to_display
+from edgesearch.trainer.inference import probability_maps
 from edgesearch.trainer.metrics import image_edge_correlations, iou
 from edgesearch.trainer.overlay import BOTH_EDGE_COLOUR, PRED_EDGE_COLOUR, TRUE_EDGE_COLOUR, edge_overlay
-from edgesearch.trainer.predict import load_model, probability_maps
+from edgesearch.trainer.predict import load_model
 from edgesearch.trainer.records import EpochRecord
 
 __all__ = ["draw_edge_overlay", "plot_curves", "write_edge_overlay"]
@@ -130,8 +131,9 @@ def draw_edge_overlay(
 
     ``image_ious`` (one per validation image, in order) ranks the images without predicting the
     whole split again: training passes the per-image IoU of its best epoch's validation
-    (:attr:`~edgesearch.trainer.epoch.EpochRunner.image_ious`, at ``data.image_size``). The
-    IoU shown is the one of the picture's own prediction, at the image's size.
+    (:attr:`~edgesearch.trainer.epoch.EpochRunner.image_ious`: at ``data.image_size``, or at the image's
+    own size for a model trained on patches). The IoU shown is the one of the picture's own prediction
+    (:func:`~edgesearch.trainer.inference.probability_maps`, by sliding window for patches), at the image's size.
     """
     _check_counts(n_good, n_bad)
     if image_ious is not None and len(image_ious) != len(val_ds):

@@ -1,10 +1,10 @@
 """Masks for new images from a trained model: ``best.pt`` + its TrainConfig in, 0/255 PNGs out.
 
-Prediction runs at the training resolution with the validation transform (resize to
-``data.image_size``, ImageNet normalisation), so a model sees new images exactly as it saw its
-validation images; the probability map is then resized back to each input's own size and
-thresholded. Everything that can be wrong with the inputs, the threshold or the output folder
-is found before the first file is written.
+A model sees new images exactly as it saw its validation images (:mod:`~edgesearch.trainer.inference`):
+a model trained on patches predicts each image whole at native resolution by sliding window, one
+that resizes (``data.image_size``) predicts at that size; either way the probability map has the
+input's own size and is thresholded there. Everything that can be wrong with the inputs, the options
+or the output folder is found before the first file is written.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -25,13 +24,21 @@ from edgesearch.files import atomic_write, check_new_or_empty
 from edgesearch.trainer import run_files
 from edgesearch.trainer.checkpoint import read_checkpoint
 from edgesearch.trainer.config import TrainConfig, load_train_config, validate_train_config
-from edgesearch.trainer.data import IMAGE_SUFFIXES, build_transforms
+from edgesearch.trainer.data import IMAGE_SUFFIXES
 from edgesearch.trainer.device import resolve_device
-from edgesearch.trainer.images import check_nan, read_image, to_display, to_unit_range
+from edgesearch.trainer.images import check_nan, read_image, to_display
+from edgesearch.trainer.inference import (
+    check_inference_options,
+    predict_probabilities,
+    prepare_image,
+    probability_maps,
+)
 from edgesearch.trainer.model import build_model
 from edgesearch.trainer.overlay import edge_overlay
+from edgesearch.trainer.sliding import Blend
 
 __all__ = [
+    "check_inference_options",
     "check_output_options",
     "checkpoint_config",
     "collect_inputs",
@@ -112,64 +119,34 @@ def _shape(value: Any) -> tuple[int, ...] | None:
     return tuple(value.shape) if isinstance(value, torch.Tensor) else None
 
 
-def predict_probabilities(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Foreground probabilities (N,1,H,W), float32 on the CPU, for a batch of normalised images.
-
-    The one place where a trained model is run outside training: masks for new images and
-    the edge overlay pictures both come from here.
-    """
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        logits = model(images.to(device))
-        return torch.sigmoid(logits.float()).cpu()
-
-
-def prepare_image(image: np.ndarray, config: TrainConfig) -> np.ndarray:
-    """An image as read (:func:`~edgesearch.trainer.images.read_image`) scaled to 0..1 as training scales it."""
-    return to_unit_range(_check_channels(image, config), config.data.normalize)
-
-
-def probability_maps(model: nn.Module, images: Sequence[np.ndarray], *, config: TrainConfig) -> list[np.ndarray]:
-    """One (H,W) float32 probability map per (H,W,C) image as read, each at its image's own size.
-
-    The images go through the validation transform as one batch; callers keep batches small.
-    """
-    if not images:
-        return []
-    transform = build_transforms(image_size=config.data.image_size, channels=config.model.in_channels, augment=False)
-    batch = torch.stack([transform(image=prepare_image(image, config))["image"] for image in images])
-    probs = predict_probabilities(model, batch)[:, 0].numpy()
-    maps = []
-    for prob, image in zip(probs, images, strict=True):
-        height, width = image.shape[:2]
-        if prob.shape != (height, width):
-            prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
-        maps.append(prob.astype(np.float32, copy=False))
-    return maps
-
-
-def _check_channels(image: np.ndarray, config: TrainConfig) -> np.ndarray:
-    if image.ndim == 2:
-        image = image[:, :, None]
-    channels = config.model.in_channels
-    if image.ndim != 3 or image.shape[2] != channels:
-        raise ValueError(f"image of shape {image.shape} does not have model.in_channels = {channels} channels")
-    return image
-
-
 def _check_threshold(threshold: float) -> None:
     if not 0.0 < threshold < 1.0:
         raise ConfigError(f"threshold: {threshold!r} is out of range; allowed: 0 < x < 1")
 
 
-def predict_image(model: nn.Module, image: np.ndarray, *, config: TrainConfig, threshold: float = 0.5) -> np.ndarray:
+def predict_image(
+    model: nn.Module,
+    image: np.ndarray,
+    *,
+    config: TrainConfig,
+    threshold: float = 0.5,
+    overlap: float | None = None,
+    blend: Blend | None = None,
+    tta: bool = False,
+) -> np.ndarray:
     """The (H,W) uint8 0/1 mask of an (H,W,C) image as read: probability ``>= threshold`` is foreground.
 
     ``>=`` as in the validation metrics, so a threshold of 0.5 gives the masks ``val_iou`` scored.
+    ``overlap``, ``blend`` and ``tta`` as in :func:`~edgesearch.trainer.inference.probability_maps`.
     """
     _check_threshold(threshold)
-    (prob,) = probability_maps(model, [image], config=config)
-    return (prob >= threshold).astype(np.uint8)
+    (prob,) = probability_maps(model, [image], config=config, overlap=overlap, blend=blend, tta=tta)
+    return _mask(prob, threshold)
+
+
+def _mask(prob: np.ndarray, threshold: float) -> np.ndarray:
+    # The comparison's bools as 0/1 bytes: a view, no second full-size array.
+    return (prob >= threshold).view(np.uint8)
 
 
 def collect_inputs(inputs: Sequence[Path]) -> list[Path]:
@@ -248,18 +225,24 @@ def predict_files(
     threshold: float = 0.5,
     overlay: bool = False,
     device: str = "auto",
+    overlap: float | None = None,
+    blend: Blend | None = None,
+    tta: bool = False,
     on_image: Callable[[Path, Path], None] | None = None,
 ) -> list[Path]:
     """Write ``<out_dir>/<stem>.png`` (0/255, the input's size) for every input image; return their paths.
 
     ``inputs`` are image files or folders of them. With ``overlay`` each input also gets
     ``<stem>.overlay.png``: the predicted mask's edge band drawn over the image. Inputs are
-    read as training reads them (at full depth; grey and RGBA files get the model's channels). ``on_image`` is
+    read as training reads them (at full depth; grey and RGBA files get the model's channels).
+    ``overlap``, ``blend`` and ``tta`` as in :func:`~edgesearch.trainer.inference.probability_maps`
+    (a model trained on patches predicts one whole image at a time). ``on_image`` is
     called with (input, mask path) after each mask is written. Bad inputs, a threshold outside
-    (0, 1), an out_dir that is not new or empty, and a checkpoint that does not fit the config
-    raise a :class:`~edgesearch.errors.UserError` before anything is written.
+    (0, 1), bad or misplaced window options, an out_dir that is not new or empty, and a checkpoint
+    that does not fit the config raise a :class:`~edgesearch.errors.UserError` before anything is written.
     """
     check_output_options(threshold=threshold, out_dir=out_dir)
+    check_inference_options(overlap=overlap, blend=blend, config=config)
     files = collect_inputs(inputs)
     outputs = _output_paths(files, out_dir, overlay=overlay)
     channels = config.model.in_channels
@@ -276,20 +259,40 @@ def predict_files(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    batch_size = config.data.batch_size
-    for start in range(0, len(files), batch_size):
-        chunk = files[start : start + batch_size]
-        images = [_read(file, channels) for file in chunk]
-        probs = probability_maps(model, images, config=config)
-        for file, image, prob, (mask_path, overlay_path) in zip(
-            chunk, images, probs, outputs[start : start + batch_size], strict=True
-        ):
-            mask = (prob >= threshold).astype(np.uint8)
-            _save_png(mask * 255, mask_path)
-            if overlay_path is not None:
-                picture = to_display(image, config.data.normalize)
-                _save_png(edge_overlay(picture, np.zeros_like(mask), mask, width=config.loss.edge_width), overlay_path)
-            written.append(mask_path)
-            if on_image is not None:
-                on_image(file, mask_path)
+    # A resizing model takes a batch of images in one pass; one trained on patches takes one whole
+    # image at a time (a batch of its windows), so that a single decoded image is held at once.
+    step = config.data.batch_size if config.data.resize else 1
+    for start in range(0, len(files), step):
+        chunk = list(zip(files[start : start + step], outputs[start : start + step], strict=True))
+        written += _write_chunk(
+            model, chunk, config=config, threshold=threshold, overlap=overlap, blend=blend, tta=tta, on_image=on_image
+        )
     return written
+
+
+def _write_chunk(
+    model: nn.Module,
+    chunk: Sequence[tuple[Path, tuple[Path, Path | None]]],
+    *,
+    config: TrainConfig,
+    threshold: float,
+    overlap: float | None,
+    blend: Blend | None,
+    tta: bool,
+    on_image: Callable[[Path, Path], None] | None,
+) -> list[Path]:
+    """Predict and write the masks (and overlays) of ``chunk``'s (input, (mask, overlay)) files; the masks'
+    paths back. A function of its own so that its images and maps are freed before the next chunk's."""
+    images = [_read(file, config.model.in_channels) for file, _ in chunk]
+    probs = probability_maps(model, images, config=config, overlap=overlap, blend=blend, tta=tta)
+    done: list[Path] = []
+    for (file, (mask_path, overlay_path)), image, prob in zip(chunk, images, probs, strict=True):
+        mask = _mask(prob, threshold)
+        _save_png(mask * 255, mask_path)
+        if overlay_path is not None:
+            picture = to_display(image, config.data.normalize)
+            _save_png(edge_overlay(picture, np.zeros_like(mask), mask, width=config.loss.edge_width), overlay_path)
+        done.append(mask_path)
+        if on_image is not None:
+            on_image(file, mask_path)
+    return done

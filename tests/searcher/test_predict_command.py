@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 from typer.testing import CliRunner, Result
@@ -17,7 +21,9 @@ from edgesearch.searcher.config import StudyConfig
 from edgesearch.searcher.study import create_study, load_study
 from edgesearch.searcher.worker import run_worker
 from edgesearch.trainer import TrainConfig
-from edgesearch.trainer.data import build_datasets
+from edgesearch.trainer.data import build_datasets, synthetic_sample
+from edgesearch.trainer.predict import load_model
+from edgesearch.trainer.sliding import Blend, sliding_window_probabilities
 
 pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
 
@@ -169,3 +175,135 @@ def test_a_missing_input_exits_2_with_one_line_and_writes_nothing(trained: Train
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [f"error: {missing}: no such file or folder"]
     assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------- a study of models trained on patches
+
+PATCH_STUDY: dict[str, Any] = {
+    "name": "predict-patches",
+    "n_trials": 1,
+    "sampler": {"kind": "random", "seed": 0},
+    "pruner": {"kind": "none"},
+    "trainer": {
+        # The base config's window is the default 256 px at scale 1; the trial trains with its own.
+        "model": {"arch": "fpn", "encoder": "resnet18", "encoder_weights": None},
+        "data": {"batch_size": 4, "num_workers": 0, "synthetic": {"n_images": 10, "size": 96}},
+        "optim": {"lr": 3.0e-3, "warmup_epochs": 0, "freeze_epochs": 0},
+        "epochs": 2,
+        "device": "cpu",
+    },
+    "space": {"data.patch_size": {"choices": [64]}, "data.scale": {"choices": [0.5]}},
+}
+
+
+@dataclass(frozen=True)
+class PatchStudy:
+    url: str
+    config: TrainConfig
+    checkpoint: Path
+    images: list[Path]
+
+
+@pytest.fixture(scope="module")
+def patch_study(tmp_path_factory: pytest.TempPathFactory) -> PatchStudy:
+    """One trial trained on 64 px patches at scale 0.5 by a real worker, and inputs of awkward sizes."""
+    root = tmp_path_factory.mktemp("patch_study")
+    url = f"sqlite:///{root}/study.db"
+    create_study(StudyConfig.from_dict(PATCH_STUDY, source="test"), url)
+    run_worker(PATCH_STUDY["name"], url, runs_dir=root / "runs")
+    study, _ = load_study(PATCH_STUDY["name"], url)
+    best = study.best_trial
+    config = TrainConfig.model_validate(best.user_attrs["config"])
+    (root / "in").mkdir()
+    images = []
+    for index, (height, width) in enumerate([(96, 96), (50, 77), (1, 1), (131, 250)]):
+        image, _ = synthetic_sample(index, size=256, seed=7)
+        path = root / "in" / f"in{index}.png"
+        Image.fromarray(np.ascontiguousarray(image[:height, :width])).save(path)
+        images.append(path)
+    return PatchStudy(url, config, Path(best.user_attrs["best_checkpoint"]), images)
+
+
+def _edgesearch(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """The real command, in a process of its own."""
+    command = [sys.executable, "-m", "edgesearch", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def _by_hand(
+    model: torch.nn.Module,
+    path: Path,
+    *,
+    window: int,
+    scale: float,
+    overlap: float = 0.5,
+    blend: Blend = "gaussian",
+    tta: bool = False,
+) -> np.ndarray:
+    """The probability map of an 8-bit RGB file, step by step: 0..1, resampled by ``scale`` (area), ImageNet
+    normalisation, the sliding window, resampled back (bilinear) to the file's size."""
+    image = np.asarray(Image.open(path).convert("RGB"))
+    height, width = image.shape[:2]
+    unit = image.astype(np.float32) / 255.0
+    if scale != 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        unit = cv2.resize(unit, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], 3)
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    x = torch.from_numpy(np.ascontiguousarray(((unit - mean) / std).transpose(2, 0, 1)))
+    prob = sliding_window_probabilities(model, x, window=window, overlap=overlap, blend=blend, tta=tta).numpy()
+    return cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR) if prob.shape != (height, width) else prob
+
+
+def _assert_steady_masks_equal(written: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> None:
+    """The written 0/255 mask is ``prob >= threshold`` except within 0.1% of the threshold, where a sum added
+    up in another order (a convolution's) may land on either side."""
+    assert written.shape == prob.shape
+    steady = np.abs(prob - threshold) > 1e-3 * threshold
+    assert steady.mean() > 0.99
+    np.testing.assert_array_equal(written[steady] > 0, (prob >= threshold)[steady])
+
+
+def test_a_trial_predicts_with_the_patch_size_and_scale_it_trained_with(
+    patch_study: PatchStudy, tmp_path: Path
+) -> None:
+    assert (patch_study.config.data.window, patch_study.config.data.scale) == (64, 0.5)  # the trial's, not the base's
+    model = load_model(patch_study.config, patch_study.checkpoint, device=torch.device("cpu"))
+    trial = {path: _by_hand(model, path, window=64, scale=0.5) for path in patch_study.images}
+    base = {path: _by_hand(model, path, window=256, scale=1.0) for path in patch_study.images}
+    # A threshold with a tenth of one map's pixels above it (a model of 2 epochs is seldom sure of 0.5).
+    threshold = float(np.quantile(trial[patch_study.images[-1]], 0.9))
+    out_dir = tmp_path / "masks"
+
+    study = ("--study", PATCH_STUDY["name"], "--storage", patch_study.url)
+    done = _edgesearch("predict", *study, "--out", out_dir, "--threshold", str(threshold), *patch_study.images)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    differs = 0
+    for path in patch_study.images:
+        written = np.asarray(Image.open(out_dir / f"{path.stem}.png"))
+        assert set(np.unique(written)) <= {0, 255}
+        _assert_steady_masks_equal(written, trial[path], threshold)
+        differs += int(np.count_nonzero((base[path] >= threshold) != (trial[path] >= threshold)))
+    assert differs > 100  # the base config's window and scale would have given other masks
+
+
+def test_tta_overlap_and_blend_on_the_command_line(patch_study: PatchStudy, tmp_path: Path) -> None:
+    model = load_model(patch_study.config, patch_study.checkpoint, device=torch.device("cpu"))
+    images = patch_study.images[1:]
+    plain = {path: _by_hand(model, path, window=64, scale=0.5) for path in images}
+    tuned = {path: _by_hand(model, path, window=64, scale=0.5, overlap=0.25, blend="mean", tta=True) for path in images}
+    # A threshold where a tenth of one map's pixels lie above it, so that options that changed
+    # nothing, or changed the wrong thing, show as mask pixels (a model of 2 epochs is seldom sure).
+    threshold = float(np.quantile(tuned[images[-1]], 0.9))
+
+    options = ("--tta", "--overlap", "0.25", "--blend", "mean", "--threshold", str(threshold))
+    done = _edgesearch("predict", "--checkpoint", patch_study.checkpoint, "--out", tmp_path / "o", *options, *images)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    differs = 0
+    for path in images:
+        written = np.asarray(Image.open(tmp_path / "o" / f"{path.stem}.png"))
+        _assert_steady_masks_equal(written, tuned[path], threshold)
+        differs += int(np.count_nonzero((plain[path] >= threshold) != (tuned[path] >= threshold)))
+    assert differs > 0

@@ -10,11 +10,12 @@ import torch
 from PIL import Image
 
 from edgesearch.trainer import TrainConfig
-from edgesearch.trainer.data import build_datasets
+from edgesearch.trainer.data import IMAGENET_MEAN, IMAGENET_STD, build_datasets, synthetic_sample
 from edgesearch.trainer.model import build_model
 from edgesearch.trainer.overlay import BOTH_EDGE_COLOUR, PRED_EDGE_COLOUR, TRUE_EDGE_COLOUR, edge_overlay
 from edgesearch.trainer.plots import write_edge_overlay
-from tests.helpers import train_tiny_run
+from edgesearch.trainer.sliding import sliding_window_probabilities
+from tests.helpers import train_patch_run, train_tiny_run
 
 pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
 
@@ -176,3 +177,60 @@ def test_a_training_run_draws_its_edge_overlay_from_its_best_weights(
     with Image.open(tmp_path / "edges.png") as png:
         from_file = np.asarray(png.convert("RGB"))
     np.testing.assert_array_equal(from_run, from_file)
+
+
+# --------------------------------------------------------------------------- a model trained on patches
+
+
+@pytest.fixture(scope="module")
+def patch_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, Path]:
+    """An FPN (it refuses sides 32 does not divide) trained on patches of non-square images of odd sizes."""
+    root = tmp_path_factory.mktemp("data")
+    for split, count in (("train", 4), ("val", 3)):
+        for folder in ("images", "masks"):
+            (root / split / folder).mkdir(parents=True)
+        for i in range(count):
+            image, mask = synthetic_sample(i + 10 * (split == "val"), size=100, seed=1)
+            height = 67 + 9 * i  # 67, 76, 85 rows of 100 columns
+            Image.fromarray(image[:height]).save(root / split / "images" / f"{i}.png")
+            Image.fromarray(mask[:height] * 255).save(root / split / "masks" / f"{i}.png")
+    config, checkpoint = train_patch_run(tmp_path_factory.mktemp("run"), root=str(root))
+    return config, checkpoint
+
+
+def _sliding_ious(config: TrainConfig, checkpoint: Path) -> list[float]:
+    """Per-image IoU of the validation images predicted whole by the sliding window, written out here."""
+    _, val_ds = build_datasets(config.data, channels=3, seed=config.seed)
+    model = build_model(config.model)
+    model.load_state_dict(torch.load(checkpoint, weights_only=True))
+    ious = []
+    for i in range(len(val_ds)):
+        image, mask = val_ds.raw(i)
+        unit = (image.astype(np.float32) / 255.0 - np.array(IMAGENET_MEAN, np.float32)) / np.array(
+            IMAGENET_STD, np.float32
+        )
+        x = torch.from_numpy(np.ascontiguousarray(unit.transpose(2, 0, 1)))
+        pred = sliding_window_probabilities(model, x, window=64, overlap=0.5).numpy() >= 0.5
+        union = np.count_nonzero(pred | (mask > 0))
+        ious.append(1.0 if union == 0 else np.count_nonzero(pred & (mask > 0)) / union)
+    return ious
+
+
+def test_a_run_on_patches_draws_the_edge_overlay_of_its_non_square_validation_images(
+    patch_run: tuple[TrainConfig, Path], tmp_path: Path
+) -> None:
+    config, checkpoint = patch_run
+    drawn = checkpoint.parent / "edges.png"
+    assert drawn.is_file()  # the run drew it: its model saw each image by sliding window, not whole
+    with Image.open(drawn) as png:
+        assert png.size == (600, 700)  # 2 panels wide (6 in), a good and a bad row (7 in), at 100 dpi
+        from_run = np.asarray(png.convert("RGB"))
+
+    ranking = write_edge_overlay(config, checkpoint, tmp_path / "edges.png", n_good=2, n_bad=1)
+
+    reference = _sliding_ious(config, checkpoint)
+    assert [iou for _, iou in ranking["good"] + ranking["bad"]] == pytest.approx(sorted(reference, reverse=True))
+    for index, iou in ranking["good"] + ranking["bad"]:
+        assert reference[index] == pytest.approx(iou)
+    with Image.open(tmp_path / "edges.png") as png:
+        np.testing.assert_array_equal(np.asarray(png.convert("RGB")), from_run)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,8 +19,9 @@ from edgesearch.trainer import TrainConfig
 from edgesearch.trainer.data import build_transforms, synthetic_sample
 from edgesearch.trainer.images import read_image
 from edgesearch.trainer.overlay import edge_overlay
-from edgesearch.trainer.predict import load_model, predict_files, predict_image
-from tests.helpers import train_tiny_run
+from edgesearch.trainer.predict import load_model, predict_files, predict_image, probability_maps
+from edgesearch.trainer.sliding import sliding_window_probabilities
+from tests.helpers import train_patch_run, train_tiny_run
 
 pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
 
@@ -262,3 +265,250 @@ def test_a_checkpoint_that_cannot_be_used_is_one_line_naming_the_file(
     with pytest.raises(ConfigError):
         predict_files(config, path, [good], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- native resolution (patch mode)
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+STEADY = 1e-4
+"""Pixels whose probability lies this close to the threshold may land on either side of it in a
+computation that adds up in another order; masks are compared everywhere else."""
+
+
+@pytest.fixture(scope="module")
+def patch_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, Path]:
+    """An FPN (which refuses sides 32 does not divide) trained on 64 px patches of 96 px images."""
+    return train_patch_run(tmp_path_factory.mktemp("patch_run"))
+
+
+@pytest.fixture(scope="module")
+def grey_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, Path]:
+    """The same with one input channel."""
+    return train_patch_run(tmp_path_factory.mktemp("grey_run"), channels=1)
+
+
+def _with_data(config: TrainConfig, **data: object) -> TrainConfig:
+    """``config`` with some ``data`` fields replaced, validated again."""
+    raw = config.model_dump(mode="json")
+    return TrainConfig.model_validate({**raw, "data": {**raw["data"], **data}})
+
+
+def _tiled(height: int, width: int, channels: int = 3) -> np.ndarray:
+    """An 8-bit image of any size: a 128 px synthetic sample repeated (a 3000 px sample would take a GB)."""
+    tile = _rgb(128, 128)
+    rows, cols = -(-height // 128), -(-width // 128)
+    image = np.tile(tile, (rows, cols, 1))[:height, :width]
+    return np.ascontiguousarray(image if channels == 3 else image[:, :, :channels])
+
+
+def _normalised(unit: np.ndarray) -> torch.Tensor:
+    """(H, W, C) 0..1 -> (1, C, H, W), contiguous, less ImageNet's mean over its std (their averages
+    for other channel counts than 3)."""
+    channels = unit.shape[2]
+    mean = IMAGENET_MEAN if channels == 3 else np.full(channels, IMAGENET_MEAN.mean(), np.float32)
+    std = IMAGENET_STD if channels == 3 else np.full(channels, IMAGENET_STD.mean(), np.float32)
+    return torch.from_numpy(np.ascontiguousarray(((unit - mean) / std).transpose(2, 0, 1)))[None]
+
+
+def _forward(model: torch.nn.Module, unit: np.ndarray) -> np.ndarray:
+    """sigmoid(model(x)) of one (H, W, C) 0..1 image in a single forward pass: (H, W)."""
+    with torch.inference_mode():
+        return torch.sigmoid(model(_normalised(unit)))[0, 0].numpy()
+
+
+def _assert_masks_equal(mask: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> None:
+    """``mask`` is ``prob >= threshold`` wherever ``prob`` is not within :data:`STEADY` of the threshold."""
+    steady = np.abs(prob - threshold) > STEADY
+    assert steady.mean() > 0.99
+    np.testing.assert_array_equal(mask[steady], (prob >= threshold)[steady])
+
+
+SHAPES = [(1, 1), (1, 700), (700, 1), (50, 70), (64, 64), (97, 33), (257, 1031), (3000, 200)]
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_patch_mode_masks_have_each_inputs_shape_whatever_its_size(
+    patch_run: tuple[TrainConfig, Path], tmp_path: Path, scale: float
+) -> None:
+    config, checkpoint = patch_run
+    config = _with_data(config, scale=scale)
+    inputs = [_save(_tiled(h, w), tmp_path / "in" / f"rgb_{h}x{w}.png") for h, w in SHAPES]
+    inputs.append(_save(_tiled(45, 33)[:, :, 0], tmp_path / "in" / "grey_45x33.png"))
+    deep = tmp_path / "in" / "deep_61x83.tif"
+    tifffile.imwrite(deep, _tiled(61, 83)[:, :, 0].astype(np.uint16) * 257)
+    inputs.append(deep)
+    rgb_deep = tmp_path / "in" / "deep_rgb_39x71.tif"
+    tifffile.imwrite(rgb_deep, _tiled(39, 71).astype(np.uint16) * 257, photometric="rgb")
+    inputs.append(rgb_deep)
+
+    written = predict_files(config, checkpoint, inputs, tmp_path / "out", device="cpu")
+
+    assert len(written) == len(inputs)
+    for source, mask_path in zip(inputs, written, strict=True):
+        height, width = (int(side) for side in source.stem.rsplit("_", 1)[1].split("x"))
+        mask = np.asarray(Image.open(mask_path))
+        assert mask.shape == (height, width), source
+        assert set(np.unique(mask)) <= {0, 255}
+
+
+def test_a_one_channel_model_predicts_grey_and_16_bit_inputs_at_their_shape(
+    grey_run: tuple[TrainConfig, Path], tmp_path: Path
+) -> None:
+    config, checkpoint = grey_run
+    inputs = [_save(_tiled(h, w)[:, :, 0], tmp_path / "in" / f"grey_{h}x{w}.png") for h, w in [(1, 1), (50, 70)]]
+    deep = tmp_path / "in" / "deep_130x67.tif"
+    tifffile.imwrite(deep, _tiled(130, 67)[:, :, 0].astype(np.uint16) * 257)
+    inputs.append(deep)
+    written = predict_files(config, checkpoint, inputs, tmp_path / "out", device="cpu")
+    for source, mask_path in zip(inputs, written, strict=True):
+        height, width = (int(side) for side in source.stem.rsplit("_", 1)[1].split("x"))
+        assert np.asarray(Image.open(mask_path)).shape == (height, width), source
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_an_image_of_one_window_at_scale_1_gets_the_models_single_forward_pass(
+    patch_run: tuple[TrainConfig, Path], grey_run: tuple[TrainConfig, Path], channels: int
+) -> None:
+    config, checkpoint = patch_run if channels == 3 else grey_run
+    model = load_model(config, checkpoint, device=CPU)
+    image = _tiled(64, 64, channels)  # exactly one 64 px window
+    reference = _forward(model, image.astype(np.float32) / 255.0)
+    assert reference.std() > 0.01  # a map that varies, so that equal maps mean something
+
+    (prob,) = probability_maps(model, [image], config=config)
+
+    assert prob.shape == (64, 64) and prob.dtype == np.float32
+    np.testing.assert_allclose(prob, reference, rtol=0, atol=1e-5)
+    _assert_masks_equal(predict_image(model, image, config=config), reference)
+
+
+def test_at_scale_one_half_the_map_is_the_half_size_sliding_window_map_resized_back(
+    patch_run: tuple[TrainConfig, Path],
+) -> None:
+    config, checkpoint = patch_run
+    model = load_model(config, checkpoint, device=CPU)
+    image = _tiled(180, 260)
+    half = cv2.resize(image.astype(np.float32) / 255.0, (130, 90), interpolation=cv2.INTER_AREA)
+    small = sliding_window_probabilities(model, _normalised(half)[0], window=64, overlap=0.5).numpy()
+    reference = cv2.resize(small, (260, 180), interpolation=cv2.INTER_LINEAR)
+
+    (prob,) = probability_maps(model, [image], config=_with_data(config, scale=0.5))
+
+    assert prob.shape == (180, 260)
+    np.testing.assert_allclose(prob, reference, rtol=0, atol=1e-5)
+    # Not what scale 1 gives, so the comparison tells the two apart.
+    (native,) = probability_maps(model, [image], config=config)
+    assert np.abs(native - reference).max() > 0.01
+
+
+def _flip_mean(single: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
+    """The mean over the four flips F of an (H, W, C) ``x`` of F(single(F(x))), written out."""
+    return (single(x) + single(x[::-1])[::-1] + single(x[:, ::-1])[:, ::-1] + single(x[::-1, ::-1])[::-1, ::-1]) / 4
+
+
+def test_tta_is_the_mean_of_the_four_flipped_passes_on_one_window(patch_run: tuple[TrainConfig, Path]) -> None:
+    config, checkpoint = patch_run
+    model = load_model(config, checkpoint, device=CPU)
+    image = _tiled(64, 64)
+    unit = image.astype(np.float32) / 255.0
+    reference = _flip_mean(lambda x: _forward(model, np.ascontiguousarray(x)), unit)
+    assert np.abs(reference - _forward(model, unit)).max() > 1e-3  # the flips change the map
+
+    (prob,) = probability_maps(model, [image], config=config, tta=True)
+
+    np.testing.assert_allclose(prob, reference, rtol=0, atol=1e-5)
+    _assert_masks_equal(predict_image(model, image, config=config, tta=True), reference)
+
+
+def test_tta_in_resize_mode_averages_the_flipped_passes_at_the_training_size(run: tuple[TrainConfig, Path]) -> None:
+    config, checkpoint = run
+    model = load_model(config, checkpoint, device=CPU)
+    image = _rgb(50, 70)
+    transform = build_transforms(image_size=64, channels=3, augment=False)
+    resized = transform(image=image.astype(np.float32) / 255.0)["image"].numpy().transpose(1, 2, 0)
+
+    def single(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            batch = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+            return torch.sigmoid(model(batch))[0, 0].numpy()
+
+    small = _flip_mean(single, resized)
+    reference = cv2.resize(small, (70, 50), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(small - single(resized)).max() > 1e-3
+
+    (prob,) = probability_maps(model, [image], config=config, tta=True)
+
+    assert prob.shape == (50, 70)
+    np.testing.assert_allclose(prob, reference, rtol=0, atol=1e-5)
+
+
+def test_overlap_and_blend_are_those_of_the_sliding_window(patch_run: tuple[TrainConfig, Path]) -> None:
+    config, checkpoint = patch_run
+    model = load_model(config, checkpoint, device=CPU)
+    image = _tiled(100, 150)
+    x = _normalised(image.astype(np.float32) / 255.0)[0]
+    maps = {}
+    for overlap, blend in [(0.5, "gaussian"), (0.25, "mean"), (0.0, "gaussian"), (0.75, "mean")]:
+        reference = sliding_window_probabilities(model, x, window=64, overlap=overlap, blend=blend).numpy()
+        (prob,) = probability_maps(model, [image], config=config, overlap=overlap, blend=blend)  # type: ignore[arg-type]
+        np.testing.assert_allclose(prob, reference, rtol=0, atol=1e-5)
+        maps[overlap, blend] = reference
+    assert np.abs(maps[0.25, "mean"] - maps[0.5, "gaussian"]).max() > 1e-3
+    # By default: the run's data.overlap, blended by the Gaussian.
+    (default,) = probability_maps(model, [image], config=config)
+    np.testing.assert_allclose(default, maps[0.5, "gaussian"], rtol=0, atol=1e-5)
+    (quarter,) = probability_maps(model, [image], config=_with_data(config, overlap=0.0))
+    np.testing.assert_allclose(quarter, maps[0.0, "gaussian"], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"overlap": 1.0}, "overlap: 1.0"),
+        ({"overlap": -0.1}, "overlap: -0.1"),
+        ({"overlap": float("nan")}, "overlap: nan"),
+        ({"blend": "median"}, "blend: 'median'"),
+    ],
+    ids=["overlap-1", "overlap-negative", "overlap-nan", "blend-median"],
+)
+def test_bad_sliding_window_options_are_refused_before_anything_is_written(
+    patch_run: tuple[TrainConfig, Path], tmp_path: Path, options: dict[str, object], named: str
+) -> None:
+    config, checkpoint = patch_run
+    image = _save(_rgb(32, 32), tmp_path / "a.png")
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        predict_files(config, checkpoint, [image], tmp_path / "out", **options)  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists()
+    model = load_model(config, checkpoint, device=CPU)
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        predict_image(model, _rgb(32, 32), config=config, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("options", [{"overlap": 0.25}, {"blend": "mean"}], ids=["overlap", "blend"])
+def test_window_options_are_refused_for_a_model_that_resizes(
+    run: tuple[TrainConfig, Path], tmp_path: Path, options: dict[str, object]
+) -> None:
+    config, checkpoint = run
+    image = _save(_rgb(32, 32), tmp_path / "a.png")
+    with pytest.raises(ConfigError, match=r"data\.image_size"):
+        predict_files(config, checkpoint, [image], tmp_path / "out", **options)  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_whole_image_is_held_as_floats_once_while_it_is_predicted(patch_run: tuple[TrainConfig, Path]) -> None:
+    # tracemalloc sees numpy's arrays (not torch's own tensors): the 0..1 float copy of the image,
+    # normalised in place and read by the sliding window as a view, is the one full-size float array.
+    config, checkpoint = patch_run
+    model = load_model(config, checkpoint, device=CPU)
+    image = _tiled(512, 1024)
+    floats = image.size * 4  # bytes of one float32 copy: 6 MiB
+    probability_maps(model, [image[:64, :64]], config=config, overlap=0.0)  # first-call set-up out of the way
+    tracemalloc.start()
+    try:
+        (prob,) = probability_maps(model, [image], config=config, overlap=0.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert prob.shape == (512, 1024)
+    assert floats < peak < 1.25 * floats
