@@ -261,9 +261,13 @@ def normalization(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return (float(np.mean(IMAGENET_MEAN)),) * channels, (float(np.mean(IMAGENET_STD)),) * channels
 
 
-def build_transforms(*, image_size: int | None, channels: int, augment: bool) -> A.Compose:
+def build_transforms(
+    *, image_size: int | None, channels: int, augment: bool, mask_channels_first: bool = False
+) -> A.Compose:
     """Joint image+mask pipeline for a float32 0..1 image (:func:`to_unit_range`): resize (unless
-    ``image_size`` is None), (flips, rotations and brightness), ImageNet mean and standard deviation."""
+    ``image_size`` is None), (flips, rotations and brightness), ImageNet mean and standard deviation.
+
+    ``mask_channels_first``: an (H, W, K) mask (a patch's targets) comes out (K, H, W)."""
     mean, std = normalization(channels)
     steps: list[Any] = [] if image_size is None else [A.Resize(image_size, image_size)]
     if augment:
@@ -273,7 +277,7 @@ def build_transforms(*, image_size: int | None, channels: int, augment: bool) ->
             A.RandomRotate90(p=0.5),
             A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.3),
         ]
-    steps += [A.Normalize(mean=mean, std=std, max_pixel_value=1.0), ToTensorV2()]
+    steps += [A.Normalize(mean=mean, std=std, max_pixel_value=1.0), ToTensorV2(transpose_mask=mask_channels_first)]
     return A.Compose(steps)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from edgesearch.trainer.config import DataConfig
-from edgesearch.trainer.data import SegmentationDataset, normalization
+from edgesearch.trainer.data import SegmentationDataset, build_transforms, normalization
 from edgesearch.trainer.images import to_unit_range
 from edgesearch.trainer.patches import (
     EpochSampler,
@@ -23,7 +23,6 @@ from edgesearch.trainer.patches import (
     as_tensor,
     patch_plan,
     patch_targets,
-    patch_transform,
     patches_per_epoch,
     rescale,
 )
@@ -40,8 +39,10 @@ class PatchDataset(SegmentationDataset):
     """
 
     def __init__(self, source: SegmentationDataset, cfg: DataConfig, *, channels: int, edge_width: int) -> None:
-        mean, std = normalization(channels)
-        super().__init__(patch_transform(channels=channels, augment=cfg.augment, mean=mean, std=std))
+        super().__init__(
+            build_transforms(image_size=None, channels=channels, augment=cfg.augment, mask_channels_first=True)
+        )
+        mean, _ = normalization(channels)
         self.base = source
         self.patch = cfg.window
         self.edge_width = edge_width

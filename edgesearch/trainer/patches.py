@@ -32,13 +32,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
-import albumentations as A
 import cv2
 import numpy as np
 import torch
-from albumentations.pytorch import ToTensorV2
 from torch.utils.data import Sampler
 
 from edgesearch.trainer.images import to_unit_range
@@ -51,7 +48,6 @@ __all__ = [
     "pad_to",
     "patch_plan",
     "patch_targets",
-    "patch_transform",
     "patch_weights",
     "patches_per_epoch",
     "rescale",
@@ -258,21 +254,6 @@ class PatchSource:
             self._scan()
         assert self._foreground is not None
         return self._foreground
-
-
-def patch_transform(*, channels: int, augment: bool, mean: Sequence[float], std: Sequence[float]) -> A.Compose:
-    """The CPU path's pipeline for a patch and its 3 target channels: the augmentation of
-    ``build_transforms`` without its resize, then normalisation; the targets come out (3, P, P)."""
-    steps: list[Any] = []
-    if augment:
-        steps += [
-            A.HorizontalFlip(p=0.5),
-            A.VerticalFlip(p=0.5),
-            A.RandomRotate90(p=0.5),
-            A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.3),
-        ]
-    steps += [A.Normalize(mean=mean, std=std, max_pixel_value=1.0), ToTensorV2(transpose_mask=True)]
-    return A.Compose(steps)
 
 
 def as_tensor(array: np.ndarray) -> torch.Tensor:
