@@ -5,6 +5,11 @@ normalises the tiles (per image, 1st and 99.8th percentiles to 0..1, as microsco
 random flips and quarter turns augment them, ``smp.Unet`` learns with ``BCEWithLogitsLoss`` and
 Adam at a fixed learning rate, and every epoch the IoU over all validation pixels (threshold 0.5)
 is recorded. ``otsu_iou`` is the classical baseline: Otsu's threshold per validation tile (OpenCV).
+
+``bare_train_patches`` is the same loop on whole images of any size: each epoch a given number of
+random square patches (the image drawn in proportion to its area, the corner uniform, images
+smaller than a patch padded with 0), and validation on each whole image by MONAI's
+``sliding_window_inference`` (overlap 0.5, a sigmoid per window).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BareResult", "bare_train", "load_split", "otsu_iou"]
+__all__ = ["BareResult", "bare_train", "bare_train_patches", "load_images", "load_split", "otsu_iou"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,92 @@ def bare_train(
         with torch.inference_mode():
             pred = (model(val_x) >= 0).numpy()
         history.append(float((pred & val_y).sum() / max((pred | val_y).sum(), 1)))
+        if save_to is not None and history[-1] == max(history):
+            torch.save(model.state_dict(), save_to)
+    return BareResult(max(history), history)
+
+
+def load_images(root: Path, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image float32 (1,H,W) in 0..1, mask float32 (1,H,W) 0/1) of each file of ``root/split``, native size."""
+    names = sorted(p.name for p in (root / split / "images").iterdir())
+    return [
+        (
+            _unit(_read(root / split / "images" / n))[None],
+            (_read(root / split / "masks" / n) > 0).astype(np.float32)[None],
+        )
+        for n in names
+    ]
+
+
+def _padded(array: np.ndarray, patch: int) -> np.ndarray:
+    height, width = array.shape[-2:]
+    return np.pad(array, ((0, 0), (0, max(patch - height, 0)), (0, max(patch - width, 0))))
+
+
+def _patches(
+    images: list[tuple[np.ndarray, np.ndarray]], n: int, patch: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random (image, mask) patches of side ``patch``: (n,1,patch,patch) each."""
+    areas = np.array([image.shape[-2] * image.shape[-1] for image, _ in images], dtype=np.float64)
+    out_i, out_m = [], []
+    for i in rng.choice(len(images), size=n, p=areas / areas.sum()):
+        image, mask = images[i]
+        top = int(rng.integers(image.shape[-2] - patch + 1))
+        left = int(rng.integers(image.shape[-1] - patch + 1))
+        out_i.append(image[:, top : top + patch, left : left + patch])
+        out_m.append(mask[:, top : top + patch, left : left + patch])
+    return np.stack(out_i), np.stack(out_m)
+
+
+def bare_train_patches(
+    root: Path,
+    *,
+    epochs: int,
+    seed: int,
+    patch: int,
+    patches_per_epoch: int,
+    batch_size: int = 8,
+    lr: float = 1.0e-3,
+    encoder: str = "resnet18",
+    save_to: Path | None = None,
+) -> BareResult:
+    """Train on ``patches_per_epoch`` patches an epoch, validate the whole images every epoch by sliding window."""
+    import segmentation_models_pytorch as smp
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    train = [(_padded(image, patch), _padded(mask, patch)) for image, mask in load_images(root, "train")]
+    val = load_images(root, "val")
+    model = smp.Unet(encoder, encoder_weights=None, in_channels=1, classes=1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    history = []
+    for _ in range(epochs):
+        model.train()
+        all_images, all_masks = _patches(train, patches_per_epoch, patch, rng)
+        for start in range(0, patches_per_epoch - batch_size + 1, batch_size):
+            images, masks = _augment(all_images[start : start + batch_size], all_masks[start : start + batch_size], rng)
+            optimizer.zero_grad()
+            loss = loss_fn(model(torch.from_numpy(images)), torch.from_numpy(masks))
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        inter = union = 0
+        with torch.inference_mode():
+            for image, mask in val:
+                prob = sliding_window_inference(
+                    torch.from_numpy(image)[None],
+                    roi_size=(patch, patch),
+                    sw_batch_size=batch_size,
+                    predictor=lambda x: torch.sigmoid(model(x)),
+                    overlap=0.5,
+                )
+                pred, truth = prob[0].numpy() >= 0.5, mask > 0.5
+                inter += int((pred & truth).sum())
+                union += int((pred | truth).sum())
+        history.append(inter / max(union, 1))
         if save_to is not None and history[-1] == max(history):
             torch.save(model.state_dict(), save_to)
     return BareResult(max(history), history)

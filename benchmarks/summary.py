@@ -45,13 +45,15 @@ def checkpoint_cost(r: dict[str, Any]) -> list[Row]:
 
 def end_to_end(r: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
+    # Results from before patch training compared images resized to a square.
+    unit = "patches of {} px" if r["setup"].get("mode") == "patches" else "{} px"
     for size, item in r["results"].items():
         m = item["median_seconds"]
         target = r["target"].removesuffix(" at 64 px") if size == "64" else "(information)"
         measured = f"{item['ratio']:.3f} ({m['edgesearch']:.1f} s vs {m['bare']:.1f} s per process)"
         rows.append(
             (
-                f"End to end, `edgesearch train` vs bare process, {size} px",
+                f"End to end, `edgesearch train` vs bare process, {unit.format(size)}",
                 target,
                 measured,
                 r["met"] if size == "64" else None,
@@ -257,6 +259,55 @@ def sliding_window(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def native_resolution(r: dict[str, Any]) -> list[Row]:
+    results, targets, met = r["results"], r["targets"], r["met"]
+    epochs, seeds = r["setup"]["epochs"], len(r["setup"]["seeds"])
+
+    def iou(name: str) -> str:
+        entry = results[name]["val"]["iou"]
+        return f"{entry['mean']:.3f} ± {entry['std']:.3f}"
+
+    rows: list[Row] = [
+        (
+            f"Native resolution on whole nuclei images ({epochs} epochs, {seeds} seeds): IoU of the 128x512 "
+            "validation image, native (patches 128 + sliding window) vs tiles vs squash",
+            f"native {targets['native_iou']} and {targets['native_vs_tiles']}",
+            f"{iou('native')} vs {iou('tiles')} vs {iou('squash')}",
+            met["native_iou"] and met["native_vs_tiles"],
+        )
+    ]
+    boundary = " vs ".join(f"{results[n]['val']['boundary_iou']['mean']:.3f}" for n in ("native", "tiles", "squash"))
+    rows.append(("Native resolution: Boundary IoU, native vs tiles vs squash", "(information)", boundary, None))
+    small = " vs ".join(f"{results[n]['val']['recall']['< 64']['share']:.2f}" for n in ("native", "tiles", "squash"))
+    rows.append(
+        ("Native resolution: recall of nuclei under 64 px, native vs tiles vs squash", "(information)", small, None)
+    )
+    tta = results["native"].get("tta")
+    if tta:
+        rows.append(
+            (
+                "Native resolution: flip TTA on the native model (time, IoU gain)",
+                "(information)",
+                f"{tta['time_ratio']:.2f}x the time, IoU {tta['iou_gain']:+.4f}",
+                None,
+            )
+        )
+    share = r["validation_share"]
+    rows.append(
+        (
+            "Validation by sliding window: share of an epoch (patch 128; the nuclei study in patch mode, patch 256)",
+            targets["validation_share"],
+            f"{_percent(share['native (patch 128)'])}; {_percent(share['nuclei study, patch mode (patch 256)'])}",
+            met["validation_share"],
+        )
+    )
+    return rows
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
 RENDER: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "trainer_overhead": trainer_overhead,
     "edge_cost": edge_cost,
@@ -270,6 +321,7 @@ RENDER: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "gpu": gpu,
     "edge_correlation": edge_correlation,
     "sliding_window": sliding_window,
+    "native_resolution": native_resolution,
     "method": method,
 }
 
