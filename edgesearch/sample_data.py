@@ -16,9 +16,8 @@ and masks stay instance labels, the way microscopy data arrives (the trainer rea
 ``write_whole`` writes the source at native resolution instead, as whole full-width images split
 by rows: rows 0-191 and 192-383 are the two training images (192x512 each) and rows 384-511 the
 validation image (128x512), ``{train,val}/{images,masks}/rowsSTART-END.png`` (16-bit PNGs, instance
-labels), no validation row in a training image. They are for the native-resolution work (training on
-patches, validating whole images by sliding window) and for ``edgesearch predict``; the trainer still
-resizes every image to ``data.image_size``.
+labels), no validation row in a training image: what ``studies/nuclei.yaml`` trains on, at native
+resolution (patches to train, whole images by sliding window to validate and predict).
 
     python -m edgesearch.sample_data data/nuclei            # tiles
     python -m edgesearch.sample_data data/nuclei --whole    # whole images
