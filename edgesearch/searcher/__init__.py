@@ -12,11 +12,18 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from edgesearch.searcher.config import StudyConfig
+    from edgesearch.searcher.report import build_report
+    from edgesearch.searcher.study import create_study, load_study
+    from edgesearch.searcher.worker import run_worker
 
-__all__ = ["StudyConfig"]
+__all__ = ["StudyConfig", "build_report", "create_study", "load_study", "run_worker"]
 
 _HOME = {
     "StudyConfig": "config",
+    "build_report": "report",
+    "create_study": "study",
+    "load_study": "study",
+    "run_worker": "worker",
 }
 
 

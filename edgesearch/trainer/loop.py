@@ -59,6 +59,9 @@ class TrainResult:
     """Seconds the epochs waited on checkpoints (host copies, a write still in flight)."""
     checkpoint_final_s: float = 0.0
     """Seconds the end of the run waited for the last checkpoint write."""
+    model: torch.nn.Module | None = None
+    """The trained model with its best epoch's weights, in eval mode on the training device (also
+    without a ``run_dir``): ready for ``trainer.inference.probability_maps`` or ``torch.save``."""
 
 
 def seed_everything(seed: int) -> None:
@@ -144,6 +147,18 @@ def _carry_best(last: Path, run_dir: Path, best: _Best) -> None:
         atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
 
 
+def _with_best_weights(
+    model: torch.nn.Module, best_weights: dict[str, Any] | None, run_dir: Path | None
+) -> torch.nn.Module:
+    """``model`` holding the run's best weights: those kept in memory, else (a resumed run with no
+    better epoch since) its ``best.pt``; in eval mode."""
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
+    elif run_dir is not None and (run_dir / run_files.BEST).is_file():
+        model.load_state_dict(load_checkpoint(run_dir / run_files.BEST))
+    return model.eval()
+
+
 def _write_json(obj: Any, path: Path) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2))
 
@@ -212,6 +227,7 @@ def train(
 
     history: list[EpochRecord] = []
     best = _Best()
+    kept: dict[str, Any] | None = None  # the best weights, when no Checkpointer keeps them
     if state:
         model.load_state_dict(state["model"])
         runner.optimizer.load_state_dict(state["optimizer"])
@@ -280,6 +296,8 @@ def train(
                 best.iou, best.epoch, best.image_ious = record["val_iou"], epoch + 1, runner.image_ious
                 if checkpoints is not None:
                     checkpoints.improved(model.state_dict())
+                else:
+                    kept = {name: value.detach().clone() for name, value in model.state_dict().items()}
             if checkpoints is not None and run_dir is not None:
                 checkpoints.epoch_end(
                     {
@@ -306,6 +324,7 @@ def train(
             _log.warning("could not write the last checkpoint of %s: %s", run_dir, exc)
         raise
     finish()
+    trained = _with_best_weights(model, checkpoints.best_weights if checkpoints is not None else kept, run_dir)
     for cb in callbacks:
         cb.on_train_end(history)
     return TrainResult(
@@ -316,4 +335,5 @@ def train(
         run_dir=run_dir,
         checkpoint_wait_s=checkpoints.epoch_wait_s if checkpoints is not None else 0.0,
         checkpoint_final_s=checkpoints.final_wait_s if checkpoints is not None else 0.0,
+        model=trained,
     )

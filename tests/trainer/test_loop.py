@@ -199,3 +199,20 @@ def test_loader_processes_cut_the_same_patches(tiny_config: Callable[..., TrainC
     for a, b in zip(alone.history, loaders.history, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
         assert a["val_iou"] == pytest.approx(b["val_iou"], rel=1e-6)
+
+
+def test_the_result_holds_the_best_epochs_model_with_or_without_a_run_folder(
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    """The returned model is the best epoch's, not the last one's: at this lr no epoch beats the first."""
+    config = tiny_config(epochs=3, optim={"lr": 0.03}, **SMALL)
+    kept = train(config, run_dir=tmp_path / "run")
+    alone = train(config)
+    assert kept.best_epoch == alone.best_epoch == 1
+    assert kept.model is not None and alone.model is not None and not alone.model.training
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    last = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    assert any(not torch.equal(best[name], last[name]) for name in best)
+    for name, tensor in best.items():
+        torch.testing.assert_close(kept.model.state_dict()[name].cpu(), tensor, rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(alone.model.state_dict()[name].cpu(), tensor, rtol=0, atol=0, msg=name)
