@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_ARTIFACTS",
     "ENV_VAR",
-    "artifact_paths",
     "check_artifact_dir",
     "open_artifact_store",
     "resolve_artifact_dir",
@@ -98,8 +96,3 @@ def upload_trial_files(trial: optuna.Trial, store: ArtifactStore, run_dir: Path)
         except Exception:
             _log.warning("could not upload %s of trial %d", path, trial.number, exc_info=True)
     return ids
-
-
-def artifact_paths(folder: Path, ids: Mapping[str, str]) -> dict[str, Path]:
-    """For a folder store: where each uploaded file lies, by name (the store names files by id)."""
-    return {name: folder / artifact_id for name, artifact_id in ids.items()}

@@ -8,28 +8,18 @@ through an SSH tunnel.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgesearch.errors import UserError
+from edgesearch.searcher.host_check import is_loopback
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
     from wsgiref.types import WSGIApplication
 
 __all__ = ["is_loopback", "make_dashboard_server"]
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only accepts connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def make_dashboard_server(

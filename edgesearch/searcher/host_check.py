@@ -16,10 +16,21 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["LOOPBACK_NAMES", "HostCheck", "host_name"]
+__all__ = ["LOOPBACK_NAMES", "HostCheck", "host_name", "is_loopback"]
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 """Names a request from this machine may use, whatever the dashboard is bound to."""
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` is reachable from this machine only (127.0.0.0/8, ::1, localhost): what the
+    dashboard and the pooler may bind to without a word about other machines."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def host_name(header: str) -> str:

@@ -41,6 +41,9 @@ from types import FrameType
 
 from edgesearch.errors import ConfigError, UserError
 from edgesearch.files import atomic_write_text
+from edgesearch.searcher.host_check import is_loopback
+from edgesearch.searcher.local import EXIT_KILLED
+from edgesearch.searcher.storage import driver_message, scrub_password
 
 __all__ = [
     "CLIENT_CONNECTIONS_PER_WORKER",
@@ -282,16 +285,6 @@ def find_password(target: ServerTarget, environ: Mapping[str, str]) -> str | Non
     except (OSError, UnicodeDecodeError):
         return None
     return pgpass_password(text, host=target.host, port=target.port, database=target.database, user=target.user)
-
-
-def is_loopback(address: str) -> bool:
-    """Whether ``address`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_listen(listen_addr: str) -> None:
@@ -596,7 +589,7 @@ def check_server(target: ServerTarget, password: str | None, *, pool_size: int, 
                 "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int"
             ).fetchone()
     except psycopg.Error as exc:
-        reason = _scrub(_first_line(str(exc)), password)
+        reason = scrub_password(driver_message(str(exc)), password)
         raise UserError(f"storage {shown_url}: cannot connect ({reason})") from None
     if row is not None and pool_size > row[0] - row[1]:
         raise ConfigError(
@@ -606,32 +599,12 @@ def check_server(target: ServerTarget, password: str | None, *, pool_size: int, 
         )
 
 
-def _first_line(detail: str) -> str:
-    """libpq's message without its "connection to server at ... failed:" preamble, first line only."""
-    line = detail.strip().splitlines()[0] if detail.strip() else "unknown error"
-    line = re.sub(r"^connection failed:\s*", "", line)
-    line = re.sub(r"^connection to server (at|on) .*? failed:\s*", "", line)
-    return re.sub(r"^FATAL:\s*", "", line).strip() or "unknown error"
-
-
-def _scrub(text: str, password: str | None) -> str:
-    if password:
-        from urllib.parse import quote, quote_plus
-
-        for form in {password, quote(password, safe=""), quote_plus(password)}:
-            text = text.replace(form, "***")
-    return text
-
-
 SAFE_SHUTDOWN_S = 10.0
 """How long PgBouncer's safe shutdown may take before the immediate one: a transaction still running
 then (one waiting for a second connection that the shutdown no longer gives) is cut off."""
 
 EXIT_FORCED = 130
 """PgBouncer was stopped at once (a second signal, or a safe shutdown that took too long): 128 + SIGINT."""
-
-EXIT_KILLED = 1
-"""The exit code reported for a PgBouncer that a signal ended without its own shutdown."""
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>

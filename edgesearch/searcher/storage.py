@@ -52,6 +52,7 @@ __all__ = [
     "OPTUNA_HEAD_REVISION",
     "SECRET_QUERY_PARAMETERS",
     "check_url",
+    "driver_message",
     "existing_sqlite_file",
     "holds_secret",
     "normalize_url",
@@ -59,6 +60,7 @@ __all__ = [
     "plain_sqlite_path",
     "redact",
     "resolve_storage_url",
+    "scrub_password",
     "storage_hint",
     "storage_option",
 ]
@@ -572,16 +574,16 @@ def _storage_error(parsed: URL, url: str, exc: sqlalchemy.exc.SQLAlchemyError) -
 
 def _explain(detail: str, password: str | None) -> str:
     """``"reason)[; hint]"`` for a driver message: a known reason and what to do, else its first line, scrubbed."""
-    reason, hint = _first_line(detail), ""
+    reason, hint = driver_message(detail), ""
     for pattern, shown, tip in _REASONS:
         match = re.search(pattern, detail, flags=re.IGNORECASE)
         if match:
             reason, hint = shown or match.group(0), tip
             break
-    return _scrub(reason, password) + ")" + (f"; {hint}" if hint else "")
+    return scrub_password(reason, password) + ")" + (f"; {hint}" if hint else "")
 
 
-def _first_line(detail: str) -> str:
+def driver_message(detail: str) -> str:
     """The driver message's first line without libpq's "connection to server at ... failed:" preamble."""
     line = detail.strip().splitlines()[0] if detail.strip() else "unknown error"
     line = re.sub(r"^connection failed:\s*", "", line)
@@ -590,7 +592,7 @@ def _first_line(detail: str) -> str:
     return line.strip() or "unknown error"
 
 
-def _scrub(text: str, password: str | None) -> str:
+def scrub_password(text: str, password: str | None) -> str:
     """``text`` with every occurrence of the password (plain or URL-quoted) replaced by ``***``."""
     if password:
         from urllib.parse import quote, quote_plus

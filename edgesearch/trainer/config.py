@@ -36,6 +36,7 @@ __all__ = [
     "DataConfig",
     "LossConfig",
     "ModelConfig",
+    "NormalizeMode",
     "OptimConfig",
     "SyntheticConfig",
     "TrainConfig",
@@ -101,6 +102,10 @@ class SyntheticConfig(FrozenModel):
     """The side of each generated image (with ``data.image_size`` set, the images are made at that size)."""
 
 
+NormalizeMode: TypeAlias = Literal["auto", "imagenet", "percentile"]
+"""How images become 0..1 (:mod:`~edgesearch.trainer.images`): ``data.normalize``."""
+
+
 class DataConfig(FrozenModel):
     """Where the images come from and how a model sees them.
 
@@ -140,7 +145,7 @@ class DataConfig(FrozenModel):
     ``num_workers`` says so), ``device`` (the dataset kept on the training device, patches cut and flips,
     quarter turns and brightness applied a batch at a time there), or ``auto``: ``device`` on CUDA
     when the dataset takes at most a quarter of the free GPU memory, else ``cpu``."""
-    normalize: Literal["auto", "imagenet", "percentile"] = "auto"
+    normalize: NormalizeMode = "auto"
     """How images become 0..1: ``auto`` (8-bit: ``imagenet``, deeper: ``percentile``), ``imagenet``
     (divide by the type's range) or ``percentile`` (per image, 1st..99.8th percentile); see trainer/images.py."""
     mask_suffix: str = ""

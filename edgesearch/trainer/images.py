@@ -27,15 +27,16 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from PIL import Image
 
+from edgesearch.trainer.config import NormalizeMode
+
 __all__ = [
     "MAX_IMAGE_PIXELS",
     "NORMALIZE_MODES",
-    "NormalizeMode",
     "binarize_mask",
     "check_nan",
     "is_lossy",
@@ -46,8 +47,7 @@ __all__ = [
     "to_unit_range",
 ]
 
-NormalizeMode = Literal["auto", "imagenet", "percentile"]
-NORMALIZE_MODES: tuple[str, ...] = ("auto", "imagenet", "percentile")
+NORMALIZE_MODES: tuple[str, ...] = get_args(NormalizeMode)
 
 MAX_IMAGE_PIXELS = 100_000_000
 """Largest image (width x height) read: a file claiming more is refused before it is decoded,
