@@ -57,9 +57,9 @@ def train_command(
         if problem is not None:
             raise ConfigError(f"--device: {problem}")
         config = load_train_config(file, overrides=overrides)
-        from edgesearch.trainer.data_cache import budget_bytes
+        from edgesearch.trainer.data_cache import check_budget
 
-        budget_bytes()  # a malformed EDGESEARCH_DATA_CACHE_MB, before the run is announced
+        check_budget()
         if resume is None:
             run_dir = out_dir or Path("runs") / f"{file.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
             check_new_or_empty(run_dir, label="--out", hint="choose a new one (or --resume its last.pt)")

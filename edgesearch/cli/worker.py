@@ -182,7 +182,7 @@ def worker_command(
         from edgesearch.searcher.local import check_gpus, gpu_slots, worker_args
         from edgesearch.searcher.storage import resolve_storage_url
         from edgesearch.searcher.study import load_study
-        from edgesearch.trainer.data_cache import budget_bytes
+        from edgesearch.trainer.data_cache import check_budget
         from edgesearch.trainer.device import check_required_gpu
 
         check_folder_path(runs_dir, label="--runs-dir")  # before a trial is taken that could not be run
@@ -192,7 +192,7 @@ def worker_command(
         if gpu_list:
             check_gpus(gpu_list)  # before anything is opened or created
         check_required_gpu()  # a child given a GPU: fail here, before taking a trial
-        budget_bytes()  # a malformed EDGESEARCH_DATA_CACHE_MB, before any process starts
+        check_budget()
         quiet_optuna()
         url = resolve_storage_url(storage)
         load_study(name, url)  # a missing study or database fails here, before any process starts

@@ -325,9 +325,9 @@ def run_worker(
     ``trial_runner`` is what trains a trial (:func:`~edgesearch.searcher.objective.run_trial`);
     tests and benchmarks swap in a cheap one to exercise the coordination alone.
     """
-    from edgesearch.trainer.data_cache import budget_bytes
+    from edgesearch.trainer.data_cache import check_budget
 
-    budget_bytes()  # a malformed EDGESEARCH_DATA_CACHE_MB stops the worker before it takes a trial
+    check_budget()
     study, config = load_study(name, url)
     name_metrics(study, config)  # a study created before its objectives were named
     n_trials = config.n_trials

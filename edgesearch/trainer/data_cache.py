@@ -37,6 +37,7 @@ __all__ = [
     "DecodedCache",
     "Fingerprint",
     "budget_bytes",
+    "check_budget",
     "clear",
     "decoded",
     "file_key",
@@ -69,6 +70,12 @@ def budget_bytes() -> int:
             f"(0 turns the cache off; default {DEFAULT_BUDGET_MB})"
         )
     return value * 2**20
+
+
+def check_budget() -> None:
+    """Raise the ConfigError of a malformed ``EDGESEARCH_DATA_CACHE_MB`` now: called where a run, a worker or
+    a command starts, so that bad input stops it before anything is written or started."""
+    budget_bytes()
 
 
 def file_key(path: Path) -> FileKey:

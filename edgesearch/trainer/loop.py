@@ -178,7 +178,7 @@ def train(
     state it had; ``force_resume`` lets it continue with changed loss, optimiser or data settings.
     Bad data or config raise a :class:`UserError` before anything is written.
     """
-    data_cache.budget_bytes()  # a malformed EDGESEARCH_DATA_CACHE_MB is bad input: before anything runs
+    data_cache.check_budget()
     device = resolve_device(config.device)
     seed_everything(config.seed)
     train_ds, val_ds = build_datasets(config.data, channels=config.model.in_channels, seed=config.seed)
