@@ -226,7 +226,10 @@ class PatchSource:
             self._prepared[index] = kept
         return kept
 
-    def _scan(self) -> None:
+    def _scan(self) -> tuple[list[tuple[int, int]], list[np.ndarray]]:
+        """(sizes, foreground) of every image, computed once."""
+        if self._sizes is not None and self._foreground is not None:
+            return self._sizes, self._foreground
         sizes: list[tuple[int, int]] = []
         foreground: list[np.ndarray] = []
         for i in range(self.count):
@@ -238,22 +241,17 @@ class PatchSource:
             _, mask = self.prepared(i)
             foreground.append(np.flatnonzero(mask[:height, :width]).astype(np.int64))
         self._sizes, self._foreground = sizes, foreground
+        return sizes, foreground
 
     @property
     def sizes(self) -> list[tuple[int, int]]:
         """Each image's (height, width) after scaling, before padding."""
-        if self._sizes is None:
-            self._scan()
-        assert self._sizes is not None
-        return self._sizes
+        return self._scan()[0]
 
     @property
     def foreground(self) -> list[np.ndarray]:
         """Each image's foreground pixels as flat indices into its (scaled, unpadded) mask."""
-        if self._foreground is None:
-            self._scan()
-        assert self._foreground is not None
-        return self._foreground
+        return self._scan()[1]
 
 
 def as_tensor(array: np.ndarray) -> torch.Tensor:
