@@ -59,7 +59,7 @@ def _synchronous_write_s(size: dict[str, int]) -> float:
     """One epoch's worth of the old way: last.pt and best.pt written in the loop, timed."""
     import torch
 
-    from edgesearch.trainer.checkpoint import save_checkpoint
+    from edgesearch.trainer.checkpoint_files import save_checkpoint
     from edgesearch.trainer.model import build_model
 
     model = build_model(_config(size, 0).model)

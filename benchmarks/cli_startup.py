@@ -44,7 +44,7 @@ def fill(url: str) -> list[str]:
     """Create the studies that ``study list`` shows (untimed): each with ``N_TRIALS`` finished trials."""
     import optuna
 
-    from edgesearch.searcher.storage import open_storage
+    from edgesearch.searcher.storage.opening import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url, heartbeat_interval=None)
@@ -62,10 +62,10 @@ def fill_finished(url: str, runs: Path, n_trials: int) -> str:
     """A finished edgesearch study (untimed): created as ``study create`` does, run to the end by a worker
     that trains every trial (tiny U-Nets on built-in shapes, one epoch each); its name."""
     from edgesearch.cli.options import quiet_optuna
-    from edgesearch.searcher.config import StudyConfig
-    from edgesearch.searcher.optuna_internals import rdb_storage
-    from edgesearch.searcher.study import create_study
-    from edgesearch.searcher.worker import run_worker
+    from edgesearch.searcher.run.worker import run_worker
+    from edgesearch.searcher.storage._optuna import rdb_storage
+    from edgesearch.searcher.study.config import StudyConfig
+    from edgesearch.searcher.study.studies import create_study
 
     quiet_optuna()
     raw = {

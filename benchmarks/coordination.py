@@ -60,9 +60,9 @@ if TYPE_CHECKING:
     import optuna
     import psycopg
 
-    from edgesearch.searcher.config import StudyConfig
-    from edgesearch.searcher.objective import TrialOutcome
-    from edgesearch.searcher.optuna_internals import ArtifactStore
+    from edgesearch.searcher.run.trial import TrialOutcome
+    from edgesearch.searcher.storage._optuna import ArtifactStore
+    from edgesearch.searcher.study.config import StudyConfig
     from edgesearch.trainer.callbacks import Callback
 
 QUICKSTART = _common.ROOT / "studies" / "quickstart.yaml"
@@ -160,8 +160,8 @@ class StandInTrial:
         import torch
         from optuna.trial import TrialState
 
-        from edgesearch.searcher.objective import PruningCallback, TrialInterrupted, TrialOutcome
-        from edgesearch.searcher.space import sample
+        from edgesearch.searcher.run.trial import PruningCallback, TrialInterrupted, TrialOutcome
+        from edgesearch.searcher.study.space import sample
 
         started = time.perf_counter()
         train_config = sample(trial, config.space, config.base_config)
@@ -222,7 +222,7 @@ def _record(epoch: int) -> dict[str, Any]:
 
 def _study_config(name: str, *, n_trials: int, overrides: dict[str, Any] | None = None) -> StudyConfig:
     """The quickstart study (its trainer and space) under another name and size."""
-    from edgesearch.searcher.config import StudyConfig
+    from edgesearch.searcher.study.config import StudyConfig
 
     raw = {**StudyConfig.from_yaml(QUICKSTART).to_dict(), "name": name, "n_trials": n_trials, **(overrides or {})}
     return StudyConfig.from_dict(raw, source=f"{QUICKSTART} as {name}")
@@ -234,8 +234,8 @@ def _study_config(name: str, *, n_trials: int, overrides: dict[str, Any] | None 
 
 def overhead(url: str, *, label: str, sizes: Sizes, folder: Path) -> dict[str, Any]:
     """Median wall time per trial of the worker loop around a runner that only touches the storage."""
-    from edgesearch.searcher.study import create_study
-    from edgesearch.searcher.worker import run_worker
+    from edgesearch.searcher.run.worker import run_worker
+    from edgesearch.searcher.study.studies import create_study
 
     # The first trial also pays for loading the study and the first connections: one extra trial
     # is run and the times between consecutive trial ends are the per-trial samples.
@@ -321,7 +321,7 @@ def _count_traffic() -> dict[str, int]:
             counts["connection_warnings"] += 1
 
     handler = Warnings(level=logging.WARNING)
-    for logger in ("edgesearch.searcher.reconnect", "edgesearch.searcher.optuna_internals"):
+    for logger in ("edgesearch.searcher.storage.reconnecting", "edgesearch.searcher.storage._optuna"):
         logging.getLogger(logger).addHandler(handler)
     return counts
 
@@ -332,7 +332,7 @@ def _worker_process(index: int, job: dict[str, Any], start: Any, results: Any) -
     It is forked from the benchmark, which has imported everything already: what is timed is the
     worker's own life from the start signal on (loading the study included), never Python's start-up.
     """
-    from edgesearch.searcher.worker import run_worker
+    from edgesearch.searcher.run.worker import run_worker
 
     result: dict[str, Any] = {"index": index, "ok": False}
     try:
@@ -515,8 +515,8 @@ def scale_round(
     import optuna
     from optuna.trial import TrialState
 
-    from edgesearch.searcher.storage import open_storage
-    from edgesearch.searcher.study import FINISHED, create_study
+    from edgesearch.searcher.storage.opening import open_storage
+    from edgesearch.searcher.study.studies import FINISHED, create_study
 
     n_trials = max(sizes.trials_per_worker * count, sizes.min_trials)
     url = cluster.pooled_url
@@ -699,7 +699,7 @@ def scale(sizes: Sizes, folder: Path) -> dict[str, Any]:
 
 def _dispose(study: optuna.Study) -> None:
     """Close the study's pooled connections now, so that no forked worker inherits one."""
-    from edgesearch.searcher.optuna_internals import rdb_storage
+    from edgesearch.searcher.storage._optuna import rdb_storage
 
     storage = rdb_storage(study)
     if storage is not None:
@@ -869,7 +869,7 @@ def main() -> int:
 
     import optuna
 
-    from edgesearch.searcher.storage import redact
+    from edgesearch.searcher.storage.opening import redact
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # as the worker command does
     sizes = TINY if args.tiny else FULL

@@ -124,8 +124,8 @@ def _create_study(folder: Path, name: str, size: dict[str, Any], *, k: int, load
     add its start to the run); its URL."""
     import optuna
 
-    from edgesearch.searcher.config import StudyConfig
-    from edgesearch.searcher.study import create_study
+    from edgesearch.searcher.study.config import StudyConfig
+    from edgesearch.searcher.study.studies import create_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = f"sqlite:///{folder}/{name}.db"
@@ -135,7 +135,7 @@ def _create_study(folder: Path, name: str, size: dict[str, Any], *, k: int, load
 
 def _run_in_threads(name: str, url: str, runs: Path, k: int) -> None:
     """The smoke run's K workers: threads of this process, each one ``run_worker``."""
-    from edgesearch.searcher.worker import run_worker
+    from edgesearch.searcher.run.worker import run_worker
 
     with ThreadPoolExecutor(max_workers=k) as pool:
         summaries = list(pool.map(lambda _: run_worker(name, url, runs_dir=runs, poll_seconds=0.2), range(k)))

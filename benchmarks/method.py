@@ -106,7 +106,7 @@ class _Degenerate:
     def __call__(self, epoch: int) -> None:
         import torch
 
-        from edgesearch.trainer.checkpoint import load_checkpoint
+        from edgesearch.trainer.checkpoint_files import load_checkpoint
 
         if epoch > self.early:
             return

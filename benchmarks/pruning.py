@@ -42,7 +42,7 @@ SIZES = {
 }
 # A small encoder: the benchmark is about how many epochs each pruner spends, so epochs should be cheap.
 ENCODER = "tu-mobilenetv3_small_100"
-# Stage-aware pruners judge a trial only after its own window (searcher/stage_pruning.py), so no
+# Stage-aware pruners judge a trial only after its own window (searcher/study/pruning.py), so no
 # n_warmup_steps is needed to skip stage 1; hyperband's first rung is the first epoch after it.
 PRUNERS: dict[str, dict[str, Any]] = {
     "none": {"kind": "none"},
@@ -103,9 +103,9 @@ def study_dict(name: str, study: str, pruner: dict[str, Any], size: dict[str, in
 def run_study(root: Path, study: str, label: str, size: dict[str, int]) -> dict[str, Any]:
     from optuna.trial import TrialState
 
-    from edgesearch.searcher.config import StudyConfig
-    from edgesearch.searcher.study import create_study
-    from edgesearch.searcher.worker import run_worker
+    from edgesearch.searcher.run.worker import run_worker
+    from edgesearch.searcher.study.config import StudyConfig
+    from edgesearch.searcher.study.studies import create_study
 
     config = StudyConfig.from_dict(study_dict(f"pruning-{study}-{label}", study, PRUNERS[label], size), source=label)
     url = f"sqlite:///{root / f'{study}-{label}.db'}"
@@ -151,8 +151,8 @@ def replay(
     import optuna
     from optuna.trial import TrialState
 
-    from edgesearch.searcher.config import StudyConfig
-    from edgesearch.searcher.study import make_pruner
+    from edgesearch.searcher.study.config import StudyConfig
+    from edgesearch.searcher.study.studies import make_pruner
 
     config = StudyConfig.from_dict(study_dict(name, study, pruner, size), source="replay")
     replayed = optuna.create_study(study_name=name, direction="maximize", pruner=make_pruner(config))

@@ -38,10 +38,10 @@ def main() -> None:
     args = _common.parser(__doc__.splitlines()[0]).parse_args()
     import optuna
 
-    from edgesearch.searcher.artifacts import open_artifact_store
-    from edgesearch.searcher.config import StudyConfig
-    from edgesearch.searcher.study import create_study
-    from edgesearch.searcher.worker import run_worker
+    from edgesearch.searcher.run.worker import run_worker
+    from edgesearch.searcher.storage.artifacts import open_artifact_store
+    from edgesearch.searcher.study.config import StudyConfig
+    from edgesearch.searcher.study.studies import create_study
     from edgesearch.trainer.callbacks import Callback
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -35,6 +35,15 @@ class DatabaseLocked(RunFailed):
     the file."""
 
 
+EXIT_KILLED = 1
+"""The exit code reported for a child process that a signal ended (its return code is negative)."""
+
+
+def child_exit_code(returncode: int) -> int:
+    """A child's exit code as a command reports it: its own, or :data:`EXIT_KILLED` when a signal ended it."""
+    return returncode if returncode >= 0 else EXIT_KILLED
+
+
 MAX_LISTED_PROBLEMS = 10
 """How many problems one error message lists before it says how many more there are."""
 

@@ -17,10 +17,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "edgesearch"
-LAYERS = {"leaf": 0, "trainer": 1, "searcher": 2, "cli": 3}
+LAYERS = {"leaf": 0, "trainer": 1, "searcher": 2, "services": 3, "cli": 4}
 UI_LIBRARIES = ("typer", "rich", "click")
 OPTUNA_PRIVATE_ATTRS = frozenset({"_storage", "_trial_id", "_study_id", "_backend"})
-OPTUNA_HOME = "edgesearch.searcher.optuna_internals"
+OPTUNA_HOME = "edgesearch.searcher.storage._optuna"
 
 
 def module_files(package: Path) -> dict[str, Path]:
@@ -89,7 +89,7 @@ def layer(module: str) -> str:
     parts = module.split(".")
     if len(parts) > 1 and parts[1] in ("cli", "__main__"):
         return "cli"
-    if len(parts) > 1 and parts[1] in ("searcher", "trainer"):
+    if len(parts) > 1 and parts[1] in ("searcher", "services", "trainer"):
         return parts[1]
     return "leaf"
 
@@ -231,13 +231,13 @@ def test_an_upward_import_is_found(tmp_path: Path) -> None:
         tmp_path,
         {
             "trainer/__init__.py": "",
-            "trainer/loop.py": "def f():\n    from edgesearch.searcher.worker import run\n",
+            "trainer/loop.py": "def f():\n    from edgesearch.searcher.run.worker import run\n",
             "searcher/__init__.py": "",
-            "searcher/worker.py": "from edgesearch.trainer import loop\n",
+            "searcher/run/worker.py": "from edgesearch.trainer import loop\n",
         },
     )
     assert upward_imports(import_graph(package)) == [
-        "edgesearch.trainer.loop (trainer) imports edgesearch.searcher.worker (searcher)"
+        "edgesearch.trainer.loop (trainer) imports edgesearch.searcher.run.worker (searcher)"
     ]
 
 
@@ -273,9 +273,9 @@ def test_a_cycle_is_found(tmp_path: Path) -> None:
 
 def test_ui_imports_in_the_library_are_found(tmp_path: Path) -> None:
     package = _plant(
-        tmp_path, {"searcher/progress.py": "from rich.console import Console\n", "cli/x.py": "import typer\n"}
+        tmp_path, {"searcher/study/progress.py": "from rich.console import Console\n", "cli/x.py": "import typer\n"}
     )
-    assert ui_imports(package) == ["edgesearch.searcher.progress imports rich.console"]
+    assert ui_imports(package) == ["edgesearch.searcher.study.progress imports rich.console"]
 
 
 @pytest.mark.parametrize(
@@ -288,10 +288,10 @@ def test_ui_imports_in_the_library_are_found(tmp_path: Path) -> None:
     ],
 )
 def test_optuna_private_uses_are_found(tmp_path: Path, source: str, expected: str) -> None:
-    package = _plant(tmp_path, {"searcher/worker.py": source, "searcher/optuna_internals.py": source})
+    package = _plant(tmp_path, {"searcher/run/worker.py": source, "searcher/storage/_optuna.py": source})
     found = optuna_private_uses(module_files(package))
     assert len(found) == 1
-    assert found[0].startswith("edgesearch.searcher.worker:") and found[0].endswith(expected)
+    assert found[0].startswith("edgesearch.searcher.run.worker:") and found[0].endswith(expected)
 
 
 # ---------------------------------------------------------------------------------------------

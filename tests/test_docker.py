@@ -548,7 +548,7 @@ def test_dockerignore_keeps_secrets_and_local_state_out_of_the_build_context() -
     patterns = dockerignore_patterns()
     for path in ("docker/.env", ".git/config", ".venv/bin/python", "runs/x/last.pt", "artifacts/a", "edgesearch.db"):
         assert dockerignored(path, patterns), path
-    for path in ("edgesearch/cli/app.py", "edgesearch/searcher/worker.py", "studies/lambda.yaml", "pyproject.toml"):
+    for path in ("edgesearch/cli/app.py", "edgesearch/searcher/run/worker.py", "studies/lambda.yaml", "pyproject.toml"):
         assert not dockerignored(path, patterns), path
     assert dockerignored("edgesearch/__pycache__/cli.cpython-311.pyc", patterns)
 

@@ -29,12 +29,13 @@ def test_importing_the_trainer_imports_torch_but_not_optuna() -> None:
 
 
 def test_importing_the_study_config_imports_neither_torch_nor_optuna() -> None:
-    assert _imported("import edgesearch.searcher.config, edgesearch.searcher.space", {"torch", "optuna"}) == []
+    modules = "import edgesearch.searcher.study.config, edgesearch.searcher.study.space"
+    assert _imported(modules, {"torch", "optuna"}) == []
 
 
 def test_storage_module_and_plain_sqlite_urls_need_no_torch_optuna_or_sqlalchemy() -> None:
     code = (
-        "from edgesearch.searcher.storage import check_url, redact\n"
+        "from edgesearch.searcher.storage.opening import check_url, redact\n"
         "check_url('sqlite:///study.db'); redact('sqlite:///study.db')"
     )
     assert _imported(code, {"torch", "optuna", "sqlalchemy"}) == []

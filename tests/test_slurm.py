@@ -19,9 +19,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from edgesearch.searcher.config import StudyConfig
-from edgesearch.searcher.objective import epochs_done
-from edgesearch.searcher.study import create_study
+from edgesearch.searcher.study.config import StudyConfig
+from edgesearch.searcher.study.progress import epochs_done
+from edgesearch.searcher.study.studies import create_study
 from tests.browser import wait_for
 from tests.helpers import TINY_TRAINER, merge, tiny_study
 

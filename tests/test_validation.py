@@ -8,7 +8,7 @@ import pytest
 from pydantic import Field, ValidationError
 
 from edgesearch.errors import ConfigError
-from edgesearch.searcher.config import StudyConfig
+from edgesearch.searcher.study.config import StudyConfig
 from edgesearch.trainer.config import validate_train_config
 from edgesearch.validation import MAX_SHOWN_CHARS, FrozenModel, format_validation_error, shorten
 

@@ -33,9 +33,9 @@ def dashboard_command(
 ) -> None:
     """Watch studies in the browser: optuna-dashboard with each trial's pictures."""
     with user_errors():
-        from edgesearch.searcher.artifacts import resolve_artifact_dir
-        from edgesearch.searcher.dashboard import is_loopback, make_dashboard_server
-        from edgesearch.searcher.storage import redact, resolve_storage_url
+        from edgesearch.searcher.storage.artifacts import resolve_artifact_dir
+        from edgesearch.searcher.storage.opening import redact, resolve_storage_url
+        from edgesearch.services.dashboard import is_loopback, make_dashboard_server
 
         url = resolve_storage_url(storage)
         folder = resolve_artifact_dir(artifacts)

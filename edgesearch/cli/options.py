@@ -38,7 +38,7 @@ DeviceOption = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mp
 
 
 class Pick(str, Enum):
-    """The points of a two-objective study's Pareto front (:data:`edgesearch.searcher.front.PICKS`)."""
+    """The points of a two-objective study's Pareto front (:data:`edgesearch.searcher.study.front.PICKS`)."""
 
     val_iou = "val_iou"
     val_boundary_iou = "val_boundary_iou"

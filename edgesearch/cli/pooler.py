@@ -11,7 +11,7 @@ from edgesearch.cli.console import err, out, user_errors, warn
 from edgesearch.cli.options import StorageOption
 
 if TYPE_CHECKING:
-    from edgesearch.searcher.pooler import PoolerFiles
+    from edgesearch.services.pooler import PoolerFiles
 
 __all__ = ["app"]
 
@@ -50,8 +50,8 @@ def pooler_command(
         import shutil
         import tempfile
 
-        from edgesearch.searcher import pooler
-        from edgesearch.searcher.storage import redact, resolve_storage_url
+        from edgesearch.searcher.storage.opening import redact, resolve_storage_url
+        from edgesearch.services import pooler
 
         url = resolve_storage_url(storage)
         shown = redact(url)
@@ -100,7 +100,7 @@ def pooler_command(
 
 def _announce(files: PoolerFiles, shown: str, *, listen: str, port: int, pool_size: int, max_clients: int) -> None:
     """What the person starting the pooler needs: where it listens, what workers export, and the password's way."""
-    from edgesearch.searcher.pooler import CLIENT_CONNECTIONS_PER_WORKER, is_loopback
+    from edgesearch.services.pooler import CLIENT_CONNECTIONS_PER_WORKER, is_loopback
 
     workers = max_clients // CLIENT_CONNECTIONS_PER_WORKER
     out.print(

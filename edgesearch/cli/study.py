@@ -41,9 +41,9 @@ def create_command(
 ) -> None:
     """Create a study from FILE in the storage (or load it when an identical one exists)."""
     with user_errors():
-        from edgesearch.searcher.config import StudyConfig
-        from edgesearch.searcher.storage import redact, resolve_storage_url
-        from edgesearch.searcher.study import create_study
+        from edgesearch.searcher.storage.opening import redact, resolve_storage_url
+        from edgesearch.searcher.study.config import StudyConfig
+        from edgesearch.searcher.study.studies import create_study
 
         config = StudyConfig.from_yaml(file)
         url = resolve_storage_url(storage, config.storage)
@@ -57,7 +57,7 @@ def create_command(
 def _print_commands(url: str, lines: list[str]) -> None:
     """Print commands to copy, ``{storage}`` in each replaced by the ``--storage`` option when it may be
     printed; for a URL that holds a password, one more line says how the commands find it."""
-    from edgesearch.searcher.storage import storage_hint, storage_option
+    from edgesearch.searcher.storage.opening import storage_hint, storage_option
 
     option = storage_option(url)
     for line in lines:
@@ -78,10 +78,10 @@ def run_command(
     """Create (or load) the study in FILE and run local workers until it is complete."""
     with user_errors():
         from edgesearch.files import check_folder_path
-        from edgesearch.searcher.artifacts import check_artifact_dir, open_artifact_store, resolve_artifact_dir
-        from edgesearch.searcher.config import StudyConfig
-        from edgesearch.searcher.storage import redact, resolve_storage_url
-        from edgesearch.searcher.study import create_study
+        from edgesearch.searcher.storage.artifacts import check_artifact_dir, open_artifact_store, resolve_artifact_dir
+        from edgesearch.searcher.storage.opening import redact, resolve_storage_url
+        from edgesearch.searcher.study.config import StudyConfig
+        from edgesearch.searcher.study.studies import create_study
 
         config = StudyConfig.from_yaml(file)
         url = resolve_storage_url(storage, config.storage)
@@ -95,7 +95,7 @@ def run_command(
         open_artifact_store(artifact_dir)
         out.print(f"study {config.name} in {redact(url)}: {config.n_trials} trials, {processes} process(es)")
         if processes > 1:
-            from edgesearch.searcher.local import worker_args
+            from edgesearch.searcher.run.processes import worker_args
 
             code = run_local(
                 config.name, url, slots=[None] * processes, args=worker_args(runs_dir=runs_dir, artifacts=artifacts)
@@ -126,8 +126,8 @@ def run_command(
 def list_command(storage: StorageOption = None) -> None:
     """List the studies in the storage with their progress."""
     with user_errors():
-        from edgesearch.searcher.storage import redact, resolve_storage_url
-        from edgesearch.searcher.summary import study_summaries
+        from edgesearch.searcher.results.listing import study_summaries
+        from edgesearch.searcher.storage.opening import redact, resolve_storage_url
 
         url = resolve_storage_url(storage)
         summaries = study_summaries(url)
@@ -140,7 +140,7 @@ def list_command(storage: StorageOption = None) -> None:
 
 
 def _best_record(name: str, url: str, pick: str | None) -> dict[str, Any]:
-    from edgesearch.searcher.study import best_trial, load_study
+    from edgesearch.searcher.study.studies import best_trial, load_study
 
     study, config = load_study(name, url, read_only=True)
     best = best_trial(study, config, pick=pick)
@@ -170,7 +170,7 @@ def best_command(
     """The best trial (of a study of two objectives: the --pick point of its front): values, parameters, checkpoint."""
     with user_errors():
         from edgesearch.errors import UserError
-        from edgesearch.searcher.storage import resolve_storage_url
+        from edgesearch.searcher.storage.opening import resolve_storage_url
 
         url = resolve_storage_url(storage)
         if confirmed and pick is not None:
@@ -207,8 +207,8 @@ def best_command(
 
 
 def _confirmed_record(name: str, url: str) -> dict[str, Any]:
-    from edgesearch.searcher.confirm import best_confirmed, confirmed, ranking_holds
-    from edgesearch.searcher.study import load_study
+    from edgesearch.searcher.study.confirm import best_confirmed, confirmed, ranking_holds
+    from edgesearch.searcher.study.studies import load_study
 
     study, _ = load_study(name, url, read_only=True)
     best = best_confirmed(study)
@@ -242,9 +242,9 @@ def confirm_command(
 ) -> None:
     """Queue re-trainings of the TOP best configurations with SEEDS fresh seeds each; workers run them."""
     with user_errors():
-        from edgesearch.searcher.confirm import request
-        from edgesearch.searcher.storage import resolve_storage_url
-        from edgesearch.searcher.study import load_study
+        from edgesearch.searcher.storage.opening import resolve_storage_url
+        from edgesearch.searcher.study.confirm import request
+        from edgesearch.searcher.study.studies import load_study
 
         url = resolve_storage_url(storage)
         quiet_optuna()
@@ -273,9 +273,9 @@ def show_command(name: Annotated[str, typer.Argument(help="Study name.")], stora
         from rich.table import Table
 
         from edgesearch.cli.study_progress import describe_eta, format_counts
-        from edgesearch.searcher.objective import epochs_done
-        from edgesearch.searcher.storage import resolve_storage_url
-        from edgesearch.searcher.study import front_trials, load_study, trial_counts
+        from edgesearch.searcher.storage.opening import resolve_storage_url
+        from edgesearch.searcher.study.progress import epochs_done
+        from edgesearch.searcher.study.studies import front_trials, load_study, trial_counts
 
         url = resolve_storage_url(storage)
         study, config = load_study(name, url, read_only=True)
@@ -306,7 +306,7 @@ def _print_running(trials: Sequence[FrozenTrial], metric: str) -> None:
     from optuna.trial import TrialState
 
     from edgesearch.formatting import format_duration
-    from edgesearch.searcher.progress import running_trial
+    from edgesearch.searcher.study.progress import running_trial
 
     now = datetime.now()  # naive local time, as Optuna stamps a trial's start
     for trial in sorted((t for t in trials if t.state == TrialState.RUNNING), key=lambda t: t.number):
@@ -340,9 +340,9 @@ def export_command(
 ) -> None:
     """Every trial of study NAME: state, value, parameters, epochs, paths (json adds histories)."""
     with user_errors():
-        from edgesearch.searcher.export import export_text
-        from edgesearch.searcher.storage import resolve_storage_url
-        from edgesearch.searcher.study import load_study
+        from edgesearch.searcher.results.export import export_text
+        from edgesearch.searcher.storage.opening import resolve_storage_url
+        from edgesearch.searcher.study.studies import load_study
 
         study, config = load_study(name, resolve_storage_url(storage), read_only=True)
         text = export_text(study, config, fmt=fmt.value)
@@ -368,8 +368,8 @@ def enqueue_command(
     """Queue a point of the search space to be tried next (values parsed as YAML scalars)."""
     with user_errors():
         from edgesearch.cli.study_progress import format_counts
-        from edgesearch.searcher.storage import resolve_storage_url
-        from edgesearch.searcher.study import enqueue_point, load_study, parse_assignments, trial_counts
+        from edgesearch.searcher.storage.opening import resolve_storage_url
+        from edgesearch.searcher.study.studies import enqueue_point, load_study, parse_assignments, trial_counts
 
         study, config = load_study(name, resolve_storage_url(storage))
         point = parse_assignments(assignments, config)
@@ -397,9 +397,9 @@ def set_command(
 ) -> None:
     """Change study NAME's n_trials, also while workers run it (they follow it at their next trial)."""
     with user_errors():
-        from edgesearch.searcher.storage import resolve_storage_url
-        from edgesearch.searcher.study import load_study
-        from edgesearch.searcher.worker import set_n_trials
+        from edgesearch.searcher.run.worker import set_n_trials
+        from edgesearch.searcher.storage.opening import resolve_storage_url
+        from edgesearch.searcher.study.studies import load_study
 
         url = resolve_storage_url(storage)
         quiet_optuna()
@@ -419,8 +419,8 @@ def delete_command(
 ) -> None:
     """Delete study NAME and all its trials from the storage (run folders and artifacts stay)."""
     with user_errors():
-        from edgesearch.searcher.storage import redact, resolve_storage_url
-        from edgesearch.searcher.study import delete_study, find_study
+        from edgesearch.searcher.storage.opening import redact, resolve_storage_url
+        from edgesearch.searcher.study.studies import delete_study, find_study
 
         url = resolve_storage_url(storage)
         study = find_study(name, url)
@@ -441,11 +441,11 @@ def report_command(
 ) -> None:
     """Figures and an HTML report of study NAME (works while the study is still running)."""
     with user_errors():
-        from edgesearch.searcher.artifacts import open_artifact_store, resolve_artifact_dir
-        from edgesearch.searcher.local import terminate_as_interrupt
-        from edgesearch.searcher.report import build_report, check_report_folder
-        from edgesearch.searcher.storage import resolve_storage_url
-        from edgesearch.searcher.study import load_study
+        from edgesearch.searcher.results.report import build_report, check_report_folder
+        from edgesearch.searcher.run.processes import terminate_as_interrupt
+        from edgesearch.searcher.storage.artifacts import open_artifact_store, resolve_artifact_dir
+        from edgesearch.searcher.storage.opening import resolve_storage_url
+        from edgesearch.searcher.study.studies import load_study
 
         check_report_folder(out_dir, label="--out")
         study, config = load_study(name, resolve_storage_url(storage), read_only=True)

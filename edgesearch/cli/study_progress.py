@@ -3,7 +3,7 @@
 The bar counts the study's finished trials (COMPLETE + PRUNED, across all workers) against
 ``n_trials`` and shows complete / pruned / failed / running and the best value so far (for a
 study of two objectives, how many trials its Pareto front holds), then the ETA of the trial in hand
-(epochs left x its mean seconds per epoch) and of the study (:mod:`~edgesearch.searcher.progress`),
+(epochs left x its mean seconds per epoch) and of the study (:mod:`~edgesearch.searcher.study.progress`),
 counting down between updates. Lines about single trials and epochs print above it, each epoch's
 with its seconds and the trial's ETA. When the output is not a terminal (a log file,
 a pipe to a parent process) only the lines are written, so logs stay readable.
@@ -36,7 +36,7 @@ from edgesearch.trainer.callbacks import Callback, describe_data
 from edgesearch.trainer.records import summary
 
 if TYPE_CHECKING:
-    from edgesearch.searcher.study import TrialCounts
+    from edgesearch.searcher.study.studies import TrialCounts
     from edgesearch.trainer.records import EpochRecord
 
 __all__ = ["EpochLines", "StudyProgress", "describe_eta", "format_counts"]

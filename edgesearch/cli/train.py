@@ -106,7 +106,7 @@ def _train_with_progress(
     config: TrainConfig, run_dir: Path, resume: Path | None, *, force: bool, file: Path
 ) -> TrainResult:
     from edgesearch.cli.train_progress import RichProgress
-    from edgesearch.searcher.local import stop_on_signals
+    from edgesearch.searcher.run.processes import stop_on_signals
     from edgesearch.trainer import NonFiniteLossError, train
     from edgesearch.trainer.device import resolve_device
 

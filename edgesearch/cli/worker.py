@@ -1,7 +1,7 @@
 """``edgesearch worker``: run trials of a stored study here, in one or many local processes.
 
 One process runs trials itself and shows a live study bar; ``--processes N`` or ``--gpus``
-starts one child ``edgesearch worker`` per slot (:class:`~edgesearch.searcher.local.LocalWorkers`)
+starts one child ``edgesearch worker`` per slot (:class:`~edgesearch.searcher.run.processes.LocalWorkers`)
 and relays their lines, prefixed ``[w<i>]``, above one bar read from the storage.
 """
 
@@ -20,8 +20,8 @@ from edgesearch.cli.options import ArtifactsOption, RunsOption, StorageOption, f
 if TYPE_CHECKING:
     import optuna
 
-    from edgesearch.searcher.objective import TrialOutcome
-    from edgesearch.searcher.study import TrialCounts
+    from edgesearch.searcher.run.trial import TrialOutcome
+    from edgesearch.searcher.study.studies import TrialCounts
 
 __all__ = ["app", "run_here", "run_local"]
 
@@ -39,14 +39,14 @@ class _StudyCounts:
     """
 
     def __init__(self, name: str, url: str) -> None:
-        from edgesearch.searcher.study import TrialCounts, load_study
+        from edgesearch.searcher.study.studies import TrialCounts, load_study
 
         self.study, config = load_study(name, url)
         self.n_trials = config.n_trials
         self.last: TrialCounts = TrialCounts()
 
     def read(self) -> TrialCounts:
-        from edgesearch.searcher.study import trial_counts
+        from edgesearch.searcher.study.studies import trial_counts
 
         try:
             self.last = trial_counts(self.study, n_trials=self.n_trials)
@@ -73,11 +73,11 @@ def run_here(
     Exits 1 when the worker stopped because trials kept crashing the same way.
     """
     from edgesearch.cli.study_progress import EpochLines, StudyProgress, format_counts
-    from edgesearch.searcher.artifacts import open_artifact_store, resolve_artifact_dir
-    from edgesearch.searcher.confirm import confirmation_job
-    from edgesearch.searcher.local import stop_on_signals
-    from edgesearch.searcher.study import stored_config
-    from edgesearch.searcher.worker import run_worker
+    from edgesearch.searcher.run.processes import stop_on_signals
+    from edgesearch.searcher.run.worker import run_worker
+    from edgesearch.searcher.storage.artifacts import open_artifact_store, resolve_artifact_dir
+    from edgesearch.searcher.study.confirm import confirmation_job
+    from edgesearch.searcher.study.studies import stored_config
 
     store = open_artifact_store(resolve_artifact_dir(artifacts))
     counts = _StudyCounts(name, url)
@@ -133,7 +133,7 @@ def run_local(name: str, url: str, *, slots: list[str | None], args: list[str]) 
     is passed on to the children, which hand their trials back and exit; the parent waits.
     """
     from edgesearch.cli.study_progress import StudyProgress, format_counts
-    from edgesearch.searcher.local import LocalWorkers, slot_label, stop_on_signals
+    from edgesearch.searcher.run.processes import LocalWorkers, slot_label, stop_on_signals
 
     counts = _StudyCounts(name, url)
     with StudyProgress(name, counts.n_trials) as progress:
@@ -178,10 +178,10 @@ def worker_command(
     with user_errors():
         from edgesearch.errors import ConfigError
         from edgesearch.files import check_folder_path
-        from edgesearch.searcher.artifacts import open_artifact_store, resolve_artifact_dir
-        from edgesearch.searcher.local import check_gpus, gpu_slots, worker_args
-        from edgesearch.searcher.storage import resolve_storage_url
-        from edgesearch.searcher.study import load_study
+        from edgesearch.searcher.run.processes import check_gpus, gpu_slots, worker_args
+        from edgesearch.searcher.storage.artifacts import open_artifact_store, resolve_artifact_dir
+        from edgesearch.searcher.storage.opening import resolve_storage_url
+        from edgesearch.searcher.study.studies import load_study
         from edgesearch.trainer.data_cache import check_budget
         from edgesearch.trainer.device import check_required_gpu
 

@@ -1,7 +1,7 @@
 """The hyperparameter search: study files, search spaces, workers. Optuna lives here (and in the CLI).
 
 The public names are loaded on first use, so that importing a sub-module that does not need
-optuna or torch (``edgesearch.searcher.config`` to validate a study file) stays cheap.
+optuna or torch (``edgesearch.searcher.study.config`` to validate a study file) stays cheap.
 To export another name, add it to ``_HOME`` (name -> sub-module) and to ``__all__``.
 """
 
@@ -11,19 +11,19 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from edgesearch.searcher.config import StudyConfig
-    from edgesearch.searcher.report import build_report
-    from edgesearch.searcher.study import create_study, load_study
-    from edgesearch.searcher.worker import run_worker
+    from edgesearch.searcher.results.report import build_report
+    from edgesearch.searcher.run.worker import run_worker
+    from edgesearch.searcher.study.config import StudyConfig
+    from edgesearch.searcher.study.studies import create_study, load_study
 
 __all__ = ["StudyConfig", "build_report", "create_study", "load_study", "run_worker"]
 
 _HOME = {
-    "StudyConfig": "config",
-    "build_report": "report",
-    "create_study": "study",
-    "load_study": "study",
-    "run_worker": "worker",
+    "StudyConfig": "study.config",
+    "build_report": "results.report",
+    "create_study": "study.studies",
+    "load_study": "study.studies",
+    "run_worker": "run.worker",
 }
 
 

@@ -3,7 +3,7 @@
 Per epoch: enter stage 2 when it is due (the encoder joins the optimizer), one pass over
 the training data with the lr set per step by the schedule, one validation pass, the plateau
 tracker, the epoch record, a host snapshot for ``last.pt`` (written in the background on the
-``checkpoint_interval`` cadence, and always at the end: :mod:`~edgesearch.trainer.checkpointer`),
+``checkpoint_interval`` cadence, and always at the end: :mod:`~edgesearch.trainer.checkpoint_writer`),
 ``history.json``, then the callbacks. The epoch itself is :class:`~edgesearch.trainer.epoch.EpochRunner`'s.
 At the end (also when stopped, pruned or failed) the last checkpoint is written in the background
 while ``curves.png`` and ``edges.png`` (the best weights on the validation images, ranked by the
@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader
 from edgesearch.files import atomic_write, atomic_write_text
 from edgesearch.trainer import data_cache, run_files
 from edgesearch.trainer.callbacks import Callback
-from edgesearch.trainer.checkpoint import load_checkpoint, read_resume_state
-from edgesearch.trainer.checkpointer import Checkpointer
+from edgesearch.trainer.checkpoint_files import load_checkpoint, read_resume_state
+from edgesearch.trainer.checkpoint_writer import Checkpointer
 from edgesearch.trainer.config import TrainConfig
 from edgesearch.trainer.data import SegmentationDataset, build_datasets, build_loader
 from edgesearch.trainer.device import resolve_device

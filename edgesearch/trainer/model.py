@@ -12,7 +12,7 @@ from pathlib import Path
 from torch import nn
 
 from edgesearch.errors import ConfigError
-from edgesearch.trainer.checkpoint import read_checkpoint
+from edgesearch.trainer.checkpoint_files import read_checkpoint
 from edgesearch.trainer.config import ModelConfig
 from edgesearch.trainer.registry import is_local_weights
 

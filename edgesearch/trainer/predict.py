@@ -22,7 +22,7 @@ from torch import nn
 from edgesearch.errors import ConfigError, DataError, raise_problems
 from edgesearch.files import atomic_write, check_new_or_empty
 from edgesearch.trainer import run_files
-from edgesearch.trainer.checkpoint import read_checkpoint
+from edgesearch.trainer.checkpoint_files import read_checkpoint
 from edgesearch.trainer.config import TrainConfig, load_train_config, validate_train_config
 from edgesearch.trainer.data import IMAGE_SUFFIXES
 from edgesearch.trainer.device import resolve_device

@@ -19,8 +19,8 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from edgesearch.cli import app
-from edgesearch.searcher.config import StudyConfig
-from edgesearch.searcher.study import create_study, load_study
+from edgesearch.searcher.study.config import StudyConfig
+from edgesearch.searcher.study.studies import create_study, load_study
 from tests.helpers import merge, tiny_study, write_folder
 
 runner = CliRunner()
@@ -358,8 +358,8 @@ def test_a_worker_names_the_objectives_of_a_study_created_without_names(tmp_path
     import contextlib
     import sqlite3
 
-    from edgesearch.searcher.objective import TrialOutcome
-    from edgesearch.searcher.worker import run_worker
+    from edgesearch.searcher.run.trial import TrialOutcome
+    from edgesearch.searcher.run.worker import run_worker
 
     create_study(StudyConfig.from_dict(_raw("older", n_trials=1), source="test"), sqlite_url)
     # As an older edgesearch left it: no metric names stored (Optuna keeps them under this system attribute).

@@ -19,9 +19,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from edgesearch.searcher.config import StudyConfig
-from edgesearch.searcher.study import FINISHED, create_study, load_study
-from edgesearch.searcher.worker import WorkerSummary, run_worker
+from edgesearch.searcher.run.worker import WorkerSummary, run_worker
+from edgesearch.searcher.study.config import StudyConfig
+from edgesearch.searcher.study.studies import FINISHED, create_study, load_study
 from tests.helpers import TINY_TRAINER, merge
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")]
@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Heartbeat of 
 # so that the racing processes really reach the storage at the same moment, whatever their start-up times.
 _AT_SIGNAL = """
 import pathlib, runpy, sys, time
-import edgesearch.cli, edgesearch.searcher.study, edgesearch.trainer.model
+import edgesearch.cli, edgesearch.searcher.study.studies, edgesearch.trainer.model
 ready, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 ready.touch()
 while not go.exists():

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 
 from edgesearch.errors import ConfigError
 from edgesearch.searcher import StudyConfig
-from edgesearch.searcher.config import HyperbandPrunerConfig, MedianPrunerConfig, SuccessiveHalvingPrunerConfig
-from edgesearch.searcher.space import ChoicesSpec, RangeSpec
+from edgesearch.searcher.study.config import HyperbandPrunerConfig, MedianPrunerConfig, SuccessiveHalvingPrunerConfig
+from edgesearch.searcher.study.space import ChoicesSpec, RangeSpec
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
 

@@ -12,8 +12,8 @@ import pytest
 from optuna.trial import TrialState
 
 from edgesearch.errors import UserError
-from edgesearch.searcher.config import StudyConfig
-from edgesearch.searcher.confirm import (
+from edgesearch.searcher.study.config import StudyConfig
+from edgesearch.searcher.study.confirm import (
     CONFIRM_ATTR,
     Confirmed,
     companion_name,
@@ -167,7 +167,7 @@ def test_two_confirms_at_once_queue_each_job_once(storage_url: str, monkeypatch:
     """Each ``confirm`` reads which jobs exist and queues the rest; two at once must not both find a
     job missing. The first enqueue of each waits (up to 5 s) until the other has read too: without
     the admission lock both read an empty queue and queue everything twice."""
-    from edgesearch.searcher.study import create_study, load_study
+    from edgesearch.searcher.study.studies import create_study, load_study
 
     url = storage_url
     create_study(_config(), url)

@@ -22,10 +22,10 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from edgesearch.cli import app
-from edgesearch.searcher.config import MAX_ENQUEUE, MAX_NAME_LENGTH, StudyConfig
-from edgesearch.searcher.creating import STALE_AFTER_S, hidden_name, is_hidden, is_stale
-from edgesearch.searcher.runs import RUN_ID_ATTR
-from edgesearch.searcher.study import create_study, load_study
+from edgesearch.searcher.study.config import MAX_ENQUEUE, MAX_NAME_LENGTH, StudyConfig
+from edgesearch.searcher.study.creating import STALE_AFTER_S, hidden_name, is_hidden, is_stale
+from edgesearch.searcher.study.run_folders import RUN_ID_ATTR
+from edgesearch.searcher.study.studies import create_study, load_study
 from tests.helpers import TINY_TRAINER
 
 runner = CliRunner()

@@ -19,9 +19,9 @@ from optuna.trial import FrozenTrial, TrialState
 from typer.testing import CliRunner
 
 from edgesearch.cli import app
-from edgesearch.searcher.config import StudyConfig
-from edgesearch.searcher.study import create_study
-from edgesearch.searcher.worker import run_worker
+from edgesearch.searcher.run.worker import run_worker
+from edgesearch.searcher.study.config import StudyConfig
+from edgesearch.searcher.study.studies import create_study
 from tests.browser import wait_for
 from tests.helpers import TINY_TRAINER, merge, tiny_study, write_folder
 

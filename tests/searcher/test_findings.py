@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgesearch.searcher.findings import Outcome, findings, group_summary, last_epoch_finding
+from edgesearch.searcher.results.findings import Outcome, findings, group_summary, last_epoch_finding
 
 
 def _o(number: int, value: float, lam: float | None = 0.15, kind: str | None = "bce", width: int | None = 2) -> Outcome:

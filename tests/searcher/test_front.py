@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgesearch.searcher.front import PICKS, knee, pareto_front, pick_point
+from edgesearch.searcher.study.front import PICKS, knee, pareto_front, pick_point
 
 OBJECTIVES = ("val_iou", "val_boundary_iou")
 

@@ -21,11 +21,11 @@ from typer.testing import CliRunner, Result
 from edgesearch.cli import app
 from edgesearch.cli.study_progress import format_counts
 from edgesearch.errors import ConfigError
-from edgesearch.searcher.config import MedianPrunerConfig, NoPrunerConfig, StudyConfig
-from edgesearch.searcher.front import knee
-from edgesearch.searcher.objective import TrialOutcome
-from edgesearch.searcher.study import create_study, front_trials, load_study, trial_counts
-from edgesearch.searcher.worker import run_worker
+from edgesearch.searcher.run.trial import TrialOutcome
+from edgesearch.searcher.run.worker import run_worker
+from edgesearch.searcher.study.config import MedianPrunerConfig, NoPrunerConfig, StudyConfig
+from edgesearch.searcher.study.front import knee
+from edgesearch.searcher.study.studies import create_study, front_trials, load_study, trial_counts
 from edgesearch.trainer.callbacks import Callback
 from tests.helpers import TINY_TRAINER, merge, write_folder
 
@@ -121,7 +121,7 @@ def _trade_off(
     callbacks: Sequence[Callback],
 ) -> TrialOutcome:
     """A stand-in trial: a higher edge lambda buys val_boundary_iou with val_iou."""
-    from edgesearch.searcher.space import sample
+    from edgesearch.searcher.study.space import sample
 
     lam = sample(trial, config.space, config.base_config).loss.edge_lambda
     return TrialOutcome(trial.number, TrialState.COMPLETE, None, 1, values=(0.9 - lam / 2, 0.4 + lam))

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from edgesearch.cli import app
 from edgesearch.errors import ConfigError
-from edgesearch.searcher.config import StudyConfig
-from edgesearch.searcher.confirm import CONFIRM_ATTR, companion_name
-from edgesearch.searcher.study import create_study
-from edgesearch.searcher.worker import run_worker
+from edgesearch.searcher.run.worker import run_worker
+from edgesearch.searcher.study.config import StudyConfig
+from edgesearch.searcher.study.confirm import CONFIRM_ATTR, companion_name
+from edgesearch.searcher.study.studies import create_study
 from tests.helpers import tiny_study
 
 pytestmark = [

@@ -17,9 +17,9 @@ from PIL import Image
 from typer.testing import CliRunner, Result
 
 from edgesearch.cli import app
-from edgesearch.searcher.config import StudyConfig
-from edgesearch.searcher.study import create_study, load_study
-from edgesearch.searcher.worker import run_worker
+from edgesearch.searcher.run.worker import run_worker
+from edgesearch.searcher.study.config import StudyConfig
+from edgesearch.searcher.study.studies import create_study, load_study
 from edgesearch.trainer import TrainConfig
 from edgesearch.trainer.data import build_datasets, synthetic_sample
 from edgesearch.trainer.predict import load_model

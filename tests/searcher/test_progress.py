@@ -14,8 +14,8 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
 from edgesearch.cli.study_progress import EpochLines, StudyProgress, describe_eta
-from edgesearch.searcher.progress import running_trial, study_eta
-from edgesearch.searcher.study import TrialCounts
+from edgesearch.searcher.study.progress import running_trial, study_eta
+from edgesearch.searcher.study.studies import TrialCounts
 from tests.helpers import epoch_record
 
 NOW = datetime(2025, 1, 1, 12, 0, 0)
@@ -171,7 +171,7 @@ def test_the_study_eta_or_why_there_is_none(counts: TrialCounts, text: str) -> N
 def test_reading_progress_imports_no_torch() -> None:
     # `study show` reads it, and a look at a study must not wait for torch to load.
     probe = (
-        "import sys\nfrom edgesearch.searcher.progress import running_trial, study_eta\n"
+        "import sys\nfrom edgesearch.searcher.study.progress import running_trial, study_eta\n"
         "from edgesearch.cli.study_progress import describe_eta\n"
         "print(sorted({'torch', 'segmentation_models_pytorch'} & sys.modules.keys()))"
     )

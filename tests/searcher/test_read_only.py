@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgesearch.cli import app
-from edgesearch.searcher.dashboard import make_dashboard_server
+from edgesearch.services.dashboard import make_dashboard_server
 from tests.helpers import write_folder
 
 pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`

@@ -18,9 +18,9 @@ from optuna.trial import TrialState
 from PIL import Image
 
 from edgesearch.errors import UserError
-from edgesearch.searcher.config import StudyConfig
-from edgesearch.searcher.report import build_report, curves_figure, pareto_front, scatter_figure
-from edgesearch.searcher.study import create_study
+from edgesearch.searcher.results.report import build_report, curves_figure, pareto_front, scatter_figure
+from edgesearch.searcher.study.config import StudyConfig
+from edgesearch.searcher.study.studies import create_study
 from edgesearch.trainer.config import TrainConfig
 from edgesearch.trainer.records import SUMMARY_KEYS as HISTORY_KEYS
 
@@ -65,7 +65,7 @@ def _png(path: Path, colour: tuple[int, int, int]) -> Path:
 
 def _record(trial: optuna.Trial, config: StudyConfig, values: list[float], run_dir: Path) -> None:
     """What objective.py stores for a trial: resolved config, run dir, history, one report per epoch."""
-    from edgesearch.searcher.space import sample
+    from edgesearch.searcher.study.space import sample
 
     train_config: TrainConfig = sample(trial, config.space, config.base_config)
     trial.set_user_attr("config", train_config.model_dump(mode="json"))
@@ -311,7 +311,7 @@ def test_a_failure_leaves_the_previous_report_untouched(built: Built, monkeypatc
     def broken(*_: Any, **__: Any) -> Any:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("edgesearch.searcher.report.importances_figure", broken)
+    monkeypatch.setattr("edgesearch.searcher.results.report.importances_figure", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         build_report(built.study, built.config, built.out, artifact_store=built.store)
     assert {p.name: p.read_bytes() for p in built.out.iterdir()} == before
@@ -324,7 +324,7 @@ def test_study_report_of_a_really_trained_study_renders_in_chromium_with_every_i
     from typer.testing import CliRunner
 
     from edgesearch.cli import app
-    from edgesearch.searcher.study import load_study
+    from edgesearch.searcher.study.studies import load_study
     from tests.browser import broken_images, open_browser, screenshot, wait_for
 
     name, url = finished_study["name"], finished_study["url"]
@@ -384,7 +384,7 @@ def test_a_sigterm_during_study_report_leaves_no_temporary_folder(
         time.sleep(5)  # the handler interrupts this
         return original(*args, **kwargs)
 
-    monkeypatch.setattr("edgesearch.searcher.report.curves_figure", terminated_midway)
+    monkeypatch.setattr("edgesearch.searcher.results.report.curves_figure", terminated_midway)
     handler = signal.getsignal(signal.SIGTERM)
     result = CliRunner().invoke(app, ["study", "report", "signalled", "--storage", sqlite_url, "--out", str(out)])
     assert result.exit_code == 130, result.output

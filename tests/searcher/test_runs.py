@@ -1,4 +1,4 @@
-"""Run folders: one namespace per study, each folder claimed by its trial (searcher/runs.py)."""
+"""Run folders: one namespace per study, each folder claimed by its trial (searcher/study/run_folders.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgesearch.errors import UserError
-from edgesearch.searcher.runs import claim_run_dir, file_digest, new_run_id, study_namespace, trial_run_dir
+from edgesearch.searcher.study.run_folders import claim_run_dir, file_digest, new_run_id, study_namespace, trial_run_dir
 
 
 def test_each_study_has_its_own_namespace() -> None:

@@ -9,8 +9,8 @@ import optuna
 import pytest
 
 from edgesearch.errors import ConfigError
-from edgesearch.searcher.config import MAX_GRID_SIZE, StudyConfig
-from edgesearch.searcher.space import (
+from edgesearch.searcher.study.config import MAX_GRID_SIZE, StudyConfig
+from edgesearch.searcher.study.space import (
     ChoicesSpec,
     RangeSpec,
     apply_params,

@@ -7,14 +7,14 @@ from typing import Any
 import optuna
 import pytest
 
-from edgesearch.searcher.config import StudyConfig
-from edgesearch.searcher.stage_pruning import (
+from edgesearch.searcher.study.config import StudyConfig
+from edgesearch.searcher.study.pruning import (
     StageAwareHyperbandPruner,
     StageAwareMedianPruner,
     StageAwareSuccessiveHalvingPruner,
     trial_window,
 )
-from edgesearch.searcher.study import make_pruner
+from edgesearch.searcher.study.studies import make_pruner
 from edgesearch.trainer.config import OptimConfig
 from edgesearch.trainer.schedule import unstable_epochs
 from tests.helpers import TINY_TRAINER

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from edgesearch.errors import ConfigError, UserError
-from edgesearch.searcher.storage import (
+from edgesearch.searcher.storage.opening import (
     _PLAIN_SQLITE,
     DEFAULT_STORAGE,
     ENV_VAR,
@@ -33,7 +33,7 @@ from edgesearch.searcher.storage import (
     storage_hint,
     storage_option,
 )
-from edgesearch.searcher.storage import _sqlite_path as sqlalchemy_sqlite_path
+from edgesearch.searcher.storage.opening import _sqlite_path as sqlalchemy_sqlite_path
 from tests.helpers import tiny_study
 
 pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
@@ -332,7 +332,7 @@ def test_a_sqlite_file_locked_by_another_program_is_one_line_naming_it_and_exit_
     from typer.testing import CliRunner
 
     from edgesearch.cli import app
-    from edgesearch.searcher.reconnect import ReconnectingRDBStorage
+    from edgesearch.searcher.storage.reconnecting import ReconnectingRDBStorage
 
     path, url = tmp_path / "study.db", f"sqlite:///{tmp_path / 'study.db'}?timeout=1"
     for name in ("first", "second"):
@@ -460,7 +460,7 @@ def test_a_failing_heartbeat_warns_in_one_line_without_a_traceback_and_keeps_bea
     an outage past the retries) is one line naming the cause, and the next beat is tried anyway."""
     import sqlalchemy
 
-    from edgesearch.searcher.optuna_internals import heartbeat
+    from edgesearch.searcher.storage._optuna import heartbeat
 
     storage = open_storage(postgres_url, heartbeat_interval=1, grace_period=3)
     study = optuna.create_study(storage=storage, study_name="s")

@@ -14,8 +14,8 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 
-from edgesearch.searcher.objective import EPOCHS_DONE_ATTR, PruningCallback, epochs_done
-from edgesearch.searcher.optuna_internals import (
+from edgesearch.searcher.run.trial import PruningCallback
+from edgesearch.searcher.storage._optuna import (
     ask,
     complete_curves,
     rdb_storage,
@@ -23,7 +23,8 @@ from edgesearch.searcher.optuna_internals import (
     study_storage,
     tell,
 )
-from edgesearch.searcher.storage import open_storage
+from edgesearch.searcher.storage.opening import open_storage
+from edgesearch.searcher.study.progress import EPOCHS_DONE_ATTR, epochs_done
 from tests.helpers import tiny_study
 
 
@@ -325,8 +326,8 @@ def test_a_worker_loading_its_study_reads_no_trial_of_any_study(sqlite_url: str)
     count them, of every study in the database) made a worker's start grow with the database."""
     from sqlalchemy.engine import Engine
 
-    from edgesearch.searcher.config import StudyConfig
-    from edgesearch.searcher.study import create_study, load_study
+    from edgesearch.searcher.study.config import StudyConfig
+    from edgesearch.searcher.study.studies import create_study, load_study
 
     for name in ("mine", "other"):
         study, _ = create_study(StudyConfig.from_dict(tiny_study(name), source="test"), sqlite_url)

@@ -1,7 +1,7 @@
 """Workers started any way never propose twins, and a seeded study is reproducible from its seed.
 
 Workers started by hand know nothing of each other: each trial's sampler stream comes from the study's
-seed and the trial's number (:mod:`edgesearch.searcher.sampling`), which the storage hands out once.
+seed and the trial's number (:mod:`edgesearch.searcher.study.sampling`), which the storage hands out once.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from edgesearch.searcher.config import StudyConfig
-from edgesearch.searcher.sampling import trial_seed
-from edgesearch.searcher.space import sample
-from edgesearch.searcher.study import create_study, load_study
+from edgesearch.searcher.study.config import StudyConfig
+from edgesearch.searcher.study.sampling import trial_seed
+from edgesearch.searcher.study.space import sample
+from edgesearch.searcher.study.studies import create_study, load_study
 from tests.helpers import tiny_study
 
 # The test asks trials itself, with the worker's heartbeat settings stored in the study.
@@ -42,7 +42,7 @@ def _create(name: str, url: str, kind: str, n_trials: int) -> None:
 
 
 def _point(trial: optuna.Trial, config: StudyConfig) -> tuple[Any, ...]:
-    """The trial's parameters, asked for as a real trial asks (:func:`~edgesearch.searcher.space.sample`)."""
+    """The trial's parameters, asked for as a real trial asks (:func:`~edgesearch.searcher.study.space.sample`)."""
     sample(trial, config.space, config.base_config)
     return tuple(sorted(trial.params.items()))
 
@@ -131,8 +131,8 @@ def test_workers_started_by_hand_run_no_twins(storage_url: str, workers: int, tm
 def test_a_worker_covers_a_whole_grid_and_stops_at_n_trials(storage_url: str, tmp_path: Path) -> None:
     """Optuna's grid sampler calls ``study.stop()`` at the tell of the last point, which only works inside
     ``optimize()``; a worker's grid sampler leaves the end to ``n_trials``."""
-    from edgesearch.searcher.objective import TrialOutcome
-    from edgesearch.searcher.worker import run_worker
+    from edgesearch.searcher.run.trial import TrialOutcome
+    from edgesearch.searcher.run.worker import run_worker
 
     raw = tiny_study("grid", n_trials=4, sampler={"kind": "grid", "seed": 0})
     raw["space"] = {"loss.edge_width": {"choices": [1, 2]}, "loss.kind": {"choices": ["bce", "focal"]}}

@@ -18,10 +18,10 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from edgesearch.cli import app
-from edgesearch.searcher.config import StudyConfig
-from edgesearch.searcher.objective import TrialOutcome
-from edgesearch.searcher.study import create_study, load_study
-from edgesearch.searcher.worker import run_worker
+from edgesearch.searcher.run.trial import TrialOutcome
+from edgesearch.searcher.run.worker import run_worker
+from edgesearch.searcher.study.config import StudyConfig
+from edgesearch.searcher.study.studies import create_study, load_study
 from edgesearch.trainer.callbacks import Callback
 from tests.helpers import merge, tiny_study, write_folder
 

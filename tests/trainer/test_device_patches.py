@@ -24,7 +24,7 @@ from scipy import stats  # type: ignore[import-untyped]  # no stubs installed
 from edgesearch.errors import ConfigError
 from edgesearch.trainer import Callback, TrainConfig, train
 from edgesearch.trainer import device_data as device_data_module
-from edgesearch.trainer.checkpoint import load_checkpoint
+from edgesearch.trainer.checkpoint_files import load_checkpoint
 from edgesearch.trainer.config import DataConfig
 from edgesearch.trainer.data import SegmentationDataset, build_datasets, build_loader, normalization
 from edgesearch.trainer.device_data import augment_batch, device_batches

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from edgesearch.trainer import Callback, TrainConfig, train
-from edgesearch.trainer.checkpoint import load_checkpoint
+from edgesearch.trainer.checkpoint_files import load_checkpoint
 from edgesearch.trainer.data import build_datasets
 from edgesearch.trainer.loop import seed_everything
 from edgesearch.trainer.model import build_model

@@ -1,0 +1,1 @@
+"""Running a study's trials: the worker's loop, one trial, and local worker processes."""
