@@ -869,7 +869,7 @@ def main() -> int:
 
     import optuna
 
-    from edgesearch.searcher.storage.opening import redact
+    from edgesearch.searcher.storage.urls import redact
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # as the worker command does
     sizes = TINY if args.tiny else FULL

@@ -34,7 +34,7 @@ def dashboard_command(
     """Watch studies in the browser: optuna-dashboard with each trial's pictures."""
     with user_errors():
         from edgesearch.searcher.storage.artifacts import resolve_artifact_dir
-        from edgesearch.searcher.storage.opening import redact, resolve_storage_url
+        from edgesearch.searcher.storage.urls import redact, resolve_storage_url
         from edgesearch.services.dashboard import is_loopback, make_dashboard_server
 
         url = resolve_storage_url(storage)

@@ -50,7 +50,7 @@ def pooler_command(
         import shutil
         import tempfile
 
-        from edgesearch.searcher.storage.opening import redact, resolve_storage_url
+        from edgesearch.searcher.storage.urls import redact, resolve_storage_url
         from edgesearch.services import pooler
 
         url = resolve_storage_url(storage)

@@ -82,7 +82,7 @@ def predict_command(
         if study is not None and checkpoint is None:
             if config_file is not None:
                 raise UserError("--config goes with --checkpoint; a study stores its trials' configs")
-            from edgesearch.searcher.storage.opening import resolve_storage_url
+            from edgesearch.searcher.storage.urls import resolve_storage_url
             from edgesearch.searcher.study.studies import best_model, load_study
 
             found, study_config = load_study(study, resolve_storage_url(storage), read_only=True)

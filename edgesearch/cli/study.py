@@ -41,7 +41,7 @@ def create_command(
 ) -> None:
     """Create a study from FILE in the storage (or load it when an identical one exists)."""
     with user_errors():
-        from edgesearch.searcher.storage.opening import redact, resolve_storage_url
+        from edgesearch.searcher.storage.urls import redact, resolve_storage_url
         from edgesearch.searcher.study.config import StudyConfig
         from edgesearch.searcher.study.studies import create_study
 
@@ -57,7 +57,7 @@ def create_command(
 def _print_commands(url: str, lines: list[str]) -> None:
     """Print commands to copy, ``{storage}`` in each replaced by the ``--storage`` option when it may be
     printed; for a URL that holds a password, one more line says how the commands find it."""
-    from edgesearch.searcher.storage.opening import storage_hint, storage_option
+    from edgesearch.searcher.storage.urls import storage_hint, storage_option
 
     option = storage_option(url)
     for line in lines:
@@ -79,7 +79,7 @@ def run_command(
     with user_errors():
         from edgesearch.files import check_folder_path
         from edgesearch.searcher.storage.artifacts import check_artifact_dir, open_artifact_store, resolve_artifact_dir
-        from edgesearch.searcher.storage.opening import redact, resolve_storage_url
+        from edgesearch.searcher.storage.urls import redact, resolve_storage_url
         from edgesearch.searcher.study.config import StudyConfig
         from edgesearch.searcher.study.studies import create_study
 
@@ -127,7 +127,7 @@ def list_command(storage: StorageOption = None) -> None:
     """List the studies in the storage with their progress."""
     with user_errors():
         from edgesearch.searcher.results.listing import study_summaries
-        from edgesearch.searcher.storage.opening import redact, resolve_storage_url
+        from edgesearch.searcher.storage.urls import redact, resolve_storage_url
 
         url = resolve_storage_url(storage)
         summaries = study_summaries(url)
@@ -170,7 +170,7 @@ def best_command(
     """The best trial (of a study of two objectives: the --pick point of its front): values, parameters, checkpoint."""
     with user_errors():
         from edgesearch.errors import UserError
-        from edgesearch.searcher.storage.opening import resolve_storage_url
+        from edgesearch.searcher.storage.urls import resolve_storage_url
 
         url = resolve_storage_url(storage)
         if confirmed and pick is not None:
@@ -242,7 +242,7 @@ def confirm_command(
 ) -> None:
     """Queue re-trainings of the TOP best configurations with SEEDS fresh seeds each; workers run them."""
     with user_errors():
-        from edgesearch.searcher.storage.opening import resolve_storage_url
+        from edgesearch.searcher.storage.urls import resolve_storage_url
         from edgesearch.searcher.study.confirm import request
         from edgesearch.searcher.study.studies import load_study
 
@@ -273,7 +273,7 @@ def show_command(name: Annotated[str, typer.Argument(help="Study name.")], stora
         from rich.table import Table
 
         from edgesearch.cli.study_progress import describe_eta, format_counts
-        from edgesearch.searcher.storage.opening import resolve_storage_url
+        from edgesearch.searcher.storage.urls import resolve_storage_url
         from edgesearch.searcher.study.progress import epochs_done
         from edgesearch.searcher.study.studies import front_trials, load_study, trial_counts
 
@@ -341,7 +341,7 @@ def export_command(
     """Every trial of study NAME: state, value, parameters, epochs, paths (json adds histories)."""
     with user_errors():
         from edgesearch.searcher.results.export import export_text
-        from edgesearch.searcher.storage.opening import resolve_storage_url
+        from edgesearch.searcher.storage.urls import resolve_storage_url
         from edgesearch.searcher.study.studies import load_study
 
         study, config = load_study(name, resolve_storage_url(storage), read_only=True)
@@ -368,7 +368,7 @@ def enqueue_command(
     """Queue a point of the search space to be tried next (values parsed as YAML scalars)."""
     with user_errors():
         from edgesearch.cli.study_progress import format_counts
-        from edgesearch.searcher.storage.opening import resolve_storage_url
+        from edgesearch.searcher.storage.urls import resolve_storage_url
         from edgesearch.searcher.study.studies import enqueue_point, load_study, parse_assignments, trial_counts
 
         study, config = load_study(name, resolve_storage_url(storage))
@@ -398,7 +398,7 @@ def set_command(
     """Change study NAME's n_trials, also while workers run it (they follow it at their next trial)."""
     with user_errors():
         from edgesearch.searcher.run.worker import set_n_trials
-        from edgesearch.searcher.storage.opening import resolve_storage_url
+        from edgesearch.searcher.storage.urls import resolve_storage_url
         from edgesearch.searcher.study.studies import load_study
 
         url = resolve_storage_url(storage)
@@ -419,7 +419,7 @@ def delete_command(
 ) -> None:
     """Delete study NAME and all its trials from the storage (run folders and artifacts stay)."""
     with user_errors():
-        from edgesearch.searcher.storage.opening import redact, resolve_storage_url
+        from edgesearch.searcher.storage.urls import redact, resolve_storage_url
         from edgesearch.searcher.study.studies import delete_study, find_study
 
         url = resolve_storage_url(storage)
@@ -444,7 +444,7 @@ def report_command(
         from edgesearch.searcher.results.report import build_report, check_report_folder
         from edgesearch.searcher.run.processes import terminate_as_interrupt
         from edgesearch.searcher.storage.artifacts import open_artifact_store, resolve_artifact_dir
-        from edgesearch.searcher.storage.opening import resolve_storage_url
+        from edgesearch.searcher.storage.urls import resolve_storage_url
         from edgesearch.searcher.study.studies import load_study
 
         check_report_folder(out_dir, label="--out")

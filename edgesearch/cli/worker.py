@@ -180,7 +180,7 @@ def worker_command(
         from edgesearch.files import check_folder_path
         from edgesearch.searcher.run.processes import check_gpus, gpu_slots, worker_args
         from edgesearch.searcher.storage.artifacts import open_artifact_store, resolve_artifact_dir
-        from edgesearch.searcher.storage.opening import resolve_storage_url
+        from edgesearch.searcher.storage.urls import resolve_storage_url
         from edgesearch.searcher.study.studies import load_study
         from edgesearch.trainer.data_cache import check_budget
         from edgesearch.trainer.device import check_required_gpu

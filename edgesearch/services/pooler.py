@@ -41,7 +41,7 @@ from types import FrameType
 
 from edgesearch.errors import ConfigError, UserError, child_exit_code
 from edgesearch.files import atomic_write_text
-from edgesearch.searcher.storage.opening import driver_message, scrub_password
+from edgesearch.searcher.storage.urls import driver_message, scrub_password
 from edgesearch.services.host_check import is_loopback
 
 __all__ = [
@@ -167,7 +167,7 @@ def server_target(url: str) -> ServerTarget:
     import sqlalchemy.exc
     from sqlalchemy.engine import make_url
 
-    from edgesearch.searcher.storage.opening import redact
+    from edgesearch.searcher.storage.urls import redact
 
     shown = redact(url)
     example = "e.g. --storage postgresql://USER@HOST:5432/DB"

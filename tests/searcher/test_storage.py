@@ -19,21 +19,20 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from edgesearch.errors import ConfigError, UserError
-from edgesearch.searcher.storage.opening import (
+from edgesearch.searcher.storage.opening import OPTUNA_HEAD_REVISION, open_storage
+from edgesearch.searcher.storage.urls import (
     _PLAIN_SQLITE,
     DEFAULT_STORAGE,
     ENV_VAR,
-    OPTUNA_HEAD_REVISION,
     check_url,
     normalize_url,
-    open_storage,
     plain_sqlite_path,
     redact,
     resolve_storage_url,
     storage_hint,
     storage_option,
 )
-from edgesearch.searcher.storage.opening import _sqlite_path as sqlalchemy_sqlite_path
+from edgesearch.searcher.storage.urls import sqlite_file as sqlalchemy_sqlite_path
 from tests.helpers import tiny_study
 
 pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`

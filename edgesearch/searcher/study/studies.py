@@ -20,7 +20,8 @@ from optuna.trial import TrialState
 
 from edgesearch.errors import UserError
 from edgesearch.searcher.storage._optuna import study_storage, study_user_attr
-from edgesearch.searcher.storage.opening import open_storage, redact, set_fault_tolerance, storage_option
+from edgesearch.searcher.storage.opening import open_storage, set_fault_tolerance
+from edgesearch.searcher.storage.urls import redact, storage_option
 from edgesearch.searcher.study.run_folders import RUN_ID_ATTR, file_digest, new_run_id
 from edgesearch.validation import shorten
 
