@@ -23,14 +23,14 @@ from typer.testing import CliRunner
 from edgesearch.cli import app
 from edgesearch.errors import UserError
 from edgesearch.searcher.results import listing as summary
-from edgesearch.searcher.results.listing import (
+from edgesearch.searcher.results.listing import study_summaries
+from edgesearch.searcher.storage.opening import open_storage
+from edgesearch.searcher.storage.sqlite_summaries import (
     KNOWN_ALEMBIC_REVISIONS,
     KNOWN_SCHEMA_VERSIONS,
     StudySummary,
     read_sqlite_summaries,
-    study_summaries,
 )
-from edgesearch.searcher.storage.opening import open_storage
 
 pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
 

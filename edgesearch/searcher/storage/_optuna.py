@@ -3,7 +3,7 @@
 Optuna's public ``Study``/``Trial`` hide their storage and ids, but a worker that runs its own
 heartbeat, hands trials back and counts slots in one statement needs them. Everything that
 reaches past the public API lives here, so an Optuna upgrade means reading this file (and the
-schema pin of :mod:`edgesearch.searcher.results.listing`); a test fails if any other module of
+schema pin of :mod:`edgesearch.searcher.storage.sqlite_summaries`); a test fails if any other module of
 edgesearch touches ``optuna.*._*``, ``_storage``, ``_trial_id`` or ``_study_id``.
 """
 
