@@ -22,8 +22,9 @@ from typer.testing import CliRunner
 
 from edgesearch.cli import app
 from edgesearch.errors import UserError
-from edgesearch.searcher.results import listing as summary
+from edgesearch.searcher.results import listing
 from edgesearch.searcher.results.listing import study_summaries
+from edgesearch.searcher.storage import sqlite_summaries
 from edgesearch.searcher.storage.opening import open_storage
 from edgesearch.searcher.storage.sqlite_summaries import (
     KNOWN_ALEMBIC_REVISIONS,
@@ -167,7 +168,7 @@ def test_fast_path_declines_a_file_it_was_not_written_for(studies_db: Path, stat
 def test_an_unknown_alembic_revision_falls_back_to_optuna(studies_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _tamper(studies_db, "UPDATE alembic_version SET version_num = 'v9.9.9.z'")
     asked: list[str] = []
-    monkeypatch.setattr(summary, "_optuna_summaries", lambda url: asked.append(url) or [])
+    monkeypatch.setattr(listing, "_optuna_summaries", lambda url: asked.append(url) or [])
     assert study_summaries(f"sqlite:///{studies_db}") == []
     assert asked == [f"sqlite:///{studies_db}"]
     monkeypatch.undo()
@@ -192,7 +193,7 @@ def test_a_postgresql_storage_is_listed_through_optuna(postgres_url: str) -> Non
 
 
 def test_a_locked_file_falls_back_instead_of_waiting(studies_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(summary, "READ_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(sqlite_summaries, "READ_TIMEOUT_S", 0.1)
     with contextlib.closing(sqlite3.connect(studies_db, isolation_level=None)) as writer:
         writer.execute("BEGIN EXCLUSIVE")  # rollback-journal mode: readers are locked out until it ends
         assert read_sqlite_summaries(studies_db) is None
@@ -209,8 +210,8 @@ def test_a_file_without_optuna_tables_falls_back(tmp_path: Path, content: bytes)
 
 def test_a_non_sqlite_url_goes_to_optuna(monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[str] = []
-    monkeypatch.setattr(summary, "_optuna_summaries", lambda url: asked.append(url) or [])
-    monkeypatch.setattr(summary, "read_sqlite_summaries", lambda path: pytest.fail("read a non-SQLite URL"))
+    monkeypatch.setattr(listing, "_optuna_summaries", lambda url: asked.append(url) or [])
+    monkeypatch.setattr(listing, "read_sqlite_summaries", lambda path: pytest.fail("read a non-SQLite URL"))
     for url in ("postgresql+psycopg://u@localhost/db", "sqlite:///x.db?timeout=5", "sqlite://"):
         study_summaries(url)
     assert len(asked) == 3
@@ -256,15 +257,15 @@ def test_study_list_output_is_identical_with_and_without_the_fast_path(
 ) -> None:
     args = ["study", "list", "--storage", f"sqlite:///{studies_db}"]
     fast_reads: list[Path] = []
-    real_read = summary.read_sqlite_summaries
+    real_read = listing.read_sqlite_summaries
 
     def counting_read(path: Path) -> list[StudySummary] | None:
         fast_reads.append(path)
         return real_read(path)
 
-    monkeypatch.setattr(summary, "read_sqlite_summaries", counting_read)
+    monkeypatch.setattr(listing, "read_sqlite_summaries", counting_read)
     fast = runner.invoke(app, args)
-    monkeypatch.setattr(summary, "read_sqlite_summaries", lambda path: None)
+    monkeypatch.setattr(listing, "read_sqlite_summaries", lambda path: None)
     slow = runner.invoke(app, args)
 
     assert fast.exit_code == slow.exit_code == 0, fast.output + slow.output
