@@ -63,7 +63,7 @@ def fill_finished(url: str, runs: Path, n_trials: int) -> str:
     that trains every trial (tiny U-Nets on built-in shapes, one epoch each); its name."""
     from edgesearch.cli.options import quiet_optuna
     from edgesearch.searcher.run.worker import run_worker
-    from edgesearch.searcher.storage._optuna import rdb_storage
+    from edgesearch.searcher.storage._optuna.handles import rdb_storage
     from edgesearch.searcher.study.config import StudyConfig
     from edgesearch.searcher.study.studies import create_study
 

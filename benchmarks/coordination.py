@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from edgesearch.searcher.run.trial import TrialOutcome
-    from edgesearch.searcher.storage._optuna import ArtifactStore
+    from edgesearch.searcher.storage._optuna.handles import ArtifactStore
     from edgesearch.searcher.study.config import StudyConfig
     from edgesearch.trainer.callbacks import Callback
 
@@ -321,7 +321,7 @@ def _count_traffic() -> dict[str, int]:
             counts["connection_warnings"] += 1
 
     handler = Warnings(level=logging.WARNING)
-    for logger in ("edgesearch.searcher.storage.reconnecting", "edgesearch.searcher.storage._optuna"):
+    for logger in ("edgesearch.searcher.storage.reconnecting", "edgesearch.searcher.storage._optuna.handles"):
         logging.getLogger(logger).addHandler(handler)
     return counts
 
@@ -699,7 +699,7 @@ def scale(sizes: Sizes, folder: Path) -> dict[str, Any]:
 
 def _dispose(study: optuna.Study) -> None:
     """Close the study's pooled connections now, so that no forked worker inherits one."""
-    from edgesearch.searcher.storage._optuna import rdb_storage
+    from edgesearch.searcher.storage._optuna.handles import rdb_storage
 
     storage = rdb_storage(study)
     if storage is not None:

@@ -102,7 +102,7 @@ def text_file(tmp: Path, text: str, name: str = "study.yaml") -> Path:
 def known_study(tmp: Path) -> None:
     """Create study ``known`` (no trials) in the case's storage, as ``study create`` would."""
     from edgesearch.cli.options import quiet_optuna
-    from edgesearch.searcher.storage._optuna import rdb_storage
+    from edgesearch.searcher.storage._optuna.handles import rdb_storage
     from edgesearch.searcher.study.config import StudyConfig
     from edgesearch.searcher.study.studies import create_study
 
@@ -120,7 +120,7 @@ PARETO = "pareto"
 def known_pareto(tmp: Path) -> None:
     """Create study ``pareto`` (metric [val_iou, val_boundary_iou], no trials) in the case's storage."""
     from edgesearch.cli.options import quiet_optuna
-    from edgesearch.searcher.storage._optuna import rdb_storage
+    from edgesearch.searcher.storage._optuna.handles import rdb_storage
     from edgesearch.searcher.study.config import StudyConfig
     from edgesearch.searcher.study.studies import create_study
 
@@ -142,7 +142,7 @@ def stored_billion_grid(tmp: Path) -> None:
     """Study ``known`` whose stored config holds :data:`GRID_OF_A_BILLION`, as an older edgesearch stored it."""
     import optuna
 
-    from edgesearch.searcher.storage._optuna import rdb_storage
+    from edgesearch.searcher.storage._optuna.handles import rdb_storage
     from edgesearch.searcher.study.studies import CONFIG_ATTR
 
     known_study(tmp)
@@ -156,7 +156,7 @@ def known_with_finished(tmp: Path) -> None:
     """Study ``known`` (n_trials 2) with its two trials finished and none running."""
     import optuna
 
-    from edgesearch.searcher.storage._optuna import rdb_storage
+    from edgesearch.searcher.storage._optuna.handles import rdb_storage
 
     known_study(tmp)
     study = optuna.load_study(study_name=KNOWN, storage=url(tmp))

@@ -41,7 +41,7 @@ def test_a_call_that_fails_while_the_database_is_away_is_retried_until_it_is_bac
 ) -> None:
     storage = open_storage(f"sqlite:///{tmp_path}/s.db")
     assert isinstance(storage, ReconnectingRDBStorage)
-    real = ReconnectingRDBStorage.__mro__[1].get_all_studies  # the plain RDBStorage method
+    real = optuna.storages.RDBStorage.get_all_studies
     failures = iter([True, True, False])
 
     def flaky(self: ReconnectingRDBStorage) -> object:
@@ -49,7 +49,7 @@ def test_a_call_that_fails_while_the_database_is_away_is_retried_until_it_is_bac
             raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("could not connect to server"))
         return real(self)
 
-    monkeypatch.setattr(ReconnectingRDBStorage.__mro__[1], "get_all_studies", flaky)
+    monkeypatch.setattr(optuna.storages.RDBStorage, "get_all_studies", flaky)
     monkeypatch.setattr("edgesearch.searcher.storage.reconnecting.time.sleep", lambda seconds: None)
     assert storage.get_all_studies() == []
     assert next(failures, "done") == "done"  # it took the three attempts

@@ -459,7 +459,7 @@ def test_a_failing_heartbeat_warns_in_one_line_without_a_traceback_and_keeps_bea
     an outage past the retries) is one line naming the cause, and the next beat is tried anyway."""
     import sqlalchemy
 
-    from edgesearch.searcher.storage._optuna import heartbeat
+    from edgesearch.searcher.storage._optuna.handles import heartbeat
 
     storage = open_storage(postgres_url, heartbeat_interval=1, grace_period=3)
     study = optuna.create_study(storage=storage, study_name="s")

@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 
 from edgesearch.searcher.run.trial import PruningCallback
-from edgesearch.searcher.storage._optuna import (
+from edgesearch.searcher.storage._optuna.handles import (
     ask,
     complete_curves,
     rdb_storage,

@@ -52,7 +52,7 @@ from edgesearch.searcher.results.findings import (
     findings,
     last_epoch_finding,
 )
-from edgesearch.searcher.storage._optuna import study_storage
+from edgesearch.searcher.storage._optuna.handles import study_storage
 from edgesearch.searcher.study.confirm import Confirmed, confirmed, ranking_holds
 from edgesearch.searcher.study.front import KNEE, knee, pareto_front, pick_point
 from edgesearch.trainer.run_files import EDGES as OVERLAY
@@ -60,7 +60,7 @@ from edgesearch.trainer.run_files import EDGES as OVERLAY
 if TYPE_CHECKING:
     from matplotlib.typing import LineStyleType
 
-    from edgesearch.searcher.storage._optuna import ArtifactStore
+    from edgesearch.searcher.storage._optuna.handles import ArtifactStore
     from edgesearch.searcher.study.config import StudyConfig
     from edgesearch.trainer.config import TrainConfig
 

@@ -20,14 +20,14 @@ import optuna
 from optuna.trial import TrialState
 
 from edgesearch.errors import RunFailed, UserError
-from edgesearch.searcher.storage._optuna import is_retry, study_exists
+from edgesearch.searcher.storage._optuna.handles import is_retry, study_exists
 from edgesearch.searcher.study.progress import EPOCHS_DONE_ATTR
 from edgesearch.trainer import run_files
 from edgesearch.trainer.callbacks import Callback
 from edgesearch.trainer.records import EpochRecord, summary
 
 if TYPE_CHECKING:
-    from edgesearch.searcher.storage._optuna import ArtifactStore
+    from edgesearch.searcher.storage._optuna.handles import ArtifactStore
     from edgesearch.searcher.study.config import StudyConfig
     from edgesearch.trainer.loop import TrainResult
 

@@ -40,7 +40,7 @@ from optuna.trial import TrialState
 
 from edgesearch.errors import RunFailed, UserError
 from edgesearch.searcher.run.trial import TrialInterrupted, TrialOutcome, run_trial
-from edgesearch.searcher.storage._optuna import (
+from edgesearch.searcher.storage._optuna.handles import (
     ask,
     count_trials,
     hand_back,
@@ -57,7 +57,7 @@ from edgesearch.searcher.study.studies import FINISHED, load_study, name_metrics
 from edgesearch.trainer.callbacks import Callback
 
 if TYPE_CHECKING:
-    from edgesearch.searcher.storage._optuna import ArtifactStore
+    from edgesearch.searcher.storage._optuna.handles import ArtifactStore
     from edgesearch.searcher.study.config import StudyConfig
 
 __all__ = ["StopOnRequest", "TrialRunner", "WorkerSummary", "run_worker", "set_n_trials"]

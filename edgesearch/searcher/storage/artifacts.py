@@ -21,7 +21,7 @@ from edgesearch.trainer.run_files import TRIAL_ARTIFACTS
 if TYPE_CHECKING:
     import optuna
 
-    from edgesearch.searcher.storage._optuna import ArtifactStore
+    from edgesearch.searcher.storage._optuna.handles import ArtifactStore
 
 __all__ = [
     "DEFAULT_ARTIFACTS",

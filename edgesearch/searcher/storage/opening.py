@@ -194,7 +194,7 @@ def set_fault_tolerance(
     import optuna
     from optuna.exceptions import ExperimentalWarning
 
-    from edgesearch.searcher.storage._optuna import set_heartbeat
+    from edgesearch.searcher.storage._optuna.handles import set_heartbeat
 
     _check_positive("heartbeat_interval", heartbeat_interval)
     _check_positive("grace_period", grace_period)

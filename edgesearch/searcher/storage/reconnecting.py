@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import json
 import logging
 import sqlite3
@@ -28,18 +27,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy.exc
 from optuna.exceptions import StorageInternalError
-from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import text
 
 from edgesearch.errors import DatabaseLocked
-from edgesearch.searcher.storage._optuna import (
-    FAST_WRITE_RESULTS,
-    FAST_WRITES,
-    PRIVATE_STORAGE_CALLS,
+from edgesearch.searcher.storage._optuna.handles import rdb_storage
+from edgesearch.searcher.storage._optuna.queries import (
     Curve,
     complete_ids_query,
-    rdb_storage,
     read_curves,
     read_trial,
     stale_trial_ids,
@@ -47,6 +42,7 @@ from edgesearch.searcher.storage._optuna import (
     study_user_attr_query,
     trial_state_query,
 )
+from edgesearch.searcher.storage._optuna.routing import RoutedRDBStorage
 
 if TYPE_CHECKING:
     import optuna
@@ -56,32 +52,6 @@ __all__ = ["ReconnectingRDBStorage", "admitted", "is_connection_error", "is_sqli
 _log = logging.getLogger(__name__)
 _F = TypeVar("_F", bound=Callable[..., Any])
 _T = TypeVar("_T")
-
-# Calls that touch the database. Other private helpers are left alone: they run inside these calls.
-_RETRIED = (
-    *PRIVATE_STORAGE_CALLS,
-    "create_new_study",
-    "delete_study",
-    "set_study_user_attr",
-    "set_study_system_attr",
-    "get_study_id_from_name",
-    "get_study_name_from_id",
-    "get_study_directions",
-    "get_study_user_attrs",
-    "get_study_system_attrs",
-    "get_trial_user_attrs",
-    "get_trial_system_attrs",
-    "get_all_studies",
-    "create_new_trial",
-    "set_trial_param",
-    "get_trial_param",
-    "set_trial_state_values",
-    "set_trial_system_attr",
-    "get_trial_id_from_study_id_trial_number",
-    "get_all_trials",
-    "get_best_trial",
-    "record_heartbeat",
-)
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -123,14 +93,15 @@ def _dropped_while_pooled(exc: BaseException) -> bool:
     return isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
 
 
-class ReconnectingRDBStorage(RDBStorage):
+class ReconnectingRDBStorage(RoutedRDBStorage):
     """``RDBStorage`` whose database calls survive an outage of up to ``outage_seconds``."""
 
     outage_seconds: float = 300.0
     _local = threading.local()
     _complete_lock = threading.Lock()  # the class's, so that the storage stays picklable as Optuna's is
 
-    def _retrying(self, name: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def database_call(self, name: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``call(*args, **kwargs)``, retried with backoff while the database cannot be reached."""
         if getattr(self._local, "active", False):  # an outer call already retries this one
             return call(*args, **kwargs)
         self._local.active = True
@@ -198,7 +169,7 @@ class ReconnectingRDBStorage(RDBStorage):
             with self.one_statement() as connection:
                 return Counter({TrialState(state): int(n) for state, n in connection.execute(query)})
 
-        result: Counter[TrialState] = self._retrying("count_trials", count)
+        result: Counter[TrialState] = self.database_call("count_trials", count)
         return result
 
     def trial_state(self, trial_id: int) -> TrialState:
@@ -212,7 +183,7 @@ class ReconnectingRDBStorage(RDBStorage):
                 raise KeyError(f"no trial with id {trial_id}")  # the study was deleted
             return TrialState[state] if isinstance(state, str) else TrialState(state)
 
-        result: TrialState = self._retrying("trial_state", read)
+        result: TrialState = self.database_call("trial_state", read)
         return result
 
     def study_user_attr(self, study_id: int, key: str) -> Any:
@@ -224,7 +195,7 @@ class ReconnectingRDBStorage(RDBStorage):
                 value = connection.execute(query).scalar_one_or_none()
             return None if value is None else json.loads(value)
 
-        return self._retrying("study_user_attr", read)
+        return self.database_call("study_user_attr", read)
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         """The trial, whole, in two statements (:func:`read_trial`) instead of Optuna's eight round trips."""
@@ -233,21 +204,16 @@ class ReconnectingRDBStorage(RDBStorage):
             with self.one_statement() as connection:
                 return read_trial(connection, trial_id)
 
-        result: FrozenTrial = self._retrying("get_trial", read)
+        result: FrozenTrial = self.database_call("get_trial", read)
         return result
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        """RDBStorage's, in one statement (:func:`stale_trial_ids`): it runs at every admission."""
+    def find_stale_trials(self, study_id: int) -> list[int]:
+        """RDBStorage's query in one statement (:func:`stale_trial_ids`): it runs at every admission."""
         if self.heartbeat_interval is None:
             raise RuntimeError("stale trials are found by heartbeats; this storage has none")
         grace = self.grace_period if self.grace_period is not None else 2 * self.heartbeat_interval
-
-        def read() -> list[int]:
-            with self.one_statement() as connection:
-                return stale_trial_ids(connection, study_id, grace)
-
-        result: list[int] = self._retrying("_get_stale_trial_ids", read)
-        return result
+        with self.one_statement() as connection:
+            return stale_trial_ids(connection, study_id, grace)
 
     def complete_curves(self, study_id: int) -> list[Curve]:
         """The study's COMPLETE trials' curves in number order, each read from the database once per process.
@@ -267,7 +233,7 @@ class ReconnectingRDBStorage(RDBStorage):
                     known.update(read_curves(connection, ids - known.keys()))
                     return sorted((known[i] for i in ids if i in known), key=lambda curve: curve.number)
 
-        result: list[Curve] = self._retrying("complete_curves", read)
+        result: list[Curve] = self.database_call("complete_curves", read)
         return result
 
     @contextlib.contextmanager
@@ -304,7 +270,7 @@ class ReconnectingRDBStorage(RDBStorage):
             with self.exclusive(key) as locked:
                 return body(locked)
 
-        result: _T = self._retrying("exclusive", once)
+        result: _T = self.database_call("exclusive", once)
         return result
 
     @contextlib.contextmanager
@@ -339,41 +305,6 @@ class ReconnectingRDBStorage(RDBStorage):
         finally:
             with contextlib.suppress(Exception):
                 connection.close()  # a rollback first if not committed: the lock is released either way
-
-
-def _wrap(name: str) -> Callable[..., Any]:
-    original = getattr(RDBStorage, name)
-
-    @functools.wraps(original)
-    def method(self: ReconnectingRDBStorage, *args: Any, **kwargs: Any) -> Any:
-        return self._retrying(name, getattr(super(ReconnectingRDBStorage, self), name), *args, **kwargs)
-
-    return method
-
-
-for _name in _RETRIED:
-    setattr(ReconnectingRDBStorage, _name, _wrap(_name))
-
-
-def _wrap_fast(name: str) -> Callable[..., Any]:
-    """The method ``name`` in one statement on PostgreSQL (:data:`FAST_WRITES`), else Optuna's; retried."""
-    original = getattr(RDBStorage, name)
-    fast = FAST_WRITES[name]
-
-    @functools.wraps(original)
-    def method(self: ReconnectingRDBStorage, *args: Any, **kwargs: Any) -> Any:
-        def call() -> Any:
-            if self.engine.dialect.name == "postgresql" and fast(self, *args, **kwargs):
-                return FAST_WRITE_RESULTS.get(name)
-            return original(self, *args, **kwargs)
-
-        return self._retrying(name, call)
-
-    return method
-
-
-for _name in FAST_WRITES:
-    setattr(ReconnectingRDBStorage, _name, _wrap_fast(_name))
 
 
 def admitted(study: optuna.Study, body: Callable[[bool], _T]) -> _T:

@@ -155,7 +155,7 @@ def load_companion(study: optuna.Study, *, create: bool = False) -> optuna.Study
     settings), created when ``create``; None when there is none."""
     import optuna
 
-    from edgesearch.searcher.storage._optuna import study_storage
+    from edgesearch.searcher.storage._optuna.handles import study_storage
     from edgesearch.searcher.study.run_folders import RUN_ID_ATTR
 
     storage = study_storage(study)

@@ -30,7 +30,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from edgesearch.searcher.storage._optuna import Curve, complete_curves
+from edgesearch.searcher.storage._optuna.handles import complete_curves
+from edgesearch.searcher.storage._optuna.queries import Curve
 from edgesearch.trainer.config import OptimConfig
 from edgesearch.trainer.schedule import unstable_epochs
 

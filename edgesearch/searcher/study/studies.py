@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from edgesearch.errors import UserError
-from edgesearch.searcher.storage._optuna import study_storage, study_user_attr
+from edgesearch.searcher.storage._optuna.handles import study_storage, study_user_attr
 from edgesearch.searcher.storage.opening import open_storage, set_fault_tolerance
 from edgesearch.searcher.storage.urls import redact, storage_option
 from edgesearch.searcher.study.run_folders import RUN_ID_ATTR, file_digest, new_run_id
@@ -195,7 +195,7 @@ def create_study(config: StudyConfig, url: str) -> tuple[optuna.Study, bool]:
     enqueued exactly once. When two processes create the same study at once, the first rename wins
     and the other drops its copy and loads the winner's.
     """
-    from edgesearch.searcher.storage._optuna import rename_study
+    from edgesearch.searcher.storage._optuna.handles import rename_study
     from edgesearch.searcher.study.creating import hidden_name
 
     storage = _storage_for(config, url, create=True)
@@ -525,7 +525,7 @@ def delete_study(study: optuna.Study, *, force: bool = False) -> None:
     Live means RUNNING with a fresh heartbeat: a worker is training it right now and would stop
     (with exit 2) at its next storage call once the study is gone.
     """
-    from edgesearch.searcher.storage._optuna import live_trials
+    from edgesearch.searcher.storage._optuna.handles import live_trials
     from edgesearch.searcher.study.confirm import load_companion
 
     companion = load_companion(study)  # its confirmation jobs go with it

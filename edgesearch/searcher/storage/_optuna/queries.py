@@ -1,24 +1,21 @@
-"""Every use of Optuna's private API, in one place with a small typed surface.
+"""SQL over Optuna's own tables (``optuna.storages._rdb.models``): reads and writes in one statement where
+Optuna's own methods take a transaction of many round trips, paid per epoch or per admission by every worker.
 
-Optuna's public ``Study``/``Trial`` hide their storage and ids, but a worker that runs its own
-heartbeat, hands trials back and counts slots in one statement needs them. Everything that
-reaches past the public API lives here, so an Optuna upgrade means reading this file (and the
-schema pin of :mod:`edgesearch.searcher.storage.sqlite_summaries`); a test fails if any other module of
-edgesearch touches ``optuna.*._*``, ``_storage``, ``_trial_id`` or ``_study_id``.
+The one-statement writes (PostgreSQL): Optuna writes a parameter, an intermediate value or a user
+attribute in a transaction of four or five round trips (BEGIN, read the trial, read the row, write it,
+COMMIT), several times per epoch of every trial. Here each is one INSERT ... SELECT ... WHERE the trial is
+RUNNING ... ON CONFLICT, in autocommit. When it writes no row (the trial is finished or gone, or the
+parameter is already set), Optuna's own method runs instead and raises or skips exactly as it would have.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import warnings
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+import json
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 import optuna
-from optuna.artifacts._protocol import ArtifactStore
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import exc, func, select, update
@@ -29,63 +26,15 @@ if TYPE_CHECKING:
 __all__ = [
     "FAST_WRITES",
     "FAST_WRITE_RESULTS",
-    "PRIVATE_STORAGE_CALLS",
-    "ArtifactStore",
     "Curve",
-    "ask",
-    "complete_curves",
     "complete_ids_query",
-    "count_trials",
-    "hand_back",
-    "has_stale_trials",
-    "heartbeat",
-    "is_retry",
-    "live_trials",
-    "rdb_storage",
     "read_curves",
     "read_trial",
-    "release_slot",
-    "rename_study",
-    "set_heartbeat",
     "stale_trial_ids",
     "state_counts_query",
-    "stored_state",
-    "study_exists",
-    "study_storage",
-    "study_user_attr",
     "study_user_attr_query",
-    "tell",
     "trial_state_query",
 ]
-
-_log = logging.getLogger(__name__)
-
-PRIVATE_STORAGE_CALLS = ("_get_trials",)
-"""RDBStorage's private methods that touch the database (retried through outages like the public ones)."""
-
-
-def study_storage(study: optuna.Study) -> optuna.storages.BaseStorage:
-    """The storage a study reads and writes through (Optuna's trial cache in front of the database)."""
-    storage: optuna.storages.BaseStorage = study._storage
-    return storage
-
-
-def rdb_storage(study: optuna.Study) -> optuna.storages.RDBStorage | None:
-    """The study's RDB storage behind Optuna's cache, or None for another kind of storage."""
-    storage = getattr(study._storage, "_backend", study._storage)
-    return storage if isinstance(storage, optuna.storages.RDBStorage) else None
-
-
-def stored_state(study: optuna.Study, trial: optuna.Trial) -> TrialState:
-    """The trial's state as the storage holds it now (another worker may have changed it).
-
-    One statement where the storage can (ReconnectingRDBStorage): ``get_trial`` would read the whole
-    trial (its parameters, values and attributes: six statements) for its state.
-    """
-    storage = rdb_storage(study)
-    if isinstance(storage, _ReadsTrialStates):
-        return storage.trial_state(trial._trial_id)
-    return study._storage.get_trial(trial._trial_id).state
 
 
 def trial_state_query(trial_id: int) -> Select[Any]:
@@ -94,37 +43,10 @@ def trial_state_query(trial_id: int) -> Select[Any]:
     return select(table.c.state).where(table.c.trial_id == trial_id)
 
 
-@runtime_checkable
-class _ReadsTrialStates(Protocol):
-    def trial_state(self, trial_id: int) -> TrialState: ...
-
-
 def study_user_attr_query(study_id: int, key: str) -> Select[Any]:
     """``SELECT value_json FROM study_user_attributes WHERE study_id = ... AND key = ...``"""
     table = models.StudyUserAttributeModel.__table__
     return select(table.c.value_json).where(table.c.study_id == study_id, table.c.key == key)
-
-
-@runtime_checkable
-class _ReadsStudyUserAttrs(Protocol):
-    def study_user_attr(self, study_id: int, key: str) -> Any: ...
-
-
-def study_user_attr(study: optuna.Study, key: str) -> Any:
-    """One user attribute of the study as the storage holds it now (``None`` when it is not set).
-
-    One statement where the storage can (ReconnectingRDBStorage), not through Optuna's cache, which
-    reads every attribute of the study in a transaction of four round trips.
-    """
-    storage = rdb_storage(study)
-    if isinstance(storage, _ReadsStudyUserAttrs):
-        return storage.study_user_attr(study._study_id, key)
-    return study._storage.get_study_user_attrs(study._study_id).get(key)
-
-
-def is_retry(trial: optuna.Trial) -> bool:
-    """Whether the trial is the heartbeat's retry of a failed trial (it then carries its run_dir)."""
-    return trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial") is not None
 
 
 def complete_ids_query(study_id: int) -> Select[Any]:
@@ -141,7 +63,6 @@ def read_trial(connection: Any, trial_id: int) -> FrozenTrial:
     and when it tells. Here: the row, then one ``UNION ALL`` of the children, read as plain rows.
     A missing trial raises Optuna's ``KeyError``.
     """
-    import json
 
     from sqlalchemy import Float, Integer, String, cast, literal, null, union_all
 
@@ -249,7 +170,6 @@ def read_curves(connection: Any, trial_ids: set[int]) -> dict[int, Curve]:
     and every worker reads every complete trial of the study, so at hundreds of workers that was
     most of a worker's CPU per trial.
     """
-    import json
 
     if not trial_ids:
         return {}
@@ -280,200 +200,10 @@ def read_curves(connection: Any, trial_ids: set[int]) -> dict[int, Curve]:
     return {trial_id: Curve(number, values[trial_id], configs.get(trial_id)) for trial_id, number in numbers.items()}
 
 
-@runtime_checkable
-class _ReadsCompleteCurves(Protocol):
-    def complete_curves(self, study_id: int) -> list[Curve]: ...
-
-
-def complete_curves(study: optuna.Study) -> list[Curve]:
-    """The study's COMPLETE trials' curves in number order, for a pruner: read incrementally where the storage can.
-
-    ``study.get_trials`` goes through Optuna's trial cache, which re-reads every unfinished trial
-    of the study, whole, at each call; a pruner asking once per epoch in each of N workers then
-    reads N running trials N times an epoch. ReconnectingRDBStorage reads each complete trial's
-    curve once.
-    """
-    storage = rdb_storage(study)
-    if isinstance(storage, _ReadsCompleteCurves):
-        return storage.complete_curves(study._study_id)
-    return [
-        Curve(t.number, t.intermediate_values, t.user_attrs.get("config"))
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    ]
-
-
 def state_counts_query(study_id: int) -> Select[Any]:
     """``SELECT state, count(*) ... GROUP BY state`` over one study's trials."""
     table = models.TrialModel.__table__
     return select(table.c.state, func.count()).where(table.c.study_id == study_id).group_by(table.c.state)
-
-
-@runtime_checkable
-class _CountsTrials(Protocol):
-    def count_trials(self, study_id: int) -> Counter[TrialState]: ...
-
-
-def count_trials(study: optuna.Study) -> Counter[TrialState]:
-    """The study's trials by state, read from the database itself.
-
-    Not through the study's in-process trial cache: that cache may never see a trial whose
-    row was committed after a newer one (it only re-reads ids above the last finished trial),
-    and one missed trial is enough for two workers to take the same last slot.
-    """
-    storage = rdb_storage(study)
-    if isinstance(storage, _CountsTrials):  # ReconnectingRDBStorage: one statement, retried through outages
-        return storage.count_trials(study._study_id)
-    if storage is None:
-        return Counter(t.state for t in study.get_trials(deepcopy=False))
-    return Counter(t.state for t in storage.get_all_trials(study._study_id, deepcopy=False))
-
-
-@contextmanager
-def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
-    """Record the trial's heartbeat every interval on a thread while the block runs.
-
-    Ours, not Optuna's: Optuna beats only inside ``study.optimize``, and a worker that calls
-    ``ask``/``tell`` itself must prove its trial alive the same way.
-    """
-    storage = rdb_storage(study)
-    interval = storage.get_heartbeat_interval() if storage is not None else None
-    if storage is None or interval is None:
-        yield
-        return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while True:
-            try:
-                storage.record_heartbeat(trial._trial_id)
-            except Exception as exc:  # a dropped connection, or the study deleted under us: try again
-                # One line for the user (the trial loop says what happened to the study, if anything);
-                # the traceback only when debugging, since the main thread goes on either way.
-                _log.warning("heartbeat of trial %d failed (%s); retrying", trial.number, _root_cause(exc))
-                _log.debug("heartbeat of trial %d failed", trial.number, exc_info=True)
-            if stop.wait(interval):
-                return
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-def _root_cause(exc: BaseException) -> str:
-    """``Type: first line`` of the innermost cause: Optuna wraps a commit's real error (a dropped
-    connection, a row deleted under the update) in a ``StorageInternalError`` that names neither."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
-
-
-def hand_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-    """FAIL the interrupted trial and queue its retry at once, as the heartbeat would do later.
-
-    The retry carries the trial's ``run_dir``, so it resumes from the last checkpoint written.
-    """
-    trial.set_user_attr("fail_reason", reason)
-    study.tell(trial, state=TrialState.FAIL)
-    frozen = study._storage.get_trial(trial._trial_id)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)(study, frozen)
-
-
-def has_stale_trials(study: optuna.Study) -> bool:
-    """Whether a RUNNING trial of the study has missed its heartbeats past the grace period (one statement)."""
-    storage = rdb_storage(study)
-    if storage is None or storage.heartbeat_interval is None:
-        return False
-    return bool(storage._get_stale_trial_ids(study._study_id))
-
-
-def live_trials(study: optuna.Study) -> list[int]:
-    """Numbers of the study's RUNNING trials whose worker is alive: heartbeats within the grace period.
-
-    Without heartbeats (a storage opened without them) every RUNNING trial counts as live.
-    """
-    running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
-    storage = rdb_storage(study)
-    if storage is None or storage.heartbeat_interval is None:
-        return [t.number for t in running]
-    stale = set(storage._get_stale_trial_ids(study._study_id))
-    return [t.number for t in running if t._trial_id not in stale]
-
-
-def study_exists(study: optuna.Study) -> bool:
-    """Whether the study is still in its storage (``study delete`` may remove it under a worker)."""
-    try:
-        study._storage.get_study_id_from_name(study.study_name)
-    except KeyError:
-        return False
-    return True
-
-
-def ask(study: optuna.Study, *, none_waiting: bool) -> optuna.Trial:
-    """``study.ask()``, without its look for a WAITING trial when the caller knows there is none.
-
-    That look goes through Optuna's trial cache, which re-reads every unfinished trial of the study
-    whole: with N workers, the N trials running elsewhere, at every ask. A worker that has just
-    counted the study's trials under the admission lock (retries are queued under it too) knows
-    whether one waits; with none, the new trial is created at once. Otherwise as ``ask()`` does.
-    """
-    if not none_waiting:
-        return study.ask()
-    study._thread_local.cached_all_trials = None  # as ask() does: a sampler reads the trials afresh
-    return optuna.Trial(study, study._storage.create_new_trial(study._study_id))
-
-
-def set_heartbeat(
-    storage: optuna.storages.RDBStorage,
-    interval: int | None,
-    grace_period: int | None,
-    callback: Callable[[optuna.Study, FrozenTrial], None] | None,
-) -> None:
-    """RDBStorage's heartbeat settings, set on an open storage as its constructor sets them (Optuna
-    reads these attributes at each use)."""
-    storage.heartbeat_interval = interval
-    storage.grace_period = grace_period
-    storage.heartbeat_stale_trial_callback = callback
-    storage.failed_trial_callback = callback
-
-
-def release_slot(study: optuna.Study, trial: optuna.Trial) -> None:
-    """Put a just-asked trial back to WAITING: another worker took the last slot meanwhile."""
-    study._storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
-
-
-def rename_study(study: optuna.Study, name: str) -> bool:
-    """Give the study ``name`` in one UPDATE; False when another study has that name already.
-
-    Optuna has no rename, but ``studies.study_name`` is unique, so the database itself decides
-    between two creators of one name: the first rename wins, the second gets False.
-    """
-    storage = rdb_storage(study)
-    if storage is None:
-        raise TypeError(f"renaming a study needs an RDB storage, not {type(study._storage).__name__}")
-    table = models.StudyModel.__table__
-    statement = update(table).where(table.c.study_id == study._study_id).values(study_name=name)
-    try:
-        with storage.engine.begin() as connection:
-            connection.execute(statement)
-    except exc.IntegrityError:
-        return False
-    return True
-
-
-# --- One-statement writes of the per-trial calls (PostgreSQL) ----------------------------------
-#
-# Optuna writes a parameter, an intermediate value or a user attribute in a transaction of four or
-# five round trips (BEGIN, read the trial, read the row, write it, COMMIT), several times per epoch
-# of every trial. On PostgreSQL each is one INSERT ... SELECT ... WHERE the trial is RUNNING ...
-# ON CONFLICT, in autocommit. When it writes no row (the trial is finished or gone, or the parameter
-# is already set), Optuna's own method runs instead and raises or skips exactly as it would have.
 
 
 @runtime_checkable
@@ -546,7 +276,6 @@ def _fast_set_trial_intermediate_value(
 
 
 def _fast_set_trial_user_attr(storage: optuna.storages.RDBStorage, trial_id: int, key: str, value: Any) -> bool:
-    import json
 
     values = {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
     return _write_if_running(storage, models.TrialUserAttributeModel, values, unique=("trial_id", "key"), update=True)
@@ -629,23 +358,6 @@ FAST_WRITES: dict[str, Any] = {
 }
 """RDBStorage methods with a one-statement version for PostgreSQL: name -> f(storage, *args) -> written."""
 
+
 FAST_WRITE_RESULTS: dict[str, Any] = {"set_trial_state_values": True}
 """What such a method returns when its one statement wrote (Optuna's says True; the others return None)."""
-
-
-def tell(
-    study: optuna.Study,
-    trial: optuna.Trial,
-    values: float | Sequence[float] | None = None,
-    *,
-    state: TrialState | None = None,
-) -> None:
-    """``study.tell(trial, values, state=state)``, without reading the trial back afterwards.
-
-    ``Study.tell`` ends by reading the whole trial again (six statements) and deep-copying it, only to
-    return it; a worker has no use for that copy. Everything before it (the checks, the sampler's
-    ``after_trial``, the write) is Optuna's own.
-    """
-    from optuna.study._tell import _tell_with_warning
-
-    _tell_with_warning(study=study, trial=trial, value_or_values=values, state=state)
