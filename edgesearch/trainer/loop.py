@@ -1,13 +1,8 @@
-"""train(config) -> TrainResult: the whole training run, top to bottom.
+"""train(config) -> TrainResult: the whole training run, top to bottom, as one function to read.
 
-Per epoch: enter stage 2 when it is due (the encoder joins the optimizer), one pass over
-the training data with the lr set per step by the schedule, one validation pass, the plateau
-tracker, the epoch record, a host snapshot for ``last.pt`` (written in the background on the
-``checkpoint_interval`` cadence, and always at the end: :mod:`~edgesearch.trainer.checkpoint_writer`),
-``history.json``, then the callbacks. The epoch itself is :class:`~edgesearch.trainer.epoch.EpochRunner`'s.
-At the end (also when stopped, pruned or failed) the last checkpoint is written in the background
-while ``curves.png`` and ``edges.png`` (the best weights on the validation images, ranked by the
-best epoch's per-image IoU) are drawn.
+Each epoch is :class:`~edgesearch.trainer.epoch.EpochRunner`'s, the checkpoints are written behind the loop
+(:mod:`~edgesearch.trainer.checkpoint_writer`), and the order of things in an epoch is told once, in
+ARCHITECTURE.md ("The path of one trial", step 4).
 """
 
 from __future__ import annotations

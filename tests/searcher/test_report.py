@@ -64,7 +64,7 @@ def _png(path: Path, colour: tuple[int, int, int]) -> Path:
 
 
 def _record(trial: optuna.Trial, config: StudyConfig, values: list[float], run_dir: Path) -> None:
-    """What objective.py stores for a trial: resolved config, run dir, history, one report per epoch."""
+    """What run/trial.py stores for a trial: resolved config, run dir, history, one report per epoch."""
     from edgesearch.searcher.study.space import sample
 
     train_config: TrainConfig = sample(trial, config.space, config.base_config)

@@ -9,7 +9,8 @@ import optuna
 import pytest
 
 from edgesearch.errors import ConfigError
-from edgesearch.searcher.study.config import MAX_GRID_SIZE, StudyConfig
+from edgesearch.searcher.study.checks import MAX_GRID_SIZE
+from edgesearch.searcher.study.config import StudyConfig
 from edgesearch.searcher.study.space import (
     ChoicesSpec,
     RangeSpec,

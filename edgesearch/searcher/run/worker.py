@@ -1,24 +1,10 @@
-"""The worker loop: take trials of one study until it holds ``n_trials`` finished trials.
+"""The worker loop: take trials of one study, and its confirmation jobs first, until it holds exactly
+``n_trials`` finished trials.
 
-Optuna's RDB storage is the only coordinator. Before each trial a worker, holding a lock of the
-database (a PostgreSQL advisory lock, or a file lock beside a SQLite file), fails stale trials
-(their retries are queued by the storage's RetryHeartbeatStaleTrialCallback), counts
-the study's RUNNING + COMPLETE + PRUNED trials in one statement and calls ``study.ask()`` only
-when that is below ``n_trials``: two workers never take the same last slot, so a study never
-overshoots and no stray trial is left behind. The lock is held for one count and one ask, so
-the time it serializes workers does not grow with the study. A trial handed back (FAIL, then its
-retry queued) is handed back under the same lock, so no worker sees the slot free in between.
-``n_trials`` is read from the storage under the lock at each admission (and again whenever the study
-looks full), and ``study set`` changes it under the same lock: running workers follow it at once, and
-the study still ends with exactly ``n_trials`` finished trials.
-Every trial runs under a heartbeat
-thread so that a killed worker's trial is noticed and retried; SIGTERM/Ctrl-C hand the running
-trial back for a retry at once.
-
-Confirmation jobs (:mod:`~edgesearch.searcher.study.confirm`, queued by ``study confirm``; a running
-worker notices the first ones within 10 s) are taken before new trials, the same way: under the
-companion study's admission lock, with a heartbeat, retried when stale. A worker stays while any
-job is waiting or running elsewhere, even once the study is full.
+Optuna's RDB storage is the only coordinator: admission (count, then ask) runs under the study's
+admission lock (:func:`~edgesearch.searcher.storage.reconnecting.admitted`), so no two workers take the
+same last slot; ``n_trials`` is read under that lock at each admission, so ``study set`` takes effect at
+once. The story of one trial, step by step, is in ARCHITECTURE.md ("The path of one trial").
 """
 
 from __future__ import annotations
@@ -245,7 +231,7 @@ def _admit(
         if _taken(counts) >= wanted:
             return None, counts, has_lock, wanted
         with warnings.catch_warnings():
-            # Our own heartbeat runs (optuna_internals.heartbeat); Optuna warns about ask() with one.
+            # Our own heartbeat runs (_optuna.handles.heartbeat); Optuna warns about ask() with one.
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             # Counted under the lock: a retry or an enqueued trial is taken first, else a new one.
             return ask(study, none_waiting=has_lock and not counts[TrialState.WAITING]), counts, has_lock, wanted

@@ -290,7 +290,7 @@ def _engine_kwargs(parsed: URL) -> dict[str, Any]:
     connect_args["prepare_threshold"] = None
     return {
         # No pool_pre_ping (a round trip per call): a call that finds its pooled connection dead is
-        # retried on a new one (reconnect.py).
+        # retried on a new one (reconnecting.py).
         "pool_size": 2,  # the trial loop + Optuna's heartbeat thread
         "max_overflow": 8,  # short bursts (dashboard threads) without holding connections open
         "pool_recycle": 1800,  # outlive idle-connection reapers in proxies and poolers
