@@ -1,4 +1,4 @@
-"""PgBouncer in front of a study's PostgreSQL database: its configuration, its files and its process.
+"""PgBouncer in front of a study's PostgreSQL database, run as a child of this process: :func:`serve`.
 
 Each worker holds two or three connections to the database (the trial loop, the admission lock,
 the heartbeat thread), so a server with the default ``max_connections = 100`` stops at about 50
@@ -6,523 +6,72 @@ workers. PgBouncer in *transaction* pooling mode lets hundreds of workers connec
 runs their transactions on a few server connections: a worker spends almost all its time training,
 holding no transaction open, so 20 server connections serve hundreds of workers.
 
-:func:`pgbouncer_files` renders the configuration from the storage URL (a pure function);
-:func:`write_pooler_files` puts it into a private folder; :func:`run_foreground` runs PgBouncer as
-a child that dies with this process, and passes SIGTERM/Ctrl-C on to it. Clients log in to PgBouncer
-with the database's own user and password (SCRAM, checked against the ``userlist.txt`` that holds
-the password, removed as soon as PgBouncer has read it), and PgBouncer logs in to the server with
-the same pair. Where the database needs no password, PgBouncer
-asks none either (``trust``). The password is never part of a printed line, a log line, the
-client URL or PgBouncer's command line.
+:func:`serve` checks everything first (the options, the server, the password, with one connection as
+PgBouncer will make), writes the configuration (:mod:`~edgesearch.services.pgbouncer_config`) into a
+private folder, and :func:`run_foreground` runs PgBouncer as a child that dies with this process, and
+passes SIGTERM/Ctrl-C on to it. The userlist that holds the password is removed as soon as PgBouncer
+has read it. The password is never part of a printed line, a log line, the client URL or
+PgBouncer's command line.
 
-psycopg and SQLAlchemy are imported inside the functions that need them, so the CLI stays quick.
+psycopg is imported inside the function that needs it, so the CLI stays quick.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import ipaddress
 import os
 import pwd
-import re
 import resource
 import shutil
 import signal
-import socket
-import stat
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
 from edgesearch.errors import ConfigError, UserError, child_exit_code
-from edgesearch.files import atomic_write_text
-from edgesearch.searcher.storage.urls import driver_message, scrub_password
+from edgesearch.searcher.storage.urls import driver_message, redact, resolve_storage_url, scrub_password
 from edgesearch.services.host_check import is_loopback
+from edgesearch.services.pgbouncer_config import (
+    CLIENT_CONNECTIONS_PER_WORKER,
+    DEFAULT_LISTEN,
+    DEFAULT_MAX_CLIENTS,
+    DEFAULT_POOL_SIZE,
+    DEFAULT_PORT,
+    MIN_POOL_SIZE,
+    PID_NAME,
+    USERLIST_NAME,
+    PoolerFiles,
+    check_folder,
+    check_options,
+    pgbouncer_files,
+    run_as_user,
+    write_pooler_files,
+)
+from edgesearch.services.pgbouncer_target import ServerTarget, find_password, server_target
 
 __all__ = [
-    "CLIENT_CONNECTIONS_PER_WORKER",
-    "DEFAULT_LISTEN",
-    "DEFAULT_MAX_CLIENTS",
-    "DEFAULT_POOL_SIZE",
-    "DEFAULT_PORT",
-    "DEFAULT_RUN_AS",
     "EXIT_FORCED",
-    "INI_NAME",
     "INSTALL_HINT",
-    "MAX_MAX_CLIENTS",
-    "MAX_POOL_SIZE",
-    "MIN_POOL_SIZE",
-    "PID_NAME",
     "SBIN",
-    "USERLIST_NAME",
-    "PoolerFiles",
-    "ServerTarget",
-    "check_folder",
-    "check_options",
-    "check_reachable",
     "check_server",
     "ensure_fd_limit",
-    "find_password",
     "find_pgbouncer",
-    "is_loopback",
     "pgbouncer_argv",
-    "pgbouncer_files",
-    "pgpass_password",
-    "run_as_user",
     "run_foreground",
-    "server_target",
-    "write_pooler_files",
+    "serve",
 ]
-
-DEFAULT_LISTEN = "127.0.0.1"
-"""Loopback, like the dashboard: listening where other machines reach it is a choice made explicitly."""
-
-DEFAULT_PORT = 6432
-"""PgBouncer's customary port."""
-
-DEFAULT_POOL_SIZE = 20
-"""Server connections PgBouncer opens at most: the number that must stay below ``max_connections``."""
-
-MIN_POOL_SIZE = 2
-"""A worker holding the admission lock keeps one transaction (one server connection) open while it
-counts and asks; with a pool of one, every other call of every worker (heartbeats, reports) would
-wait behind each admission, and behind each waiter for the lock."""
-
-MAX_POOL_SIZE = 1000
-"""More server connections than this defeats the point of pooling; PostgreSQL would not take them."""
-
-DEFAULT_MAX_CLIENTS = 1000
-"""Client connections PgBouncer accepts: about 300 workers at :data:`CLIENT_CONNECTIONS_PER_WORKER` each."""
-
-MAX_MAX_CLIENTS = 100_000
-
-CLIENT_CONNECTIONS_PER_WORKER = 3
-"""What one worker process holds open at most: the trial loop's, the admission lock's, the heartbeat's."""
-
-DEFAULT_RUN_AS = "nobody"
-"""The system user PgBouncer runs as when started by root (it refuses to run as root itself)."""
 
 INSTALL_HINT = "install PgBouncer (Debian/Ubuntu: apt-get install pgbouncer)"
 
-INI_NAME = "pgbouncer.ini"
-USERLIST_NAME = "userlist.txt"
-LOG_NAME = "pgbouncer.log"
-PID_NAME = "pgbouncer.pid"
-
 SBIN = ("/usr/sbin", "/usr/local/sbin")
 """Where distributions install pgbouncer, looked in after PATH: /usr/sbin is not on a Debian user's PATH."""
-_POSTGRES_SCHEMES = frozenset({"postgresql", "postgres", "postgresql+psycopg"})
-# Characters that go into pgbouncer.ini unquoted: a name holding others could break a line of it.
-_PLAIN = re.compile(r"[A-Za-z0-9_.-]+")
-_PLAIN_ALLOWED = "letters, digits, '_', '.', '-'"
-_HOST = re.compile(r"[A-Za-z0-9_.:-]+")
-_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-# Query parameters of the storage URL that mean something here; anything else is refused, not dropped.
-_QUERY_ALLOWED = ("password", "sslmode", "sslrootcert", "connect_timeout", "application_name")
-_WILDCARDS = frozenset({"0.0.0.0", "::", "*"})
 _CHECK_TIMEOUT_S = 10
 _FD_MARGIN = 64  # listening sockets, log file, DNS: what PgBouncer needs beyond one descriptor per connection
-
-
-@dataclass(frozen=True)
-class ServerTarget:
-    """The PostgreSQL server a storage URL names, read once and checked."""
-
-    host: str
-    port: int
-    database: str
-    user: str
-    password: str | None
-    """The URL's own password (or its ``?password=``); None when it holds none."""
-    sslmode: str | None = None
-    sslrootcert: str | None = None
-    connect_timeout: int | None = None
-
-
-@dataclass(frozen=True)
-class PoolerFiles:
-    """What :func:`pgbouncer_files` renders: the two files, and the URL workers use instead."""
-
-    ini: str
-    userlist: str
-    """``"user" "password"``: the one secret; written with mode 0600 only."""
-    client_url: str
-    """``postgresql+psycopg://USER@HOST:PORT/DB`` of the pooler: never a password in it."""
-    auth_type: str
-    """``scram-sha-256``, or ``trust`` when the database needs no password."""
-
-
-def server_target(url: str) -> ServerTarget:
-    """The server, database and user of a PostgreSQL storage URL.
-
-    Allowed: ``postgresql://``, ``postgres://`` or ``postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DB``
-    with a user, a host and a database, and only the query parameters ``password``, ``sslmode``,
-    ``sslrootcert``, ``connect_timeout`` and ``application_name``. Raises ConfigError otherwise.
-    """
-    import sqlalchemy.exc
-    from sqlalchemy.engine import make_url
-
-    from edgesearch.searcher.storage.urls import redact
-
-    shown = redact(url)
-    example = "e.g. --storage postgresql://USER@HOST:5432/DB"
-    try:
-        parsed = make_url(url)
-    except (sqlalchemy.exc.ArgumentError, ValueError):
-        raise ConfigError(f"--storage {shown}: not a database URL; the pooler needs PostgreSQL, {example}") from None
-    if parsed.drivername not in _POSTGRES_SCHEMES:
-        raise ConfigError(
-            f"--storage {shown}: the pooler stands in front of PostgreSQL, not {parsed.drivername!r}; {example}"
-        )
-    if parsed.host and "@" in parsed.host:
-        raise ConfigError(f"--storage {shown}: the password holds a raw '@'; write it URL-encoded (@ as %40)")
-    missing = [
-        part
-        for part, value in (("user", parsed.username), ("host", parsed.host), ("database", parsed.database))
-        if not value
-    ]
-    if missing:
-        raise ConfigError(f"--storage {shown}: names no {' and no '.join(missing)}; {example}")
-    unknown = sorted(set(parsed.query) - set(_QUERY_ALLOWED))
-    if unknown:
-        raise ConfigError(
-            f"--storage {shown}: query parameter {', '.join(unknown)} cannot be carried through PgBouncer; "
-            f"allowed: {', '.join(_QUERY_ALLOWED)}"
-        )
-    query = {key: _single(parsed.query[key]) for key in parsed.query}
-    # Guarded by the checks above; repeated for the type checker.
-    if parsed.username is None or parsed.host is None or parsed.database is None:
-        raise ConfigError(f"--storage {shown}: names no user, host or database; {example}")
-    _check_plain("database", parsed.database, shown)
-    _check_plain("user", parsed.username, shown)
-    if not _HOST.fullmatch(parsed.host):
-        raise ConfigError(f"--storage {shown}: host {parsed.host!r} is not allowed; allowed: {_PLAIN_ALLOWED}, ':'")
-    sslmode = query.get("sslmode")
-    if sslmode is not None and sslmode not in _SSLMODES:
-        raise ConfigError(f"--storage {shown}: sslmode {sslmode!r} is not allowed; allowed: {', '.join(_SSLMODES)}")
-    sslrootcert = query.get("sslrootcert")
-    if sslrootcert is not None and ("\n" in sslrootcert or not Path(sslrootcert).is_absolute()):
-        raise ConfigError(f"--storage {shown}: sslrootcert must be an absolute file path, got {sslrootcert!r}")
-    timeout = query.get("connect_timeout")
-    if timeout is not None and not (timeout.isdigit() and int(timeout) > 0):
-        raise ConfigError(f"--storage {shown}: connect_timeout must be a whole number of seconds > 0, got {timeout!r}")
-    return ServerTarget(
-        host=parsed.host,
-        port=parsed.port or 5432,
-        database=parsed.database,
-        user=parsed.username,
-        password=parsed.password if parsed.password is not None else query.get("password"),
-        sslmode=sslmode,
-        sslrootcert=sslrootcert,
-        connect_timeout=int(timeout) if timeout is not None else None,
-    )
-
-
-def _single(value: str | tuple[str, ...]) -> str:
-    return value if isinstance(value, str) else value[-1]
-
-
-def _check_plain(part: str, value: str, shown: str) -> None:
-    if not _PLAIN.fullmatch(value):
-        raise ConfigError(f"--storage {shown}: {part} {value!r} is not allowed here; allowed: {_PLAIN_ALLOWED}")
-
-
-def pgpass_password(text: str, *, host: str, port: int, database: str, user: str) -> str | None:
-    """The password of the first line of a pgpass file's ``text`` that matches, as libpq reads it.
-
-    Lines are ``host:port:database:user:password``; ``*`` matches anything in the first four
-    fields; ``\\:`` and ``\\\\`` stand for ``:`` and ``\\``; lines starting with ``#`` are comments.
-    """
-    wanted = (host, str(port), database, user)
-    for line in text.splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        fields = _pgpass_fields(line)
-        if len(fields) < 5:
-            continue
-        if all(field in ("*", value) for field, value in zip(fields[:4], wanted, strict=True)):
-            return ":".join(fields[4:])  # an unescaped ':' in the password is kept, as libpq does
-    return None
-
-
-def _pgpass_fields(line: str) -> list[str]:
-    fields, current, escaped = [], [], False
-    for char in line:
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ":":
-            fields.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    fields.append("".join(current))
-    return fields
-
-
-def find_password(target: ServerTarget, environ: Mapping[str, str]) -> str | None:
-    """The password for ``target``, looked up as libpq does: the URL's, else ``PGPASSWORD``, else the
-    pgpass file (``PGPASSFILE``, default ``~/.pgpass``; skipped, as libpq skips it, when group or
-    others may read it). None when there is none: the server then needs no password."""
-    if target.password is not None:
-        return target.password
-    if environ.get("PGPASSWORD"):
-        return environ["PGPASSWORD"]
-    path = Path(environ["PGPASSFILE"]) if environ.get("PGPASSFILE") else Path.home() / ".pgpass"
-    try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode) or info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            return None
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    return pgpass_password(text, host=target.host, port=target.port, database=target.database, user=target.user)
-
-
-def _check_listen(listen_addr: str) -> None:
-    allowed = "an IP address of this machine (127.0.0.1, ::1), 0.0.0.0 or :: (all), * or localhost"
-    if listen_addr in _WILDCARDS or listen_addr == "localhost":
-        return
-    try:
-        ipaddress.ip_address(listen_addr)
-    except ValueError:
-        raise ConfigError(f"--listen {listen_addr!r} is not allowed; allowed: {allowed}") from None
-
-
-def check_options(*, listen_addr: str, listen_port: int, pool_size: int, max_client_conn: int) -> None:
-    """Raise ConfigError naming the option unless each value is one the pooler allows."""
-    _check_listen(listen_addr)
-    if not 1 <= listen_port <= 65535:
-        raise ConfigError(f"--port {listen_port} is not allowed; allowed: 1 to 65535")
-    if not MIN_POOL_SIZE <= pool_size <= MAX_POOL_SIZE:
-        raise ConfigError(
-            f"--pool-size {pool_size} is not allowed; allowed: {MIN_POOL_SIZE} to {MAX_POOL_SIZE} "
-            "(server connections; keep it below PostgreSQL's max_connections)"
-        )
-    if not 1 <= max_client_conn <= MAX_MAX_CLIENTS:
-        raise ConfigError(f"--max-clients {max_client_conn} is not allowed; allowed: 1 to {MAX_MAX_CLIENTS}")
-
-
-def client_host(listen_addr: str) -> str:
-    """The host name workers reach the pooler by: the listen address, or this machine's name for all."""
-    return socket.gethostname() if listen_addr in _WILDCARDS else listen_addr
-
-
-def pgbouncer_files(
-    url: str,
-    *,
-    listen_addr: str = DEFAULT_LISTEN,
-    listen_port: int = DEFAULT_PORT,
-    pool_size: int = DEFAULT_POOL_SIZE,
-    max_client_conn: int = DEFAULT_MAX_CLIENTS,
-    folder: Path,
-    password: str | None,
-) -> PoolerFiles:
-    """PgBouncer's ``pgbouncer.ini`` and ``userlist.txt`` for the database of ``url``, and the URL workers use.
-
-    ``password``: found elsewhere than the URL (:func:`find_password`); the URL's own wins. With none,
-    clients log in without one (``auth_type = trust``). ``folder`` (an absolute path) holds the
-    files and PgBouncer's log and pid files. Raises ConfigError for a URL or option not allowed
-    (:func:`server_target`, :func:`check_options`).
-    """
-    from sqlalchemy.engine import URL
-
-    check_options(
-        listen_addr=listen_addr, listen_port=listen_port, pool_size=pool_size, max_client_conn=max_client_conn
-    )
-    target = server_target(url)
-    secret = target.password if target.password is not None else password
-    auth_type = "trust" if not secret else "scram-sha-256"
-    server = f"host={target.host} port={target.port} dbname={target.database}"
-    if target.connect_timeout is not None:
-        server += f" connect_timeout={target.connect_timeout}"
-    tls = []
-    if target.sslmode is not None:
-        tls.append(f"server_tls_sslmode = {target.sslmode}")
-    if target.sslrootcert is not None:
-        tls.append(f"server_tls_ca_file = {target.sslrootcert}")
-    folder = folder.absolute()
-    ini = _INI.format(
-        database=target.database,
-        server=server,
-        listen_addr=listen_addr,
-        listen_port=listen_port,
-        auth_type=auth_type,
-        userlist=folder / USERLIST_NAME,
-        pool_size=pool_size,
-        max_client_conn=max_client_conn,
-        per_worker=CLIENT_CONNECTIONS_PER_WORKER,
-        workers=max_client_conn // CLIENT_CONNECTIONS_PER_WORKER,
-        logfile=folder / LOG_NAME,
-        pidfile=folder / PID_NAME,
-        tls="\n".join(tls) + "\n" if tls else "",
-    )
-    userlist = f"{_quoted(target.user)} {_quoted(secret or '')}\n"
-    client_url = URL.create(
-        "postgresql+psycopg",
-        username=target.user,
-        host=client_host(listen_addr),
-        port=listen_port,
-        database=target.database,
-    ).render_as_string(hide_password=True)
-    return PoolerFiles(ini=ini, userlist=userlist, client_url=client_url, auth_type=auth_type)
-
-
-def _quoted(value: str) -> str:
-    """A userlist.txt field: in double quotes, a double quote inside written twice."""
-    return '"' + value.replace('"', '""') + '"'
-
-
-_INI = """\
-; Written by `edgesearch pooler`; rewritten at each start.
-
-[databases]
-{database} = {server}
-
-[pgbouncer]
-listen_addr = {listen_addr}
-listen_port = {listen_port}
-; TCP only: no socket file left in a shared folder.
-unix_socket_dir =
-
-; Clients log in with the database's own user and password, checked against the userlist;
-; PgBouncer logs in to the server with the same pair. trust: the database needs no password.
-auth_type = {auth_type}
-auth_file = {userlist}
-
-; A worker holds a transaction only for a storage call (milliseconds) and trains between them,
-; so server connections are shared per transaction. What outlives a transaction (session advisory
-; locks, SET, prepared statements) would be lost: edgesearch uses none (its admission lock is a
-; transaction-scoped advisory lock, and psycopg's automatic prepared statements are off).
-pool_mode = transaction
-; Server connections: the number that must stay below PostgreSQL's max_connections.
-default_pool_size = {pool_size}
-max_db_connections = {pool_size}
-; No reserve pool: the pool size is the whole load PostgreSQL sees.
-reserve_pool_size = 0
-; Client connections: each worker holds up to {per_worker}, so this serves about {workers} workers.
-max_client_conn = {max_client_conn}
-
-; Nothing to reset between transactions (the reset query runs only in session mode).
-server_reset_query =
-; What psycopg2 and JDBC clients send at connect and PgBouncer 1.18 does not track; psycopg 3 sends
-; none of them (application_name is tracked by PgBouncer itself).
-ignore_startup_parameters = extra_float_digits
-
-; A client waits this long for a free server connection. The wait is a few transactions' time,
-; but hundreds of workers starting together on a busy server queue for seconds to tens of seconds:
-; 300 s is as long as a worker waits out a database outage, so a burst gives no error, and a server
-; that is down gives one that the worker's storage retries like any outage (0 would hang forever).
-query_wait_timeout = 300
-; Workers keep idle client connections through a whole epoch (minutes): never close them.
-client_idle_timeout = 0
-; Server connections are renewed hourly and closed after 10 idle minutes (an idle study).
-server_lifetime = 3600
-server_idle_timeout = 600
-{tls}
-; Hundreds of workers log in and out all the time: only errors (a refused password) and the
-; minutely stats are logged, not every login.
-log_connections = 0
-log_disconnections = 0
-logfile = {logfile}
-pidfile = {pidfile}
-"""
-
-
-def run_as_user(requested: str | None, *, is_root: bool) -> str | None:
-    """The system user PgBouncer runs as: ``requested`` or :data:`DEFAULT_RUN_AS` under root; None
-    (this process's user) otherwise, where a ``--user`` is a ConfigError (only root can switch)."""
-    if not is_root:
-        if requested is not None:
-            raise ConfigError(f"--user {requested}: only root can run PgBouncer as another user; leave --user out")
-        return None
-    name = requested or DEFAULT_RUN_AS
-    if name == "root":
-        raise ConfigError("--user root is not allowed: PgBouncer refuses to run as root; name another system user")
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        raise ConfigError(f"--user {name}: no such user on this machine; name an existing system user") from None
-    return name
-
-
-def check_reachable(folder: Path, user: str) -> None:
-    """Raise ConfigError unless ``user`` can pass through every folder above ``folder`` to reach it.
-
-    Root hands the files to the user PgBouncer runs as; a folder inside a private one (a home
-    folder, pytest's ``/tmp/pytest-of-root``) would be out of that user's reach.
-    """
-    entry = pwd.getpwnam(user)
-    groups = set(os.getgrouplist(user, entry.pw_gid))
-    for parent in folder.absolute().parents:
-        if not parent.exists():
-            continue  # made by mkdir with the usual mode, which lets others through
-        info = parent.stat()
-        if info.st_uid == entry.pw_uid:
-            allowed = bool(info.st_mode & stat.S_IXUSR)
-        elif info.st_gid in groups:
-            allowed = bool(info.st_mode & stat.S_IXGRP)
-        else:
-            allowed = bool(info.st_mode & stat.S_IXOTH)
-        if not allowed:
-            raise ConfigError(
-                f"--folder {folder}: PgBouncer runs as {user}, who cannot enter {parent}; "
-                "choose a folder that user can reach (e.g. under /tmp or /var/lib), or leave --folder out"
-            )
-
-
-def check_folder(folder: Path, owner: str | None) -> None:
-    """Raise UserError unless ``folder`` is new, empty or one this command wrote before (its files are
-    closed to others and handed to PgBouncer's user: never a folder that holds anything else), or
-    (:func:`check_reachable`) when ``owner``, the user PgBouncer runs as, cannot reach it. Nothing is
-    created."""
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"--folder {folder}: exists and is not a folder")
-    if folder.is_dir():
-        others = sorted(p.name for p in folder.iterdir() if not _ours(p.name))
-        if others:
-            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
-            raise UserError(
-                f"--folder {folder}: holds other files ({shown}); choose a new or empty folder, "
-                "or one that edgesearch pooler wrote before"
-            )
-    if owner is not None:
-        check_reachable(folder, owner)
-
-
-def _ours(name: str) -> bool:
-    """A file this command or PgBouncer writes into the folder (and atomic_write's temporary names)."""
-    names = (INI_NAME, USERLIST_NAME, LOG_NAME, PID_NAME)
-    return name in names or any(name.startswith(f".{n}.") and name.endswith(".tmp") for n in names)
-
-
-def write_pooler_files(files: PoolerFiles, folder: Path, *, owner: str | None) -> Path:
-    """Write ``pgbouncer.ini`` and ``userlist.txt`` (mode 0600) into ``folder`` (created, mode 0700);
-    the path of the ini file.
-
-    ``owner``: the system user PgBouncer runs as, given the folder and both files (root only); None
-    keeps this process's user. A folder that exists must be a folder; an ``--folder`` that is a file is a
-    UserError, and nothing is written.
-    """
-    check_folder(folder, owner)
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)  # before the secret goes in: a folder made earlier may be open to others
-    paths = [folder / USERLIST_NAME, folder / INI_NAME]
-    for path, text in zip(paths, (files.userlist, files.ini), strict=True):
-        atomic_write_text(path, text)
-        os.chmod(path, 0o600)  # atomic_write follows the umask; the folder keeps others out meanwhile
-    if owner is not None:
-        entry = pwd.getpwnam(owner)
-        for path in [folder, *paths]:
-            os.chown(path, entry.pw_uid, entry.pw_gid)
-    return folder / INI_NAME
 
 
 def find_pgbouncer(path: str | None, *, also: Sequence[str] = SBIN) -> str:
@@ -720,3 +269,102 @@ def run_foreground(
     if forced or len(requested) > 1:
         return EXIT_FORCED
     return child_exit_code(code)
+
+
+def serve(
+    storage: str | None,
+    *,
+    listen_addr: str = DEFAULT_LISTEN,
+    listen_port: int = DEFAULT_PORT,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    max_client_conn: int = DEFAULT_MAX_CLIENTS,
+    user: str | None = None,
+    folder: Path | None = None,
+    say: Callable[[str], None],
+    warn: Callable[[str], None],
+) -> int:
+    """Run PgBouncer in front of the database of ``storage`` until it is stopped; its exit code
+    (:func:`run_foreground`).
+
+    ``storage`` is resolved as ``--storage`` is (None: ``$EDGESEARCH_STORAGE``, else the default).
+    ``user``: when started as root, the system user PgBouncer runs as (default
+    :data:`~edgesearch.services.pgbouncer_config.DEFAULT_RUN_AS`). ``folder``: where its files go;
+    None for a private temporary one, removed once PgBouncer has read them. Everything is checked
+    before anything is written, the server with one connection as PgBouncer will make it: a
+    UserError (ConfigError for an option) otherwise. ``say`` takes each line for the person starting
+    it (where it listens, what workers export), ``warn`` the warning of a pooler that asks no
+    password where others reach it.
+    """
+    url = resolve_storage_url(storage)
+    shown = redact(url)
+    executable = find_pgbouncer(os.environ.get("PATH"))
+    run_as = run_as_user(user, is_root=os.geteuid() == 0)
+    check_options(
+        listen_addr=listen_addr, listen_port=listen_port, pool_size=pool_size, max_client_conn=max_client_conn
+    )
+    target = server_target(url)
+    if folder is not None:
+        check_folder(folder, run_as)  # before anything is written
+    password = find_password(target, os.environ)
+    ensure_fd_limit(max_client_conn + pool_size)
+    check_server(target, password, pool_size=pool_size, shown_url=shown)
+    temporary = folder is None
+    where = Path(tempfile.mkdtemp(prefix="edgesearch-pooler-")) if folder is None else folder
+    try:
+        files = pgbouncer_files(
+            url,
+            listen_addr=listen_addr,
+            listen_port=listen_port,
+            pool_size=pool_size,
+            max_client_conn=max_client_conn,
+            folder=where,
+            password=password,
+        )
+        ini = write_pooler_files(files, where, owner=run_as)
+        _announce(files, shown, listen_addr, listen_port, pool_size, max_client_conn, say=say, warn=warn)
+        kept = " (removed once PgBouncer has read them)" if temporary else ""
+        say(f"files in {where}{kept}; Ctrl-C or SIGTERM stops it")
+        return run_foreground(
+            pgbouncer_argv(executable, ini),
+            run_as=run_as,
+            secret=where / USERLIST_NAME,
+            pidfile=where / PID_NAME,
+            discard=where if temporary else None,
+        )
+    finally:
+        # Gone once PgBouncer has read it; still here when it never got that far.
+        (where / USERLIST_NAME).unlink(missing_ok=True)
+        if temporary:
+            shutil.rmtree(where, ignore_errors=True)
+
+
+def _announce(
+    files: PoolerFiles,
+    shown: str,
+    listen: str,
+    port: int,
+    pool_size: int,
+    max_clients: int,
+    *,
+    say: Callable[[str], None],
+    warn: Callable[[str], None],
+) -> None:
+    """What the person starting the pooler needs: where it listens, what workers export, and the password's way."""
+    workers = max_clients // CLIENT_CONNECTIONS_PER_WORKER
+    say(
+        f"pooler: PgBouncer on {listen}:{port} for {shown}, transaction pooling; "
+        f"at most {pool_size} server connections and {max_clients} clients (about {workers} workers)"
+    )
+    say(f"workers: export EDGESEARCH_STORAGE={files.client_url}")
+    if files.auth_type == "trust":
+        if not is_loopback(listen):
+            warn(
+                "the database asks no password, so neither does the pooler: anyone who "
+                f"reaches {listen}:{port} uses the database as its user. Prefer a password (URL, PGPASSWORD, "
+                "~/.pgpass)."
+            )
+    else:
+        say(
+            "workers give the database password as they would to the database: PGPASSWORD, or a ~/.pgpass line "
+            "naming the pooler's host and port (it is never printed)"
+        )

@@ -18,8 +18,10 @@ from optuna.trial import TrialState
 from PIL import Image
 
 from edgesearch.errors import UserError
-from edgesearch.searcher.results.report import build_report, curves_figure, pareto_front, scatter_figure
+from edgesearch.searcher.results.figures import curves_figure, scatter_figure
+from edgesearch.searcher.results.report import build_report
 from edgesearch.searcher.study.config import StudyConfig
+from edgesearch.searcher.study.front import pareto_front
 from edgesearch.searcher.study.studies import create_study
 from edgesearch.trainer.config import TrainConfig
 from edgesearch.trainer.records import SUMMARY_KEYS as HISTORY_KEYS
