@@ -11,7 +11,8 @@ from PIL import Image
 
 from edgesearch.errors import DataError
 from edgesearch.trainer.config import DataConfig
-from edgesearch.trainer.data import build_datasets, build_loader, scan_folder, synthetic_sample
+from edgesearch.trainer.data import build_datasets, build_loader, synthetic_sample
+from edgesearch.trainer.folders import scan_folder
 from edgesearch.trainer.images import binarize_mask
 from tests.helpers import write_folder
 

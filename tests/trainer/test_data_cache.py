@@ -16,8 +16,10 @@ from PIL import Image
 from edgesearch.errors import ConfigError, DataError
 from edgesearch.trainer import data as data_module
 from edgesearch.trainer import data_cache
+from edgesearch.trainer import folders as folders_module
 from edgesearch.trainer.config import DataConfig
-from edgesearch.trainer.data import build_datasets, loader_workers, scan_folder
+from edgesearch.trainer.data import build_datasets, loader_workers
+from edgesearch.trainer.folders import scan_folder
 from tests.helpers import write_folder
 
 
@@ -29,7 +31,8 @@ def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
         reads.append(path)
         return real(path, **kwargs)
 
-    monkeypatch.setattr(data_module, "read_image", counting)
+    for module in (data_module, folders_module):  # decoding reads, and the folder check's
+        monkeypatch.setattr(module, "read_image", counting)
     return reads
 
 

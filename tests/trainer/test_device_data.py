@@ -21,15 +21,9 @@ from PIL import Image
 from scipy import stats  # type: ignore[import-untyped]  # no stubs installed
 
 from edgesearch.trainer.config import DataConfig
-from edgesearch.trainer.data import (
-    FolderDataset,
-    Pair,
-    SyntheticShapes,
-    build_loader,
-    build_transforms,
-    normalization,
-)
+from edgesearch.trainer.data import FolderDataset, SyntheticShapes, build_loader, build_transforms, normalization
 from edgesearch.trainer.device_data import DeviceBatches, augment_batch, dihedral, resident_bytes, resident_tensors
+from edgesearch.trainer.folders import Pair
 
 SIZE = 32
 SAMPLES = 4000
