@@ -83,7 +83,8 @@ def predict_command(
             if config_file is not None:
                 raise UserError("--config goes with --checkpoint; a study stores its trials' configs")
             from edgesearch.searcher.storage.urls import resolve_storage_url
-            from edgesearch.searcher.study.studies import best_model, load_study
+            from edgesearch.searcher.study.best import best_model
+            from edgesearch.searcher.study.studies import load_study
 
             found, study_config = load_study(study, resolve_storage_url(storage), read_only=True)
             model = best_model(found, study_config, pick=pick.value if pick is not None else None)

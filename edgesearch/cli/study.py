@@ -140,7 +140,8 @@ def list_command(storage: StorageOption = None) -> None:
 
 
 def _best_record(name: str, url: str, pick: str | None) -> dict[str, Any]:
-    from edgesearch.searcher.study.studies import best_trial, load_study
+    from edgesearch.searcher.study.best import best_trial
+    from edgesearch.searcher.study.studies import load_study
 
     study, config = load_study(name, url, read_only=True)
     best = best_trial(study, config, pick=pick)
@@ -274,8 +275,9 @@ def show_command(name: Annotated[str, typer.Argument(help="Study name.")], stora
 
         from edgesearch.cli.study_progress import describe_eta, format_counts
         from edgesearch.searcher.storage.urls import resolve_storage_url
+        from edgesearch.searcher.study.best import front_trials
         from edgesearch.searcher.study.progress import epochs_done
-        from edgesearch.searcher.study.studies import front_trials, load_study, trial_counts
+        from edgesearch.searcher.study.studies import load_study, trial_counts
 
         url = resolve_storage_url(storage)
         study, config = load_study(name, url, read_only=True)

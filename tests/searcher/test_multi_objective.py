@@ -23,9 +23,10 @@ from edgesearch.cli.study_progress import format_counts
 from edgesearch.errors import ConfigError
 from edgesearch.searcher.run.trial import TrialOutcome
 from edgesearch.searcher.run.worker import run_worker
+from edgesearch.searcher.study.best import front_trials
 from edgesearch.searcher.study.config import MedianPrunerConfig, NoPrunerConfig, StudyConfig
 from edgesearch.searcher.study.front import knee
-from edgesearch.searcher.study.studies import create_study, front_trials, load_study, trial_counts
+from edgesearch.searcher.study.studies import create_study, load_study, trial_counts
 from edgesearch.trainer.callbacks import Callback
 from tests.helpers import TINY_TRAINER, merge, write_folder
 
