@@ -44,6 +44,13 @@ def child_exit_code(returncode: int) -> int:
     return returncode if returncode >= 0 else EXIT_KILLED
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when it has none: how another library's error
+    is quoted inside one of ours, which stays one line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 MAX_LISTED_PROBLEMS = 10
 """How many problems one error message lists before it says how many more there are."""
 

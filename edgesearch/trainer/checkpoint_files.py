@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from edgesearch.errors import ConfigError
+from edgesearch.errors import ConfigError, first_line
 from edgesearch.files import atomic_write
 
 if TYPE_CHECKING:
@@ -72,10 +72,7 @@ def read_checkpoint(
             "(only tensors and plain containers are loaded)"
         ) from None
     except Exception as exc:  # torch raises many kinds for a corrupt or truncated file
-        text = str(exc).strip()
-        raise ConfigError(
-            f"{label}{path}: not a readable checkpoint ({text.splitlines()[0] if text else type(exc).__name__})"
-        ) from None
+        raise ConfigError(f"{label}{path}: not a readable checkpoint ({first_line(exc)})") from None
 
 
 RESUMABLE_CHANGES = frozenset({"epochs", "device", "data.num_workers", "data.loader", "checkpoint_interval"})

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from edgesearch.errors import ConfigError, DataError, raise_problems
+from edgesearch.errors import ConfigError, DataError, first_line, raise_problems
 from edgesearch.files import atomic_write, check_new_or_empty
 from edgesearch.trainer import run_files
 from edgesearch.trainer.checkpoint_files import read_checkpoint
@@ -49,11 +49,6 @@ __all__ = [
     "prepare_image",
     "probability_maps",
 ]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_model(config: TrainConfig, checkpoint: Path, *, device: torch.device) -> nn.Module:
@@ -208,7 +203,7 @@ def _read(path: Path, channels: int) -> np.ndarray:
     try:
         return read_image(path, channels=channels)
     except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path}: unreadable image ({_first_line(exc)})") from None
+        raise DataError(f"{path}: unreadable image ({first_line(exc)})") from None
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:

@@ -18,6 +18,7 @@ from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import exc, update
 
+from edgesearch.errors import first_line
 from edgesearch.searcher.storage._optuna.queries import Curve
 
 if TYPE_CHECKING:
@@ -180,8 +181,7 @@ def _root_cause(exc: BaseException) -> str:
     connection, a row deleted under the update) in a ``StorageInternalError`` that names neither."""
     while exc.__cause__ is not None:
         exc = exc.__cause__
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
 
 
 def hand_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
