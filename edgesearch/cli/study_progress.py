@@ -33,7 +33,7 @@ from rich.text import Text
 from edgesearch.cli.console import out
 from edgesearch.formatting import format_duration
 from edgesearch.trainer.callbacks import Callback, describe_data
-from edgesearch.trainer.records import summary
+from edgesearch.trainer.records import stored_record
 
 if TYPE_CHECKING:
     from edgesearch.searcher.study.studies import TrialCounts
@@ -160,7 +160,7 @@ class EpochLines(Callback):
         self.seconds = []
 
     def on_epoch_end(self, record: EpochRecord) -> None:
-        value = summary(record)[self.metric]
+        value = stored_record(record)[self.metric]
         self.seconds.append(record["seconds"])
         # The mean of this trial's epochs so far: its first epoch alone may be slower or faster.
         eta = max(self.epochs - record["epoch"], 0) * statistics.fmean(self.seconds)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final, TypedDict
 
-__all__ = ["METRIC_KEYS", "SUMMARY_KEYS", "EpochRecord", "summary"]
+__all__ = ["METRIC_KEYS", "STORED_KEYS", "EpochRecord", "stored_record"]
 
 
 class EpochRecord(TypedDict):
@@ -32,10 +32,10 @@ class EpochRecord(TypedDict):
 METRIC_KEYS: Final = ("val_iou", "val_boundary_iou", "val_edge_corr")
 """The validation metrics of a record; a study maximises one of them."""
 
-SUMMARY_KEYS: Final = ("epoch", "stage", "train_loss", "val_iou", "val_boundary_iou", "val_edge_corr")
+STORED_KEYS: Final = ("epoch", "stage", "train_loss", "val_iou", "val_boundary_iou", "val_edge_corr")
 """The fields of a record kept per epoch in a trial's stored history (the rest is in history.json)."""
 
 
-def summary(record: EpochRecord) -> dict[str, float | int]:
-    """The :data:`SUMMARY_KEYS` of ``record``: what a study stores per epoch of a trial."""
-    return {key: record[key] for key in SUMMARY_KEYS}
+def stored_record(record: EpochRecord) -> dict[str, float | int]:
+    """The :data:`STORED_KEYS` of ``record``: what a study stores per epoch of a trial."""
+    return {key: record[key] for key in STORED_KEYS}

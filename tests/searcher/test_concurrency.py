@@ -19,7 +19,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from edgesearch.searcher.run.worker import WorkerSummary, run_worker
+from edgesearch.searcher.run.worker import WorkerResult, run_worker
 from edgesearch.searcher.study.config import StudyConfig
 from edgesearch.searcher.study.studies import FINISHED, create_study, load_study
 from tests.helpers import TINY_TRAINER, merge
@@ -107,7 +107,7 @@ def test_workers_colliding_on_the_last_free_slot_leave_no_waiting_trial_behind(
         return ask(study, *args, **kwargs)
 
     monkeypatch.setattr(optuna.Study, "ask", colliding_ask)
-    summaries: list[WorkerSummary] = []
+    summaries: list[WorkerResult] = []
 
     def work(index: int) -> None:
         summaries.append(run_worker("last", sqlite_url, runs_dir=tmp_path, poll_seconds=0.2))

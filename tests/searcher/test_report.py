@@ -24,7 +24,7 @@ from edgesearch.searcher.study.config import StudyConfig
 from edgesearch.searcher.study.front import pareto_front
 from edgesearch.searcher.study.studies import create_study
 from edgesearch.trainer.config import TrainConfig
-from edgesearch.trainer.records import SUMMARY_KEYS as HISTORY_KEYS
+from edgesearch.trainer.records import STORED_KEYS as HISTORY_KEYS
 
 TRAINER: dict[str, Any] = {
     "model": {"arch": "unet", "encoder": "resnet18", "encoder_weights": None},

@@ -24,7 +24,7 @@ from edgesearch.searcher.storage._optuna.handles import is_retry, study_exists
 from edgesearch.searcher.study.progress import EPOCHS_DONE_ATTR
 from edgesearch.trainer import run_files
 from edgesearch.trainer.callbacks import Callback
-from edgesearch.trainer.records import EpochRecord, summary
+from edgesearch.trainer.records import EpochRecord, stored_record
 
 if TYPE_CHECKING:
     from edgesearch.searcher.storage._optuna.handles import ArtifactStore
@@ -58,7 +58,7 @@ class PruningCallback(Callback):
 
     def on_epoch_end(self, record: EpochRecord) -> None:
         epoch = record["epoch"]
-        kept = summary(record)
+        kept = stored_record(record)
         value = float(kept[self.metric])
         self.history.append(kept)
         if not self.prune:
@@ -171,7 +171,7 @@ def run_trial(
         resumed = int(state["epoch"])
         # last.pt holds the curve up to its epoch. It is written on a cadence, so the failed trial
         # may have trained epochs after it: those are trained again, and reported once.
-        history = [summary(row) for row in state["history"] if int(row["epoch"]) <= resumed]
+        history = [stored_record(row) for row in state["history"] if int(row["epoch"]) <= resumed]
         trial.set_user_attr("resumed_from_epoch", resumed)
     elif trial.user_attrs.get("history"):
         trial.set_user_attr("history", [])  # a retry starting over: the failed trial's curve is not its own
@@ -221,11 +221,11 @@ def run_trial(
             # predict --study checks it: the file at that path must still be this trial's.
             trial.set_user_attr("best_checkpoint_sha256", file_digest(result.best_checkpoint))
         if config.multi_objective:
-            row = summary(_checkpoint_epoch(result))
+            row = stored_record(_checkpoint_epoch(result))
             values = tuple(float(row[metric]) for metric in config.objectives)
             outcome = TrialOutcome(trial.number, TrialState.COMPLETE, None, len(result.history), values=values)
         else:
-            value = max(float(summary(row)[config.objectives[0]]) for row in result.history)
+            value = max(float(stored_record(row)[config.objectives[0]]) for row in result.history)
             outcome = TrialOutcome(trial.number, TrialState.COMPLETE, value, len(result.history))
     pruning.store_history()
     if artifact_store is not None:

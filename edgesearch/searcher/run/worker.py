@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from edgesearch.searcher.storage._optuna.handles import ArtifactStore
     from edgesearch.searcher.study.config import StudyConfig
 
-__all__ = ["StopOnRequest", "TrialRunner", "WorkerSummary", "run_worker", "set_n_trials"]
+__all__ = ["StopOnRequest", "TrialRunner", "WorkerResult", "run_worker", "set_n_trials"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -57,7 +57,7 @@ every turn of its loop, where hundreds of waiting workers would each pay a looku
 
 
 @dataclass
-class WorkerSummary:
+class WorkerResult:
     outcomes: list[TrialOutcome] = field(default_factory=list)
     stopped_because: str = ""
     failed: bool = False
@@ -209,7 +209,7 @@ class StopOnRequest(Callback):
 def _admit(
     study: optuna.Study,
     n_trials: int,
-    summary: WorkerSummary,
+    summary: WorkerResult,
     rng: random.Random,
     stop: threading.Event,
     poll_seconds: float,
@@ -296,7 +296,7 @@ def run_worker(
     max_consecutive_failures: int = 3,
     poll_seconds: float = 2.0,
     trial_runner: TrialRunner = run_trial,
-) -> WorkerSummary:
+) -> WorkerResult:
     """Run trials of study ``name`` until it is full, ``max_trials`` ran here, or ``timeout`` passed.
 
     ``callbacks`` are trainer callbacks added to every trial (e.g. progress lines per epoch);
@@ -319,7 +319,7 @@ def run_worker(
     n_trials = config.n_trials
     stop = stop if stop is not None else threading.Event()
     deadline = None if timeout is None else time.monotonic() + timeout
-    summary = WorkerSummary()
+    summary = WorkerResult()
     rng = random.Random()  # only spreads retries of a lost race; nothing to reproduce
     crashes: list[str] = []
     trial_callbacks = [*callbacks, StopOnRequest(stop)]
