@@ -8,6 +8,7 @@ import typer
 
 from edgesearch.cli.console import err, out, user_errors, warn
 from edgesearch.cli.options import ArtifactsOption, StorageOption
+from edgesearch.services.dashboard import DEFAULT_HOST, DEFAULT_PORT
 
 __all__ = ["app"]
 
@@ -18,10 +19,10 @@ app = typer.Typer()
 def dashboard_command(
     storage: StorageOption = None,
     artifacts: ArtifactsOption = None,
-    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback exposes it unauthenticated.")] = (
-        "127.0.0.1"
-    ),
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; anything but loopback exposes it unauthenticated.")
+    ] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = DEFAULT_PORT,
     allow_host: Annotated[
         list[str] | None,
         typer.Option(

@@ -19,11 +19,17 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
     from wsgiref.types import WSGIApplication
 
-__all__ = ["is_loopback", "make_dashboard_server"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "is_loopback", "make_dashboard_server"]
+
+DEFAULT_HOST = "127.0.0.1"
+"""Where the dashboard listens unless told otherwise: loopback, since it has no authentication."""
+
+DEFAULT_PORT = 8080
+"""The dashboard's port unless told otherwise."""
 
 
 def make_dashboard_server(
-    url: str, artifacts: Path, *, host: str, port: int, allow_hosts: Sequence[str] = ()
+    url: str, artifacts: Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, allow_hosts: Sequence[str] = ()
 ) -> WSGIServer:
     """A threaded WSGI server running optuna-dashboard on the storage and the artifact folder.
 
