@@ -30,6 +30,9 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
+from devtools.pooler import pgbouncer_pids, running_pooler
+from devtools.ports import free_port
+from devtools.postgres import connect_params
 from edgesearch.cli import app
 from edgesearch.errors import ConfigError, UserError
 from edgesearch.searcher.study.config import StudyConfig
@@ -45,7 +48,7 @@ from edgesearch.services.pooler import (
     server_target,
     write_pooler_files,
 )
-from tests.helpers import free_port, pgbouncer_pids, running_pooler, tiny_study
+from tests.helpers import tiny_study
 
 PASSWORD = 'p@ss:w"rd %x'
 """A password with every character that a URL, a pgpass line or the userlist must escape."""
@@ -306,7 +309,7 @@ def password_role(postgres_url: str) -> Iterator[tuple[str, str]]:
     is what refuses a wrong one); the storage URL that logs in as it, and its name."""
     name = f"es_pool_{uuid.uuid4().hex[:12]}"
     url = make_url(postgres_url)
-    admin = psycopg.connect(host=url.host, port=url.port, user=url.username, dbname=url.database, autocommit=True)
+    admin = psycopg.connect(autocommit=True, **connect_params(postgres_url))
     with admin:
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(name), sql.Literal(PASSWORD)))
         try:
@@ -478,9 +481,7 @@ class ServerConnections:
     def __init__(self, direct_url: str) -> None:
         url = make_url(direct_url)
         self.database = url.database
-        self.connection = psycopg.connect(
-            host=url.host, port=url.port, user=url.username, dbname="postgres", autocommit=True
-        )
+        self.connection = psycopg.connect(autocommit=True, **connect_params(direct_url, dbname="postgres"))
         self.counts: list[int] = []
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
