@@ -21,8 +21,8 @@ demo: install
 	@echo "open the dashboard: $(BIN)/edgesearch dashboard   (then http://127.0.0.1:8080/dashboard)"
 
 lint: install
-	$(BIN)/ruff check edgesearch tests benchmarks
-	$(BIN)/ruff format --check edgesearch tests benchmarks
+	$(BIN)/ruff check edgesearch devtools tests benchmarks
+	$(BIN)/ruff format --check edgesearch devtools tests benchmarks
 	$(BIN)/mypy
 
 # The loop between edits: lint, types and every test not marked slow (no training, no processes).

@@ -9,17 +9,28 @@ prove the script works, never to judge a timing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# The one place that puts the repository root on the path, for `devtools` (the PostgreSQL, pooler and
+# /proc helpers the tests share; not in the wheel, so never installed): a script run as
+# `python benchmarks/NAME.py` has only benchmarks/ on it, and every script imports this module first.
+# At the front, as pytest puts it for the tests, so that the checkout's own code is what is measured.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+POSTGRES_ENV = ("EDGESEARCH_BENCH_POSTGRES_URL", "EDGESEARCH_TEST_POSTGRES_URL")
+THROWAWAY_PORT = 56100
+"""The first port tried for a throwaway PostgreSQL server (``$EDGESEARCH_BENCH_PG_PORT`` moves it)."""
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -43,6 +54,38 @@ def machine() -> dict[str, Any]:
         info["torch_threads"] = torch.get_num_threads()
         info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return info
+
+
+def given_postgres(explicit: str | None) -> tuple[str | None, str]:
+    """(PostgreSQL server URL or None, where it came from or why there is none): ``--postgres URL``, else
+    the first of :data:`POSTGRES_ENV` that is set."""
+    for candidate, source in [(explicit, "--postgres"), *((os.environ.get(n), f"${n}") for n in POSTGRES_ENV)]:
+        if candidate and candidate.strip():
+            return candidate.strip(), source
+    return None, f"no PostgreSQL server given (--postgres URL, ${POSTGRES_ENV[0]} or ${POSTGRES_ENV[1]})"
+
+
+def throwaway_port() -> int:
+    return int(os.environ.get("EDGESEARCH_BENCH_PG_PORT", THROWAWAY_PORT))
+
+
+@contextlib.contextmanager
+def postgres_server(explicit: str | None) -> Iterator[tuple[str | None, str]]:
+    """(server URL or None, where it came from or why there is none): the one given (:func:`given_postgres`),
+    else a throwaway server started with ``.ci/start-postgres.sh``, stopped after."""
+    from devtools.postgres import START_POSTGRES, PostgresUnavailable, throwaway_postgres
+
+    server, source = given_postgres(explicit)
+    if server is not None:
+        yield server, source
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            started = stack.enter_context(throwaway_postgres(first_port=throwaway_port()))
+        except PostgresUnavailable as exc:
+            yield None, str(exc)
+            return
+        yield started.url, f"a throwaway server started with {START_POSTGRES.name}"
 
 
 def median(values: Sequence[float]) -> float:

@@ -22,8 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common
 
+from devtools.postgres import fresh_database
+
 TARGET_S = 0.5
 READ_TARGET_S = 1.0
 """For the commands that read one study (``study show``, ``study best``): they open it through Optuna."""
 FINISHED = "finished"
 N_STUDIES = 3
 N_TRIALS = 20
-POSTGRES_ENV = ("EDGESEARCH_BENCH_POSTGRES_URL", "EDGESEARCH_TEST_POSTGRES_URL")
 
 
 def fill(url: str) -> list[str]:
@@ -119,33 +119,6 @@ def command(argv: list[str], *, cwd: Path, expect: list[str]) -> Callable[[], fl
     return run
 
 
-@contextlib.contextmanager
-def postgres_database(server: str) -> Iterator[str]:
-    """The URL of a new database on ``server``, dropped (with its connections) afterwards."""
-    import psycopg
-    from psycopg import sql
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(server)
-    params: dict[str, Any] = {"host": parsed.host, "port": parsed.port, "user": parsed.username}
-    params.update(password=parsed.password, dbname="postgres", connect_timeout=10)
-    name = f"es_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(autocommit=True, **{k: v for k, v in params.items() if v is not None}) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            yield parsed.set(database=name).render_as_string(hide_password=False)
-        finally:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def postgres_server(explicit: str | None) -> tuple[str | None, str]:
-    """(server URL or None, where it came from or why there is none)."""
-    for candidate, source in [(explicit, "--postgres"), *((os.environ.get(n), f"${n}") for n in POSTGRES_ENV)]:
-        if candidate and candidate.strip():
-            return candidate.strip(), source
-    return None, f"no PostgreSQL server given (--postgres URL, ${POSTGRES_ENV[0]} or ${POSTGRES_ENV[1]})"
-
-
 def summarize(samples: list[float], *, argv: list[str], target: float | None) -> dict[str, Any]:
     record: dict[str, Any] = {
         "command": "edgesearch " + " ".join(argv[1:]),
@@ -188,10 +161,10 @@ def main() -> None:
             ),
             "study_create_help": ([edgesearch, "study", "create", "--help"], ["FILE"], None),
         }
-        server, source = postgres_server(args.postgres)
+        server, source = _common.given_postgres(args.postgres)
         postgres: dict[str, Any] = {"server": source}
         if server is not None:
-            postgres_url = stack.enter_context(postgres_database(server))
+            postgres_url = stack.enter_context(fresh_database(server, prefix="es_bench_"))
             fill(postgres_url)
             variants["study_list_postgres"] = ([edgesearch, "study", "list", "--storage", postgres_url], names, None)
         _common.log(f"timing {len(variants)} commands, {runs} runs each after 1 warm-up, in turns")

@@ -34,20 +34,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import gc
+import functools
 import itertools
-import multiprocessing
-import os
-import queue
-import shlex
-import subprocess
 import sys
 import tempfile
 import time
-import traceback
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,18 +48,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common
 
+from devtools import postgres
+from devtools.forked import run_forked
+from devtools.pooler import running_pooler
+from devtools.postgres import PgAdmin, PostgresUnavailable, throwaway_postgres
+from devtools.proc_cpu import process_cpu, process_tree_cpu
+from devtools.stand_in import StandInTrial, WorkerJob, WorkerTotals, stand_in_worker
+
 if TYPE_CHECKING:
     import optuna
-    import psycopg
 
-    from edgesearch.searcher.run.trial import TrialOutcome
-    from edgesearch.searcher.storage._optuna.handles import ArtifactStore
     from edgesearch.searcher.study.config import StudyConfig
-    from edgesearch.trainer.callbacks import Callback
 
 QUICKSTART = _common.ROOT / "studies" / "quickstart.yaml"
-START_POSTGRES = _common.ROOT / ".ci" / "start-postgres.sh"
-POSTGRES_ENV = ("EDGESEARCH_BENCH_POSTGRES_URL", "EDGESEARCH_TEST_POSTGRES_URL")
 TARGET_OVERHEAD_FRACTION = 0.005
 TARGET_CPU_MS_PER_TRIAL = 100.0
 TARGET_FLAT = 1.25
@@ -124,100 +117,6 @@ TINY = Sizes(
     ramp_seconds_per_worker=0.0,
     burst_workers=0,
 )
-
-
-# ---------------------------------------------------------------------------------------------
-# The stand-in trial: everything run_trial does towards the storage, with a sleep for training.
-
-
-class StandInTrial:
-    """A ``TrialRunner`` that trains nothing and reports through the trial as ``run_trial`` does.
-
-    It samples the study's space into a TrainConfig, sets the ``config`` and ``run_dir`` user
-    attributes, then per epoch sleeps ``epoch_seconds``, gives the worker's callbacks their batch
-    hook (so a stop request ends the trial) and passes a record to the objective's own
-    PruningCallback (``report``, ``history``, ``should_prune``). A pruned trial returns PRUNED.
-    Every trial reports the same curve, so the median pruner reads the study at every epoch but
-    never prunes: all trials are equally long, and throughputs compare across worker counts.
-    With ``phases`` it appends each trial's seconds in sampling, epochs and attributes there.
-    """
-
-    def __init__(self, *, epochs: int, epoch_seconds: float, phases: list[dict[str, float]] | None = None) -> None:
-        self.epochs = epochs
-        self.epoch_seconds = epoch_seconds
-        self.phases = phases
-
-    def __call__(
-        self,
-        trial: optuna.Trial,
-        config: StudyConfig,
-        *,
-        runs_dir: Path,
-        artifact_store: ArtifactStore | None,
-        callbacks: Sequence[Callback],
-    ) -> TrialOutcome:
-        import optuna
-        import torch
-        from optuna.trial import TrialState
-
-        from edgesearch.searcher.run.trial import PruningCallback, TrialInterrupted, TrialOutcome
-        from edgesearch.searcher.study.space import sample
-
-        started = time.perf_counter()
-        train_config = sample(trial, config.space, config.base_config)
-        sampled = time.perf_counter()
-        run_dir = runs_dir / config.name / f"trial-{trial.number:05d}"
-        trial.set_user_attr("config", train_config.model_dump(mode="json"))
-        trial.set_user_attr("run_dir", str(run_dir))
-        attrs = time.perf_counter() - sampled
-        pruning = PruningCallback(trial, metric=config.metric)
-        loss = torch.zeros(())  # what the trainer hands the batch hook; nothing here reads it
-        epochs_started = time.perf_counter()
-        try:
-            for epoch in range(1, self.epochs + 1):
-                if self.epoch_seconds:
-                    time.sleep(self.epoch_seconds)
-                for callback in callbacks:
-                    callback.on_batch_end(epoch=epoch - 1, step=epoch, loss=loss)
-                record = _record(epoch)
-                for callback in [*callbacks, pruning]:
-                    callback.on_epoch_end(record)
-        except optuna.TrialPruned as exc:
-            outcome = TrialOutcome(trial.number, TrialState.PRUNED, None, len(pruning.history), str(exc))
-        except TrialInterrupted as exc:
-            # Handed back by the worker; nothing more to record, as in run_trial.
-            return TrialOutcome(trial.number, TrialState.FAIL, None, len(pruning.history), str(exc), interrupted=True)
-        else:
-            value = max(row[config.metric] for row in pruning.history)
-            outcome = TrialOutcome(trial.number, TrialState.COMPLETE, value, len(pruning.history))
-        epochs_done = time.perf_counter()
-        pruning.store_history()
-        if outcome.state == TrialState.COMPLETE:
-            trial.set_user_attr("best_checkpoint", str(run_dir / "best.pt"))
-        finished = time.perf_counter()
-        if self.phases is not None:
-            slept = len(pruning.history) * self.epoch_seconds
-            self.phases.append(
-                {
-                    "sample": sampled - started,
-                    "epochs": epochs_done - epochs_started - slept,
-                    "user_attrs": attrs + finished - epochs_done,
-                    "runner": finished - started - slept,
-                }
-            )
-        return outcome
-
-
-def _record(epoch: int) -> dict[str, Any]:
-    """One epoch's record as the trainer hands it to callbacks (the fields PruningCallback keeps)."""
-    return {
-        "epoch": epoch,
-        "stage": 2,
-        "train_loss": 1.0 / epoch,
-        "val_iou": 0.5 + 0.01 * epoch,
-        "val_boundary_iou": 0.3 + 0.01 * epoch,
-        "val_edge_corr": 0.2,
-    }
 
 
 def _study_config(name: str, *, n_trials: int, overrides: dict[str, Any] | None = None) -> StudyConfig:
@@ -284,224 +183,13 @@ def overhead(url: str, *, label: str, sizes: Sizes, folder: Path) -> dict[str, A
 # 2. Scale: worker processes through the pooler; what each trial costs the workers and the server.
 
 
-def _count_traffic() -> dict[str, int]:
-    """Counters of what this process sends to databases, kept up to date by SQLAlchemy's events.
-
-    ``round_trips``: statements (SAVEPOINTs too), and the BEGINs, COMMITs and ROLLBACKs of connections
-    not in autocommit (each one exchange with the server);
-    ``connects``: new connections; ``connection_warnings``: storage calls that failed for want of a
-    connection and were retried (the reconnecting storage logs each), and failed heartbeats.
-    """
-    import logging
-
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-    from sqlalchemy.pool import Pool
-
-    counts = {"round_trips": 0, "connects": 0, "connection_warnings": 0}
-
-    def trip(*args: Any, **kwargs: Any) -> None:
-        counts["round_trips"] += 1
-
-    def transaction_trip(conn: Any, *args: Any, **kwargs: Any) -> None:
-        # On a connection in autocommit a BEGIN, COMMIT or ROLLBACK of SQLAlchemy's sends nothing.
-        if not getattr(conn.connection.dbapi_connection, "autocommit", False):
-            counts["round_trips"] += 1
-
-    def connect(*args: Any, **kwargs: Any) -> None:
-        counts["connects"] += 1
-
-    event.listen(Engine, "before_cursor_execute", trip)
-    for name in ("begin", "commit", "rollback"):
-        event.listen(Engine, name, transaction_trip)
-    event.listen(Pool, "connect", connect)
-
-    class Warnings(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            counts["connection_warnings"] += 1
-
-    handler = Warnings(level=logging.WARNING)
-    for logger in ("edgesearch.searcher.storage.reconnecting", "edgesearch.searcher.storage._optuna.handles"):
-        logging.getLogger(logger).addHandler(handler)
-    return counts
-
-
-def _worker_process(index: int, job: dict[str, Any], start: Any, results: Any) -> None:
-    """One worker process: wait for the start signal, run ``run_worker``, put what happened on ``results``.
-
-    It is forked from the benchmark, which has imported everything already: what is timed is the
-    worker's own life from the start signal on (loading the study included), never Python's start-up.
-    """
-    from edgesearch.searcher.run.worker import run_worker
-
-    result: dict[str, Any] = {"index": index, "ok": False}
-    try:
-        traffic = _count_traffic()
-        start.wait(timeout=300)
-        time.sleep(job["start_delay"] * index)
-        cpu = time.process_time()
-        try:
-            first: list[float] = []
-            last: list[float] = []
-
-            def started(trial: Any) -> None:
-                if not first:
-                    first.append(time.process_time())
-
-            def ended(outcome: Any) -> None:
-                last[:] = [time.process_time()]
-
-            summary = run_worker(
-                job["name"],
-                job["url"],
-                runs_dir=Path(job["runs_dir"]),
-                poll_seconds=job["poll_seconds"],
-                trial_runner=StandInTrial(epochs=job["epochs"], epoch_seconds=job["epoch_seconds"]),
-                on_trial_start=started,
-                on_trial_end=ended,
-            )
-            # Paid once per worker, not per trial: its start-up (loading the study and taking its
-            # first trial, behind everyone released at the same instant), and its wait at the end
-            # for the trials still running elsewhere (in case one fails and is retried).
-            now = time.process_time()
-            result["startup_cpu_seconds"] = (first[0] if first else now) - cpu
-            result["tail_cpu_seconds"] = now - (last[0] if last else now)
-            result.update(
-                ok=not summary.failed,
-                trials=len(summary.outcomes),
-                stopped_because=summary.stopped_because,
-            )
-        finally:
-            result["cpu_seconds"] = time.process_time() - cpu
-            result.update(traffic)
-    except BaseException as exc:  # reported to the benchmark, which decides
-        result["error"] = f"{type(exc).__name__}: {exc}"
-        result["traceback"] = traceback.format_exc()
-    results.put(result)
-    if not result["ok"]:
-        sys.exit(1)
-
-
-def _cores() -> int:
-    """The CPUs that /proc/stat's first line adds up: all of the machine's."""
-    return os.cpu_count() or 1
-
-
-def _cpu_ticks() -> tuple[int, int] | None:
-    """(busy, total) CPU ticks of the whole machine so far, from /proc/stat; None where there is none."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
-def _stat(pid: int) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name (state first), or None once it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-POSTGRES_HOUSEKEEPING = (
-    "checkpointer",
-    "background writer",
-    "walwriter",
-    "autovacuum launcher",
-    "logical replication launcher",
-)
-"""PostgreSQL's own long-lived helpers: they wake on timers whether or not anyone asks anything, so
-their CPU grows with a round's length rather than with its trials (autovacuum *workers*, started
-because trials were written, are counted)."""
-
-
-def _is_housekeeping(pid: int) -> bool:
-    try:
-        title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False
-    return any(title.startswith(f"postgres: {name}") for name in POSTGRES_HOUSEKEEPING)
-
-
-def process_tree_cpu(root: int) -> float:
-    """CPU seconds of ``root`` and its children: its own, its living children's, and its reaped children's.
-
-    A PostgreSQL server is a postmaster with one child process per connection: a child that exits
-    is reaped by the postmaster and its CPU joins the postmaster's ``cutime``, so differences of
-    this sum over an interval are the CPU the server spent in it, whichever connections came and went.
-    The server's timer-driven helpers (:data:`POSTGRES_HOUSEKEEPING`) are left out.
-    """
-    tick = os.sysconf("SC_CLK_TCK")
-    own = _stat(root)
-    if own is None:
-        return 0.0
-    total = sum(int(own[i]) for i in (11, 12, 13, 14))  # utime, stime, cutime, cstime
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and entry.name != str(root):
-            fields = _stat(int(entry.name))
-            if fields is not None and fields[1] == str(root) and not _is_housekeeping(int(entry.name)):
-                total += int(fields[11]) + int(fields[12])
-    return total / tick
-
-
-def run_processes(
-    count: int, job: dict[str, Any], *, timeout: float, watch: Callable[[], None]
-) -> tuple[float, list[dict[str, Any]], list[int | None], float | None]:
-    """Fork ``count`` worker processes, release them together, wait for them all.
-
-    Returns the go time (wall clock, comparable with the storage's trial timestamps), each
-    process's result, each exit code, and the machine's busy CPU fraction while they ran.
-    Forked processes inherit the benchmark's imports; the benchmark holds no open database
-    connection when it forks (its storages are disposed), so none is shared with a child.
-    """
-    ctx = multiprocessing.get_context("fork")
-    start = ctx.Barrier(count + 1)
-    results: Any = ctx.Queue()
-    procs = [ctx.Process(target=_worker_process, args=(i, job, start, results)) for i in range(count)]
-    gc.collect()  # nothing of ours left for a child's collector to finalize
-    for proc in procs:
-        proc.start()
-    collected: list[dict[str, Any]] = []
-    done = False
-    try:
-        start.wait(timeout=300)
-        go = time.time()
-        ticks = _cpu_ticks()
-        deadline = time.monotonic() + timeout
-        while len(collected) < count:
-            try:
-                collected.append(results.get(timeout=0.5))
-            except queue.Empty:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"{count - len(collected)} of {count} workers still running after {timeout:.0f} s"
-                    ) from None
-                if not any(proc.is_alive() for proc in procs):
-                    break  # died without a word: their exit codes say so
-            watch()
-        after = _cpu_ticks()
-        done = True
-    finally:
-        for proc in procs:
-            if not done:  # a round that went wrong is not waited for
-                proc.kill()
-            proc.join(timeout=30)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-    busy = None
-    if ticks is not None and after is not None and after[1] > ticks[1]:
-        busy = (after[0] - ticks[0]) / (after[1] - ticks[1])
-    return go, sorted(collected, key=lambda r: r["index"]), [proc.exitcode for proc in procs], busy
-
-
 @dataclass(frozen=True)
 class Cluster:
-    """What a scale round runs against: the pooler's URL, a direct admin, and the processes to meter."""
+    """What a scale round runs against: the pooler's URL, the database behind it with an admin connection to
+    its server, and the processes to meter."""
 
     pooled_url: str
+    database: str
     admin: PgAdmin
     postmaster: int
     pooler: int
@@ -531,30 +219,33 @@ def scale_round(
     )
     study, _ = create_study(config, url)
     _dispose(study)
-    job = {
-        "name": config.name,
-        "url": url,
-        "runs_dir": str(folder / "runs"),
-        "epochs": sizes.epochs,
-        "epoch_seconds": epoch_seconds,
-        # Once the last trials are taken elsewhere, a worker looks again this often, then stops.
-        "poll_seconds": 0.5,
-        "start_delay": ramp,
-    }
+    job = WorkerJob(
+        name=config.name,
+        url=url,
+        runs_dir=folder / "runs",
+        epochs=sizes.epochs,
+        epoch_seconds=epoch_seconds,
+        poll_seconds=0.5,
+        start_delay=ramp,
+    )
     peak = [0]
     last_look = [0.0]
 
     def watch() -> None:  # one cheap query every half second, from outside the workers
         if time.monotonic() - last_look[0] >= 0.5:
             last_look[0] = time.monotonic()
-            peak[0] = max(peak[0], cluster.admin.connections())
+            peak[0] = max(peak[0], cluster.admin.connections(cluster.database))
 
-    server_cpu, pooler_cpu = process_tree_cpu(cluster.postmaster), process_tree_cpu(cluster.pooler)
-    watching = cluster.admin.backend_cpu()
-    go, results, codes, busy = run_processes(count, job, timeout=sizes.round_timeout_s, watch=watch)
-    watching = cluster.admin.backend_cpu() - watching  # the connection count read every 0.5 s
-    server_cpu = process_tree_cpu(cluster.postmaster) - server_cpu - watching
+    def server() -> float:  # PostgreSQL's timer-driven helpers grow with the round's length, not its trials
+        return process_tree_cpu(cluster.postmaster, leave_out=postgres.HOUSEKEEPING)
+
+    server_cpu, pooler_cpu = server(), process_tree_cpu(cluster.pooler)
+    watching = process_cpu(cluster.admin.backend_pid)
+    forked = run_forked(count, functools.partial(stand_in_worker, job), timeout=sizes.round_timeout_s, watch=watch)
+    watching = process_cpu(cluster.admin.backend_pid) - watching  # the connection count read every 0.5 s
+    server_cpu = server() - server_cpu - watching
     pooler_cpu = process_tree_cpu(cluster.pooler) - pooler_cpu
+    go, codes, busy = forked.go, forked.exit_codes, forked.machine_busy
     go_wall = datetime.datetime.fromtimestamp(go)  # naive local time, as Optuna stamps trials
 
     study = optuna.load_study(study_name=config.name, storage=open_storage(url, create=False))
@@ -570,11 +261,10 @@ def scale_round(
     span = (max(ends) - go_wall).total_seconds() if ends else None
     per_minute = len(finished) / span * 60.0 if span else 0.0
     n = len(finished) or 1
-    worker_cpu = sum(r.get("cpu_seconds", 0.0) for r in results)
-    startup_cpu = sum(r.get("startup_cpu_seconds", 0.0) for r in results)
-    tail_cpu = sum(r.get("tail_cpu_seconds", 0.0) for r in results)
+    totals = WorkerTotals.of(forked.results)
+    worker_cpu, startup_cpu, tail_cpu = totals.cpu_seconds, totals.startup_cpu_seconds, totals.tail_cpu_seconds
     trials_cpu = worker_cpu - startup_cpu - tail_cpu
-    workers = max(len(results), 1)
+    workers = max(totals.workers, 1)
     out: dict[str, Any] = {
         "workers": count,
         "n_trials": n_trials,
@@ -582,7 +272,7 @@ def scale_round(
         "states": dict(states),
         "lost": max(0, n_trials - len(finished)) + len(left),
         "duplicated": duplicated + max(0, len(finished) - n_trials),
-        "connection_errors": sum(r.get("connection_warnings", 0) for r in results),
+        "connection_errors": totals.connection_warnings,
         "exit_codes": dict(Counter(str(code) for code in codes)),
         "all_exited_0": all(code == 0 for code in codes),
         "seconds_go_to_last_trial_end": span,
@@ -602,16 +292,13 @@ def scale_round(
         "pooler_cpu_ms_per_trial": 1e3 * pooler_cpu / n,
         "coordination_cpu_ms_per_trial": 1e3 * trials_cpu / n + 1e3 * server_cpu / n,
         "coordination_lifetime_cpu_ms_per_trial": 1e3 * (worker_cpu + server_cpu) / n,
-        "round_trips_per_trial": sum(r.get("round_trips", 0) for r in results) / n,
-        "connects_per_trial": sum(r.get("connects", 0) for r in results) / n,
+        "round_trips_per_trial": totals.round_trips / n,
+        "connects_per_trial": totals.connects / n,
         "peak_server_connections": peak[0],
         "machine_cpu_busy": busy,
     }
-    errors = [
-        {"index": r["index"], "error": r.get("error") or r.get("stopped_because")} for r in results if not r["ok"]
-    ]
-    if errors or len(results) < count:
-        out["process_errors"] = errors or [f"{count - len(results)} processes died without a result"]
+    if totals.errors or totals.workers < count:
+        out["process_errors"] = totals.errors or [f"{count - totals.workers} processes died without a result"]
     _common.log(
         f"scale x{count}: {len(finished)}/{n_trials} finished in {span or 0:.1f} s ({per_minute:.0f}/min), "
         f"CPU per trial: workers {out['worker_cpu_ms_per_trial']:.0f} ms "
@@ -629,41 +316,41 @@ def scale_round(
 
 def scale(sizes: Sizes, folder: Path) -> dict[str, Any]:
     """Every count of ``sizes`` through one pooler, on one throwaway server with few connections."""
-    with throwaway_postgres(max_connections=SCALE_MAX_CONNECTIONS) as (server, postmaster):
-        if server is None:
-            return {"skipped": postmaster}
-        admin = PgAdmin(server)
+    with contextlib.ExitStack() as stack:
         try:
-            database = admin.create_database()
-            with pooler(database, pool_size=sizes.pool_size, folder=folder) as (pooled_url, pooler_pid):
-                cluster = Cluster(pooled_url, admin, int(postmaster), pooler_pid)
-                counts = {
-                    str(c): scale_round(
-                        c,
-                        cluster=cluster,
-                        sizes=sizes,
-                        folder=folder,
-                        epoch_seconds=sizes.epoch_seconds,
-                        ramp=sizes.ramp_seconds_per_worker,
-                        name=f"scale-{c}",
-                    )
-                    for c in sizes.counts
-                }
-                burst = None
-                if sizes.burst_workers:
-                    burst = scale_round(
-                        sizes.burst_workers,
-                        cluster=cluster,
-                        sizes=sizes,
-                        folder=folder,
-                        epoch_seconds=0.2,
-                        ramp=0.0,
-                        name=f"scale-{sizes.burst_workers}-at-once",
-                    )
-            max_connections = admin.setting("max_connections")
-        finally:
-            admin.drop_database()
-            admin.close()
+            started = stack.enter_context(
+                throwaway_postgres(first_port=_common.throwaway_port(), max_connections=SCALE_MAX_CONNECTIONS)
+            )
+        except PostgresUnavailable as exc:
+            return {"skipped": str(exc)}
+        database = stack.enter_context(postgres.fresh_database(started.url, prefix="es_bench_"))
+        admin = stack.enter_context(PgAdmin(started.url))
+        pooler = stack.enter_context(running_pooler(database, folder, "--pool-size", str(sizes.pool_size)))
+        cluster = Cluster(pooler.url, database, admin, started.postmaster_pid(), pooler.proc.pid)
+        counts = {
+            str(c): scale_round(
+                c,
+                cluster=cluster,
+                sizes=sizes,
+                folder=folder,
+                epoch_seconds=sizes.epoch_seconds,
+                ramp=sizes.ramp_seconds_per_worker,
+                name=f"scale-{c}",
+            )
+            for c in sizes.counts
+        }
+        burst = None
+        if sizes.burst_workers:
+            burst = scale_round(
+                sizes.burst_workers,
+                cluster=cluster,
+                sizes=sizes,
+                folder=folder,
+                epoch_seconds=0.2,
+                ramp=0.0,
+                name=f"scale-{sizes.burst_workers}-at-once",
+            )
+        max_connections = admin.setting("max_connections")
     cpu = {k: v["coordination_cpu_ms_per_trial"] for k, v in counts.items()}
     top = str(max(sizes.counts))
     flat = cpu[top] / cpu["16"] if cpu.get("16") else None
@@ -704,159 +391,6 @@ def _dispose(study: optuna.Study) -> None:
     storage = rdb_storage(study)
     if storage is not None:
         storage.engine.dispose()
-
-
-# ---------------------------------------------------------------------------------------------
-# PostgreSQL: find or start a server, and a database of our own on it.
-
-
-class PgAdmin:
-    """An autocommit connection to the server's maintenance database, for what workers never do."""
-
-    def __init__(self, url: str) -> None:
-        import psycopg
-        from sqlalchemy.engine import make_url
-
-        server = make_url(url)
-        params: dict[str, Any] = {"host": server.host, "port": server.port, "user": server.username}
-        params.update(password=server.password, dbname="postgres", connect_timeout=10)
-        self.server = server
-        self.connection: psycopg.Connection[Any] = psycopg.connect(
-            autocommit=True, **{k: v for k, v in params.items() if v is not None}
-        )
-        self.database = f"es_bench_{uuid.uuid4().hex[:12]}"
-
-    def create_database(self) -> str:
-        from psycopg import sql
-
-        self.connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
-        return self.server.set(database=self.database).render_as_string(hide_password=False)
-
-    def drop_database(self) -> None:
-        from psycopg import sql
-
-        self.connection.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.database))
-        )
-
-    def setting(self, name: str) -> int:
-        row = self.connection.execute("SELECT setting FROM pg_settings WHERE name = %s", (name,)).fetchone()
-        return int(row[0]) if row else 0
-
-    def connections(self) -> int:
-        query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
-        row = self.connection.execute(query, (self.database,)).fetchone()
-        return int(row[0]) if row else 0
-
-    def free_connections(self) -> int:
-        query = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
-        (used,) = self.connection.execute(query).fetchone() or (0,)
-        return self.setting("max_connections") - self.setting("superuser_reserved_connections") - used
-
-    def backend_cpu(self) -> float:
-        """CPU seconds of this connection's own server process: the benchmark's looks, not the workers'."""
-        fields = _stat(self.connection.info.backend_pid)
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
-
-    def close(self) -> None:
-        self.connection.close()
-
-
-@contextlib.contextmanager
-def postgres_server(explicit: str | None) -> Iterator[tuple[str | None, str]]:
-    """(server URL or None, where it came from or why there is none); a server started here is stopped after."""
-    for candidate, source in [(explicit, "--postgres"), *((os.environ.get(n), f"${n}") for n in POSTGRES_ENV)]:
-        if candidate and candidate.strip():
-            yield candidate.strip(), source
-            return
-    with throwaway_postgres() as (server, detail):
-        yield server, f"a throwaway server started with {START_POSTGRES.name}" if server else detail
-
-
-@contextlib.contextmanager
-def throwaway_postgres(max_connections: int | None = None) -> Iterator[tuple[str | None, str]]:
-    """(server URL, its postmaster's pid) of a server started with ``.ci/start-postgres.sh``, stopped after;
-    (None, why) when it cannot start."""
-    env = dict(os.environ)
-    if max_connections is not None:
-        env["EDGESEARCH_PG_MAX_CONNECTIONS"] = str(max_connections)
-    env["EDGESEARCH_PG_PORT"] = env.get("EDGESEARCH_BENCH_PG_PORT", "56100")
-    try:
-        started = subprocess.run(
-            [str(START_POSTGRES)], capture_output=True, text=True, timeout=120, check=False, env=env
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        yield None, f"{START_POSTGRES.name} could not run: {exc}"
-        return
-    if started.returncode != 0:
-        reason = (started.stderr.strip().splitlines() or ["no output"])[-1]
-        yield None, f"{START_POSTGRES.name} failed: {reason}"
-        return
-    exports = dict(
-        shlex.split(line.removeprefix("export "))[0].split("=", 1)
-        for line in started.stdout.splitlines()
-        if line.startswith("export ")
-    )
-    try:
-        postmaster = (Path(exports["EDGESEARCH_TEST_PG_DATA"]) / "postmaster.pid").read_text().split()[0]
-        yield exports["EDGESEARCH_TEST_POSTGRES_URL"], postmaster
-    finally:
-        subprocess.run([str(START_POSTGRES), "stop"], env={**env, **exports}, capture_output=True, check=False)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def pooler(url: str, *, pool_size: int, folder: Path) -> Iterator[tuple[str, int]]:
-    """(URL for the workers, pid) of ``edgesearch pooler`` started in front of ``url``; stopped after."""
-    import signal
-
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    port = _free_port()
-    log = (folder / "pooler.log").open("w")
-    command = [
-        str(Path(sys.executable).with_name("edgesearch")),
-        "pooler",
-        "--storage",
-        url,
-        "--port",
-        str(port),
-        "--pool-size",
-        str(pool_size),
-    ]
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    pooled = make_url(url).set(host="127.0.0.1", port=port)
-    plain = pooled.set(drivername="postgresql").render_as_string(hide_password=False)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                psycopg.connect(plain, connect_timeout=5).close()
-                break
-            except psycopg.OperationalError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    raise RuntimeError(
-                        f"edgesearch pooler did not start: {(folder / 'pooler.log').read_text()[-2000:]}"
-                    ) from None
-                time.sleep(0.2)
-        yield pooled.render_as_string(hide_password=False), proc.pid
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -901,23 +435,20 @@ def main() -> int:
         "start-up (loading the study, taking the first trial) and tail (waiting for the last trials elsewhere) "
         "per worker apart; server CPU all of it, over the trials",
     }
-    with tempfile.TemporaryDirectory(prefix="edgesearch-bench-") as tmp, postgres_server(args.postgres) as found:
+    with (
+        tempfile.TemporaryDirectory(prefix="edgesearch-bench-") as tmp,
+        _common.postgres_server(args.postgres) as (server, source),
+    ):
         folder = Path(tmp)
-        server, source = found
         overheads: dict[str, Any] = {
             "sqlite": overhead(f"sqlite:///{folder}/overhead.db", label="sqlite", sizes=sizes, folder=folder)
         }
         if server is None:
             overheads["postgresql"] = {"skipped": source}
         else:
-            admin = PgAdmin(server)
-            try:
-                url = admin.create_database()
+            with postgres.fresh_database(server, prefix="es_bench_") as url:
                 overheads["postgresql"] = overhead(url, label="postgresql", sizes=sizes, folder=folder)
-                overheads["postgresql"].update(server=redact(server), source=source)
-            finally:
-                admin.drop_database()
-                admin.close()
+            overheads["postgresql"].update(server=redact(server), source=source)
         result["overhead"] = overheads
     with tempfile.TemporaryDirectory(prefix="edgesearch-bench-") as tmp:
         result["scale"] = scale(sizes, Path(tmp))

@@ -9,16 +9,15 @@ a missing server is a failure, never a skip. Start one with::
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
+from devtools.postgres import ThrowawayServer, fresh_database, throwaway_postgres
 from tests.helpers import TINY, TINY_TRAINER, SmallDisk, merge, write_folder
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -78,51 +77,21 @@ def _require_postgres_server() -> str:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """URL of a brand-new, empty database on the test server, dropped (with its connections) afterwards."""
-    import psycopg
-    from psycopg import sql
-
-    server = make_url(_require_postgres_server())
-    name = f"es_{uuid.uuid4().hex}"
-    # The server's maintenance database; CREATE/DROP DATABASE cannot run inside a transaction.
-    params: dict[str, Any] = {"host": server.host, "port": server.port, "user": server.username}
-    params.update(password=server.password, dbname="postgres", connect_timeout=10)
-    params = {key: value for key, value in params.items() if value is not None}
-    with psycopg.connect(autocommit=True, **params) as connection:
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(autocommit=True, **params) as connection:
-            connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with fresh_database(_require_postgres_server()) as url:
+        yield url
 
 
 @pytest.fixture
-def private_postgres() -> Iterator[dict[str, str]]:
+def private_postgres() -> Iterator[ThrowawayServer]:
     """A PostgreSQL server of this test's own (``.ci/start-postgres.sh``), for tests that restart it.
 
     Restarting the shared test server would cut off every other test using it at that moment (with
-    ``pytest -n``, tests run side by side). Yields the script's variables: ``EDGESEARCH_TEST_POSTGRES_URL``,
-    ``EDGESEARCH_TEST_PG_BIN``, ``EDGESEARCH_TEST_PG_DATA``, ``EDGESEARCH_TEST_PG_USER``.
+    ``pytest -n``, tests run side by side). Yields the server: its URL, binaries, data folder and owner.
     """
-    import shlex
-    import subprocess
-
     _require_postgres_server()  # the same skip (locally) or failure (CI) when PostgreSQL is not set up
-    script = Path(__file__).resolve().parent.parent / ".ci" / "start-postgres.sh"
     # A port range of its own, away from the shared server's.
-    env = dict(os.environ, EDGESEARCH_PG_PORT=str(56000 + os.getpid() % 1000))
-    for name in ("EDGESEARCH_TEST_PG_DATA", "EDGESEARCH_TEST_PG_DIR"):
-        env.pop(name, None)
-    started = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
-    assert started.returncode == 0, started.stderr
-    variables = dict(
-        line.removeprefix("export ").split("=", 1) for line in started.stdout.splitlines() if line.startswith("export ")
-    )
-    variables = {key: shlex.split(value)[0] for key, value in variables.items()}
-    try:
-        yield variables
-    finally:
-        subprocess.run(["bash", str(script), "stop"], env={**env, **variables}, capture_output=True, timeout=120)
+    with throwaway_postgres(first_port=56000 + os.getpid() % 1000) as server:
+        yield server
 
 
 @pytest.fixture
@@ -188,7 +157,7 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def pooled_postgres_url(postgres_url: str, tmp_path: Path) -> Iterator[str]:
     """A brand-new database reached through a real ``edgesearch pooler`` (PgBouncer, transaction pooling,
     4 server connections); skips locally (fails under CI) without PgBouncer."""
-    from tests.helpers import running_pooler
+    from devtools.pooler import running_pooler
 
     if not any(Path(folder, "pgbouncer").is_file() for folder in [*os.environ["PATH"].split(":"), "/usr/sbin"]):
         message = "PgBouncer is not installed (Debian: apt-get install pgbouncer)"
@@ -198,4 +167,4 @@ def pooled_postgres_url(postgres_url: str, tmp_path: Path) -> Iterator[str]:
     folder = tmp_path / "pooler"
     folder.mkdir()
     with running_pooler(postgres_url, folder, "--pool-size", "4") as pooler:
-        yield make_url(postgres_url).set(host="127.0.0.1", port=pooler.port).render_as_string(hide_password=False)
+        yield pooler.url

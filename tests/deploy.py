@@ -4,7 +4,7 @@
   without running it (:data:`USAGE_ERRORS` is what it raises for a bad one);
 - the repository's Docker files (:data:`COMPOSE`, :data:`DOCKERFILE`), :func:`dockerfile_instructions`
   to read the Dockerfile, and :data:`URL_PASSWORD` to find a password written in a URL;
-- :func:`dashboard` starts a real ``edgesearch dashboard`` process, on a port :func:`free_port` finds.
+- :func:`dashboard` starts a real ``edgesearch dashboard`` process, on a port :func:`devtools.ports.free_port` finds.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -104,13 +103,6 @@ def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
 
 
 # -- a real dashboard ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 @contextmanager

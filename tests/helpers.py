@@ -2,15 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -160,74 +151,3 @@ class SmallDisk:
         import subprocess
 
         subprocess.run(["mount", "-o", f"remount,size={size}", str(self.path)], check=True, capture_output=True)
-
-
-# --------------------------------------------------------------------------- edgesearch pooler
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def pgbouncer_pids(folder: Path) -> list[int]:
-    """PgBouncer processes started with an ini file in ``folder``."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            with contextlib.suppress(OSError):
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-                if any(b"pgbouncer" in a for a in argv[:1]) and any(str(folder).encode() in a for a in argv):
-                    pids.append(int(proc.name))
-    return pids
-
-
-@dataclass
-class Pooler:
-    proc: subprocess.Popen[bytes]
-    port: int
-    folder: Path
-    stdout: Path
-    stderr: Path
-
-    def output(self) -> str:
-        return self.stdout.read_text() + self.stderr.read_text()
-
-    def stop(self) -> int:
-        """SIGTERM, as a service manager stops it; the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
-
-
-@contextlib.contextmanager
-def running_pooler(storage: str, tmp_path: Path, *args: str, port: int | None = None) -> Iterator[Pooler]:
-    """``edgesearch pooler`` on ``port`` (default a free one), once it accepts connections; stopped (and
-    checked gone) after."""
-    port = free_port() if port is None else port
-    out, err = tmp_path / "pooler.out", tmp_path / "pooler.err"
-    command = [sys.executable, "-m", "edgesearch", "pooler", "--storage", storage, "--port", str(port), *args]
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        proc = subprocess.Popen(command, stdout=stdout, stderr=stderr)
-    deadline = time.monotonic() + 30
-    folder = None
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            found = re.search(r"^files in (/\S+?)(?: \([^)]*\))?;", out.read_text(), flags=re.MULTILINE)
-            folder = Path(found[1]) if found else None
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                if folder is not None:
-                    break
-            time.sleep(0.05)
-        else:
-            proc.kill()
-            raise AssertionError(f"the pooler did not start:\n{out.read_text()}{err.read_text()}")
-        assert folder is not None
-        pooler = Pooler(proc, port, folder, out, err)
-        yield pooler
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-    assert not pgbouncer_pids(folder), "PgBouncer outlived the pooler"

@@ -29,6 +29,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from devtools.ports import free_port
 from edgesearch.trainer.device import REQUIRE_CUDA_ENV
 from tests.deploy import (
     COMPOSE,
@@ -37,7 +38,6 @@ from tests.deploy import (
     USAGE_ERRORS,
     dashboard,
     dockerfile_instructions,
-    free_port,
     parse_command_line,
 )
 

@@ -20,7 +20,6 @@ import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, quote_plus
 
 import optuna
@@ -28,7 +27,9 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from tests.deploy import dashboard, free_port
+from devtools.ports import free_port
+from devtools.postgres import connect_params
+from tests.deploy import dashboard
 from tests.helpers import TINY_TRAINER, merge, write_folder
 
 pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
@@ -78,10 +79,7 @@ def dump_database(url: str) -> dict[str, list[str]]:
     import psycopg
     from psycopg import sql
 
-    parsed = make_url(url)
-    params: dict[str, Any] = {"host": parsed.host, "port": parsed.port, "user": parsed.username}
-    params.update(dbname=parsed.database, password=parsed.password, connect_timeout=10)
-    with psycopg.connect(**{k: v for k, v in params.items() if v is not None}) as connection:
+    with psycopg.connect(**connect_params(url)) as connection:
         tables = [
             row[0]
             for row in connection.execute(

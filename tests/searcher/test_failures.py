@@ -18,6 +18,7 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 from typer.testing import CliRunner
 
+from devtools.postgres import ThrowawayServer
 from edgesearch.cli import app
 from edgesearch.searcher.run.worker import run_worker
 from edgesearch.searcher.study.config import StudyConfig
@@ -193,11 +194,11 @@ def test_a_retry_whose_last_checkpoint_is_corrupt_starts_from_scratch_with_one_w
 
 
 def test_workers_survive_a_postgres_restart_and_finish_the_study(
-    tmp_path: Path, private_postgres: dict[str, str]
+    tmp_path: Path, private_postgres: ThrowawayServer
 ) -> None:
-    postgres_url = private_postgres["EDGESEARCH_TEST_POSTGRES_URL"]
-    pg_bin, pg_data = private_postgres["EDGESEARCH_TEST_PG_BIN"], private_postgres["EDGESEARCH_TEST_PG_DATA"]
-    owner = private_postgres.get("EDGESEARCH_TEST_PG_USER", "")
+    postgres_url = private_postgres.url
+    pg_bin, pg_data = private_postgres.bin, str(private_postgres.data)
+    owner = private_postgres.owner
     # A grace period far longer than the restart: the outage must not look like dead workers.
     tolerance = {"heartbeat_interval": 2, "grace_period": 60}
     _create(postgres_url, "outage", n_trials=4, trainer={"epochs": 3}, fault_tolerance=tolerance)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from devtools.ports import free_port
 from edgesearch.cli import app
 from edgesearch.searcher.storage.opening import open_storage
 from edgesearch.services.dashboard import is_loopback
@@ -23,17 +24,10 @@ pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make
 runner = CliRunner()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def dashboard(finished_study: dict[str, Any]) -> Iterator[str]:
     """A real ``edgesearch dashboard`` process on a free loopback port; yields its base URL."""
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "edgesearch", "dashboard", "--storage", finished_study["url"]]
     cmd += ["--artifacts", str(finished_study["artifacts"]), "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -87,7 +81,7 @@ def test_is_loopback_accepts_only_local_addresses() -> None:
 
 def test_binding_beyond_loopback_warns_that_there_is_no_authentication(tmp_path: Path) -> None:
     open_storage(f"sqlite:///{tmp_path}/x.db")  # an empty storage: the dashboard reads only existing ones
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "edgesearch", "dashboard", "--storage", f"sqlite:///{tmp_path}/x.db"]
     cmd += ["--artifacts", str(tmp_path / "a"), "--host", "0.0.0.0", "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

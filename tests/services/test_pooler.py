@@ -30,14 +30,25 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
+from devtools.pooler import pgbouncer_pids, running_pooler
+from devtools.ports import free_port
+from devtools.postgres import connect_params
 from edgesearch.cli import app
 from edgesearch.errors import ConfigError, UserError
 from edgesearch.searcher.study.config import StudyConfig
 from edgesearch.searcher.study.studies import FINISHED, create_study
-from edgesearch.services.pgbouncer_config import PoolerFiles, pgbouncer_files, run_as_user, write_pooler_files
-from edgesearch.services.pgbouncer_target import find_password, pgpass_password, server_target
-from edgesearch.services.pooler import INSTALL_HINT, find_pgbouncer, serve
-from tests.helpers import free_port, pgbouncer_pids, running_pooler, tiny_study
+from edgesearch.services.pooler import (
+    INSTALL_HINT,
+    PoolerFiles,
+    find_password,
+    find_pgbouncer,
+    pgbouncer_files,
+    pgpass_password,
+    run_as_user,
+    server_target,
+    write_pooler_files,
+)
+from tests.helpers import tiny_study
 
 PASSWORD = 'p@ss:w"rd %x'
 """A password with every character that a URL, a pgpass line or the userlist must escape."""
@@ -289,14 +300,6 @@ def test_bad_options_exit_2_naming_the_option_and_write_nothing(
     assert sorted(tmp_path.rglob("*")) == before, f"files were written\n{shown}"
 
 
-def test_serve_called_from_python_raises_the_config_error_before_saying_or_writing_anything(tmp_path: Path) -> None:
-    said: list[str] = []
-    with pytest.raises(ConfigError, match=r"--pool-size 1 is not allowed; allowed: 2 to 1000"):
-        serve(NOWHERE, pool_size=1, folder=tmp_path / "pooler", say=said.append, warn=said.append)
-    assert said == []
-    assert list(tmp_path.iterdir()) == []
-
-
 # --------------------------------------------------------------------------- the real command
 
 
@@ -306,7 +309,7 @@ def password_role(postgres_url: str) -> Iterator[tuple[str, str]]:
     is what refuses a wrong one); the storage URL that logs in as it, and its name."""
     name = f"es_pool_{uuid.uuid4().hex[:12]}"
     url = make_url(postgres_url)
-    admin = psycopg.connect(host=url.host, port=url.port, user=url.username, dbname=url.database, autocommit=True)
+    admin = psycopg.connect(autocommit=True, **connect_params(postgres_url))
     with admin:
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(name), sql.Literal(PASSWORD)))
         try:
@@ -478,9 +481,7 @@ class ServerConnections:
     def __init__(self, direct_url: str) -> None:
         url = make_url(direct_url)
         self.database = url.database
-        self.connection = psycopg.connect(
-            host=url.host, port=url.port, user=url.username, dbname="postgres", autocommit=True
-        )
+        self.connection = psycopg.connect(autocommit=True, **connect_params(direct_url, dbname="postgres"))
         self.counts: list[int] = []
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
