@@ -37,17 +37,9 @@ from edgesearch.cli import app
 from edgesearch.errors import ConfigError, UserError
 from edgesearch.searcher.study.config import StudyConfig
 from edgesearch.searcher.study.studies import FINISHED, create_study
-from edgesearch.services.pooler import (
-    INSTALL_HINT,
-    PoolerFiles,
-    find_password,
-    find_pgbouncer,
-    pgbouncer_files,
-    pgpass_password,
-    run_as_user,
-    server_target,
-    write_pooler_files,
-)
+from edgesearch.services.pgbouncer_config import PoolerFiles, pgbouncer_files, run_as_user, write_pooler_files
+from edgesearch.services.pgbouncer_target import find_password, pgpass_password, server_target
+from edgesearch.services.pooler import INSTALL_HINT, find_pgbouncer, serve
 from tests.helpers import tiny_study
 
 PASSWORD = 'p@ss:w"rd %x'
@@ -298,6 +290,14 @@ def test_bad_options_exit_2_naming_the_option_and_write_nothing(
         assert expected.replace("{tmp}", str(tmp_path)) in result.stderr, f"missing {expected!r}\n{shown}"
     assert PASSWORD not in result.stderr + result.stdout and QUOTED not in result.stderr + result.stdout
     assert sorted(tmp_path.rglob("*")) == before, f"files were written\n{shown}"
+
+
+def test_serve_called_from_python_raises_the_config_error_before_saying_or_writing_anything(tmp_path: Path) -> None:
+    said: list[str] = []
+    with pytest.raises(ConfigError, match=r"--pool-size 1 is not allowed; allowed: 2 to 1000"):
+        serve(NOWHERE, pool_size=1, folder=tmp_path / "pooler", say=said.append, warn=said.append)
+    assert said == []
+    assert list(tmp_path.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- the real command
