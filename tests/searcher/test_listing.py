@@ -32,8 +32,6 @@ from edgesearch.searcher.results.listing import (
 )
 from edgesearch.searcher.storage.opening import open_storage
 
-pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
-
 runner = CliRunner()
 
 
@@ -298,6 +296,7 @@ def _probe(*args: str, cwd: Path) -> tuple[str, set[str]]:
     return output, set(record["modules"])
 
 
+@pytest.mark.slow
 def test_help_and_study_list_on_sqlite_import_no_heavy_library(studies_db: Path, tmp_path: Path) -> None:
     _, modules = _probe("--help", cwd=tmp_path)
     assert not modules & (_HEAVY | {"pydantic", "yaml"})
