@@ -25,9 +25,10 @@ lint: install
 	$(BIN)/ruff format --check edgesearch devtools tests benchmarks
 	$(BIN)/mypy
 
-# The loop between edits: lint, types and every test not marked slow (no training, no processes).
+# The loop between edits: lint, types and every test not marked slow (no training, no processes, none over
+# about a second). The ten slowest are listed at the end, so that a slow newcomer shows.
 check: lint
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q --durations=10
 
 # Everything, as CI runs it: in PYTEST_WORKERS processes (pytest-xdist), since most of the suite waits
 # on worker processes and databases. Each test process then uses one math thread (tests/conftest.py).

@@ -36,7 +36,7 @@ from typer.testing import CliRunner
 from edgesearch.cli import app
 from tests.helpers import TINY_TRAINER, merge, write_folder, write_page_stack
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")]
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
 
 DB = "s.db"
 KNOWN = "known"
@@ -1218,6 +1218,7 @@ main()
 """Run the CLI with 2 GiB of address space beyond what its imports took: far less than a decoded 6.4e9 pixels."""
 
 
+@pytest.mark.slow
 def test_a_tiff_of_400_pages_of_4000x4000_is_refused_from_its_header_under_a_memory_cap(tmp_path: Path) -> None:
     data = write_folder(tmp_path / "data", n=4)
     (data / "images" / "img02.png").unlink()

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
-
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted(
     p.stem for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_") and p.stem != "summary"
@@ -42,6 +40,7 @@ EXTRA_OPTIONS = {"gpu": ["--trials"], "native_resolution": ["--grid"]}
 """Options that add parts a plain run leaves out: tried too, so that every part of a script runs."""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_benchmark_runs_tiny_and_prints_json(name: str, tmp_path: Path) -> None:
     out = tmp_path / f"{name}.json"

@@ -41,8 +41,6 @@ from tests.deploy import (
     parse_command_line,
 )
 
-pytestmark = pytest.mark.slow  # runs kubectl and starts the dashboard: not in `make check`
-
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "deploy" / "k8s"
 BASE = K8S / "base"
@@ -297,6 +295,7 @@ def _main_container(doc: Doc) -> dict[str, Any]:
 # -- rendering and the Kubernetes schema -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_overlay_renders_postgres_create_workers_dashboard_and_shared_volumes(overlay: list[Doc]) -> None:
     assert sorted((doc["kind"], doc["metadata"]["name"]) for doc in overlay) == [
         ("Deployment", DASHBOARD),
@@ -311,12 +310,14 @@ def test_overlay_renders_postgres_create_workers_dashboard_and_shared_volumes(ov
     ]
 
 
+@pytest.mark.slow
 def test_base_alone_is_the_deployment_for_an_external_postgres(base: list[Doc]) -> None:
     assert not [doc for doc in base if "postgres" in doc["metadata"]["name"]]
     for doc in workloads(base):
         assert all(is_edgesearch(container) for container in containers(doc)), doc["metadata"]["name"]
 
 
+@pytest.mark.slow
 def test_every_rendered_manifest_is_valid_kubernetes_in_strict_mode(rendered: list[Doc]) -> None:
     errors = []
     for doc in rendered:
@@ -331,6 +332,7 @@ def test_data_copy_pod_is_valid_kubernetes_in_strict_mode() -> None:
     kubernetes_validate.validate(yaml.safe_load(DATA_COPY_POD.read_text()), KUBERNETES_VERSION, strict=True)
 
 
+@pytest.mark.slow
 def test_schema_check_rejects_a_misspelt_field(worker: Doc) -> None:
     broken = json.loads(json.dumps(worker))
     pod_spec(broken)["terminationGracePeriod"] = pod_spec(broken).pop("terminationGracePeriodSeconds")
@@ -338,6 +340,7 @@ def test_schema_check_rejects_a_misspelt_field(worker: Doc) -> None:
         kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
 
 
+@pytest.mark.slow
 def test_everything_is_in_one_namespace_and_labelled_part_of_edgesearch(rendered: list[Doc]) -> None:
     for doc in rendered:
         name = f"{doc['kind']}/{doc['metadata']['name']}"
@@ -357,6 +360,7 @@ def test_the_image_runs_edgesearch_from_the_repository_layout() -> None:
     assert [args for keyword, args in instructions if keyword == "WORKDIR"][-1] == "/app"
 
 
+@pytest.mark.slow
 def test_edgesearch_containers_keep_the_image_entrypoint_and_working_folder(rendered: list[Doc]) -> None:
     checked = 0
     for doc, container in edgesearch_containers(rendered):
@@ -367,6 +371,7 @@ def test_edgesearch_containers_keep_the_image_entrypoint_and_working_folder(rend
     assert checked >= 5  # create, the workers' and dashboard's create-study, worker, dashboard
 
 
+@pytest.mark.slow
 def test_every_edgesearch_command_line_is_accepted_by_the_cli(
     rendered: list[Doc], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -397,6 +402,7 @@ def test_expansion_follows_kubernetes_and_the_parser_rejects_an_unexpanded_refer
         parse_command_line(["worker", "lambda-search", "--n-trials", "$(JOB_COMPLETION_INDEX)"])
 
 
+@pytest.mark.slow
 def test_every_create_names_the_study_file_that_defines_the_workers_study(overlay: list[Doc]) -> None:
     creates = [c["args"] for _, c in edgesearch_containers(overlay) if c["args"][:2] == ["study", "create"]]
     assert len(creates) == 3  # the create Job, and the init containers of the workers and the dashboard
@@ -408,6 +414,7 @@ def test_every_create_names_the_study_file_that_defines_the_workers_study(overla
     assert yaml.safe_load((REPO / study_file).read_text())["name"] == worker_args[1]
 
 
+@pytest.mark.slow
 def test_workers_and_the_dashboard_create_the_study_before_they_start(overlay: list[Doc]) -> None:
     for name in (WORKER, DASHBOARD):
         doc = find(overlay, "Job" if name == WORKER else "Deployment", name)
@@ -418,6 +425,7 @@ def test_workers_and_the_dashboard_create_the_study_before_they_start(overlay: l
 # -- secrets ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_no_secret_is_rendered_or_written_under_deploy_k8s(rendered: list[Doc]) -> None:
     assert [doc["metadata"]["name"] for doc in rendered if doc["kind"] == "Secret"] == []
     for path in sorted(K8S.rglob("*")):
@@ -446,6 +454,7 @@ def test_password_check_finds_a_literal_password() -> None:
     assert _SHELL_VARIABLE.fullmatch(match["password"])
 
 
+@pytest.mark.slow
 def test_storage_url_and_postgres_password_come_from_secrets(rendered: list[Doc]) -> None:
     seen = 0
     for doc in workloads(rendered):
@@ -463,6 +472,7 @@ def documented_secret_text(source: str) -> str:
     return readme_section("### On Kubernetes") if source == "README.md" else (K8S / source).read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["overlays/example/kustomization.yaml", "README.md"])
 def test_documented_secret_commands_create_what_the_manifests_read(
     source: str, overlay: list[Doc], tmp_path: Path
@@ -492,6 +502,7 @@ def test_documented_secret_commands_create_what_the_manifests_read(
     assert (url.username, url.database) == (database["POSTGRES_USER"], database["POSTGRES_DB"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["overlays/example/kustomization.yaml", "README.md"])
 def test_documented_secret_commands_put_the_password_on_no_command_line_and_leave_no_file(
     source: str, tmp_path: Path
@@ -511,6 +522,7 @@ def test_documented_secret_commands_put_the_password_on_no_command_line_and_leav
 # -- workers ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_workers_are_an_indexed_job_of_as_many_pods_as_the_overlay_sets(worker: Doc, base: list[Doc]) -> None:
     n = overlay_worker_count()
     spec = worker["spec"]
@@ -522,6 +534,7 @@ def test_workers_are_an_indexed_job_of_as_many_pods_as_the_overlay_sets(worker: 
     assert not references(" ".join(args)), args
 
 
+@pytest.mark.slow
 def test_each_worker_pod_holds_exactly_one_gpu_and_refuses_to_run_without_it(rendered: list[Doc]) -> None:
     worker = find(rendered, "Job", WORKER)
     container = _main_container(worker)
@@ -539,6 +552,7 @@ def test_each_worker_pod_holds_exactly_one_gpu_and_refuses_to_run_without_it(ren
     assert others == [f"{WORKER}/{container['name']}"], "only the worker container holds a GPU"
 
 
+@pytest.mark.slow
 def test_crashed_workers_restart_in_place_and_deleted_ones_are_replaced(worker: Doc) -> None:
     spec = worker["spec"]
     assert pod_spec(worker)["restartPolicy"] == "OnFailure"
@@ -549,16 +563,19 @@ def test_crashed_workers_restart_in_place_and_deleted_ones_are_replaced(worker: 
     assert spec["backoffLimit"] >= spec["completions"], "room for every worker to be restarted at least once"
 
 
+@pytest.mark.slow
 def test_stopped_workers_get_time_to_hand_their_trial_back(worker: Doc) -> None:
     assert pod_spec(worker)["terminationGracePeriodSeconds"] >= MIN_WORKER_GRACE_S
 
 
+@pytest.mark.slow
 def test_readme_states_the_workers_grace_period_and_backoff_limit(worker: Doc) -> None:
     section = " ".join(readme_section("### On Kubernetes").split())
     assert f"`terminationGracePeriodSeconds` ({pod_spec(worker)['terminationGracePeriodSeconds']} s)" in section
     assert f"`backoffLimit` ({worker['spec']['backoffLimit']})" in section
 
 
+@pytest.mark.slow
 def test_workers_have_a_memory_backed_dev_shm_within_their_memory_limit(worker: Doc) -> None:
     container = _main_container(worker)
     shm = mounts(worker, container)["/dev/shm"]["volume"]["emptyDir"]
@@ -575,6 +592,7 @@ def test_quantities_are_read_in_kubernetes_units() -> None:
 # -- volumes ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_runs_and_artifacts_are_shared_volumes_at_the_same_paths_in_every_edgesearch_pod(
     rendered: list[Doc],
 ) -> None:
@@ -595,6 +613,7 @@ def test_runs_and_artifacts_are_shared_volumes_at_the_same_paths_in_every_edgese
     assert option(dashboard_args, "--artifacts") == "/data/artifacts"
 
 
+@pytest.mark.slow
 def test_workers_read_the_dataset_read_only_where_the_study_file_expects_it(overlay: list[Doc]) -> None:
     worker = find(overlay, "Job", WORKER)
     container = _main_container(worker)
@@ -614,6 +633,7 @@ def test_workers_read_the_dataset_read_only_where_the_study_file_expects_it(over
     assert find(overlay, "PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadWriteMany"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["base/storage.yaml", "README.md"])
 def test_documented_first_apply_creates_the_volumes_and_starts_nothing(source: str, overlay: list[Doc]) -> None:
     text = readme_section("### On Kubernetes") if source == "README.md" else (K8S / source).read_text()
@@ -631,6 +651,7 @@ def test_documented_first_apply_creates_the_volumes_and_starts_nothing(source: s
     assert ("PersistentVolumeClaim", "edgesearch-data") in selected, "the dataset goes in before any worker starts"
 
 
+@pytest.mark.slow
 def test_edgesearch_pods_run_as_the_images_user(rendered: list[Doc]) -> None:
     args = dict(a.partition("=")[::2] for k, a in dockerfile_instructions(DOCKERFILE) if k == "ARG")
     for doc in workloads(rendered):
@@ -640,6 +661,7 @@ def test_edgesearch_pods_run_as_the_images_user(rendered: list[Doc]) -> None:
             assert (str(context["runAsUser"]), str(context["runAsGroup"])) == (args["APP_UID"], args["APP_GID"])
 
 
+@pytest.mark.slow
 def test_the_base_image_is_the_one_compose_builds_and_the_overlay_replaces_it(
     base: list[Doc], overlay: list[Doc]
 ) -> None:
@@ -656,6 +678,7 @@ def test_the_base_image_is_the_one_compose_builds_and_the_overlay_replaces_it(
 # -- PostgreSQL ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_postgres_is_a_statefulset_on_a_volume_claim_ready_when_pg_isready_says_so(overlay: list[Doc]) -> None:
     postgres = find(overlay, "StatefulSet", "edgesearch-postgres")
     container = _main_container(postgres)
@@ -671,6 +694,7 @@ def test_postgres_is_a_statefulset_on_a_volume_claim_ready_when_pg_isready_says_
     assert service["spec"]["selector"].items() <= postgres["spec"]["template"]["metadata"]["labels"].items()
 
 
+@pytest.mark.slow
 def test_every_edgesearch_pod_waits_for_the_in_cluster_postgres_first(overlay: list[Doc], base: list[Doc]) -> None:
     service = find(overlay, "Service", "edgesearch-postgres")
     user = plain_env(_main_container(find(overlay, "StatefulSet", "edgesearch-postgres")))["POSTGRES_USER"]
@@ -688,6 +712,7 @@ def test_every_edgesearch_pod_waits_for_the_in_cluster_postgres_first(overlay: l
 # -- dashboard -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dashboard_service_is_cluster_ip_on_the_port_the_dashboard_listens_on(rendered: list[Doc]) -> None:
     deployment, service = find(rendered, "Deployment", DASHBOARD), find(rendered, "Service", DASHBOARD)
     container = _main_container(deployment)
@@ -703,6 +728,7 @@ def test_dashboard_service_is_cluster_ip_on_the_port_the_dashboard_listens_on(re
     assert forward in (BASE / "dashboard.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_dashboard_answers_its_probes_and_port_forward_and_refuses_other_hosts(
     overlay: list[Doc], tmp_path: Path
 ) -> None:

@@ -11,10 +11,7 @@ import yaml
 
 from tests.helpers import tiny_study
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
-]
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -31,6 +28,7 @@ def test_the_section_has_the_trainer_and_the_search_snippets() -> None:
     assert "result.model" in trainer and "from edgesearch.searcher import" in search
 
 
+@pytest.mark.slow
 def test_the_trainer_snippet_trains_and_keeps_the_model_without_a_run_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -40,6 +38,7 @@ def test_the_trainer_snippet_trains_and_keeps_the_model_without_a_run_folder(
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
+@pytest.mark.slow
 def test_the_search_snippet_runs_a_study_and_writes_its_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "studies").mkdir()

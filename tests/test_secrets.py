@@ -32,8 +32,6 @@ from devtools.postgres import connect_params
 from tests.deploy import dashboard
 from tests.helpers import TINY_TRAINER, merge, write_folder
 
-pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
-
 PASSWORD = "Pw-5ecret-XyZ"
 NEEDLES = tuple(sorted({form.encode() for form in (PASSWORD, quote(PASSWORD, safe=""), quote_plus(PASSWORD))}))
 PACKAGE = Path(__file__).resolve().parents[1] / "edgesearch"
@@ -135,6 +133,7 @@ def _get(url: str) -> str:
     return body.decode("utf-8", errors="replace")
 
 
+@pytest.mark.slow
 def test_a_database_password_appears_in_no_output_file_or_database_row(tmp_path: Path, postgres_url: str) -> None:
     url = make_url(postgres_url).set(password=PASSWORD).render_as_string(hide_password=False)
     unreachable = make_url(url).set(port=1).render_as_string(hide_password=False)
@@ -369,6 +368,7 @@ def _connects(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+@pytest.mark.slow
 def test_the_dashboard_binds_loopback_by_default(tmp_path: Path) -> None:
     port = free_port()
     output: list[str] = []

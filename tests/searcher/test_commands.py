@@ -24,7 +24,7 @@ from edgesearch.searcher.study.studies import create_study, load_study
 from tests.helpers import merge, tiny_study, write_folder
 
 runner = CliRunner()
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")]
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
 
 
 def _raw(name: str = "cli", **extra: Any) -> dict[str, Any]:
@@ -56,6 +56,7 @@ def filled(sqlite_url: str) -> str:
     return sqlite_url
 
 
+@pytest.mark.slow
 def test_study_run_trains_the_study_to_n_trials_and_prints_the_next_commands(tmp_path: Path, sqlite_url: str) -> None:
     path = _file(tmp_path, _raw("e2e"))
     result = runner.invoke(
@@ -266,6 +267,7 @@ def test_export_refuses_a_folder_and_names_the_option(tmp_path: Path, filled: st
     assert result.exit_code == 2 and "--out" in result.stderr and "is a folder" in result.stderr
 
 
+@pytest.mark.slow
 def test_two_studies_of_one_name_never_share_runs_and_predict_refuses_a_replaced_checkpoint(tmp_path: Path) -> None:
     runs, artifacts = tmp_path / "runs", tmp_path / "artifacts"
     urls = [f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db"]

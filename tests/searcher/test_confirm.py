@@ -163,6 +163,7 @@ def storage_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
+@pytest.mark.slow
 def test_two_confirms_at_once_queue_each_job_once(storage_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each ``confirm`` reads which jobs exist and queues the rest; two at once must not both find a
     job missing. The first enqueue of each waits (up to 5 s) until the other has read too: without

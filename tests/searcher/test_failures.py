@@ -27,7 +27,7 @@ from tests.browser import wait_for
 from tests.helpers import TINY_TRAINER, merge, tiny_study, write_folder
 
 runner = CliRunner()
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 # Epochs of a few seconds each on 2 CPU cores: long enough to stop or kill a worker mid-epoch. last.pt
 # after every epoch, so that a kill -9 in epoch 2 finds epoch 1's (the default cadence is 60 s).
@@ -82,6 +82,7 @@ def _assert_resumed(retry: FrozenTrial, original: FrozenTrial, resumed_from: int
 # --------------------------------------------------------------------------- preemption
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "backend"),
     [(signal.SIGTERM, "sqlite"), (signal.SIGINT, "sqlite"), (signal.SIGTERM, "pooled_postgres")],
@@ -112,6 +113,7 @@ def test_a_signalled_worker_hands_its_trial_back_and_exits_0(
     _assert_resumed(retry, first, resumed_from=checkpointed)
 
 
+@pytest.mark.slow
 def test_a_parent_with_processes_passes_sigterm_on_and_exits_0(tmp_path: Path, sqlite_url: str) -> None:
     _create(sqlite_url, "fan", n_trials=2)
     proc = _worker(sqlite_url, "fan", tmp_path / "runs", "--processes", "2")
@@ -129,6 +131,7 @@ def test_a_parent_with_processes_passes_sigterm_on_and_exits_0(tmp_path: Path, s
 # --------------------------------------------------------------------------- kill -9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgres", "pooled_postgres"])
 def test_a_killed_workers_trial_is_retried_elsewhere_and_resumes_from_its_checkpoint(
     tmp_path: Path, backend: str, request: pytest.FixtureRequest
@@ -160,6 +163,7 @@ def test_a_killed_workers_trial_is_retried_elsewhere_and_resumes_from_its_checkp
     _assert_resumed(retry, trials[0], resumed_from=checkpointed)
 
 
+@pytest.mark.slow
 def test_a_retry_whose_last_checkpoint_is_corrupt_starts_from_scratch_with_one_warning(
     tmp_path: Path, sqlite_url: str
 ) -> None:
@@ -193,6 +197,7 @@ def test_a_retry_whose_last_checkpoint_is_corrupt_starts_from_scratch_with_one_w
 # --------------------------------------------------------------------------- database outage
 
 
+@pytest.mark.slow
 def test_workers_survive_a_postgres_restart_and_finish_the_study(
     tmp_path: Path, private_postgres: ThrowawayServer
 ) -> None:
@@ -223,6 +228,7 @@ def test_workers_survive_a_postgres_restart_and_finish_the_study(
 # --------------------------------------------------------------------------- numeric failure and crashes
 
 
+@pytest.mark.slow
 def test_a_nan_trial_fails_with_its_reason_is_not_retried_and_the_worker_goes_on(
     tmp_path: Path, sqlite_url: str
 ) -> None:
@@ -241,6 +247,7 @@ def test_a_nan_trial_fails_with_its_reason_is_not_retried_and_the_worker_goes_on
     assert len(_trials(sqlite_url, "nan2")) == 2  # no retry was queued for the NaN trial
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_in_every_trial_stops_the_worker_after_three(tmp_path: Path, sqlite_url: str) -> None:
     # Every trial diverges (the base lr is far too high whatever lambda is drawn): the cause is the
     # setup, not one trial's parameters, and the worker stops instead of failing trials forever.
@@ -295,6 +302,7 @@ def test_the_same_crash_on_every_trial_stops_the_worker_after_three(
 # --------------------------------------------------------------------------- a study deleted under its workers
 
 
+@pytest.mark.slow
 def test_a_study_with_live_workers_is_deleted_only_with_force_and_its_worker_stops_with_one_line(
     tmp_path: Path, sqlite_url: str
 ) -> None:

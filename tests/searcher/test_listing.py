@@ -33,8 +33,6 @@ from edgesearch.searcher.storage.sqlite_summaries import (
     read_sqlite_summaries,
 )
 
-pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
-
 runner = CliRunner()
 
 
@@ -63,10 +61,10 @@ def _every_state(study: optuna.Study, values: list[float], *, pruned_value: floa
     study.enqueue_trial({"x": 0.5})  # WAITING
 
 
-@pytest.fixture
-def studies_db(tmp_path: Path) -> Path:
-    """A SQLite file written by Optuna: both directions, every trial state, infinities, empty studies."""
-    path = tmp_path / "studies.db"
+@pytest.fixture(scope="module")
+def _studies_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The file :func:`studies_db` copies: written once, since Optuna takes seconds to write it."""
+    path = tmp_path_factory.mktemp("listing") / "studies.db"
     with _rdb(f"sqlite:///{path}") as storage:
 
         def study(name: str, direction: str = "minimize") -> optuna.Study:
@@ -80,6 +78,14 @@ def studies_db(tmp_path: Path) -> Path:
         _every_state(study("max-inf", "maximize"), [-inf, 2.0], pruned_value=9.0)
         _every_state(study("min-inf"), [inf, -inf], pruned_value=0.0)
     return path
+
+
+@pytest.fixture
+def studies_db(_studies_template: Path, tmp_path: Path) -> Path:
+    """A SQLite file written by Optuna: both directions, every trial state, infinities, empty studies.
+
+    The test's own copy, which it may change."""
+    return Path(shutil.copyfile(_studies_template, tmp_path / "studies.db"))
 
 
 def _optunas(path: Path) -> list[StudySummary]:
@@ -299,6 +305,7 @@ def _probe(*args: str, cwd: Path) -> tuple[str, set[str]]:
     return output, set(record["modules"])
 
 
+@pytest.mark.slow
 def test_help_and_study_list_on_sqlite_import_no_heavy_library(studies_db: Path, tmp_path: Path) -> None:
     _, modules = _probe("--help", cwd=tmp_path)
     assert not modules & (_HEAVY | {"pydantic", "yaml"})

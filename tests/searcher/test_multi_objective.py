@@ -30,7 +30,7 @@ from edgesearch.searcher.study.studies import create_study, load_study, trial_co
 from edgesearch.trainer.callbacks import Callback
 from tests.helpers import TINY_TRAINER, merge, write_folder
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")]
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
 
 runner = CliRunner()
 PAIR = ["val_iou", "val_boundary_iou"]
@@ -182,6 +182,7 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Ran:
     return Ran(url, root, study, config, sorted(study.get_trials(), key=lambda t: t.number))
 
 
+@pytest.mark.slow
 def test_each_trial_holds_both_metrics_of_the_epoch_its_best_checkpoint_holds(ran: Ran) -> None:
     assert [t.state for t in ran.trials] == [TrialState.COMPLETE] * 3
     for trial in ran.trials:
@@ -194,6 +195,7 @@ def test_each_trial_holds_both_metrics_of_the_epoch_its_best_checkpoint_holds(ra
         assert Path(trial.user_attrs["best_checkpoint"]).is_file()
 
 
+@pytest.mark.slow
 def test_the_progress_counts_show_the_size_of_the_front_instead_of_a_best_value(ran: Ran) -> None:
     counts = trial_counts(ran.study)
     front = front_trials(ran.study)
@@ -201,6 +203,7 @@ def test_the_progress_counts_show_the_size_of_the_front_instead_of_a_best_value(
     assert format_counts(counts, 3).endswith(f"0 running; front {len(front)}")
 
 
+@pytest.mark.slow
 def test_study_best_picks_the_knee_of_the_front(ran: Ran) -> None:
     result = _invoke("study", "best", "pareto", "--storage", ran.url, "--pick", "knee", "--json")
     assert result.exit_code == 0, result.output
@@ -213,6 +216,7 @@ def test_study_best_picks_the_knee_of_the_front(ran: Ran) -> None:
     assert text.exit_code == 0 and f"best trial {expected.number} (knee of the Pareto front): val_iou" in text.stdout
 
 
+@pytest.mark.slow
 def test_study_best_without_pick_names_the_choices_and_the_fronts_size_in_one_line(ran: Ran) -> None:
     result = _invoke("study", "best", "pareto", "--storage", ran.url)
     assert result.exit_code == 2, result.output
@@ -222,6 +226,7 @@ def test_study_best_without_pick_names_the_choices_and_the_fronts_size_in_one_li
     assert f"a Pareto front of {size} trial(s)" in lines[0] and "--pick val_iou|val_boundary_iou|knee" in lines[0]
 
 
+@pytest.mark.slow
 def test_predict_with_the_best_val_iou_point_uses_that_trials_checkpoint(ran: Ran, tmp_path: Path) -> None:
     images = write_folder(tmp_path / "data", n=2, size=32) / "images"
     out_dir = tmp_path / "masks"
@@ -235,6 +240,7 @@ def test_predict_with_the_best_val_iou_point_uses_that_trials_checkpoint(ran: Ra
     assert sorted(p.name for p in out_dir.iterdir()) == ["img00.png", "img01.png"]
 
 
+@pytest.mark.slow
 def test_the_report_marks_the_knee_and_shows_it_as_the_best_trial(ran: Ran, tmp_path: Path) -> None:
     out_dir = tmp_path / "report"
     result = _invoke("study", "report", "pareto", "--storage", ran.url, "--out", out_dir)
@@ -253,6 +259,7 @@ def test_the_report_marks_the_knee_and_shows_it_as_the_best_trial(ran: Ran, tmp_
     assert (out_dir / "pareto.png").is_file()
 
 
+@pytest.mark.slow
 def test_show_export_and_list_read_both_metrics(ran: Ran) -> None:
     shown = _invoke("study", "show", "pareto", "--storage", ran.url)
     assert shown.exit_code == 0, shown.output

@@ -20,10 +20,7 @@ from edgesearch.searcher.study.confirm import CONFIRM_ATTR, companion_name
 from edgesearch.searcher.study.studies import create_study
 from tests.helpers import tiny_study
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
-]
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 NATIVE: dict[str, Any] = {
     "trainer": {
@@ -45,6 +42,7 @@ def _run(url: str, runs: Path, name: str, **extra: Any) -> list[optuna.trial.Fro
     return optuna.load_study(study_name=name, storage=url).trials
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra",
     [
@@ -69,6 +67,7 @@ def test_patch_settings_are_searched_and_each_trial_trains_with_its_own(
         assert values and all(0.0 <= v <= 1.0 for v in values)
 
 
+@pytest.mark.slow
 def test_a_confirmation_retrains_the_trials_patch_settings(tmp_path: Path, sqlite_url: str) -> None:
     runs = tmp_path / "runs"
     trials = _run(sqlite_url, runs, "conf")

@@ -25,8 +25,6 @@ from edgesearch.trainer.data import build_datasets, synthetic_sample
 from edgesearch.trainer.predict import load_model
 from edgesearch.trainer.sliding import Blend, sliding_window_probabilities
 
-pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
-
 runner = CliRunner()
 
 STUDY: dict[str, Any] = {
@@ -99,6 +97,7 @@ def _dataset_iou(preds: list[np.ndarray], targets: list[np.ndarray]) -> float:
     return inter / union
 
 
+@pytest.mark.slow
 def test_masks_of_the_best_trial_score_its_recorded_val_iou_on_the_validation_images(
     trained: TrainedStudy, tmp_path: Path
 ) -> None:
@@ -117,6 +116,7 @@ def test_masks_of_the_best_trial_score_its_recorded_val_iou_on_the_validation_im
     assert f"wrote {len(trained.val_images)} mask(s) to {out_dir}" in lines[-1]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_uses_its_run_dirs_config_json_or_a_given_config(trained: TrainedStudy, tmp_path: Path) -> None:
     images = trained.val_images[:3]
     by_study = _predict("--study", STUDY["name"], "--storage", trained.url, "--out", tmp_path / "s", *images)
@@ -135,6 +135,7 @@ def test_a_checkpoint_uses_its_run_dirs_config_json_or_a_given_config(trained: T
     assert (tmp_path / "f" / f"{trained.val_images[0].stem}.overlay.png").is_file()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_without_config_json_asks_for_config(trained: TrainedStudy, tmp_path: Path) -> None:
     lonely = tmp_path / "elsewhere" / "best.pt"
     lonely.parent.mkdir()
@@ -145,6 +146,7 @@ def test_a_checkpoint_without_config_json_asks_for_config(trained: TrainedStudy,
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["neither", "both"])
 def test_exactly_one_of_study_and_checkpoint_is_required(trained: TrainedStudy, tmp_path: Path, which: str) -> None:
     source = ["--study", STUDY["name"], "--checkpoint", str(trained.checkpoint)] if which == "both" else []
@@ -154,6 +156,7 @@ def test_exactly_one_of_study_and_checkpoint_is_required(trained: TrainedStudy, 
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_an_unknown_study_exits_2_and_names_the_studies_there(trained: TrainedStudy, tmp_path: Path) -> None:
     result = _predict("--study", "nope", "--storage", trained.url, "--out", tmp_path / "o", "x.png")
     assert result.exit_code == 2
@@ -169,6 +172,7 @@ def test_a_study_without_a_completed_trial_exits_2(tmp_path: Path) -> None:
     assert "study 'fresh' has no completed trial yet" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_missing_input_exits_2_with_one_line_and_writes_nothing(trained: TrainedStudy, tmp_path: Path) -> None:
     missing = tmp_path / "missing.png"
     result = _predict("--checkpoint", trained.checkpoint, "--out", tmp_path / "o", trained.val_images[0], missing)
@@ -263,6 +267,7 @@ def _assert_steady_masks_equal(written: np.ndarray, prob: np.ndarray, threshold:
     np.testing.assert_array_equal(written[steady] > 0, (prob >= threshold)[steady])
 
 
+@pytest.mark.slow
 def test_a_trial_predicts_with_the_patch_size_and_scale_it_trained_with(
     patch_study: PatchStudy, tmp_path: Path
 ) -> None:
@@ -288,6 +293,7 @@ def test_a_trial_predicts_with_the_patch_size_and_scale_it_trained_with(
     assert differs > 100  # the base config's window and scale would have given other masks
 
 
+@pytest.mark.slow
 def test_tta_overlap_and_blend_on_the_command_line(patch_study: PatchStudy, tmp_path: Path) -> None:
     model = load_model(patch_study.config, patch_study.checkpoint, device=torch.device("cpu"))
     images = patch_study.images[1:]

@@ -76,6 +76,7 @@ def test_trials_are_counted_by_state_in_the_database(request: pytest.FixtureRequ
     assert storage.count_trials(other._study_id) == Counter({TrialState.RUNNING: 1})
 
 
+@pytest.mark.slow
 def test_the_postgres_admission_lock_excludes_other_holders_and_dies_with_its_process(postgres_url: str) -> None:
     """Two storages (as two workers) never hold one key at once; a holder killed with SIGKILL frees it."""
     import multiprocessing

@@ -34,7 +34,7 @@ TRAINER: dict[str, Any] = {
     "device": "cpu",
 }
 # Trials here are asked and told by hand, under the heartbeat that study storages always have.
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")]
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
 
 SPACE = {
     "loss.edge_lambda": {"low": 0.0, "high": 0.5},
@@ -264,6 +264,7 @@ def test_an_empty_study_still_gets_a_report(tmp_path: Path, sqlite_url: str) -> 
     assert "unavailable" in data["importances"] and "still running" in text
 
 
+@pytest.mark.slow
 def test_a_report_is_regenerated_in_place_and_stale_files_go(built: Built, tmp_path: Path) -> None:
     out = tmp_path / "report"
     out.mkdir()
@@ -320,6 +321,7 @@ def test_a_failure_leaves_the_previous_report_untouched(built: Built, monkeypatc
     assert [p.name for p in built.root.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.slow
 def test_study_report_of_a_really_trained_study_renders_in_chromium_with_every_image(
     finished_study: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -437,6 +439,7 @@ def test_the_report_opens_with_findings_from_the_complete_trials(built: Built) -
     assert all(html_escape(line) in text for line in findings)
 
 
+@pytest.mark.slow
 def test_the_best_configuration_is_a_trainer_file_that_edgesearch_train_takes(built: Built, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

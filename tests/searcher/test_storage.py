@@ -35,8 +35,6 @@ from edgesearch.searcher.storage.urls import (
 from edgesearch.searcher.storage.urls import sqlite_file as sqlalchemy_sqlite_path
 from tests.helpers import tiny_study
 
-pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
-
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def storage_url(request: pytest.FixtureRequest) -> str:
@@ -243,6 +241,7 @@ def test_open_storage_heartbeat_interval_none_turns_heartbeat_off(sqlite_url: st
     assert storage.get_heartbeat_stale_trial_callback() is None
 
 
+@pytest.mark.slow
 @ASK_TELL_WITH_HEARTBEAT
 @pytest.mark.filterwarnings("ignore:optuna.storages._heartbeat.fail_stale_trials is experimental")
 def test_open_storage_stale_trial_fails_and_is_requeued(storage_url: str) -> None:
@@ -322,6 +321,7 @@ def test_open_storage_switches_sqlite_file_to_wal(tmp_path: Path) -> None:
     connection.close()
 
 
+@pytest.mark.slow
 def test_a_sqlite_file_locked_by_another_program_is_one_line_naming_it_and_exit_1(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -378,6 +378,7 @@ def _ask_tell_worker(url: str, barrier: Barrier, errors: Queue[str]) -> None:
         raise
 
 
+@pytest.mark.slow
 def test_open_storage_many_processes_share_one_new_study(storage_url: str) -> None:
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(N_PROCESSES)
@@ -451,6 +452,7 @@ def test_printed_commands_name_the_storage_only_when_it_holds_no_secret() -> Non
     assert hint is not None and "EDGESEARCH_STORAGE" in hint and "s3cret" not in hint
 
 
+@pytest.mark.slow
 @ASK_TELL_WITH_HEARTBEAT
 def test_a_failing_heartbeat_warns_in_one_line_without_a_traceback_and_keeps_beating(
     postgres_url: str, caplog: pytest.LogCaptureFixture

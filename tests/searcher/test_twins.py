@@ -59,7 +59,7 @@ def _ask_in_turn(name: str, url: str, workers: int, n: int) -> list[tuple[Any, .
     return points
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
 def storage_url(request: pytest.FixtureRequest) -> str:
     fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
     url: str = request.getfixturevalue(fixture)
@@ -67,7 +67,7 @@ def storage_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.mark.parametrize("kind", ["random", "tpe", "cmaes", "grid"])
-@pytest.mark.parametrize("workers", [2, 4])
+@pytest.mark.parametrize("workers", [2, pytest.param(4, marks=pytest.mark.slow)])
 def test_workers_loaded_alike_propose_distinct_points_and_the_study_repeats_from_its_seed(
     storage_url: str, kind: str, workers: int, tmp_path: Path
 ) -> None:

@@ -25,8 +25,6 @@ from edgesearch.searcher.study.studies import create_study, load_study
 from edgesearch.trainer.callbacks import Callback
 from tests.helpers import merge, tiny_study, write_folder
 
-pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
-
 runner = CliRunner()
 
 
@@ -40,6 +38,7 @@ def _write(tmp_path: Path, raw: dict[str, Any]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_worker_runs_enqueued_points_first_and_stops_at_n_trials(tmp_path: Path, sqlite_url: str) -> None:
     raw = _study("enq", enqueue=[{"loss.edge_lambda": 0.15, "loss.kind": "focal"}])
     config = StudyConfig.from_dict(raw, source="test")
@@ -57,6 +56,7 @@ def test_a_worker_runs_enqueued_points_first_and_stops_at_n_trials(tmp_path: Pat
     assert trials[0].value == first["history"][0]["val_iou"]
 
 
+@pytest.mark.slow
 def test_hopeless_trials_are_pruned_before_their_last_epoch(tmp_path: Path, sqlite_url: str) -> None:
     good = {"optim.lr": 3.0e-3}
     raw = _study(
@@ -141,6 +141,7 @@ def _assert_exactly_six(url: str, name: str) -> None:
     assert len(set(run_dirs)) == 6  # no trial ran twice
 
 
+@pytest.mark.slow
 def test_three_processes_on_sqlite_finish_exactly_n_trials(tmp_path: Path, sqlite_url: str) -> None:
     proc = _run_three_processes(tmp_path, sqlite_url, "sq")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -148,6 +149,7 @@ def test_three_processes_on_sqlite_finish_exactly_n_trials(tmp_path: Path, sqlit
     _assert_exactly_six(sqlite_url, "sq")
 
 
+@pytest.mark.slow
 def test_three_processes_on_postgres_finish_exactly_n_trials(tmp_path: Path, postgres_url: str) -> None:
     proc = _run_three_processes(tmp_path, postgres_url, "pg")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -172,6 +174,7 @@ def test_three_processes_on_postgres_finish_exactly_n_trials(tmp_path: Path, pos
     assert sum(1 for row in rows if row["state"] in ("COMPLETE", "PRUNED")) == 6
 
 
+@pytest.mark.slow
 def test_the_live_bar_counts_the_workers_own_trial_and_shows_the_trial_and_study_eta(
     tmp_path: Path, sqlite_url: str
 ) -> None:
@@ -241,6 +244,7 @@ def test_no_exception_between_ask_and_tell_leaves_a_trial_running(
         assert trials[0].user_attrs["fail_reason"] == f"{type(error).__name__}: {error}"
 
 
+@pytest.mark.slow
 def test_a_workers_trial_log_says_how_many_images_each_split_has(tmp_path: Path, sqlite_url: str) -> None:
     data = write_folder(tmp_path / "data", n=6)
     raw = _study("counted", n_trials=1, trainer={"data": {"root": str(data), "batch_size": 2}})

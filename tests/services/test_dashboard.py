@@ -19,8 +19,6 @@ from edgesearch.searcher.storage.opening import open_storage
 from edgesearch.services.dashboard import is_loopback
 from tests.browser import broken_images, open_browser, screenshot, wait_for
 
-pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
-
 runner = CliRunner()
 
 
@@ -50,6 +48,7 @@ def dashboard(finished_study: dict[str, Any]) -> Iterator[str]:
         proc.wait(timeout=20)
 
 
+@pytest.mark.slow
 def test_the_dashboard_shows_the_study_and_a_trial_page_shows_its_artifact_image(
     dashboard: str, tmp_path: Path
 ) -> None:
@@ -79,6 +78,7 @@ def test_is_loopback_accepts_only_local_addresses() -> None:
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4") and not is_loopback("example.org")
 
 
+@pytest.mark.slow
 def test_binding_beyond_loopback_warns_that_there_is_no_authentication(tmp_path: Path) -> None:
     open_storage(f"sqlite:///{tmp_path}/x.db")  # an empty storage: the dashboard reads only existing ones
     port = free_port()
@@ -120,6 +120,7 @@ def _status(host: str, port: int, path: str, *, host_header: str) -> int:
         connection.close()
 
 
+@pytest.mark.slow
 def test_a_request_for_a_foreign_host_name_gets_403(dashboard: str) -> None:
     port = int(dashboard.rsplit(":", 1)[1])
     assert _status("127.0.0.1", port, "/api/studies", host_header=f"127.0.0.1:{port}") == 200
@@ -128,6 +129,7 @@ def test_a_request_for_a_foreign_host_name_gets_403(dashboard: str) -> None:
     assert _status("127.0.0.1", port, "/dashboard", host_header="evil.example") == 403
 
 
+@pytest.mark.slow
 def test_the_dashboard_listens_on_ipv6_loopback_and_allows_named_hosts(tmp_path: Path) -> None:
     open_storage(f"sqlite:///{tmp_path}/x.db")
     with socket.socket(socket.AF_INET6) as sock:

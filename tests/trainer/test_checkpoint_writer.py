@@ -94,6 +94,7 @@ class _StopDuring(Callback):
             raise self.Stop
 
 
+@pytest.mark.slow
 def test_a_run_stopped_mid_epoch_writes_the_last_whole_epoch_whatever_the_interval(
     tiny_config: Callable[..., TrainConfig], tmp_path: Path
 ) -> None:
@@ -109,6 +110,7 @@ def test_a_run_stopped_mid_epoch_writes_the_last_whole_epoch_whatever_the_interv
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 4
 
 
+@pytest.mark.slow
 def test_a_whole_run_writes_best_and_last_at_the_end(tiny_config: Callable[..., TrainConfig], tmp_path: Path) -> None:
     result = train(tiny_config(epochs=2, checkpoint_interval=3600, **SMALL), run_dir=tmp_path / "run")
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 2

@@ -18,8 +18,6 @@ from edgesearch.cli import app
 from edgesearch.cli.train_progress import RichProgress
 from tests.helpers import TINY, TINY_TRAINER, epoch_record, merge, write_folder
 
-pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
-
 runner = CliRunner()
 
 
@@ -29,6 +27,7 @@ def _write_config(path: Path, trainer: dict[str, object], *, study: bool = True)
     return path
 
 
+@pytest.mark.slow
 def test_train_command_runs_and_reports_each_epoch(tmp_path: Path) -> None:
     small = merge(TINY, {"data": {"image_size": 32, "synthetic": {"n_images": 24}}, "epochs": 2})
     config = _write_config(tmp_path / "study.yaml", small)
@@ -56,6 +55,7 @@ def test_each_epoch_line_gives_its_seconds_and_the_runs_eta() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_train_command_accepts_a_bare_trainer_config_and_epochs_override(tmp_path: Path) -> None:
     small = merge(TINY, {"data": {"image_size": 32, "synthetic": {"n_images": 24}}, "epochs": 5})
     config = _write_config(tmp_path / "trainer.yaml", small, study=False)
@@ -64,6 +64,7 @@ def test_train_command_accepts_a_bare_trainer_config_and_epochs_override(tmp_pat
     assert "epoch   1/1" in result.stdout
 
 
+@pytest.mark.slow
 def test_train_command_says_how_many_images_each_split_has(tmp_path: Path) -> None:
     data = write_folder(tmp_path / "data", n=6)
     for mask in (data / "masks").iterdir():
@@ -168,6 +169,7 @@ def test_a_non_empty_out_folder_is_refused(tmp_path: Path) -> None:
     assert [p.name for p in out_dir.iterdir()] == ["keep.txt"]
 
 
+@pytest.mark.slow
 def test_console_script_reports_bad_input_without_traceback(tmp_path: Path) -> None:
     config = _write_config(tmp_path / "study.yaml", merge(TINY, {"optim": {"name": "sgd"}}))
     proc = subprocess.run(
@@ -181,6 +183,7 @@ def test_console_script_reports_bad_input_without_traceback(tmp_path: Path) -> N
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_resume_with_other_loss_or_optim_settings_is_refused_unless_forced(tmp_path: Path) -> None:
     small = merge(TINY, {"data": {"image_size": 32, "synthetic": {"n_images": 16}}, "epochs": 1})
     run = tmp_path / "run"
@@ -220,6 +223,7 @@ def _tensors(path: Path) -> dict[str, object]:
     return {key: value.tolist() for key, value in torch.load(path, weights_only=True).items()}
 
 
+@pytest.mark.slow
 def test_a_resumed_run_ends_with_a_best_pt_and_names_it_however_its_epochs_go(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -256,6 +260,7 @@ def test_a_resumed_run_ends_with_a_best_pt_and_names_it_however_its_epochs_go(
     assert "no best.pt beside it" in caplog.text
 
 
+@pytest.mark.slow
 def test_resuming_into_another_runs_folder_is_refused_and_leaves_both_runs_as_they_were(tmp_path: Path) -> None:
     config = _write_config(tmp_path / "t.yaml", TINY_TRAINER)
     a, b = tmp_path / "a", tmp_path / "b"
@@ -271,6 +276,7 @@ def test_resuming_into_another_runs_folder_is_refused_and_leaves_both_runs_as_th
     assert {run: {p.name: p.read_bytes() for p in run.iterdir()} for run in (a, b)} == before
 
 
+@pytest.mark.slow
 def test_sigterm_stops_train_at_a_batch_with_whole_checkpoints_and_the_run_resumes(tmp_path: Path) -> None:
     import os
     import signal
@@ -301,6 +307,7 @@ def test_sigterm_stops_train_at_a_batch_with_whole_checkpoints_and_the_run_resum
     assert os.path.getsize(run / "best.pt") > 0
 
 
+@pytest.mark.slow
 def test_markup_in_the_data_and_run_paths_is_printed_as_it_is(tmp_path: Path) -> None:
     data = write_folder(tmp_path / "q[/b]", size=32)
     out_dir = tmp_path / "o[bold]x"

@@ -20,8 +20,6 @@ from edgesearch.trainer import TrainConfig, train
 from edgesearch.trainer.data import build_datasets, synthetic_sample
 from edgesearch.trainer.images import read_image
 
-pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
-
 N_IMAGES, SIZE = 32, 64
 
 
@@ -76,6 +74,7 @@ def test_deep_images_reach_the_files_full_range_and_the_masks_every_instance(tmp
     assert set(np.unique(mask.numpy())) == {0.0, 1.0}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth", ["12-bit", "16-bit"])
 def test_a_model_trained_on_deep_images_is_as_good_as_on_8_bit_ones(
     tmp_path: Path, depth: str, eight_bit_iou: float

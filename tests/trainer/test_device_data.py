@@ -160,6 +160,7 @@ def test_the_cpu_path_reseed_draws_its_flips_independently() -> None:
     assert stats.binomtest(int(mirrored.sum()), len(mirrored), 0.5).pvalue > P_MIN
 
 
+@pytest.mark.slow
 def test_flips_and_turns_have_the_same_distribution_as_albumentations(both_paths: tuple[Outcomes, Outcomes]) -> None:
     cpu, device = both_paths
     counts = np.stack([np.bincount(o.symmetry, minlength=8) for o in (cpu, device)])
@@ -168,12 +169,14 @@ def test_flips_and_turns_have_the_same_distribution_as_albumentations(both_paths
         assert stats.chisquare(row, EXPECTED_SYMMETRIES * SAMPLES).pvalue > P_MIN, row
 
 
+@pytest.mark.slow
 def test_brightness_and_contrast_change_about_30_percent_of_images(both_paths: tuple[Outcomes, Outcomes]) -> None:
     for outcome in both_paths:
         changed = int(outcome.changed.sum())
         assert stats.binomtest(changed, SAMPLES, 0.3).pvalue > P_MIN, changed / SAMPLES
 
 
+@pytest.mark.slow
 def test_brightness_and_contrast_are_a_multiply_add_with_albumentations_alpha_and_beta(
     both_paths: tuple[Outcomes, Outcomes],
 ) -> None:

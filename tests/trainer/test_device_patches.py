@@ -269,6 +269,7 @@ def _outcomes(
     return symmetry, changed, np.asarray(targets[..., 0].any(axis=(1, 2)))
 
 
+@pytest.mark.slow
 def test_augmented_patches_have_the_cpu_paths_distribution(tmp_path: Path) -> None:
     # 64 x 64 images of texture within 0.2..0.8 (no brightness draw clips it), foreground only at pixel
     # (0, 0): a patch holds it when centred on it (a share foreground_fraction of them), or when a

@@ -15,8 +15,6 @@ from edgesearch.trainer.loop import seed_everything
 from edgesearch.trainer.model import build_model
 from tests.helpers import merge
 
-pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
-
 HISTORY_KEYS = {"epoch", "stage", "train_loss", "val_loss", "val_iou", "val_boundary_iou", "val_edge_corr", "lrs"}
 # Mechanics tests need no learning: 32 px and few images keep an epoch well under a second.
 SMALL = {"data": {"image_size": 32, "synthetic": {"n_images": 24}}}
@@ -38,6 +36,7 @@ class _StopAfter(Callback):
             raise self.Stop
 
 
+@pytest.mark.slow
 def test_three_epochs_on_synthetic_data_learn_and_write_the_run_dir(
     tiny_config: Callable[..., TrainConfig], tmp_path: Path
 ) -> None:
@@ -71,6 +70,7 @@ def test_three_epochs_on_synthetic_data_learn_and_write_the_run_dir(
 
 # Stopped after epoch 2 (inside stage 2), and after epoch 1: the last frozen epoch, whose last.pt
 # holds a head-only optimizer that the encoder joins at the next epoch.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("stop", "data"),
     [(2, SMALL), (1, SMALL), (2, PATCHES)],
@@ -111,6 +111,7 @@ def test_resume_from_last_continues_at_next_epoch_with_identical_state(
             torch.testing.assert_close(final_resumed["optimizer"]["state"][key][name], value, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_stage_one_leaves_the_encoder_unchanged_and_stage_two_adds_it_with_lower_lr(
     tiny_config: Callable[..., TrainConfig], tmp_path: Path
 ) -> None:
@@ -136,6 +137,7 @@ def test_stage_one_leaves_the_encoder_unchanged_and_stage_two_adds_it_with_lower
     assert any(not torch.equal(initial[k], after_stage2[k]) for k in encoder_keys if initial[k].is_floating_point())
 
 
+@pytest.mark.slow
 def test_a_last_pt_written_before_a_setting_existed_resumes_with_its_default(
     tiny_config: Callable[..., TrainConfig], tmp_path: Path
 ) -> None:
@@ -148,12 +150,14 @@ def test_a_last_pt_written_before_a_setting_existed_resumes_with_its_default(
     assert [row["epoch"] for row in result.history] == [1, 2]
 
 
+@pytest.mark.slow
 def test_train_without_run_dir_writes_nothing(tiny_config: Callable[..., TrainConfig], tmp_path: Path) -> None:
     result = train(tiny_config(epochs=1, **SMALL), run_dir=None)
     assert result.best_checkpoint is None
     assert len(result.history) == 1
 
 
+@pytest.mark.slow
 def test_train_on_an_image_folder(tiny_config: Callable[..., TrainConfig], image_folder: Path, tmp_path: Path) -> None:
     result = train(tiny_config(epochs=1, data={"root": str(image_folder)}), run_dir=tmp_path / "run")
     assert 0.0 <= result.history[0]["val_iou"] <= 1.0
@@ -183,6 +187,7 @@ def test_the_soft_edge_profile_changes_the_validation_loss_but_not_the_metrics(
     assert results[0]["val_loss"] != pytest.approx(results[1]["val_loss"])
 
 
+@pytest.mark.slow
 def test_training_with_the_soft_edge_profile_learns(tiny_config: Callable[..., TrainConfig]) -> None:
     config = tiny_config(loss={"edge_lambda": 0.3, "edge_width": 3, "edge_profile": "soft"})
     result = train(config)
@@ -191,6 +196,7 @@ def test_training_with_the_soft_edge_profile_learns(tiny_config: Callable[..., T
     assert result.history[-1]["val_iou"] > 0.3
 
 
+@pytest.mark.slow
 def test_loader_processes_cut_the_same_patches(tiny_config: Callable[..., TrainConfig]) -> None:
     """Two loader processes hold their own copy of the dataset; the epoch reaches them in each index."""
     data = merge(PATCHES["data"], {"augment": False, "num_workers": 0})
@@ -201,6 +207,7 @@ def test_loader_processes_cut_the_same_patches(tiny_config: Callable[..., TrainC
         assert a["val_iou"] == pytest.approx(b["val_iou"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_the_result_holds_the_best_epochs_model_with_or_without_a_run_folder(
     tiny_config: Callable[..., TrainConfig], tmp_path: Path
 ) -> None:

@@ -17,8 +17,6 @@ from edgesearch.trainer.plots import write_edge_overlay
 from edgesearch.trainer.sliding import sliding_window_probabilities
 from tests.helpers import train_patch_run, train_tiny_run
 
-pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make check`
-
 GREY = (100, 100, 100)
 COLOURS = {".": GREY, "g": TRUE_EDGE_COLOUR, "m": PRED_EDGE_COLOUR, "y": BOTH_EDGE_COLOUR}
 
@@ -112,6 +110,7 @@ def _reference_ious(config: TrainConfig, checkpoint: Path) -> list[float]:
     return ious
 
 
+@pytest.mark.slow
 def test_the_picture_shows_the_best_iou_images_as_good_and_the_worst_as_bad(
     trained_run: tuple[TrainConfig, Path], tmp_path: Path
 ) -> None:
@@ -135,6 +134,7 @@ def test_the_picture_shows_the_best_iou_images_as_good_and_the_worst_as_bad(
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_a_small_split_shows_every_image_once(trained_run: tuple[TrainConfig, Path], tmp_path: Path) -> None:
     config, checkpoint = trained_run
     ranking = write_edge_overlay(config, checkpoint, tmp_path / "edges.png", n_good=4, n_bad=4)
@@ -144,6 +144,7 @@ def test_a_small_split_shows_every_image_once(trained_run: tuple[TrainConfig, Pa
     assert (tmp_path / "edges.png").is_file()
 
 
+@pytest.mark.slow
 def test_showing_no_image_at_all_is_refused(trained_run: tuple[TrainConfig, Path], tmp_path: Path) -> None:
     config, checkpoint = trained_run
     with pytest.raises(ValueError, match="n_good"):
@@ -151,6 +152,7 @@ def test_showing_no_image_at_all_is_refused(trained_run: tuple[TrainConfig, Path
     assert not (tmp_path / "edges.png").exists()
 
 
+@pytest.mark.slow
 def test_validation_gives_each_image_its_iou_in_split_order(trained_run: tuple[TrainConfig, Path]) -> None:
     # The run's own overlay ranks the images by these, instead of predicting the split again.
     from edgesearch.trainer.data import build_loader
@@ -165,6 +167,7 @@ def test_validation_gives_each_image_its_iou_in_split_order(trained_run: tuple[T
     assert runner.image_ious == pytest.approx(_reference_ious(config, checkpoint))
 
 
+@pytest.mark.slow
 def test_a_training_run_draws_its_edge_overlay_from_its_best_weights(
     trained_run: tuple[TrainConfig, Path], tmp_path: Path
 ) -> None:
@@ -216,6 +219,7 @@ def _sliding_ious(config: TrainConfig, checkpoint: Path) -> list[float]:
     return ious
 
 
+@pytest.mark.slow
 def test_a_run_on_patches_draws_the_edge_overlay_of_its_non_square_validation_images(
     patch_run: tuple[TrainConfig, Path], tmp_path: Path
 ) -> None:

@@ -15,8 +15,6 @@ from edgesearch.sample_data import NUCLEI_FILES, TILE, fetch_nuclei, nuclei_arra
 from edgesearch.trainer import TrainConfig, train
 from edgesearch.trainer.config import LossConfig, OptimConfig
 
-pytestmark = pytest.mark.slow
-
 EPOCHS = 20
 
 
@@ -25,6 +23,7 @@ def nuclei(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiles(tmp_path_factory.mktemp("nuclei"))
 
 
+@pytest.mark.slow  # the first run fetches the source with pip
 def test_the_source_files_are_the_published_ones_and_the_tiles_cut_them_exactly(nuclei: Path) -> None:
     for name, path in fetch_nuclei().items():
         assert hashlib.sha256(path.read_bytes()).hexdigest() == NUCLEI_FILES[name]
@@ -55,6 +54,7 @@ def test_the_trainers_defaults_are_the_benchmarks_default_setting() -> None:
     assert defaults.optim.model_dump() == OptimConfig.model_validate(expected["optim"]).model_dump()
 
 
+@pytest.mark.slow
 def test_default_training_beats_otsu_and_matches_a_bare_smp_loop(nuclei: Path) -> None:
     config = TrainConfig.model_validate(
         {
