@@ -10,6 +10,7 @@ also run on a small planted tree, so a test that could never fail would show her
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -204,6 +205,7 @@ def _self_stores(tree: ast.AST) -> set[str]:
     }
 
 
+@functools.cache  # Optuna's source is read once per test process
 def optuna_private_names(cls: type | None = None) -> frozenset[str]:
     """The private method and attribute names Optuna's classes define: those of ``cls`` and its Optuna bases,
     or, without ``cls``, of every class in the installed Optuna (read from its source)."""
