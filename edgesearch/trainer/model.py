@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from edgesearch.errors import ConfigError
@@ -18,7 +19,14 @@ from edgesearch.trainer.config import ModelConfig
 from edgesearch.trainer.packaged_weights import PACKAGED_NAME, packaged_weights_file
 from edgesearch.trainer.registry import is_local_weights
 
-__all__ = ["aligned_state", "backbone_parameters", "build_model", "head_parameters", "set_backbone_trainable"]
+__all__ = [
+    "aligned_state",
+    "backbone_parameters",
+    "build_model",
+    "head_parameters",
+    "input_conv_weight",
+    "set_backbone_trainable",
+]
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
@@ -65,11 +73,37 @@ def _load_encoder_weights(model: nn.Module, path: Path) -> None:
     if any(key.startswith("encoder.") for key in state):
         state = {key.removeprefix("encoder."): value for key, value in state.items() if key.startswith("encoder.")}
     encoder: nn.Module = model.encoder  # type: ignore[assignment]
-    state = aligned_state(state, encoder.state_dict(), where=f"model.encoder_weights: {path}")
+    expected = encoder.state_dict()
+    state = _with_input_channels(state, expected)
+    state = aligned_state(state, expected, where=f"model.encoder_weights: {path}")
     try:
         encoder.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # same keys, other shapes
         raise ConfigError(f"model.encoder_weights: {path}: does not fit encoder ({exc})") from None
+
+
+def input_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """An RGB first convolution's weight ``(out, 3, kh, kw)`` for ``in_channels`` inputs, as smp adapts its
+    own pretrained encoders (``patch_first_conv``): for one channel the sum over R, G and B (a grey image x
+    then gets the response that the colour image (x, x, x) got); otherwise input i takes colour channel
+    i mod 3 and the whole is scaled by 3 / ``in_channels``, which keeps the response to a uniform image."""
+    if in_channels == 1:
+        return weight.sum(1, keepdim=True)
+    index = torch.arange(in_channels) % weight.shape[1]
+    return weight[:, index] * (weight.shape[1] / in_channels)
+
+
+def _with_input_channels(state: Mapping[str, Any], expected: Mapping[str, Any]) -> dict[str, Any]:
+    """``state`` with its first convolution adapted to the encoder's input channels, when the file was saved
+    for RGB input and the encoder takes another number of channels (grey or multi-channel images)."""
+    first = next((name for name, value in state.items() if getattr(value, "ndim", 0) == 4), None)
+    wanted = next((value for value in expected.values() if getattr(value, "ndim", 0) == 4), None)
+    if first is None or wanted is None:
+        return dict(state)
+    weight = state[first]
+    if weight.shape[1] != 3 or wanted.shape[1] == 3 or weight.shape[0] != wanted.shape[0]:
+        return dict(state)
+    return {**state, first: input_conv_weight(weight, int(wanted.shape[1]))}
 
 
 def aligned_state(state: Mapping[str, Any], expected: Mapping[str, Any], *, where: str) -> dict[str, Any]:
