@@ -13,7 +13,8 @@ the knobs of :data:`SPACE`, the search space the replay samples from.
   with a fixed seed, rounded to 3 significant digits: what a search meets, scratch and pretrained.
 
 Boundary IoU is measured at d = the configuration's edge width (the trainer's own metric), so it compares
-only configurations of one width. The table is a function of this module only: re-recording on another machine trains the same runs.
+only configurations of one width. The table is a function of this module only: re-recording on another
+machine trains the same runs.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import _common  # noqa: E402  (puts the repository root on the path)
+
 from curves import configs  # noqa: E402
 
 TABLE = HERE / "nuclei.jsonl"
@@ -118,9 +119,10 @@ def main() -> None:
             out.write(json.dumps(row, separators=(",", ":")) + "\n")
             out.flush()
             elapsed = time.perf_counter() - started
+            left = elapsed / count * (len(tasks) - count)
             _common.log(
                 f"[{count}/{len(tasks)}] {row['id']} seed {row['seed']}: best val IoU {max(row['val_iou']):.3f}, "
-                f"{sum(row['seconds']):.0f} s; {elapsed / 60:.1f} min, about {elapsed / count * (len(tasks) - count) / 60:.0f} min left"
+                f"{sum(row['seconds']):.0f} s; {elapsed / 60:.1f} min, about {left / 60:.0f} min left"
             )
 
 
