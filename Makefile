@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo check test lint bench bench-gpu bench-method clean
+.PHONY: install demo check test lint bench bench-gpu bench-method bench-search clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,15 @@ bench-gpu: install
 bench-method: install
 	@mkdir -p benchmarks/results
 	$(BIN)/python benchmarks/method.py --json benchmarks/results/method.json >/dev/null
+
+# The search compared on the committed learning-curve table (benchmarks/curves/nuclei.jsonl): edgesearch's default
+# against random search, Optuna's defaults, TPE + Hyperband and "one epoch, then the top K", 100 replays each at 1
+# and 16 simulated workers, and the rules of choosing. Minutes on 2 CPU cores; no training. The table itself is
+# recorded by benchmarks/curves/record.py (hours on a CPU: `python benchmarks/curves/record.py --jobs 2`).
+bench-search: install
+	@mkdir -p benchmarks/results
+	$(BIN)/python benchmarks/search.py --json benchmarks/results/search.json >/dev/null
+	@$(BIN)/python benchmarks/summary.py | grep -i "search\|choosing"
 
 clean:
 	rm -rf $(VENV) runs reports artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -41,7 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common
-from curves import configs, strategies
+from curves import configs, designed, strategies
 from curves.replay import Finished, ReplayedTrial, ReplayRunner, simulate
 from curves.table import Table, load_table
 
@@ -275,6 +275,7 @@ def main() -> None:
                 "good": sorted(table.good),
             },
             "replays": replays,
+            "fine_tuning": {"30 epochs": designed.effects(table), "10 epochs": designed.effects(table, 10)},
             "budget_trials": BUDGET_TRIALS,
             "replay_matches_worker": check,
             "results": summary,

@@ -183,6 +183,35 @@ def pruning(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def search(r: dict[str, Any]) -> list[Row]:
+    t = r["table"]
+    rows: list[Row] = [
+        (
+            "Search replay: the simulation at 1 worker gives the real worker loop's trials back",
+            "the same trials",
+            f"{r['replay_matches_worker']['trials']} trials, same: {r['replay_matches_worker']['same']}",
+            r["replay_matches_worker"]["same"],
+        )
+    ]
+    for workers, item in r["results"].items():
+        ours = item["strategies"].get("edgesearch default", {})
+        ratios = ", ".join(f"{v:.2f}x {k}" if v is not None else f"- {k}" for k, v in item["ratios"].items())
+        rows.append(
+            (
+                f"Search on {t['configurations']} real curve configurations, {workers} worker(s): GPU-seconds to a "
+                f"configuration within one seed sigma of the best, edgesearch's default against",
+                "<= 0.5x Optuna defaults, <= 0.33x random; best pruned <= 5%",
+                f"{ratios}; best pruned in {100 * ours.get('best_pruned', 0):.0f}% of {r['replays']} replays",
+                item["met"],
+            )
+        )
+        picks = ", ".join(f"{k} {100 * v:.0f}%" for k, v in item["rules_pick_good"].items())
+        rows.append(
+            (f"Choosing the best ({workers} worker(s)): picks within one seed sigma", "(information)", picks, None)
+        )
+    return rows
+
+
 def cli_startup(r: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     for name, item in r["commands"].items():
@@ -323,6 +352,7 @@ RENDER: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "sliding_window": sliding_window,
     "native_resolution": native_resolution,
     "method": method,
+    "search": search,
 }
 
 

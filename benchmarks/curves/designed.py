@@ -1,0 +1,85 @@
+"""The designed block read as the report's questions: schedule, edge lambda and edge width, with the noise.
+
+Each comparison is **paired**: level A against the reference level B over the cells where every other knob is
+the same (for the schedules: the 10 loss settings; for lambda: each schedule and width against lambda 0 of the
+same schedule; for the width: each schedule and lambda against width 2). A cell's difference is the difference
+of the two configurations' means over seeds; the effect is the mean of the cells' differences, its standard
+error the cells' standard deviation over sqrt(cells), which holds both the seed noise and how the effect varies
+with the other knobs::
+
+    d_c = mean_s v(A, c, s) - mean_s v(B, c, s);   effect = mean_c d_c;   se = sd_c(d_c) / sqrt(C)
+
+``v`` is a run's best val IoU within ``epochs`` (30: the whole run; 10: early).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+from . import configs
+from .table import Table
+
+__all__ = ["effects"]
+
+SCHEDULE_KEYS = ("optim.freeze_epochs", "optim.warmup_epochs", "optim.backbone_lr_factor")
+
+
+def _schedule(params: dict[str, Any]) -> str | None:
+    for name, schedule in configs.SCHEDULES.items():
+        if all(params[k] == v for k, v in schedule.items()):
+            return name
+    return None
+
+
+def _mean(table: Table, cid: str, epochs: int) -> float:
+    return statistics.fmean(max(c.val_iou[:epochs]) for c in table.curves[cid])
+
+
+def _paired(table: Table, cells: dict[Any, tuple[str, str]], epochs: int) -> dict[str, float | int | None]:
+    diffs = [_mean(table, a, epochs) - _mean(table, b, epochs) for a, b in cells.values()]
+    if not diffs:
+        return {"effect": None, "se": None, "cells": 0}
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
+    return {"effect": statistics.fmean(diffs), "se": se, "cells": len(diffs)}
+
+
+def effects(table: Table, epochs: int = configs.EPOCHS) -> dict[str, dict[str, Any]]:
+    """Paired effects of the designed block's knobs (module docstring), from the configurations recorded so far."""
+    designed = {cid: p for cid, p in table.configs.items() if cid.startswith("d") and cid in table.curves}
+    key: dict[tuple[str | None, float, int], str] = {
+        (_schedule(p), float(p["loss.edge_lambda"]), int(p["loss.edge_width"])): cid for cid, p in designed.items()
+    }
+
+    def compare(
+        level: Callable[[tuple[str | None, float, int]], tuple[str | None, float, int] | None],
+    ) -> dict[Any, tuple[str, str]]:
+        out = {}
+        for cell, cid in key.items():
+            ref = level(cell)
+            if ref is not None and ref in key and ref != cell:
+                out[cell] = (cid, key[ref])
+        return out
+
+    reference = "all from epoch 1"
+    schedules = {
+        name: _paired(table, compare(lambda c, n=name: (reference, c[1], c[2]) if c[0] == n else None), epochs)
+        for name in configs.SCHEDULES
+        if name != reference
+    }
+    lambdas = {
+        str(lam): _paired(table, compare(lambda c, lam=lam: (c[0], 0.0, 2) if c[1] == lam else None), epochs)
+        for lam in configs.LAMBDAS
+    }
+    widths = {
+        str(w): _paired(table, compare(lambda c, w=w: (c[0], c[1], 2) if c[2] == w and c[1] > 0 else None), epochs)
+        for w in configs.WIDTHS
+        if w != 2
+    }
+    return {
+        f"schedule (against {reference})": schedules,
+        "edge lambda (against 0)": lambdas,
+        "edge width (against 2)": widths,
+    }
