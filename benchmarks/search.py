@@ -98,7 +98,7 @@ def replay_once(task: tuple[str, int, int, str]) -> dict[str, Any]:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     table = _table(Path(table_path))
-    settings = strategies.STRATEGIES[name]
+    settings = {**strategies.STRATEGIES, **strategies.CANDIDATES}[name]
     config = strategies.study_config(f"replay-{seed}", settings, seed=seed)
     full = statistics.fmean(sum(c.seconds) for runs in table.curves.values() for c in runs)
     budget = BUDGET_TRIALS * full / workers  # on the simulated clock
@@ -184,7 +184,7 @@ def summarize(rows: list[dict[str, Any]], table: Table) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for workers in WORKERS:
         per: dict[str, Any] = {}
-        for name in strategies.STRATEGIES:
+        for name in [*strategies.STRATEGIES, *strategies.CANDIDATES]:
             mine = [r for r in rows if r["strategy"] == name and r["workers"] == workers]
             if not mine:
                 continue
@@ -228,6 +228,7 @@ def main() -> None:
     p.add_argument("--replays", type=int, default=None)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--table", type=Path, default=TABLE)
+    p.add_argument("--candidates", action="store_true", help="also replay the settings tried as edgesearch's default")
     args = p.parse_args()
     size = SIZES["tiny" if args.tiny else "full"]
     replays = args.replays or size["replays"]
@@ -240,12 +241,8 @@ def main() -> None:
     _common.log(f"search: the replay at one worker gives the real worker loop's trials back: {check['same']}")
     if not check["same"]:
         raise SystemExit("search: the replay does not match the real worker loop; no numbers are reported")
-    tasks = [
-        (name, workers, seed, str(args.table))
-        for workers in WORKERS
-        for name in strategies.STRATEGIES
-        for seed in range(replays)
-    ]
+    names = [*strategies.STRATEGIES, *(strategies.CANDIDATES if args.candidates else [])]
+    tasks = [(name, workers, seed, str(args.table)) for workers in WORKERS for name in names for seed in range(replays)]
     started = time.perf_counter()
     with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
         rows = []

@@ -208,3 +208,30 @@ def test_every_strategy_builds_a_study() -> None:
         if not settings.get("top_k"):
             study = strategies.make_study("s", settings, config, seed=0)
             assert study.direction == optuna.study.StudyDirection.MAXIMIZE, name
+
+
+def test_designed_effects_are_paired_differences_by_hand() -> None:
+    """Curves whose best value is 0.8 + 0.01 [report's schedule] + 0.02 lambda + 0.001 width + 0.003 seed:
+    the paired effects are those terms back, their standard errors the spread of the cells' differences."""
+    from benchmarks.curves import designed
+
+    points = configs.designed()
+    curves = {}
+    for cid, p in points.items():
+        report = all(p[k] == v for k, v in configs.SCHEDULES["report's schedule"].items())
+        value = 0.8 + 0.01 * report + 0.02 * p["loss.edge_lambda"] + 0.001 * p["loss.edge_width"]
+        curves[cid] = [_curve(seed, value + 0.003 * seed, 30) for seed in (0, 1)]
+    got = designed.effects(Table(points, curves, configs.SPACE))
+    schedules = got["schedule (against all from epoch 1)"]
+    assert schedules["report's schedule"]["effect"] == pytest.approx(0.01)
+    assert schedules["report's schedule"]["cells"] == 10 and schedules["report's schedule"]["se"] == pytest.approx(0)
+    assert schedules["frozen first"]["effect"] == pytest.approx(0.0)
+    lam = got["edge lambda (against 0)"]["0.3"]
+    # 12 cells (4 schedules x widths 1-3) against lambda 0 at width 2: 0.006 + 0.001 (w - 2).
+    assert lam["cells"] == 12 and lam["effect"] == pytest.approx(0.006)
+    assert lam["se"] == pytest.approx(math.sqrt(8 * 0.001**2 / 11) / math.sqrt(12))
+    width = got["edge width (against 2)"]["3"]
+    assert width["cells"] == 12 and width["effect"] == pytest.approx(0.001) and width["se"] == pytest.approx(0)
+    # Early: the best within 10 epochs of curves rising linearly to their value over 30.
+    early = designed.effects(Table(points, curves, configs.SPACE), epochs=10)
+    assert early["schedule (against all from epoch 1)"]["report's schedule"]["effect"] == pytest.approx(0.01 / 3, abs=1e-5)

@@ -31,6 +31,24 @@ STRATEGIES: dict[str, dict[str, Any]] = {
 }
 
 
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "median, 5 start-up (default)": {},
+    "median, 10 start-up": {"pruner": {"kind": "median", "n_startup_trials": 10}},
+    "median, 3 start-up": {"pruner": {"kind": "median", "n_startup_trials": 3}},
+    "median, 5 start-up, 5 warm-up epochs": {"pruner": {"kind": "median", "n_startup_trials": 5, "n_warmup_steps": 5}},
+    "successive halving (r=1, eta=3)": {
+        "pruner": {"kind": "successive_halving", "min_resource": 1, "reduction_factor": 3}
+    },
+    "successive halving (r=2, eta=2)": {
+        "pruner": {"kind": "successive_halving", "min_resource": 2, "reduction_factor": 2}
+    },
+    "hyperband (r=1, eta=3)": {"pruner": {"kind": "hyperband", "min_resource": 1, "reduction_factor": 3}},
+    "random sampler, median": {"sampler": {"kind": "random"}},
+}
+"""edgesearch settings tried as its default (``search.py --candidates``): the stage-aware pruners' settings and
+the sampler; each is a study file's ``sampler``/``pruner`` blocks."""
+
+
 def study_config(name: str, settings: Mapping[str, Any], *, seed: int) -> Any:
     """The StudyConfig of a replayed study: the table's trainer and space, the strategy's sampler and pruner."""
     from edgesearch.searcher.study.config import StudyConfig
