@@ -81,3 +81,22 @@ def test_benchmark_runs_tiny_and_prints_json(name: str, tmp_path: Path) -> None:
         assert (at16["lost"], at16["duplicated"], at16["connection_errors"]) == (0, 0, 0)
         assert 1 <= at16["peak_server_connections"] <= scale["pool_size"] == 4
         assert at16["round_trips_per_trial"] > 0 and at16["server_cpu_ms_per_trial"] > 0
+
+
+@pytest.mark.slow
+def test_the_curve_recorder_records_then_resumes_with_nothing_left(tmp_path: Path) -> None:
+    """`record.py --tiny` trains 2 configurations x 1 seed x 2 epochs on the real nuclei into its table; a second
+    call finds every run recorded and trains nothing."""
+    out = tmp_path / "table.jsonl"
+    command = [sys.executable, str(ROOT / "benchmarks" / "curves" / "record.py"), "--tiny", "--jobs", "1"]
+    first = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-4000:]
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert sorted(r["id"] for r in rows) == ["d00", "d01"]
+    for row in rows:
+        assert row["seed"] == 0 and len(row["val_iou"]) == len(row["seconds"]) == 2
+        assert all(0.0 <= v <= 1.0 for v in row["val_iou"]) and all(s > 0 for s in row["seconds"])
+    again = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "2 runs recorded, 0 to record" in again.stderr
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 2
