@@ -159,7 +159,7 @@ def _best_record(name: str, url: str, pick: str | None, rule: str | None) -> dic
         best = best_trial(study, config, pick=pick)  # refuses --pick for one metric and its absence for two
         choice = None
     else:
-        choice = choice_record(study_choice(study, config, rule or DEFAULT_RULE))
+        choice = choice_record(study_choice(study, config, rule))
         best = study.trials[choice["trial"]]
     record: dict[str, Any] = {"study": name, "trial": best.number}
     if config.multi_objective:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+from html import escape as html_escape
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -16,6 +18,7 @@ from typer.testing import CliRunner
 from edgesearch.cli import app
 from edgesearch.cli.study import Rule
 from edgesearch.errors import UserError
+from edgesearch.searcher.results.report import build_report
 from edgesearch.searcher.study import choosing
 from edgesearch.searcher.study.choice import Noise, choose, describe, seed_noise, study_choice
 from edgesearch.searcher.study.choosing import Candidate, shrunk, unit_point
@@ -226,6 +229,30 @@ def test_study_best_rule_prints_the_choice_and_how_sure_it_is(sqlite_url: str) -
     shrinkage = json.loads(_best("--rule", "shrinkage", "--json", "--storage", sqlite_url).output)
     assert shrinkage["choice"]["rule"] == "shrinkage" and shrinkage["trial"] == shrinkage["choice"]["trial"]
     assert shrinkage["value"] == TRIALS[shrinkage["trial"]][0]
+
+
+def test_study_best_without_a_rule_chooses_by_the_default(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _study(sqlite_url)
+    monkeypatch.setattr(choosing, "DEFAULT_RULE", "shrinkage")
+    record = json.loads(_best("--json", "--storage", sqlite_url).output)
+    assert (record["trial"], record["choice"]["rule"]) == (1, "shrinkage")  # the highest value is trial 0
+
+
+def test_the_report_names_the_choice_of_the_default_rule_and_how_sure_it_is(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study, config = _study(sqlite_url)
+    for rule, number in (("highest", 0), ("shrinkage", 1)):
+        monkeypatch.setattr(choosing, "DEFAULT_RULE", rule)
+        build_report(study, config, tmp_path / rule)
+        data = json.loads((tmp_path / rule / "report.json").read_text())
+        says = describe(study_choice(study, config, rule))
+        assert (data["choice"]["rule"], data["choice"]["trial"], data["choice"]["says"]) == (rule, number, says)
+        assert data["findings"][0].endswith(f" {says}.")
+        assert (data["best_trial"]["number"], data["best_trial"]["sure"]) == (number, says)
+        html = (tmp_path / rule / "report.html").read_text()
+        assert f"<tr><th>how sure</th><td>{html_escape(says)}</td></tr>" in html
+        assert (tmp_path / rule / "best-config.yaml").read_text().startswith(f"# Study {NAME}, trial {number}: ")
 
 
 def test_study_best_refuses_confirmed_with_another_rule(sqlite_url: str) -> None:

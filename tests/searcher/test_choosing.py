@@ -102,7 +102,7 @@ SPACE = {
     ids=["mapping", "study-config"],
 )
 def test_a_unit_point_scales_log_and_linear_ranges_to_0_1_and_spreads_a_choice(space: dict[str, object]) -> None:
-    point = unit_point({"optim.lr": 1e-3, "loss.edge_lambda": 0.125, "loss.kind": "focal"}, space)  # type: ignore[arg-type]
+    point = unit_point({"optim.lr": 1e-3, "loss.edge_lambda": 0.125, "loss.kind": "focal"}, space)
     # lr: log(1e-3) is halfway between log(1e-4) and log(1e-2); lambda: 0.125 of 0.5; focal: the second choice
     assert point == pytest.approx((0.5, 0.25, 0.0, math.sqrt(0.5)))
 

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from edgesearch.errors import UserError
 from edgesearch.formatting import format_value
-from edgesearch.searcher.study.choosing import DEFAULT_RULE, RULES, Candidate, shrunk, unit_point
+from edgesearch.searcher.study import choosing
+from edgesearch.searcher.study.choosing import RULES, Candidate, shrunk, unit_point
 
 if TYPE_CHECKING:
     import optuna
@@ -182,9 +183,10 @@ def choice_record(choice: Choice) -> dict[str, Any]:
 
 
 def study_choice(
-    study: optuna.Study, config: StudyConfig, rule: str = DEFAULT_RULE, *, rows: Sequence[Confirmed] | None = None
+    study: optuna.Study, config: StudyConfig, rule: str | None = None, *, rows: Sequence[Confirmed] | None = None
 ) -> Choice:
-    """The choice of ``rule`` among ``study``'s COMPLETE trials; ``rows`` its confirmations when already read.
+    """The choice of ``rule`` (None: :data:`~edgesearch.searcher.study.choosing.DEFAULT_RULE`) among ``study``'s
+    COMPLETE trials; ``rows`` its confirmations when already read.
 
     UserError: an unknown rule, a study of two objectives (no one value to rank), no completed trial yet.
     """
@@ -192,6 +194,7 @@ def study_choice(
 
     from edgesearch.searcher.study.confirm import confirmed
 
+    rule = choosing.DEFAULT_RULE if rule is None else rule  # read at each call: that one constant decides everywhere
     _check_rule(rule)
     name = study.study_name
     if config.multi_objective:
