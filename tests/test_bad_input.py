@@ -1156,6 +1156,11 @@ CASES = [
         ("--rule and --pick do not go together",),
     ),
     Case(
+        "study-best-rule-on-two-objectives",
+        after(known_pareto, plain("study", "best", PARETO, "--rule", "shrinkage", "--storage", "{storage}")),
+        (f"'{PARETO}'", "a rule of choosing ranks one metric", "--pick"),
+    ),
+    Case(
         "study-best-pick-unknown",
         after(known_pareto, plain("study", "best", PARETO, "--pick", "middle", "--storage", "{storage}")),
         ("--pick", "'middle'", "knee"),

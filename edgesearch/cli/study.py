@@ -155,7 +155,7 @@ def _best_record(name: str, url: str, pick: str | None, rule: str | None) -> dic
     from edgesearch.searcher.study.studies import load_study
 
     study, config = load_study(name, url, read_only=True)
-    if config.multi_objective or pick is not None:
+    if pick is not None or (config.multi_objective and rule is None):
         best = best_trial(study, config, pick=pick)  # refuses --pick for one metric and its absence for two
         choice = None
     else:
