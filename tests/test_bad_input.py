@@ -1143,6 +1143,24 @@ CASES = [
         ("--pick is for studies of two objectives", f"'{KNOWN}'"),
     ),
     Case(
+        "study-best-rule-unknown",
+        on_known("study", "best", KNOWN, "--rule", "nonsense"),
+        ("--rule", "'nonsense'", "'highest'", "'confirmed'", "'shrinkage'"),
+    ),
+    Case(
+        "study-best-rule-with-pick",
+        after(
+            known_pareto,
+            plain("study", "best", PARETO, "--rule", "highest", "--pick", "knee", "--storage", "{storage}"),
+        ),
+        ("--rule and --pick do not go together",),
+    ),
+    Case(
+        "study-best-rule-on-two-objectives",
+        after(known_pareto, plain("study", "best", PARETO, "--rule", "shrinkage", "--storage", "{storage}")),
+        (f"'{PARETO}'", "a rule of choosing ranks one metric", "--pick"),
+    ),
+    Case(
         "study-best-pick-unknown",
         after(known_pareto, plain("study", "best", PARETO, "--pick", "middle", "--storage", "{storage}")),
         ("--pick", "'middle'", "knee"),

@@ -19,6 +19,7 @@ from edgesearch.cli.options import (
     quiet_optuna,
 )
 from edgesearch.cli.worker import run_here, run_local
+from edgesearch.searcher.study.choosing import DEFAULT_RULE
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -33,6 +34,14 @@ app = typer.Typer(help="Create, run and inspect studies.", no_args_is_help=True)
 class ExportFormat(str, Enum):
     csv = "csv"
     json = "json"
+
+
+class Rule(str, Enum):
+    """The rules of choosing (:data:`edgesearch.searcher.study.choosing.RULES`)."""
+
+    highest = "highest"
+    confirmed = "confirmed"
+    shrinkage = "shrinkage"
 
 
 @app.command("create")
@@ -139,18 +148,26 @@ def list_command(storage: StorageOption = None) -> None:
         out.print(f"{s.name}\t{s.n_trials} trials\tbest {best}")
 
 
-def _best_record(name: str, url: str, pick: str | None) -> dict[str, Any]:
+def _best_record(name: str, url: str, pick: str | None, rule: str | None) -> dict[str, Any]:
+    """The best trial: chosen by ``rule`` (the default when None) in a study of one metric, else the ``pick`` point."""
     from edgesearch.searcher.study.best import best_trial
+    from edgesearch.searcher.study.choice import choice_record, study_choice
     from edgesearch.searcher.study.studies import load_study
 
     study, config = load_study(name, url, read_only=True)
-    best = best_trial(study, config, pick=pick)
+    if pick is not None or (config.multi_objective and rule is None):
+        best = best_trial(study, config, pick=pick)  # refuses --pick for one metric and its absence for two
+        choice = None
+    else:
+        choice = choice_record(study_choice(study, config, rule))
+        best = study.trials[choice["trial"]]
     record: dict[str, Any] = {"study": name, "trial": best.number}
     if config.multi_objective:
         record["pick"] = pick
         record["values"] = dict(zip(config.objectives, best.values or [], strict=False))
     else:
         record["value"] = best.value
+        record["choice"] = choice
     return record | {
         "params": best.params,
         "checkpoint": best.user_attrs.get("best_checkpoint"),
@@ -158,17 +175,28 @@ def _best_record(name: str, url: str, pick: str | None) -> dict[str, Any]:
     }
 
 
+RuleOption = Annotated[
+    Rule | None,
+    typer.Option(
+        "--rule",
+        help="How to choose among a metric's trials: highest (the highest value, one seed's run), confirmed (the "
+        "mean of the re-trainings `study confirm` queued), shrinkage (each value pulled towards its neighbours' "
+        f"by the seed noise those re-trainings measured); default {DEFAULT_RULE}.",
+    ),
+]
+
+
 @app.command("best")
 def best_command(
     name: Annotated[str, typer.Argument(help="Study name.")],
     storage: StorageOption = None,
     pick: PickOption = None,
-    confirmed: Annotated[
-        bool, typer.Option("--confirmed", help="Rank by the mean of the re-trainings `study confirm` queued.")
-    ] = False,
+    rule: RuleOption = None,
+    confirmed: Annotated[bool, typer.Option("--confirmed", help="The same as --rule confirmed.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """The best trial (of a study of two objectives: the --pick point of its front): values, parameters, checkpoint."""
+    """The best trial (of a study of two objectives: the --pick point of its front): values, parameters, checkpoint,
+    and how sure the choice is."""
     with user_errors():
         from edgesearch.errors import UserError
         from edgesearch.searcher.storage.urls import resolve_storage_url
@@ -176,10 +204,14 @@ def best_command(
         url = resolve_storage_url(storage)
         if confirmed and pick is not None:
             raise UserError("--confirmed and --pick do not go together: confirmations rank one metric")
-        if confirmed:
+        if rule is not None and pick is not None:
+            raise UserError("--rule and --pick do not go together: a rule chooses among the trials of one metric")
+        if confirmed and rule is not None and rule != Rule.confirmed:
+            raise UserError(f"--confirmed is --rule confirmed: it does not go with --rule {rule.value}")
+        if confirmed or rule == Rule.confirmed:
             record = _confirmed_record(name, url)
         else:
-            record = _best_record(name, url, pick.value if pick is not None else None)
+            record = _best_record(name, url, pick.value if pick is not None else None, rule.value if rule else None)
     if as_json:
         out.print_json(json.dumps(record))
         return
@@ -193,6 +225,7 @@ def best_command(
             f"(search: {format_value(record['value'])}); the search's ranking {holds}",
             markup=False,
         )
+        out.print(record["choice"]["says"], markup=False)
         for key, value in record["params"].items():
             out.print(f"  {key} = {format_value(value)}")
         out.print(f"checkpoint (the search's run): {record['checkpoint']}")
@@ -202,16 +235,18 @@ def best_command(
         out.print(f"best trial {record['trial']} ({record['pick']} of the Pareto front): {values}")
     else:
         out.print(f"best trial {record['trial']}: value {record['value']:.4f}")
+        out.print(record["choice"]["says"], markup=False)
     for key, value in record["params"].items():
         out.print(f"  {key} = {format_value(value)}")
     out.print(f"checkpoint: {record['checkpoint']}")
 
 
 def _confirmed_record(name: str, url: str) -> dict[str, Any]:
+    from edgesearch.searcher.study.choice import choice_record, study_choice
     from edgesearch.searcher.study.confirm import best_confirmed, confirmed, ranking_holds
     from edgesearch.searcher.study.studies import load_study
 
-    study, _ = load_study(name, url, read_only=True)
+    study, config = load_study(name, url, read_only=True)
     best = best_confirmed(study)
     source = study.trials[best.trial]
     rows = confirmed(study)
@@ -228,6 +263,7 @@ def _confirmed_record(name: str, url: str) -> dict[str, Any]:
         },
         "value": best.original,
         "ranking_holds": ranking_holds(rows),
+        "choice": choice_record(study_choice(study, config, "confirmed", rows=rows)),
         "params": source.params,
         "checkpoint": source.user_attrs.get("best_checkpoint"),
         "run_dir": source.user_attrs.get("run_dir"),

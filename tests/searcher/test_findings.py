@@ -21,6 +21,15 @@ def test_the_first_finding_names_the_best_trial_and_the_spread_of_all() -> None:
     assert lines == ["Best val_iou 0.9 (trial 1) of 3 complete trials; all of them: n=3, mean 0.8 ± 0.1, best 0.9."]
 
 
+def test_the_choice_of_the_best_trial_and_how_sure_it_is_ends_the_first_finding() -> None:
+    chosen = "Chosen by the highest value: trial 1, 0.9 over 1 run(s); no runner-up to compare with"
+    lines = findings([_o(0, 0.7), _o(1, 0.9), _o(2, 0.8)], metric="val_iou", chosen=chosen)
+    assert lines[0] == (
+        "Best val_iou 0.9 (trial 1) of 3 complete trials; all of them: n=3, mean 0.8 ± 0.1, best 0.9. "
+        "Chosen by the highest value: trial 1, 0.9 over 1 run(s); no runner-up to compare with."
+    )
+
+
 def test_groups_of_two_or_fewer_are_too_few_to_tell_with_every_range_listed_by_mean() -> None:
     outcomes = [_o(0, 0.70, 0.05), _o(1, 0.72, 0.08), _o(2, 0.80, 0.15), _o(3, 0.82, 0.18), _o(4, 0.60, 0.35)]
     (line,) = [line for line in findings(outcomes, metric="val_iou") if line.startswith("Edge lambda")]

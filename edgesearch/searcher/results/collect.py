@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from edgesearch.formatting import format_value
 from edgesearch.searcher.results.findings import Outcome, confirmed_finding, findings, last_epoch_finding
+from edgesearch.searcher.study.choice import choice_record, study_choice
 from edgesearch.searcher.study.confirm import Confirmed, confirmed, ranking_holds
 from edgesearch.searcher.study.front import KNEE, knee, pareto_front, pick_point
 
@@ -227,16 +228,19 @@ def collect(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
         )
         for t in complete
     ]
-    data["findings"] = findings(outcomes, metric=metric, importances=data["importances"].get("values"))
     data["confirmed"] = _confirmed(study, config)
-    line = confirmed_finding(
-        [Confirmed(**{**row, "values": tuple(row["values"])}) for row in data["confirmed"]["rows"]],
-        metric=metric,
-        holds=data["confirmed"]["ranking_holds"],
-    )
+    rows = [Confirmed(**{**row, "values": tuple(row["values"])}) for row in data["confirmed"]["rows"]]
+    # The best trial of one metric is the choice of `study best`'s default rule, with how sure it is.
+    one_metric = bool(complete) and not config.multi_objective
+    data["choice"] = choice_record(study_choice(study, config, rows=rows)) if one_metric else None
+    says = data["choice"]["says"] if data["choice"] else None
+    data["findings"] = findings(outcomes, metric=metric, importances=data["importances"].get("values"), chosen=says)
+    line = confirmed_finding(rows, metric=metric, holds=data["confirmed"]["ranking_holds"])
     if line is not None:
         data["findings"].append(line)
     top, why_best, why_worst = (complete[0] if complete else None), "", ""
+    if data["choice"]:
+        top = next(t for t in complete if t.number == data["choice"]["trial"])
     if config.multi_objective:
         top = next((t for t in complete if t.number == data["pareto"][KNEE]), None)
         why_best, why_worst = "the knee of the Pareto front (--pick knee)", f"the lowest {metric}"
@@ -245,6 +249,8 @@ def collect(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
     if warning is not None:  # right after the lines that name the best trial
         data["findings"].insert(2 if config.multi_objective else 1, warning)
     data["best_trial"] = _trial_info(top, config.objectives, why_best)
+    if data["best_trial"] is not None:
+        data["best_trial"]["sure"] = says
     data["worst_trial"] = _trial_info(complete[-1] if complete else None, config.objectives, why_worst)
     data["failures"] = [
         {"number": t.number, "reason": t.user_attrs.get("fail_reason")} for t in trials if t.state == TrialState.FAIL

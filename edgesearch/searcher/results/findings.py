@@ -118,14 +118,21 @@ def _comparison(topic: str, groups: dict[Any, list[float]], name: Callable[[Any]
     return f"{topic}: {name(ordered[0])} leads by mean {metric} {how} ({listing})."
 
 
-def findings(outcomes: Sequence[Outcome], *, metric: str, importances: dict[str, float] | None = None) -> list[str]:
-    """Sentences for the report, in the order the training report asks its questions."""
+def findings(
+    outcomes: Sequence[Outcome],
+    *,
+    metric: str,
+    importances: dict[str, float] | None = None,
+    chosen: str | None = None,
+) -> list[str]:
+    """Sentences for the report, in the order the training report asks its questions; ``chosen``, the choice of
+    the best trial and how sure it is (:func:`~edgesearch.searcher.study.choice.describe`), ends the first."""
     if not outcomes:
         return ["No complete trial yet: nothing to conclude."]
     best = max(outcomes, key=lambda o: (o.value, -o.number))
     lines = [
         f"Best {metric} {format_value(best.value)} (trial {best.number}) of {len(outcomes)} complete trials; "
-        f"all of them: {group_summary([o.value for o in outcomes])}."
+        f"all of them: {group_summary([o.value for o in outcomes])}." + (f" {chosen}." if chosen else "")
     ]
     questions: list[tuple[str, Callable[[Outcome], Any], Callable[[Any], str]]] = [
         ("Edge lambda", lambda o: _lambda_range(o.edge_lambda), lambda r: f"{format_value(r[0])}-{format_value(r[1])}"),

@@ -45,7 +45,8 @@ def _trial_section(title: str, info: dict[str, Any] | None) -> str:
         return f'<h2>{_e(title)}</h2><p class="muted">no complete trial yet</p>'
     values = list(info["values"].items()) if "values" in info else [("value", info["value"])]
     chosen = [("chosen as", info["why"])] if info.get("why") else []
-    rows = [("trial", info["number"]), *chosen, *values, ("checkpoint", info["best_checkpoint"])]
+    sure = [("how sure", info["sure"])] if info.get("sure") else []
+    rows = [("trial", info["number"]), *chosen, *sure, *values, ("checkpoint", info["best_checkpoint"])]
     parts = [f"<h2>{_e(title)}</h2>", _table([*rows, ("run dir", info["run_dir"])])]
     parts.append("<h3>params</h3>" + _table(sorted(info["params"].items())))
     if info.get("overlay"):

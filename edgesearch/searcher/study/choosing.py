@@ -27,8 +27,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["NEIGHBOURS", "Candidate", "confirmed_mean", "highest", "shrinkage", "shrunk", "unit_point"]
+__all__ = [
+    "DEFAULT_RULE",
+    "NEIGHBOURS",
+    "RULES",
+    "Candidate",
+    "confirmed_mean",
+    "highest",
+    "shrinkage",
+    "shrunk",
+    "unit_point",
+]
 
+RULES = ("highest", "confirmed", "shrinkage")
+"""The rules by name, as ``study best --rule`` takes them: :func:`highest`, :func:`confirmed_mean`, :func:`shrinkage`
+(its estimates: :func:`shrunk`)."""
+DEFAULT_RULE = "highest"
+"""The rule ``study best`` and the report choose by unless told otherwise: the one benchmarks/search.py finds
+picks a truly good configuration most often."""
 NEIGHBOURS = 5
 TAU_FLOOR = 1e-6
 """Smallest prior variance: a neighbourhood that agrees exactly still leaves the trial's own runs a say."""
