@@ -32,6 +32,7 @@ def measure(seed: int, size: dict[str, Any]) -> dict[str, Any]:
     from scipy import stats  # type: ignore[import-untyped]
 
     from edgesearch.trainer import TrainConfig, train
+    from edgesearch.trainer.config import ModelConfig
     from edgesearch.trainer.data import build_datasets, build_loader
     from edgesearch.trainer.edges import edge_map
     from edgesearch.trainer.epoch import EpochRunner
@@ -53,7 +54,7 @@ def measure(seed: int, size: dict[str, Any]) -> dict[str, Any]:
         model = build_model(config.model)
         model.load_state_dict(torch.load(Path(tmp) / "best.pt", weights_only=True))
     model.eval()
-    _, val = build_datasets(config.data, channels=3, seed=config.seed)
+    _, val = build_datasets(config.data, model=ModelConfig(), seed=config.seed)
     loader = build_loader(val, config.data, train=False)
     runner = EpochRunner.build(config, model, device=torch.device("cpu"), steps_per_epoch=1)
     metrics = runner.validate(loader)

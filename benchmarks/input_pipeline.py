@@ -111,6 +111,7 @@ def main() -> None:
     import torch
 
     from edgesearch.trainer import TrainConfig
+    from edgesearch.trainer.config import ModelConfig
     from edgesearch.trainer.data import build_datasets, build_loader
     from edgesearch.trainer.epoch import EpochRunner
     from edgesearch.trainer.model import build_model
@@ -134,7 +135,7 @@ def main() -> None:
             f"input pipeline: {size['n_images']} PNGs of {size['source_px']} px -> {data.image_size} px, "
             f"batch {data.batch_size}, num_workers {data.num_workers}, model {config.model.arch}/{config.model.encoder}"
         )
-        train_ds, _ = build_datasets(data, channels=3, seed=0)
+        train_ds, _ = build_datasets(data, model=ModelConfig(), seed=0)
         loader = build_loader(train_ds, data, train=True, generator=torch.Generator())
         loader_ips = loader_images_per_second(loader, size["loader_epochs"])
         serial = build_loader(train_ds, data.model_copy(update={"num_workers": 0}), train=True)

@@ -133,11 +133,11 @@ def run_setting(root: Path, setting: dict[str, Any], *, epochs: int, seed: int, 
 
     from edgesearch.trainer import train
     from edgesearch.trainer.callbacks import Callback
-    from edgesearch.trainer.config import TrainConfig
+    from edgesearch.trainer.config import ModelConfig, TrainConfig
     from edgesearch.trainer.data import build_datasets
 
     config = TrainConfig.model_validate(trainer_config(root, setting, epochs=epochs, seed=seed))
-    _, val = build_datasets(config.data, channels=1, seed=seed)
+    _, val = build_datasets(config.data, model=ModelConfig(in_channels=1), seed=seed)
     val_images = torch.stack([val[i][0] for i in range(len(val))])
     with tempfile.TemporaryDirectory() as tmp:
         degenerate = _Degenerate(Path(tmp), config, val_images, early)

@@ -19,7 +19,7 @@ from edgesearch.sample_data import (
     write_tiles,
     write_whole,
 )
-from edgesearch.trainer.config import DataConfig
+from edgesearch.trainer.config import DataConfig, ModelConfig
 from edgesearch.trainer.data import build_datasets
 
 SPLITS = {"train": WHOLE_TRAIN_ROWS, "val": WHOLE_VAL_ROWS}
@@ -66,7 +66,8 @@ def test_no_validation_row_is_in_a_training_image(whole: Path) -> None:
 @pytest.mark.slow  # the first run fetches the source with pip
 def test_whole_images_pass_the_trainers_data_check(whole: Path) -> None:
     config = DataConfig(root=whole, image_size=128, batch_size=2)
-    train, val = build_datasets(config, channels=1, seed=0)  # the check `edgesearch train` runs first
+    # The check `edgesearch train` runs first.
+    train, val = build_datasets(config, model=ModelConfig(in_channels=1), seed=0)
     assert (len(train), len(val)) == (2, 1)
 
 

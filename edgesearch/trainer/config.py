@@ -7,6 +7,7 @@ model with defaults, so a YAML file names only what differs from them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
@@ -42,6 +43,7 @@ __all__ = [
     "SyntheticConfig",
     "TrainConfig",
     "load_train_config",
+    "prediction_overrides",
     "validate_train_config",
 ]
 
@@ -285,8 +287,12 @@ class TrainConfig(FrozenModel):
         return value
 
 
+Overrides: TypeAlias = dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]
+"""A nested mapping applied on top of a config as read, or a function of the mapping read that gives it."""
+
+
 def validate_train_config(
-    raw: Any, *, source: str, prefix: str = "", overrides: dict[str, Any] | None = None, stored: bool = False
+    raw: Any, *, source: str, prefix: str = "", overrides: Overrides | None = None, stored: bool = False
 ) -> TrainConfig:
     """Validate a mapping into a TrainConfig, raising ConfigError with one line per problem.
 
@@ -297,7 +303,7 @@ def validate_train_config(
     if not isinstance(raw, dict):
         where = f"{source}: {prefix.rstrip('.')}" if prefix else source
         raise ConfigError(f"{where}: expected a mapping of trainer settings, got {type(raw).__name__}")
-    merged = _deep_merge(raw, overrides or {})
+    merged = _deep_merge(raw, (overrides(raw) if callable(overrides) else overrides) or {})
     try:
         return TrainConfig.model_validate(merged, context={STORED: stored})
     except ValidationError as exc:
@@ -305,7 +311,7 @@ def validate_train_config(
         raise ConfigError("\n".join(lines)) from None
 
 
-def load_train_config(path: Path, *, overrides: dict[str, Any] | None = None) -> TrainConfig:
+def load_train_config(path: Path, *, overrides: Overrides | None = None) -> TrainConfig:
     """Load a trainer config from a bare trainer file or from a study file's ``trainer:`` block.
 
     ``overrides`` is a nested mapping applied on top (used by CLI options such as ``--epochs``).
@@ -315,6 +321,21 @@ def load_train_config(path: Path, *, overrides: dict[str, Any] | None = None) ->
     if isinstance(raw, dict) and "trainer" in raw:
         raw, prefix = raw["trainer"], "trainer."
     return validate_train_config(raw, source=str(path), prefix=prefix, overrides=overrides)
+
+
+def prediction_overrides(raw: dict[str, Any]) -> dict[str, Any]:
+    """The overrides (for :func:`validate_train_config`) of a trainer config that a trained model predicts with.
+
+    Its checkpoint holds every weight, so the encoder weights the run started from are never loaded, and a
+    local weights file may be on the training machine only: it becomes null, whose images are normalised
+    alike (ImageNet's statistics). A weights name (``packaged``, ``imagenet``) stays: it says which statistics
+    the model's images were normalised with (:func:`~edgesearch.trainer.input_stats.model_normalization`).
+    """
+    model = raw.get("model")
+    weights = model.get("encoder_weights") if isinstance(model, dict) else None
+    if isinstance(weights, str) and not registry.is_local_weights(weights):
+        return {}
+    return {"model": {"encoder_weights": None}}
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -24,11 +24,20 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from edgesearch.errors import DataError
 from edgesearch.trainer import data_cache
-from edgesearch.trainer.config import IMAGE_SUFFIXES, DataConfig
+from edgesearch.trainer.config import IMAGE_SUFFIXES, DataConfig, ModelConfig
 from edgesearch.trainer.folders import Pair, pair_key, scan_folder
 from edgesearch.trainer.images import binarize_mask, is_lossy, read_image, read_mask, to_unit_range
+from edgesearch.trainer.input_stats import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Normalization,
+    model_normalization,
+    normalization,
+)
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "IMAGE_SUFFIXES",
     "FolderDataset",
     "SegmentationDataset",
@@ -40,10 +49,6 @@ __all__ = [
     "normalization",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 # --------------------------------------------------------------------------- reading
 
 
@@ -53,24 +58,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # --------------------------------------------------------------------------- datasets
 
 
-def normalization(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) per channel for images in 0..1: ImageNet's for 3 channels; for other channel
-    counts, which have no ImageNet statistics, the average of ImageNet's three for every channel."""
-    if channels < 1:
-        raise ValueError(f"channels must be >= 1, got {channels}")
-    if channels == 3:
-        return IMAGENET_MEAN, IMAGENET_STD
-    return (float(np.mean(IMAGENET_MEAN)),) * channels, (float(np.mean(IMAGENET_STD)),) * channels
-
-
 def build_transforms(
-    *, image_size: int | None, channels: int, augment: bool, mask_channels_first: bool = False
+    *, image_size: int | None, stats: Normalization, augment: bool, mask_channels_first: bool = False
 ) -> A.Compose:
     """Joint image+mask pipeline for a float32 0..1 image (:func:`to_unit_range`): resize (unless
-    ``image_size`` is None), (flips, rotations and brightness), ImageNet mean and standard deviation.
+    ``image_size`` is None), (flips, rotations and brightness), normalisation with ``stats``, the model's
+    (mean, std) (:func:`~edgesearch.trainer.input_stats.model_normalization`).
 
     ``mask_channels_first``: an (H, W, K) mask (a patch's targets) comes out (K, H, W)."""
-    mean, std = normalization(channels)
+    mean, std = stats
     steps: list[Any] = [] if image_size is None else [A.Resize(image_size, image_size)]
     if augment:
         steps += [
@@ -92,6 +88,13 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def __len__(self) -> int:
         raise NotImplementedError
+
+    @property
+    def stats(self) -> Normalization:
+        """The (mean, std) this dataset's images are normalised with: its transform's. What is built on the
+        same images (patches, whole validation images, the device's copies) takes them from here."""
+        step = next(step for step in self.transform.transforms if isinstance(step, A.Normalize))
+        return tuple(float(v) for v in np.atleast_1d(step.mean)), tuple(float(v) for v in np.atleast_1d(step.std))
 
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
@@ -232,10 +235,15 @@ def _split(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]
     return sorted(order[n_val:]), sorted(order[:n_val])
 
 
-def build_datasets(cfg: DataConfig, *, channels: int, seed: int) -> tuple[SegmentationDataset, SegmentationDataset]:
-    """(train, val) datasets; a folder is scanned and checked first (DataError on problems)."""
-    train_tf = build_transforms(image_size=cfg.image_size, channels=channels, augment=cfg.augment)
-    val_tf = build_transforms(image_size=cfg.image_size, channels=channels, augment=False)
+def build_datasets(
+    cfg: DataConfig, *, model: ModelConfig, seed: int
+) -> tuple[SegmentationDataset, SegmentationDataset]:
+    """(train, val) datasets of ``model.in_channels`` channels, normalised as ``model``'s encoder expects
+    (:func:`~edgesearch.trainer.input_stats.model_normalization`); a folder is scanned and checked
+    (DataError on problems)."""
+    channels, stats = model.in_channels, model_normalization(model)
+    train_tf = build_transforms(image_size=cfg.image_size, stats=stats, augment=cfg.augment)
+    val_tf = build_transforms(image_size=cfg.image_size, stats=stats, augment=False)
     if cfg.root is None:
         syn = cfg.synthetic
         train_idx, val_idx = _split(syn.n_images, cfg.val_fraction, syn.seed)

@@ -41,7 +41,7 @@ import torch
 
 from edgesearch.errors import ConfigError
 from edgesearch.trainer.config import DataConfig
-from edgesearch.trainer.data import SegmentationDataset, normalization
+from edgesearch.trainer.data import SegmentationDataset
 from edgesearch.trainer.device_patches import (
     DeviceImages,
     DevicePatches,
@@ -304,6 +304,7 @@ def device_batches(
     the patches' edge_valid targets). The size check counts 2 bytes a pixel (float16; 8-bit data then
     takes half of it), of the images as kept: resized, or scaled and (training images) padded to a patch.
     ``device`` asked for on a CUDA device where the data takes more than the free memory is a ConfigError.
+    Both are normalised as ``train_ds``'s images are (:attr:`~edgesearch.trainer.data.SegmentationDataset.stats`).
     """
     if cfg.loader == "cpu" or (cfg.loader == "auto" and device.type != "cuda"):
         return None
@@ -329,10 +330,8 @@ def device_batches(
             f"has {free / 2**30:.1f} GiB free; allowed here: cpu or auto"
         )
     if cfg.image_size is None:
-        return patch_batches(
-            train_ds, val_ds, cfg, channels=channels, edge_width=edge_width, augment=augment_batch, device=device
-        )
-    mean, std = normalization(channels)
+        return patch_batches(train_ds, val_ds, cfg, edge_width=edge_width, augment=augment_batch, device=device)
+    mean, std = train_ds.stats
 
     def batches(dataset: SegmentationDataset, *, train: bool) -> DeviceBatches:
         images, masks = resident_tensors(dataset, image_size=cfg.window)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from edgesearch.trainer.config import DataConfig
-from edgesearch.trainer.data import SegmentationDataset, normalization
+from edgesearch.trainer.data import SegmentationDataset
 from edgesearch.trainer.images import to_unit_range
 from edgesearch.trainer.patches import PatchSource, patch_plan, patch_weights, patches_per_epoch, rescale
 
@@ -230,14 +230,13 @@ def resident_patches(
     dataset: SegmentationDataset,
     cfg: DataConfig,
     *,
-    channels: int,
     edge_width: int,
     augment: BatchAugment | None,
     device: torch.device,
 ) -> DevicePatches:
     """The training images of ``dataset`` prepared for patches (as ``PatchDataset`` prepares them) on ``device``,
-    augmented by ``augment`` when ``data.augment`` asks for it."""
-    mean, std = normalization(channels)
+    augmented by ``augment`` when ``data.augment`` asks for it, normalised as ``dataset``'s images are."""
+    mean, std = dataset.stats
     source = PatchSource(
         dataset.raw, len(dataset), normalize=dataset.normalize, scale=cfg.scale, patch=cfg.window, pad_value=mean
     )
@@ -301,10 +300,9 @@ class DeviceImages:
             yield (_unit(image) - self._mean) / self._std, mask
 
 
-def resident_images(
-    dataset: SegmentationDataset, cfg: DataConfig, *, channels: int, device: torch.device
-) -> DeviceImages:
-    """The validation images of ``dataset``, scaled to 0..1 and resampled as ``WholeImages`` does, on ``device``."""
+def resident_images(dataset: SegmentationDataset, cfg: DataConfig, *, device: torch.device) -> DeviceImages:
+    """The validation images of ``dataset``, scaled to 0..1, resampled and normalised as ``WholeImages`` does,
+    on ``device``."""
     dtype = storage_dtype(dataset)
     images, masks = [], []
     for i in range(len(dataset)):
@@ -314,7 +312,7 @@ def resident_images(
         unit, _ = rescale(to_unit_range(image, dataset.normalize), None, cfg.scale)
         images.append(_stored(unit, dtype).to(device))
         masks.append(torch.from_numpy(np.array(mask, dtype=np.uint8))[None].to(device))
-    mean, std = normalization(channels)
+    mean, std = dataset.stats
     return DeviceImages(images, masks, mean=mean, std=std)
 
 
@@ -323,13 +321,12 @@ def patch_batches(
     val_ds: SegmentationDataset,
     cfg: DataConfig,
     *,
-    channels: int,
     edge_width: int,
     augment: BatchAugment,
     device: torch.device,
 ) -> tuple[DevicePatches, DeviceImages]:
     """(training patches, whole validation images) of the device path, resident on ``device``."""
     return (
-        resident_patches(train_ds, cfg, channels=channels, edge_width=edge_width, augment=augment, device=device),
-        resident_images(val_ds, cfg, channels=channels, device=device),
+        resident_patches(train_ds, cfg, edge_width=edge_width, augment=augment, device=device),
+        resident_images(val_ds, cfg, device=device),
     )

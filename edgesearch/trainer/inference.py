@@ -4,12 +4,12 @@ The model sees a new image as it saw its validation images (:class:`~edgesearch.
 
 - **Patches** (``data.image_size`` unset, the default): each image whole, at native resolution, by
   sliding window. The image as read is scaled to 0..1 as training scales it, resampled by
-  ``data.scale`` (:func:`~edgesearch.trainer.patches.rescale`), normalised with the mean and std of
-  :func:`~edgesearch.trainer.data.normalization`, and cut into ``data.window`` windows that overlap
-  by ``overlap`` (default ``data.overlap``) and are blended by ``blend`` (default ``gaussian``)
-  (:func:`~edgesearch.trainer.sliding.sliding_window_probabilities`, ``data.batch_size`` windows at
-  once). When ``data.scale`` made it another size, the map is resampled back (bilinear, OpenCV's
-  ``INTER_LINEAR``) to the image's exact size. Validation does the same
+  ``data.scale`` (:func:`~edgesearch.trainer.patches.rescale`), normalised with the model's mean and std
+  (:func:`~edgesearch.trainer.input_stats.model_normalization`, as in training), and cut into
+  ``data.window`` windows that overlap by ``overlap`` (default ``data.overlap``) and are blended by
+  ``blend`` (default ``gaussian``) (:func:`~edgesearch.trainer.sliding.sliding_window_probabilities`,
+  ``data.batch_size`` windows at once). When ``data.scale`` made it another size, the map is resampled
+  back (bilinear, OpenCV's ``INTER_LINEAR``) to the image's exact size. Validation does the same
   (:meth:`~edgesearch.trainer.epoch.EpochRunner.validate_whole`), so a mask at threshold 0.5 is the one
   ``val_iou`` scored, up to the last bits of the resampling.
 - **Resize** (``data.image_size`` set: runs made before patches, and small uniform data): the images of a
@@ -42,8 +42,9 @@ from torch import nn
 
 from edgesearch.errors import ConfigError, raise_problems
 from edgesearch.trainer.config import TrainConfig
-from edgesearch.trainer.data import build_transforms, normalization
+from edgesearch.trainer.data import build_transforms
 from edgesearch.trainer.images import to_unit_range
+from edgesearch.trainer.input_stats import model_normalization
 from edgesearch.trainer.patches import rescale
 from edgesearch.trainer.sliding import BLENDS, TTA_FLIPS, Blend, sliding_window_probabilities
 
@@ -152,7 +153,8 @@ def _resized_maps(
 ) -> list[np.ndarray]:
     if not images:
         return []
-    transform = build_transforms(image_size=config.data.image_size, channels=config.model.in_channels, augment=False)
+    stats = model_normalization(config.model)
+    transform = build_transforms(image_size=config.data.image_size, stats=stats, augment=False)
     batch = torch.stack([transform(image=prepare_image(image, config))["image"] for image in images])
     probs = predict_probabilities(model, batch, tta=tta)[:, 0].numpy()
     return [_at_size(prob, image.shape[:2]) for prob, image in zip(probs, images, strict=True)]
@@ -183,7 +185,7 @@ def _native_input(image: np.ndarray, config: TrainConfig) -> torch.Tensor:
     unit, _ = rescale(prepare_image(image, config), None, config.data.scale)
     if np.may_share_memory(unit, image):  # normalised in place below: never the caller's pixels
         unit = unit.copy()
-    mean, std = normalization(config.model.in_channels)
+    mean, std = model_normalization(config.model)
     unit -= np.asarray(mean, dtype=np.float32)
     unit /= np.asarray(std, dtype=np.float32)
     return torch.from_numpy(unit).permute(2, 0, 1)

@@ -176,7 +176,7 @@ def train(
     data_cache.check_budget()
     device = resolve_device(config.device)
     seed_everything(config.seed)
-    train_ds, val_ds = build_datasets(config.data, channels=config.model.in_channels, seed=config.seed)
+    train_ds, val_ds = build_datasets(config.data, model=config.model, seed=config.seed)
     source = str(config.data.root) if config.data.root is not None else "synthetic shapes"
     for cb in callbacks:
         cb.on_data(train=len(train_ds), val=len(val_ds), source=source)
@@ -199,7 +199,7 @@ def train(
         # Patches: training on native-resolution patches, validation on whole images (trainer/patches.py).
         # Built only here: it keeps every prepared image in host memory, which the device path does not need.
         if not config.data.resize:
-            train_set = PatchDataset(train_ds, config.data, channels=channels, edge_width=config.loss.edge_width)
+            train_set = PatchDataset(train_ds, config.data, edge_width=config.loss.edge_width)
         pin = device.type == "cuda"
         train_loader = build_loader(
             train_set, config.data, train=True, generator=generator, pin_memory=pin, device=device
@@ -207,7 +207,7 @@ def train(
         val_loader = (
             build_loader(val_ds, config.data, train=False, pin_memory=pin, device=device)
             if config.data.resize
-            else WholeImages(val_ds, config.data, channels=channels)
+            else WholeImages(val_ds, config.data)
         )
     start_epoch = int(state["epoch"]) if state else 0
     runner = EpochRunner.build(

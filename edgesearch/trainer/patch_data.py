@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from edgesearch.trainer.config import DataConfig
-from edgesearch.trainer.data import SegmentationDataset, build_transforms, normalization
+from edgesearch.trainer.data import SegmentationDataset, build_transforms
 from edgesearch.trainer.images import to_unit_range
 from edgesearch.trainer.patches import (
     EpochSampler,
@@ -35,14 +35,14 @@ class PatchDataset(SegmentationDataset):
 
     The targets are the mask, ``valid`` and ``edge_valid`` (:mod:`~edgesearch.trainer.patches`). Load
     it with :meth:`epoch_sampler` (``build_loader`` does), and call ``set_epoch`` on the sampler
-    before each epoch.
+    before each epoch. Patches are normalised as ``source``'s images are (:attr:`SegmentationDataset.stats`).
     """
 
-    def __init__(self, source: SegmentationDataset, cfg: DataConfig, *, channels: int, edge_width: int) -> None:
+    def __init__(self, source: SegmentationDataset, cfg: DataConfig, *, edge_width: int) -> None:
         super().__init__(
-            build_transforms(image_size=None, channels=channels, augment=cfg.augment, mask_channels_first=True)
+            build_transforms(image_size=None, stats=source.stats, augment=cfg.augment, mask_channels_first=True)
         )
-        mean, _ = normalization(channels)
+        mean, _ = source.stats
         self.base = source
         self.patch = cfg.window
         self.edge_width = edge_width
@@ -106,15 +106,15 @@ class PatchDataset(SegmentationDataset):
 class WholeImages:
     """Validation images at native resolution: ``(image (C, h, w) normalised and scaled, mask (1, H, W) 0/1)``.
 
-    The image is what the model sees (resampled by ``data.scale``); the mask stays at the image's
-    own size, where the metrics are taken. Items are made on demand from ``source``, whose decoded
-    images the data cache keeps.
+    The image is what the model sees (resampled by ``data.scale``, normalised as ``source``'s images
+    are); the mask stays at the image's own size, where the metrics are taken. Items are made on demand
+    from ``source``, whose decoded images the data cache keeps.
     """
 
-    def __init__(self, source: SegmentationDataset, cfg: DataConfig, *, channels: int) -> None:
+    def __init__(self, source: SegmentationDataset, cfg: DataConfig) -> None:
         self.source = source
         self.scale = cfg.scale
-        mean, std = normalization(channels)
+        mean, std = source.stats
         self._mean = np.asarray(mean, dtype=np.float32)
         self._std = np.asarray(std, dtype=np.float32)
 

@@ -97,7 +97,7 @@ def write_edge_overlay(
     Returns ``{"good": [(val index, IoU), ...], "bad": [...]}``, best and worst first.
     """
     _check_counts(n_good, n_bad)
-    _, val_ds = build_datasets(config.data, channels=config.model.in_channels, seed=config.seed)
+    _, val_ds = build_datasets(config.data, model=config.model, seed=config.seed)
     model = load_model(config, checkpoint, device=resolve_device(device))
     return draw_edge_overlay(model, val_ds, config, path, n_good=n_good, n_bad=n_bad)
 

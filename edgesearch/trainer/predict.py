@@ -23,7 +23,7 @@ from edgesearch.errors import ConfigError, DataError, first_line, raise_problems
 from edgesearch.files import atomic_write, check_new_or_empty
 from edgesearch.trainer import run_files
 from edgesearch.trainer.checkpoint_files import read_checkpoint
-from edgesearch.trainer.config import TrainConfig, load_train_config, validate_train_config
+from edgesearch.trainer.config import TrainConfig, load_train_config, prediction_overrides, validate_train_config
 from edgesearch.trainer.data import IMAGE_SUFFIXES
 from edgesearch.trainer.device import resolve_device
 from edgesearch.trainer.images import check_nan, read_image, to_display
@@ -86,20 +86,16 @@ def load_model(config: TrainConfig, checkpoint: Path, *, device: torch.device) -
     return model.to(device).eval()
 
 
-# The checkpoint holds every weight, and the encoder_weights a run started from (a download, or
-# a file on the training machine) may be out of reach here: prediction never loads them.
-_NO_ENCODER_WEIGHTS: dict[str, Any] = {"model": {"encoder_weights": None}}
-
-
 def checkpoint_config(checkpoint: Path, config_file: Path | None = None) -> TrainConfig:
     """The config of ``checkpoint``'s model: ``config_file`` if given, else the run directory's config.json.
 
-    Pretrained encoder weights are never loaded: the checkpoint replaces all of them.
+    Pretrained encoder weights are never loaded: the checkpoint replaces all of them
+    (:func:`~edgesearch.trainer.config.prediction_overrides`).
     """
     if not checkpoint.is_file():
         raise ConfigError(f"{checkpoint}: checkpoint not found")
     if config_file is not None:
-        return load_train_config(config_file, overrides=_NO_ENCODER_WEIGHTS)
+        return load_train_config(config_file, overrides=prediction_overrides)
     path = checkpoint.parent / run_files.CONFIG
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -107,7 +103,7 @@ def checkpoint_config(checkpoint: Path, config_file: Path | None = None) -> Trai
         raise ConfigError(f"{path}: not found; a run directory has one beside best.pt, or pass --config FILE") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not a readable config.json ({exc})") from None
-    return validate_train_config(raw, source=str(path), overrides=_NO_ENCODER_WEIGHTS)
+    return validate_train_config(raw, source=str(path), overrides=prediction_overrides)
 
 
 def _shape(value: Any) -> tuple[int, ...] | None:

@@ -69,7 +69,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedStudy:
     best = study.best_trial
     config = TrainConfig.model_validate(best.user_attrs["config"])
 
-    _, val_ds = build_datasets(config.data, channels=config.model.in_channels, seed=config.seed)
+    _, val_ds = build_datasets(config.data, model=config.model, seed=config.seed)
     (root / "val").mkdir()
     images, masks = [], []
     for i in range(len(val_ds)):

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from edgesearch.errors import DataError
-from edgesearch.trainer.config import DataConfig
+from edgesearch.trainer.config import DataConfig, ModelConfig
 from edgesearch.trainer.data import build_datasets, build_loader, synthetic_sample
 from edgesearch.trainer.folders import scan_folder
 from edgesearch.trainer.images import binarize_mask
@@ -29,14 +29,14 @@ def test_synthetic_samples_are_a_pure_function_of_seed_and_index() -> None:
 
 def test_synthetic_split_is_disjoint_and_sized_by_val_fraction() -> None:
     cfg = DataConfig(image_size=32, val_fraction=0.25, synthetic={"n_images": 20, "seed": 1})  # type: ignore[arg-type]
-    train, val = build_datasets(cfg, channels=3, seed=0)
+    train, val = build_datasets(cfg, model=ModelConfig(), seed=0)
     assert len(train) == 15 and len(val) == 5
     assert not set(train.indices) & set(val.indices)  # type: ignore[attr-defined]
 
 
 def test_augmented_batches_keep_masks_binary_and_aligned_shapes() -> None:
     cfg = DataConfig(image_size=64, batch_size=4, num_workers=0, synthetic={"n_images": 8})  # type: ignore[arg-type]
-    train, _ = build_datasets(cfg, channels=3, seed=0)
+    train, _ = build_datasets(cfg, model=ModelConfig(), seed=0)
     images, masks = next(iter(build_loader(train, cfg, train=True, generator=torch.Generator().manual_seed(0))))
     assert images.shape == (4, 3, 64, 64) and images.dtype == torch.float32
     assert masks.shape == (4, 1, 64, 64)
@@ -47,7 +47,7 @@ def test_augmented_batches_keep_masks_binary_and_aligned_shapes() -> None:
 
 def test_loader_workers_deliver_the_same_shapes() -> None:
     cfg = DataConfig(image_size=32, batch_size=4, num_workers=2, synthetic={"n_images": 8})  # type: ignore[arg-type]
-    train, _ = build_datasets(cfg, channels=3, seed=0)
+    train, _ = build_datasets(cfg, model=ModelConfig(), seed=0)
     batches = list(build_loader(train, cfg, train=True, generator=torch.Generator().manual_seed(0)))
     assert sum(b[0].shape[0] for b in batches) == 4  # 6 train images, drop_last with batch 4
 
@@ -123,7 +123,7 @@ def test_binarize_mask_splits_a_jpeg_masks_noise_at_half_range() -> None:
 def test_folder_dataset_resizes_to_image_size(tmp_path: Path) -> None:
     root = write_folder(tmp_path / "d", n=4, size=96)
     cfg = DataConfig(root=root, image_size=64, val_fraction=0.25, augment=False)
-    train, val = build_datasets(cfg, channels=3, seed=0)
+    train, val = build_datasets(cfg, model=ModelConfig(), seed=0)
     image, mask = val[0]
     assert image.shape == (3, 64, 64) and mask.shape == (1, 64, 64)
     assert len(train) == 3 and len(val) == 1
@@ -147,7 +147,7 @@ def test_a_folder_of_compressed_tiffs_is_checked_and_batched_as_written(tmp_path
         written[f"{writer}.tif"] = (image, mask)
     cfg = DataConfig(root=root, image_size=64, batch_size=2, num_workers=0, val_fraction=0.2)
 
-    train, val = build_datasets(cfg, channels=1, seed=0)
+    train, val = build_datasets(cfg, model=ModelConfig(in_channels=1), seed=0)
 
     for dataset in (train, val):
         for index, pair in enumerate(dataset.pairs):  # type: ignore[attr-defined]
@@ -172,7 +172,7 @@ def test_masks_named_with_a_suffix_pair_when_data_mask_suffix_says_so(tmp_path: 
         ("img02.png", "img02_mask.png"),
         ("img03.png", "img03_mask.tif"),
     ]
-    train, val = build_datasets(DataConfig(root=root, image_size=64, mask_suffix="_mask"), channels=3, seed=0)
+    train, val = build_datasets(DataConfig(root=root, image_size=64, mask_suffix="_mask"), model=ModelConfig(), seed=0)
     assert len(train) + len(val) == 4
     with pytest.raises(DataError) as info:
         scan_folder(root)

@@ -17,7 +17,7 @@ from edgesearch.errors import ConfigError, DataError
 from edgesearch.trainer import data as data_module
 from edgesearch.trainer import data_cache
 from edgesearch.trainer import folders as folders_module
-from edgesearch.trainer.config import DataConfig
+from edgesearch.trainer.config import DataConfig, ModelConfig
 from edgesearch.trainer.data import build_datasets, loader_workers
 from edgesearch.trainer.folders import scan_folder
 from tests.helpers import write_folder
@@ -68,7 +68,7 @@ def test_training_reads_each_image_once_per_process(tmp_path: Path, monkeypatch:
     reads = _count_reads(monkeypatch)
     cfg = DataConfig(root=root, image_size=64, batch_size=2)
     for _ in range(2):  # two runs in one process, as a worker's trials are
-        train_ds, val_ds = build_datasets(cfg, channels=3, seed=0)
+        train_ds, val_ds = build_datasets(cfg, model=ModelConfig(), seed=0)
         for ds in (train_ds, val_ds):
             for i in range(len(ds)):
                 ds[i]
@@ -77,7 +77,7 @@ def test_training_reads_each_image_once_per_process(tmp_path: Path, monkeypatch:
 
 def test_a_kept_image_is_the_decoded_file_and_cannot_be_written(tmp_path: Path) -> None:
     root = write_folder(tmp_path / "data", n=4)
-    train_ds, _ = build_datasets(DataConfig(root=root, image_size=64, batch_size=2), channels=3, seed=0)
+    train_ds, _ = build_datasets(DataConfig(root=root, image_size=64, batch_size=2), model=ModelConfig(), seed=0)
     image, mask = train_ds.raw(0)
     pair = train_ds.pairs[0]  # type: ignore[attr-defined]
     np.testing.assert_array_equal(image, np.asarray(Image.open(pair.image).convert("RGB")))
@@ -92,7 +92,7 @@ def test_nothing_is_kept_beyond_the_budget(tmp_path: Path, monkeypatch: pytest.M
     data_cache.clear()
     root = write_folder(tmp_path / "data", n=4)
     reads = _count_reads(monkeypatch)
-    train_ds, _ = build_datasets(DataConfig(root=root, image_size=64, batch_size=2), channels=3, seed=0)
+    train_ds, _ = build_datasets(DataConfig(root=root, image_size=64, batch_size=2), model=ModelConfig(), seed=0)
     assert len(data_cache.decoded()) == 0
     assert not train_ds.load_all()
     train_ds[0]
@@ -142,12 +142,12 @@ def test_auto_workers_start_loader_processes_only_when_needed(
         monkeypatch.setenv(data_cache.BUDGET_ENV, budget_mb)
         data_cache.clear()
     cfg = DataConfig(image_size=32, batch_size=4, augment=augment, synthetic={"n_images": 8})
-    train_ds, val_ds = build_datasets(cfg, channels=3, seed=0)
+    train_ds, val_ds = build_datasets(cfg, model=ModelConfig(), seed=0)
     dataset = train_ds if train else val_ds
     assert loader_workers(dataset, cfg, train=train, device=device) == min(expected, len(os.sched_getaffinity(0)))
 
 
 def test_a_number_of_workers_is_used_as_given() -> None:
     cfg = DataConfig(image_size=32, batch_size=4, num_workers=3, synthetic={"n_images": 8})
-    train_ds, _ = build_datasets(cfg, channels=3, seed=0)
+    train_ds, _ = build_datasets(cfg, model=ModelConfig(), seed=0)
     assert loader_workers(train_ds, cfg, train=True, device=CPU) == 3

@@ -17,6 +17,7 @@ import tifffile
 from PIL import Image
 
 from edgesearch.trainer import TrainConfig, train
+from edgesearch.trainer.config import ModelConfig
 from edgesearch.trainer.data import build_datasets, synthetic_sample
 from edgesearch.trainer.images import read_image
 
@@ -67,7 +68,7 @@ def test_deep_images_reach_the_files_full_range_and_the_masks_every_instance(tmp
     root = _write(tmp_path / "12", "12-bit")
     image = read_image(root / "images" / "00.png", channels=3)
     assert image.dtype == np.uint16 and image.min() >= 150 and image.max() <= 1250
-    train_ds, _ = build_datasets(_config(root).data, channels=3, seed=0)
+    train_ds, _ = build_datasets(_config(root).data, model=ModelConfig(), seed=0)
     tensor, mask = train_ds[0]
     # percentile scaling then ImageNet normalisation: a full range of values, not one saturated level
     assert float(tensor.std()) > 0.5

@@ -87,7 +87,7 @@ def both_paths() -> tuple[Outcomes, Outcomes]:
     image, mask = _asymmetric_input()
     mean, std = (np.array(v, np.float32) for v in normalization(3))
 
-    transform = build_transforms(image_size=SIZE, channels=3, augment=True)
+    transform = build_transforms(image_size=SIZE, stats=normalization(3), augment=True)
     # Seeded as training seeds it (each epoch, each loader process): one stream per step.
     SyntheticShapes([0], size=SIZE, seed=0, channels=3, transform=transform).reseed(1000)
     cpu_images, cpu_masks = [], []
@@ -152,7 +152,7 @@ def test_flips_and_turns_are_albumentations_own_per_sample() -> None:
 
 def test_the_cpu_path_reseed_draws_its_flips_independently() -> None:
     image, mask = _asymmetric_input()
-    transform = build_transforms(image_size=SIZE, channels=3, augment=True)
+    transform = build_transforms(image_size=SIZE, stats=normalization(3), augment=True)
     dataset = SyntheticShapes([0], size=SIZE, seed=0, channels=3, transform=transform)
     dataset.reseed(0)
     outputs = np.stack([transform(image=image, mask=mask)["mask"].numpy() for _ in range(400)])
@@ -225,7 +225,7 @@ def test_the_same_generator_seed_gives_the_same_augmented_batch() -> None:
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_resident_8_bit_images_match_the_cpu_path_within_half_a_level(channels: int) -> None:
-    transform = build_transforms(image_size=SIZE, channels=channels, augment=False)
+    transform = build_transforms(image_size=SIZE, stats=normalization(channels), augment=False)
     dataset = SyntheticShapes(range(5), size=48, seed=3, channels=channels, transform=transform)
     images, masks = resident_tensors(dataset, image_size=SIZE)
     assert images.dtype == torch.uint8 and images.shape == (5, channels, SIZE, SIZE)
@@ -255,7 +255,7 @@ def test_deeper_images_are_kept_as_float16_near_their_full_depth(tmp_path: Path)
             tifffile.imwrite(image_path, (rng.integers(0, 4096, (40, 40)) + 200 * mask).astype(np.uint16))
         Image.fromarray(mask * 255).save(tmp_path / "masks" / f"{i}.png")
         pairs.append(Pair(image_path, tmp_path / "masks" / f"{i}.png"))
-    transform = build_transforms(image_size=SIZE, channels=1, augment=False)
+    transform = build_transforms(image_size=SIZE, stats=normalization(1), augment=False)
     dataset = FolderDataset(pairs, channels=1, transform=transform)
     images, masks = resident_tensors(dataset, image_size=SIZE)
     assert images.dtype == torch.float16 and images.shape == (3, 1, SIZE, SIZE)
@@ -274,7 +274,7 @@ def test_deeper_images_are_kept_as_float16_near_their_full_depth(tmp_path: Path)
 
 @pytest.mark.parametrize(("n", "batch_size", "train"), [(10, 4, True), (10, 4, False), (8, 4, True), (3, 4, True)])
 def test_batches_are_those_of_build_loader(n: int, batch_size: int, train: bool) -> None:
-    transform = build_transforms(image_size=SIZE, channels=3, augment=False)
+    transform = build_transforms(image_size=SIZE, stats=normalization(3), augment=False)
     dataset = SyntheticShapes(range(n), size=SIZE, seed=2, channels=3, transform=transform)
     cfg = DataConfig(image_size=SIZE, batch_size=batch_size, num_workers=0, augment=False)
     loader = build_loader(dataset, cfg, train=train, generator=torch.Generator().manual_seed(0))

@@ -25,7 +25,7 @@ from edgesearch.errors import ConfigError
 from edgesearch.trainer import Callback, TrainConfig, train
 from edgesearch.trainer import device_data as device_data_module
 from edgesearch.trainer.checkpoint_files import load_checkpoint
-from edgesearch.trainer.config import DataConfig
+from edgesearch.trainer.config import DataConfig, ModelConfig
 from edgesearch.trainer.data import SegmentationDataset, build_datasets, build_loader, normalization
 from edgesearch.trainer.device_data import augment_batch, device_batches
 from edgesearch.trainer.device_patches import (
@@ -79,12 +79,12 @@ def _data(root: Path | None = None, **overrides: Any) -> DataConfig:
 
 def _both(cfg: DataConfig, channels: int) -> tuple[PatchDataset, SegmentationDataset, DevicePatches, DeviceImages]:
     """(CPU training set, validation set, device patches, device validation images) of ``cfg``."""
-    train_ds, val_ds = build_datasets(cfg, channels=channels, seed=0)
+    train_ds, val_ds = build_datasets(cfg, model=ModelConfig(in_channels=channels), seed=0)
     paths = device_batches(train_ds, val_ds, cfg, channels=channels, edge_width=EDGE_WIDTH, device=CPU)
     assert paths is not None
     patches, images = paths
     assert isinstance(patches, DevicePatches) and isinstance(images, DeviceImages)
-    return PatchDataset(train_ds, cfg, channels=channels, edge_width=EDGE_WIDTH), val_ds, patches, images
+    return PatchDataset(train_ds, cfg, edge_width=EDGE_WIDTH), val_ds, patches, images
 
 
 def _cpu_batches(dataset: PatchDataset, cfg: DataConfig, epoch_seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -128,7 +128,7 @@ def test_unaugmented_batches_and_validation_images_are_those_of_the_cpu_path(
     # The padding (images smaller than a patch) is in the batches: some targets are not valid everywhere.
     assert any(not bool(targets[:, 1].all()) for _, targets in ours)
 
-    whole = list(WholeImages(val_ds, cfg, channels=channels))
+    whole = list(WholeImages(val_ds, cfg))
     assert len(images) == len(whole) == len(SIZES["val"])
     for (image, mask), (cpu_image, cpu_mask) in zip(images, whole, strict=True):
         assert image.shape == cpu_image.shape and image.dtype == torch.float32
@@ -155,7 +155,7 @@ NEED = {1.0: 12 * 48 * 48 * 7, 0.5: 10 * 32 * 32 * 7 + 2 * (24 * 24 * 6 + 48 * 4
 
 
 def _choose(cfg: DataConfig, device: torch.device) -> object:
-    train_ds, val_ds = build_datasets(cfg, channels=3, seed=0)
+    train_ds, val_ds = build_datasets(cfg, model=ModelConfig(), seed=0)
     return device_batches(train_ds, val_ds, cfg, channels=3, edge_width=EDGE_WIDTH, device=device)
 
 

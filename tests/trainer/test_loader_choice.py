@@ -13,7 +13,7 @@ import torch
 from edgesearch.errors import ConfigError
 from edgesearch.trainer import TrainConfig, train
 from edgesearch.trainer import device_data as device_data_module
-from edgesearch.trainer.config import DataConfig
+from edgesearch.trainer.config import DataConfig, ModelConfig
 from edgesearch.trainer.data import build_datasets, build_loader
 from edgesearch.trainer.device_data import device_batches
 from edgesearch.trainer.epoch import EpochRunner
@@ -27,7 +27,7 @@ def _data(**overrides: Any) -> DataConfig:
 
 
 def _paths(cfg: DataConfig, device: torch.device) -> tuple[Any, Any] | None:
-    train_ds, val_ds = build_datasets(cfg, channels=3, seed=0)
+    train_ds, val_ds = build_datasets(cfg, model=ModelConfig(), seed=0)
     return device_batches(train_ds, val_ds, cfg, channels=3, edge_width=2, device=device)
 
 
@@ -67,7 +67,7 @@ def test_validation_on_the_device_path_measures_what_the_cpu_path_measures() -> 
     torch.manual_seed(0)
     model = build_model(config.model)
     runner = EpochRunner.build(config, model, device=CPU, steps_per_epoch=1)
-    train_ds, val_ds = build_datasets(cfg, channels=3, seed=0)
+    train_ds, val_ds = build_datasets(cfg, model=ModelConfig(), seed=0)
     paths = device_batches(train_ds, val_ds, cfg, channels=3, edge_width=2, device=CPU)
     assert paths is not None
     on_device = runner.validate(paths[1])

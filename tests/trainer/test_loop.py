@@ -49,7 +49,7 @@ def test_three_epochs_on_synthetic_data_learn_and_write_the_run_dir(
     ious = [row["val_iou"] for row in result.history]
     assert len(ious) == 3
     # An all-background prediction has IoU 0 against masks that all contain objects.
-    _, val = build_datasets(config.data, channels=3, seed=config.seed)
+    _, val = build_datasets(config.data, model=config.model, seed=config.seed)
     assert all(val[i][1].sum() > 0 for i in range(len(val)))
     assert ious[-1] > ious[0] + 0.15, ious
     assert max(ious) == result.best_val_iou
@@ -176,7 +176,7 @@ def test_the_soft_edge_profile_changes_the_validation_loss_but_not_the_metrics(
     soft = tiny_config(**SMALL, loss={**loss, "edge_profile": "soft"})
     seed_everything(0)
     model = build_model(hard.model)
-    _, val = build_datasets(hard.data, channels=3, seed=0)
+    _, val = build_datasets(hard.data, model=hard.model, seed=0)
     loader = build_loader(val, hard.data, train=False)
     device = torch.device("cpu")
     results = [

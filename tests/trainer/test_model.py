@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -7,7 +8,13 @@ import torch
 
 from edgesearch.errors import ConfigError
 from edgesearch.trainer.config import ModelConfig
-from edgesearch.trainer.model import backbone_parameters, build_model, head_parameters, set_backbone_trainable
+from edgesearch.trainer.model import (
+    backbone_parameters,
+    build_model,
+    head_parameters,
+    input_conv_weight,
+    set_backbone_trainable,
+)
 
 
 @pytest.mark.parametrize("arch", ["unet", "fpn", "linknet"])
@@ -51,3 +58,16 @@ def test_weights_for_another_encoder_are_rejected_clearly(tmp_path: Path) -> Non
     torch.save({"foo": torch.zeros(1)}, tmp_path / "bad.pt")
     with pytest.raises(ConfigError, match=r"bad.pt: does not fit encoder"):
         build_model(ModelConfig(encoder="resnet18", encoder_weights=str(tmp_path / "bad.pt")))
+
+
+@pytest.mark.parametrize("channels", [1, 2, 5])
+def test_input_conv_weight_adapts_an_rgb_convolution_as_smps_patch_first_conv(channels: int) -> None:
+    from segmentation_models_pytorch.encoders._utils import patch_first_conv
+
+    torch.manual_seed(0)
+    original = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3))
+    patched = copy.deepcopy(original)
+    patch_first_conv(patched, new_in_channels=channels, pretrained=True)
+    conv = patched[0]
+    assert isinstance(conv, torch.nn.Conv2d) and conv.weight.shape == (8, channels, 3, 3)
+    torch.testing.assert_close(input_conv_weight(original[0].weight.detach(), channels), conv.weight.detach())

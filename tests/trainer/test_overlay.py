@@ -96,7 +96,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, 
 
 def _reference_ious(config: TrainConfig, checkpoint: Path) -> list[float]:
     """Per-image IoU of the validation split through the training pipeline (dataset __getitem__)."""
-    _, val_ds = build_datasets(config.data, channels=3, seed=config.seed)
+    _, val_ds = build_datasets(config.data, model=config.model, seed=config.seed)
     model = build_model(config.model)
     model.load_state_dict(torch.load(checkpoint, weights_only=True))
     model.eval()
@@ -159,7 +159,7 @@ def test_validation_gives_each_image_its_iou_in_split_order(trained_run: tuple[T
     from edgesearch.trainer.epoch import EpochRunner
 
     config, checkpoint = trained_run
-    _, val_ds = build_datasets(config.data, channels=3, seed=config.seed)
+    _, val_ds = build_datasets(config.data, model=config.model, seed=config.seed)
     model = build_model(config.model)
     model.load_state_dict(torch.load(checkpoint, weights_only=True))
     runner = EpochRunner.build(config, model, device=torch.device("cpu"), steps_per_epoch=1)
@@ -203,7 +203,7 @@ def patch_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, Pa
 
 def _sliding_ious(config: TrainConfig, checkpoint: Path) -> list[float]:
     """Per-image IoU of the validation images predicted whole by the sliding window, written out here."""
-    _, val_ds = build_datasets(config.data, channels=3, seed=config.seed)
+    _, val_ds = build_datasets(config.data, model=config.model, seed=config.seed)
     model = build_model(config.model)
     model.load_state_dict(torch.load(checkpoint, weights_only=True))
     ious = []

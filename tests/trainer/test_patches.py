@@ -223,8 +223,8 @@ def test_patch_dataset_cuts_training_images_only(whole_root: Path) -> None:
     train_rows = {row for start, stop in WHOLE_TRAIN_ROWS for row in range(start, stop)}
     assert train_rows.isdisjoint(row for start, stop in WHOLE_VAL_ROWS for row in range(start, stop))
     config = _whole_config(whole_root, foreground_fraction=0.5)
-    train_ds, _ = build_datasets(config.data, channels=1, seed=0)
-    dataset = PatchDataset(train_ds, config.data, channels=1, edge_width=2)
+    train_ds, _ = build_datasets(config.data, model=config.model, seed=0)
+    dataset = PatchDataset(train_ds, config.data, edge_width=2)
     files = sorted((whole_root / "train" / "images").iterdir())
     # scaled to 0..1 as data.normalize: auto scales the file (percentiles for 16-bit files)
     pixels = [to_unit_range(np.asarray(Image.open(path))) for path in files]
@@ -242,8 +242,8 @@ def test_patch_dataset_cuts_training_images_only(whole_root: Path) -> None:
 def test_patches_are_a_function_of_the_epoch_seed(whole_root: Path) -> None:
     """What a resumed run needs: a new dataset (another process) cuts the same patches for the same epoch."""
     config = _whole_config(whole_root)
-    first = PatchDataset(build_datasets(config.data, channels=1, seed=0)[0], config.data, channels=1, edge_width=2)
-    second = PatchDataset(build_datasets(config.data, channels=1, seed=0)[0], config.data, channels=1, edge_width=2)
+    first = PatchDataset(build_datasets(config.data, model=config.model, seed=0)[0], config.data, edge_width=2)
+    second = PatchDataset(build_datasets(config.data, model=config.model, seed=0)[0], config.data, edge_width=2)
     second.reseed(5)
     for k in (0, 13, 47):
         a, b = first.cut(5, k), second[(5, k)]
@@ -264,8 +264,8 @@ def test_small_images_are_padded_and_marked(tmp_path: Path) -> None:
             tifffile.imwrite(root / part / "images" / f"a{i}.tif", image)
             Image.fromarray(mask).save(root / part / "masks" / f"a{i}.png")
     config = _whole_config(root)
-    train_ds, val_ds = build_datasets(config.data, channels=1, seed=0)
-    dataset = PatchDataset(train_ds, config.data, channels=1, edge_width=2)
+    train_ds, val_ds = build_datasets(config.data, model=config.model, seed=0)
+    dataset = PatchDataset(train_ds, config.data, edge_width=2)
     image, targets = dataset[(0, 0)]
     assert image.shape == (1, 64, 64) and targets.shape == (3, 64, 64)
     valid = torch.zeros(64, 64)
@@ -273,5 +273,5 @@ def test_small_images_are_padded_and_marked(tmp_path: Path) -> None:
     assert torch.equal(targets[1], valid)
     assert torch.equal(targets[2], torch.ones(64, 64))  # no cut: the whole image is in the patch
     assert targets[0].sum().item() == 10 * 17
-    whole_image, whole_mask = WholeImages(val_ds, config.data, channels=1).item(0)
+    whole_image, whole_mask = WholeImages(val_ds, config.data).item(0)
     assert whole_image.shape == (1, 20, 27) and whole_mask.shape == (1, 20, 27)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from edgesearch.errors import ConfigError, DataError, UserError
 from edgesearch.trainer import TrainConfig
-from edgesearch.trainer.data import build_transforms, synthetic_sample
+from edgesearch.trainer.data import build_transforms, normalization, synthetic_sample
 from edgesearch.trainer.images import read_image
 from edgesearch.trainer.overlay import edge_overlay
 from edgesearch.trainer.predict import load_model, predict_files, predict_image, probability_maps
@@ -87,7 +87,7 @@ def test_predict_image_runs_at_the_training_size_and_thresholds_the_resized_prob
     shapes: list[tuple[int, ...]] = []
     model.register_forward_pre_hook(lambda _, args: shapes.append(tuple(args[0].shape)))
 
-    transform = build_transforms(image_size=64, channels=3, augment=False)
+    transform = build_transforms(image_size=64, stats=normalization(3), augment=False)
     with torch.inference_mode():
         # contiguous as a stacked batch is: a strided input may take another conv kernel (last-bit differences)
         logits = model(transform(image=image.astype(np.float32) / 255.0)["image"][None].contiguous())
@@ -425,7 +425,7 @@ def test_tta_in_resize_mode_averages_the_flipped_passes_at_the_training_size(run
     config, checkpoint = run
     model = load_model(config, checkpoint, device=CPU)
     image = _rgb(50, 70)
-    transform = build_transforms(image_size=64, channels=3, augment=False)
+    transform = build_transforms(image_size=64, stats=normalization(3), augment=False)
     resized = transform(image=image.astype(np.float32) / 255.0)["image"].numpy().transpose(1, 2, 0)
 
     def single(x: np.ndarray) -> np.ndarray:

@@ -93,16 +93,17 @@ def best_model(study: optuna.Study, config: StudyConfig, *, pick: str | None = N
     (pretrained weights never loaded).
 
     The checkpoint holds every weight, and the ``encoder_weights`` a run started from (a download,
-    or a file on the training machine) may be out of reach here.
+    or a file on the training machine) may be out of reach here
+    (:func:`~edgesearch.trainer.config.prediction_overrides`).
     """
-    from edgesearch.trainer.config import validate_train_config
+    from edgesearch.trainer.config import prediction_overrides, validate_train_config
 
     best = best_trial(study, config, pick=pick)
     where = f"study {study.study_name} trial {best.number}"
     raw, checkpoint = best.user_attrs.get("config"), best.user_attrs.get("best_checkpoint")
     if raw is None or checkpoint is None:
         raise UserError(f"{where}: no stored config or best_checkpoint (was it run by edgesearch worker?)")
-    train_config = validate_train_config(raw, source=where, overrides={"model": {"encoder_weights": None}})
+    train_config = validate_train_config(raw, source=where, overrides=prediction_overrides)
     path = Path(checkpoint)
     recorded = best.user_attrs.get("best_checkpoint_sha256")
     if recorded is not None and path.is_file() and file_digest(path) != recorded:
