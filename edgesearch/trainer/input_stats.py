@@ -7,6 +7,7 @@ a model sees every image as its encoder learnt to see them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any, TypeAlias
@@ -17,6 +18,8 @@ from edgesearch.errors import ConfigError, first_line
 from edgesearch.trainer.config import ModelConfig
 from edgesearch.trainer.packaged_weights import PACKAGED, PACKAGED_NAME
 from edgesearch.trainer.registry import is_local_weights
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -62,7 +65,9 @@ def model_normalization(model: ModelConfig) -> Normalization:
     - null (random init) or a local file: ImageNet's.
 
     Other channel counts than 3 as :func:`normalization`. Raises ConfigError when smp has no statistics
-    for those weights or cannot fetch them.
+    for those weights. When the Hub is out of reach and its cache lacks them (``predict`` of a trained model
+    on a machine without network: the weights are in the checkpoint, only the statistics are asked for),
+    ImageNet's are used with a warning: what every smp encoder's ``imagenet`` weights but a few were trained on.
     """
     weights = model.encoder_weights
     if weights is None or is_local_weights(weights):
@@ -75,8 +80,16 @@ def model_normalization(model: ModelConfig) -> Normalization:
                 f"allowed: packaged with encoder {' or '.join(PACKAGED)}"
             )
         return normalization(model.in_channels, packaged.mean, packaged.std)
-    mean, std = _smp_statistics(model.encoder, weights)
+    try:
+        mean, std = _smp_statistics(model.encoder, weights)
+    except _Unreachable as exc:
+        _log.warning("%s; using ImageNet's statistics", exc)
+        return normalization(model.in_channels)
     return normalization(model.in_channels, mean, std)
+
+
+class _Unreachable(Exception):
+    """smp's statistics for some weights are on the Hugging Face Hub, which cannot be reached."""
 
 
 @cache  # smp's own encoders ask the Hub (or its cache) each time
@@ -91,10 +104,9 @@ def _smp_statistics(encoder: str, weights: str) -> Normalization:
             f"encoder {encoder!r} ({first_line(exc)}); allowed: null, imagenet, packaged or a local file"
         ) from None
     except OSError as exc:  # the Hub is out of reach and its cache does not have the file
-        raise ConfigError(
-            f"model.encoder_weights: could not fetch the normalisation statistics of {weights!r} weights for "
-            f"{encoder!r} from the Hugging Face Hub, where smp keeps them beside the weights ({first_line(exc)}); "
-            "use encoder_weights: null or a local state-dict file"
+        raise _Unreachable(
+            f"could not fetch the normalisation statistics of {weights!r} weights for {encoder!r} from the "
+            f"Hugging Face Hub, where smp keeps them beside the weights ({first_line(exc)})"
         ) from None
     return unit_statistics(params)
 

@@ -174,16 +174,29 @@ def test_weights_smp_has_no_statistics_for_are_a_config_error() -> None:
         model_normalization(ModelConfig(encoder="resnet18", encoder_weights="instagram"))
 
 
-@pytest.mark.slow  # starts a process
-def test_imagenet_statistics_out_of_reach_exit_2_naming_the_weights(tmp_path: Path) -> None:
-    # smp's own encoders keep their statistics on the Hugging Face Hub, beside the weights.
+@pytest.mark.slow  # starts processes
+def test_imagenet_statistics_out_of_reach_fall_back_to_imagenets_but_training_still_needs_the_weights(
+    tmp_path: Path,
+) -> None:
+    # smp's own encoders keep their statistics on the Hugging Face Hub, beside the weights. Predicting with a
+    # trained checkpoint needs no weights from the Hub: offline, the statistics fall back to ImageNet's, with a
+    # warning. Training needs the weights, so offline it still stops, exit 2, naming them.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "OMP_NUM_THREADS": "1"}
+    code = (
+        "from edgesearch.trainer.config import ModelConfig\n"
+        "from edgesearch.trainer.input_stats import model_normalization\n"
+        "print(model_normalization(ModelConfig(encoder='resnet18', encoder_weights='imagenet')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str((IMAGENET_MEAN, IMAGENET_STD))
+    assert "Hugging Face Hub" in done.stderr and "using ImageNet's statistics" in done.stderr
     trainer = {"model": {"encoder": "resnet18", "encoder_weights": "imagenet"}, "device": "cpu"}
     (tmp_path / "trainer.yaml").write_text(yaml.safe_dump(trainer))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "OMP_NUM_THREADS": "1"}
     args = ["train", str(tmp_path / "trainer.yaml"), "--out", str(tmp_path / "run")]
     done = subprocess.run(
         [sys.executable, "-m", "edgesearch", *args], capture_output=True, text=True, env=env, timeout=300
     )
     assert done.returncode == 2, done.stderr
-    assert "model.encoder_weights" in done.stderr and "'resnet18'" in done.stderr and "Hugging Face Hub" in done.stderr
+    assert "model.encoder_weights" in done.stderr and "'resnet18'" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
