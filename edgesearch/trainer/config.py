@@ -7,7 +7,6 @@ model with defaults, so a YAML file names only what differs from them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeAlias
@@ -32,12 +31,12 @@ DEFAULT_PATCH_SIZE = 256
 MAX_SEED = 2**31 - 1
 """The largest seed: numpy, torch and albumentations all take it, also as the per-epoch seed (seed * 100003 + epoch)."""
 
-SCRATCH_SCHEDULE: Mapping[str, int] = MappingProxyType({"freeze_epochs": 0, "warmup_epochs": 0})
+SCRATCH_SCHEDULE: MappingProxyType[str, int] = MappingProxyType({"freeze_epochs": 0, "warmup_epochs": 0})
 """``optim.freeze_epochs`` and ``optim.warmup_epochs`` of a config that does not set them, from scratch
 (``model.encoder_weights: null``): no frozen stage, since a frozen random encoder is a useless one, and no
 warmup; on real nuclei both cost IoU (BENCHMARKS.md, "What the method does on real data")."""
 
-PRETRAINED_SCHEDULE: Mapping[str, int] = MappingProxyType({"freeze_epochs": 3, "warmup_epochs": 2})
+PRETRAINED_SCHEDULE: MappingProxyType[str, int] = MappingProxyType({"freeze_epochs": 3, "warmup_epochs": 2})
 """The same for a pretrained encoder (``imagenet``, ``packaged`` or a local weights file), fine-tuning as the
 training report does: a frozen first stage that fits the decoder to the pretrained features before they
 move, and a fresh warmup when the backbone joins. The one place these numbers are set."""
@@ -56,7 +55,6 @@ __all__ = [
     "SyntheticConfig",
     "TrainConfig",
     "load_train_config",
-    "schedule_defaults",
     "validate_train_config",
 ]
 
@@ -268,7 +266,7 @@ class OptimConfig(FrozenModel):
     lr: float = Field(1.0e-3, gt=0.0)
     backbone_lr_factor: float = Field(0.5, gt=0.0, le=10.0)
     weight_decay: float = Field(0.0, ge=0.0)
-    # The defaults depend on model.encoder_weights (schedule_defaults): no frozen stage and no warmup
+    # The defaults depend on model.encoder_weights (_schedule_defaults): no frozen stage and no warmup
     # from scratch (SCRATCH_SCHEDULE, the defaults here), a frozen first stage and a fresh warmup when
     # the backbone joins for a pretrained encoder (PRETRAINED_SCHEDULE). TrainConfig fills them in.
     warmup_epochs: int = Field(SCRATCH_SCHEDULE["warmup_epochs"], ge=0)
@@ -277,7 +275,7 @@ class OptimConfig(FrozenModel):
     plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)
 
 
-def schedule_defaults(encoder_weights: str | None) -> Mapping[str, int]:
+def _schedule_defaults(encoder_weights: str | None) -> MappingProxyType[str, int]:
     """The ``optim`` schedule keys a config with these ``model.encoder_weights`` gets when it does not set them."""
     return SCRATCH_SCHEDULE if encoder_weights is None else PRETRAINED_SCHEDULE
 
@@ -316,7 +314,7 @@ class TrainConfig(FrozenModel):
         if not isinstance(model, ModelConfig):  # the model section failed; its error is reported
             return value
         given = value.model_fields_set
-        missing = {key: n for key, n in schedule_defaults(model.encoder_weights).items() if key not in given}
+        missing = {key: n for key, n in _schedule_defaults(model.encoder_weights).items() if key not in given}
         if all(getattr(value, key) == n for key, n in missing.items()):
             return value
         return OptimConfig.model_construct(_fields_set=set(given), **{**dict(value), **missing})
@@ -325,7 +323,7 @@ class TrainConfig(FrozenModel):
         """This config as a mapping to set other values in and validate again (a study's base for a trial).
 
         It is :meth:`model_dump` less the ``optim`` schedule keys that came from the defaults of
-        ``model.encoder_weights`` (:func:`schedule_defaults`): a trial whose sampled ``encoder_weights``
+        ``model.encoder_weights`` (:func:`_schedule_defaults`): a trial whose sampled ``encoder_weights``
         differ from the base's then gets the defaults of its own weights, while a value the file gave
         holds for every trial. Every other dump carries the resolved numbers.
         """
