@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal, TypeAlias
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -31,9 +32,21 @@ DEFAULT_PATCH_SIZE = 256
 MAX_SEED = 2**31 - 1
 """The largest seed: numpy, torch and albumentations all take it, also as the per-epoch seed (seed * 100003 + epoch)."""
 
+SCRATCH_SCHEDULE: MappingProxyType[str, int] = MappingProxyType({"freeze_epochs": 0, "warmup_epochs": 0})
+"""``optim.freeze_epochs`` and ``optim.warmup_epochs`` of a config that does not set them, from scratch
+(``model.encoder_weights: null``): no frozen stage, since a frozen random encoder is a useless one, and no
+warmup; on real nuclei both cost IoU (BENCHMARKS.md, "What the method does on real data")."""
+
+PRETRAINED_SCHEDULE: MappingProxyType[str, int] = MappingProxyType({"freeze_epochs": 3, "warmup_epochs": 2})
+"""The same for a pretrained encoder (``imagenet``, ``packaged`` or a local weights file), fine-tuning as the
+training report does: a frozen first stage that fits the decoder to the pretrained features before they
+move, and a fresh warmup when the backbone joins. The one place these numbers are set."""
+
 __all__ = [
     "DEFAULT_PATCH_SIZE",
     "MAX_SEED",
+    "PRETRAINED_SCHEDULE",
+    "SCRATCH_SCHEDULE",
     "STORED",
     "DataConfig",
     "LossConfig",
@@ -255,13 +268,18 @@ class OptimConfig(FrozenModel):
     lr: float = Field(1.0e-3, gt=0.0)
     backbone_lr_factor: float = Field(0.5, gt=0.0, le=10.0)
     weight_decay: float = Field(0.0, ge=0.0)
-    # No warmup and no frozen stage by default: from scratch (encoder_weights: null) a frozen encoder
-    # is a random one, and on real nuclei both cost IoU (BENCHMARKS.md, "What the method does on real
-    # data"). With pretrained encoder_weights, the report's freeze_epochs: 3, warmup_epochs: 1 apply.
-    warmup_epochs: int = Field(0, ge=0)
-    freeze_epochs: int = Field(0, ge=0)
+    # The defaults depend on model.encoder_weights (_schedule_defaults): no frozen stage and no warmup
+    # from scratch (SCRATCH_SCHEDULE, the defaults here), a frozen first stage and a fresh warmup when
+    # the backbone joins for a pretrained encoder (PRETRAINED_SCHEDULE). TrainConfig fills them in.
+    warmup_epochs: int = Field(SCRATCH_SCHEDULE["warmup_epochs"], ge=0)
+    freeze_epochs: int = Field(SCRATCH_SCHEDULE["freeze_epochs"], ge=0)
     plateau_patience: int = Field(3, ge=0)
     plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)
+
+
+def _schedule_defaults(encoder_weights: str | None) -> MappingProxyType[str, int]:
+    """The ``optim`` schedule keys a config with these ``model.encoder_weights`` gets when it does not set them."""
+    return SCRATCH_SCHEDULE if encoder_weights is None else PRETRAINED_SCHEDULE
 
 
 class TrainConfig(FrozenModel):
@@ -270,7 +288,8 @@ class TrainConfig(FrozenModel):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     loss: LossConfig = LossConfig()
-    optim: OptimConfig = OptimConfig()
+    optim: OptimConfig = Field(OptimConfig(), validate_default=True)
+    """Validated also when not given, so that its schedule follows ``model.encoder_weights`` then too."""
     epochs: int = Field(30, ge=1)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = "auto"
@@ -285,6 +304,33 @@ class TrainConfig(FrozenModel):
         if problem is not None:
             raise ValueError(problem)
         return value
+
+    @field_validator("optim")
+    @classmethod
+    def _schedule_of_the_weights(cls, value: OptimConfig, info: ValidationInfo) -> OptimConfig:
+        # The schedule keys the config did not give take the defaults of its encoder_weights (validated
+        # before optim). They are filled in without counting as given (model_fields_set keeps what the
+        # file said): a study's base then knows which of its numbers came from its own weights, and
+        # as_base() leaves those out, so that a trial with other weights gets the defaults of its own.
+        model = info.data.get("model")
+        if not isinstance(model, ModelConfig):  # the model section failed; its error is reported
+            return value
+        given = value.model_fields_set
+        missing = {key: n for key, n in _schedule_defaults(model.encoder_weights).items() if key not in given}
+        if all(getattr(value, key) == n for key, n in missing.items()):
+            return value
+        return OptimConfig.model_construct(_fields_set=set(given), **{**dict(value), **missing})
+
+    def as_base(self, mode: Literal["python", "json"] = "python") -> dict[str, Any]:
+        """This config as a mapping to set other values in and validate again (a study's base for a trial).
+
+        It is :meth:`model_dump` less the ``optim`` schedule keys that came from the defaults of
+        ``model.encoder_weights`` (:func:`_schedule_defaults`): a trial whose sampled ``encoder_weights``
+        differ from the base's then gets the defaults of its own weights, while a value the file gave
+        holds for every trial. Every other dump carries the resolved numbers.
+        """
+        defaulted = {key for key in SCRATCH_SCHEDULE if key not in self.optim.model_fields_set}
+        return self.model_dump(mode=mode, exclude={"optim": defaulted})
 
 
 Overrides: TypeAlias = dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]

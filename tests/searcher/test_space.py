@@ -22,7 +22,8 @@ from edgesearch.searcher.study.space import (
     sample,
     set_path,
 )
-from edgesearch.trainer.config import LossConfig, TrainConfig
+from edgesearch.searcher.study.studies import CONFIG_ATTR, create_study, load_study
+from edgesearch.trainer.config import PRETRAINED_SCHEDULE, SCRATCH_SCHEDULE, LossConfig, TrainConfig
 
 SPACE: dict[str, Any] = {
     "loss.edge_lambda": {"low": 0.0, "high": 0.5},
@@ -212,3 +213,73 @@ def test_grid_sampler_visits_every_combination_once() -> None:
     # which Optuna only allows inside optimize().
     study.optimize(objective, n_trials=10)
     assert sorted(seen) == sorted(itertools.product(["bce", "focal"], [0, 1, 2]))
+
+
+WEIGHTS_SPACE: dict[str, Any] = {"model.encoder_weights": {"choices": [None, "packaged"]}}
+
+
+def _weights_study(
+    url: str, base_weights: str | None, optim: dict[str, Any], space: dict[str, Any]
+) -> list[StudyConfig]:
+    """The study as read from its file, and as a worker reads it back from the storage ``study create`` made."""
+    trainer = {"model": {"encoder": "mobilenet_v2", "encoder_weights": base_weights}, "optim": optim}
+    config = StudyConfig.from_dict({"name": "weights", "n_trials": 4, "trainer": trainer, "space": space}, source="t")
+    assert (
+        create_study(config, url)[1] and create_study(config, url)[1] is False
+    )  # the same file loads the study it made
+    stored = load_study("weights", url)[1]
+    assert stored == config
+    return [config, stored]
+
+
+def _schedule(cfg: TrainConfig) -> dict[str, int]:
+    return {"freeze_epochs": cfg.optim.freeze_epochs, "warmup_epochs": cfg.optim.warmup_epochs}
+
+
+@pytest.mark.parametrize("base_weights", [None, "packaged"])
+def test_a_trial_gets_the_schedule_defaults_of_its_own_encoder_weights(
+    sqlite_url: str, base_weights: str | None
+) -> None:
+    for config in _weights_study(sqlite_url, base_weights, {"lr": 0.01}, WEIGHTS_SPACE):
+        assert _schedule(config.base_config) == dict(PRETRAINED_SCHEDULE if base_weights else SCRATCH_SCHEDULE)
+        for weights, defaults in ((None, SCRATCH_SCHEDULE), ("packaged", PRETRAINED_SCHEDULE)):
+            trial = optuna.trial.FixedTrial({"model.encoder_weights": weights})
+            cfg = sample(trial, config.space, config.base_config)
+            assert cfg.model.encoder_weights == weights and _schedule(cfg) == dict(defaults)
+            assert cfg.optim.lr == 0.01
+
+
+@pytest.mark.parametrize("base_weights", [None, "packaged"])
+def test_a_schedule_value_of_the_study_file_holds_for_every_trial(sqlite_url: str, base_weights: str | None) -> None:
+    for config in _weights_study(sqlite_url, base_weights, {"warmup_epochs": 0}, WEIGHTS_SPACE):
+        for weights, defaults in ((None, SCRATCH_SCHEDULE), ("packaged", PRETRAINED_SCHEDULE)):
+            cfg = sample(optuna.trial.FixedTrial({"model.encoder_weights": weights}), config.space, config.base_config)
+            assert _schedule(cfg) == {"freeze_epochs": defaults["freeze_epochs"], "warmup_epochs": 0}
+
+
+def test_a_searched_schedule_value_wins_over_the_defaults_of_the_trials_weights(sqlite_url: str) -> None:
+    space = {**WEIGHTS_SPACE, "optim.freeze_epochs": {"low": 0, "high": 5}}
+    for config in _weights_study(sqlite_url, None, {}, space):
+        trial = optuna.trial.FixedTrial({"model.encoder_weights": "packaged", "optim.freeze_epochs": 1})
+        cfg = sample(trial, config.space, config.base_config)
+        assert _schedule(cfg) == {"freeze_epochs": 1, "warmup_epochs": PRETRAINED_SCHEDULE["warmup_epochs"]}
+
+
+def test_a_study_stored_by_an_older_version_still_matches_its_file_without_encoder_weights_in_the_space(
+    sqlite_url: str,
+) -> None:
+    """Older versions stored the base's resolved schedule; that is what is stored still when every trial has the
+    base's weights, so ``study create`` of the same file loads such a study rather than refusing it."""
+    raw = {
+        "name": "s",
+        "n_trials": 2,
+        "trainer": {"epochs": 3},
+        "space": {"loss.edge_lambda": {"low": 0.0, "high": 0.5}},
+    }
+    config = StudyConfig.from_dict(raw, source="t")
+    study = create_study(config, sqlite_url)[0]
+    study.set_user_attr(CONFIG_ATTR, {**config.model_dump(mode="json"), "storage": None})  # as older versions did
+    assert create_study(config, sqlite_url)[1] is False
+    # With encoder_weights searched, only what the file gave is stored.
+    searched = _weights_study(sqlite_url, None, {"warmup_epochs": 1}, WEIGHTS_SPACE)[0]
+    assert searched.to_dict()["trainer"]["optim"].keys() & set(SCRATCH_SCHEDULE) == {"warmup_epochs"}

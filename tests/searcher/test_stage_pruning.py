@@ -206,3 +206,32 @@ def test_the_median_judges_every_interval_steps_from_the_first_epoch_after_the_w
 def test_the_median_refuses_settings_optuna_would_refuse() -> None:
     with pytest.raises(ValueError, match="interval_steps must be >= 1"):
         StageAwareMedianPruner(interval_steps=0)
+
+
+def test_the_window_of_a_pretrained_trial_follows_the_schedule_defaults_of_its_weights() -> None:
+    from edgesearch.searcher.study.space import sample
+    from edgesearch.trainer.config import PRETRAINED_SCHEDULE, SCRATCH_SCHEDULE
+
+    config = StudyConfig.from_dict(
+        {
+            "name": "weights",
+            "n_trials": 2,
+            "trainer": {"model": {"encoder": "mobilenet_v2"}},
+            "space": {"model.encoder_weights": {"choices": [None, "packaged"]}},
+        },
+        source="test",
+    )
+    study = optuna.create_study()
+    windows = {}
+    for weights in (None, "packaged"):
+        study.enqueue_trial({"model.encoder_weights": weights})
+        trial = study.ask()
+        train_config = sample(trial, config.space, config.base_config)
+        trial.set_user_attr("config", train_config.model_dump(mode="json"))  # as the worker stores it
+        windows[weights] = trial_window(study.trials[-1])
+        study.tell(trial, 0.5)
+    assert windows == {
+        None: unstable_epochs(OptimConfig(**SCRATCH_SCHEDULE)),
+        "packaged": unstable_epochs(OptimConfig(**PRETRAINED_SCHEDULE)),
+    }
+    assert windows["packaged"] > windows[None]

@@ -6,7 +6,13 @@ import pytest
 from pydantic import ValidationError
 
 from edgesearch.errors import ConfigError
-from edgesearch.trainer.config import TrainConfig, load_train_config
+from edgesearch.trainer.config import (
+    PRETRAINED_SCHEDULE,
+    SCRATCH_SCHEDULE,
+    TrainConfig,
+    load_train_config,
+    validate_train_config,
+)
 from edgesearch.trainer.device import device_problem
 from edgesearch.validation import read_yaml
 
@@ -152,3 +158,66 @@ def test_image_size_alone_is_the_resize_mode_of_old_files() -> None:
     patches = TrainConfig.model_validate({"data": {"patch_size": 64}})
     assert not patches.data.resize and patches.data.window == 64
     assert TrainConfig.model_validate(patches.model_dump(mode="json")) == patches
+
+
+def _schedule(cfg: TrainConfig) -> dict[str, int]:
+    return {"freeze_epochs": cfg.optim.freeze_epochs, "warmup_epochs": cfg.optim.warmup_epochs}
+
+
+def test_the_two_schedules_differ_and_scratch_has_no_frozen_stage_and_no_warmup() -> None:
+    assert dict(SCRATCH_SCHEDULE) == {"freeze_epochs": 0, "warmup_epochs": 0}
+    assert set(PRETRAINED_SCHEDULE) == set(SCRATCH_SCHEDULE)
+    assert all(PRETRAINED_SCHEDULE[key] != SCRATCH_SCHEDULE[key] for key in SCRATCH_SCHEDULE)
+
+
+@pytest.mark.parametrize(
+    ("model", "pretrained"),
+    [
+        ({}, False),
+        ({"encoder_weights": None}, False),
+        ({"encoder_weights": "imagenet"}, True),
+        ({"encoder": "mobilenet_v2", "encoder_weights": "packaged"}, True),
+        ({"encoder_weights": "WEIGHTS"}, True),  # a local weights file
+    ],
+)
+def test_schedule_defaults_follow_the_encoder_weights(
+    tmp_path: Path, model: dict[str, str | None], pretrained: bool
+) -> None:
+    if model.get("encoder_weights") == "WEIGHTS":
+        weights = tmp_path / "encoder.pt"
+        weights.write_bytes(b"")
+        model = {"encoder_weights": str(weights)}
+    cfg = TrainConfig.model_validate({"model": model, "optim": {"lr": 0.01}})
+    assert _schedule(cfg) == dict(PRETRAINED_SCHEDULE if pretrained else SCRATCH_SCHEDULE)
+    # What is written (config.json, history.json, last.pt, a trial's stored config) holds plain ints.
+    dumped = cfg.model_dump(mode="json")["optim"]
+    assert {key: dumped[key] for key in SCRATCH_SCHEDULE} == _schedule(cfg)
+    assert all(type(dumped[key]) is int for key in SCRATCH_SCHEDULE)
+
+
+def test_a_trainer_file_with_pretrained_weights_gets_the_pretrained_schedule(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text("model: {encoder_weights: imagenet}\nepochs: 4\n")
+    assert _schedule(load_train_config(path)) == dict(PRETRAINED_SCHEDULE)
+    assert _schedule(load_train_config(path, overrides={"model": {"encoder_weights": None}})) == dict(SCRATCH_SCHEDULE)
+
+
+@pytest.mark.parametrize("weights", [None, "imagenet"])
+@pytest.mark.parametrize(
+    "given", [{"freeze_epochs": 0}, {"warmup_epochs": 0}, {"freeze_epochs": 5, "warmup_epochs": 4}]
+)
+def test_schedule_values_given_win_over_the_defaults_of_the_weights(weights: str | None, given: dict[str, int]) -> None:
+    cfg = TrainConfig.model_validate({"model": {"encoder_weights": weights}, "optim": given})
+    defaults = PRETRAINED_SCHEDULE if weights else SCRATCH_SCHEDULE
+    assert _schedule(cfg) == {**defaults, **given}
+
+
+def test_a_resolved_config_reads_back_the_same_also_as_stored() -> None:
+    cfg = TrainConfig.model_validate({"model": {"encoder_weights": "imagenet"}})
+    dumped = cfg.model_dump(mode="json")
+    for stored in (False, True):
+        again = validate_train_config(dumped, source="config.json", stored=stored)
+        assert again == cfg and _schedule(again) == dict(PRETRAINED_SCHEDULE)
+    # The numbers written are the run's own: read back with other weights, they stay.
+    scratch = validate_train_config(dumped, source="config.json", overrides={"model": {"encoder_weights": None}})
+    assert _schedule(scratch) == dict(PRETRAINED_SCHEDULE)

@@ -73,7 +73,7 @@ def study_problems(config: StudyConfig, *, stored: bool) -> list[str]:
         return [
             "space: empty; name at least one TrainConfig path to search, e.g. loss.edge_lambda: {low: 0.0, high: 0.5}"
         ]
-    base = config.trainer.model_dump()
+    base = config.trainer.as_base()  # what a trial's parameters are set in (apply_params)
     usable: dict[str, RangeSpec | ChoicesSpec] = {}
     for path, entry in config.space.items():
         where = f"space.{path}"

@@ -340,7 +340,14 @@ class StudyConfig(FrozenModel):
 
         It includes ``storage`` as written in the file (a URL there may hold a password).
         """
-        return self.model_dump(mode="json")
+        raw = self.model_dump(mode="json")
+        if "model.encoder_weights" in self.space:
+            # Trials differ in encoder_weights: the trainer block leaves out the schedule keys its own
+            # weights gave it, so that a worker reading it back gives each trial the defaults of the
+            # trial's weights. Otherwise every trial has the base's weights and the resolved numbers are
+            # stored, as older versions stored them (the same file then matches a study they created).
+            raw["trainer"] = self.trainer.as_base(mode="json")
+        return raw
 
 
 # ---------------------------------------------------------------------------------------------

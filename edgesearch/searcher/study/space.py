@@ -190,9 +190,11 @@ def apply_params(
 
     A value the trainer does not allow raises ConfigError, one line per problem, named by ``source``.
     ``stored``: a stored study's config and a trial's parameters, read back to be looked at
-    (:data:`~edgesearch.trainer.config.STORED`: no model checks that import torch).
+    (:data:`~edgesearch.trainer.config.STORED`: no model checks that import torch). The schedule keys
+    that ``base`` took from the defaults of its ``model.encoder_weights`` are not carried over, so a trial
+    with other weights gets the defaults of its own (:meth:`~edgesearch.trainer.config.TrainConfig.as_base`).
     """
-    raw: dict[str, Any] = base.model_dump()
+    raw: dict[str, Any] = base.as_base()
     for path, value in params.items():
         raw = set_path(raw, path, value)
     return validate_train_config(raw, source=source, stored=stored)
