@@ -72,7 +72,8 @@ BASE: Final[dict[str, Any]] = {
     "optim.warmup_epochs": 0,
     "model.encoder_weights": "packaged",
 }
-"""The trainer's defaults on the pretrained encoder: what the designed block varies from."""
+"""The trainer's scratch defaults (no frozen stage, no warmup), every knob explicit, on the pretrained encoder:
+what the designed block varies from and the base of a replayed study."""
 
 
 def _significant(value: float, digits: int = 3) -> float:
