@@ -234,4 +234,5 @@ def test_designed_effects_are_paired_differences_by_hand() -> None:
     assert width["cells"] == 12 and width["effect"] == pytest.approx(0.001) and width["se"] == pytest.approx(0)
     # Early: the best within 10 epochs of curves rising linearly to their value over 30.
     early = designed.effects(Table(points, curves, configs.SPACE), epochs=10)
-    assert early["schedule (against all from epoch 1)"]["report's schedule"]["effect"] == pytest.approx(0.01 / 3, abs=1e-5)
+    report = early["schedule (against all from epoch 1)"]["report's schedule"]
+    assert report["effect"] == pytest.approx(0.01 / 3, abs=1e-5)
