@@ -248,6 +248,7 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--table", type=Path, default=TABLE)
     p.add_argument("--candidates", action="store_true", help="also replay the settings tried as edgesearch's default")
+    p.add_argument("--effects-only", action="store_true", help="print the designed block's effects; no replay")
     args = p.parse_args()
     size = SIZES["tiny" if args.tiny else "full"]
     replays = args.replays or size["replays"]
@@ -256,6 +257,19 @@ def main() -> None:
         f"search: table of {len(table.curves)} configurations, best {table.best} ({table.true_mean[table.best]:.4f}),"
         f" seed sigma {table.seed_sigma:.4f}, {len(table.good)} within one sigma"
     )
+    fine_tuning = {
+        "30 epochs": designed.effects(table),
+        "10 epochs": designed.effects(table, 10),
+        "30 epochs, Boundary IoU": designed.effects(table, metric="val_boundary_iou"),
+    }
+    for epochs, groups in fine_tuning.items():
+        for group, levels in groups.items():
+            for level, e in levels.items():
+                effect = "-" if e["effect"] is None else f"{e['effect']:+.4f}"
+                se = "-" if e["se"] is None else f"{e['se']:.4f}"
+                _common.log(f"  {epochs}, {group}: {level}: {effect} +- {se} ({e['cells']} cells)")
+    if args.effects_only:
+        return
     check = same_trials(args.table, 4 if args.tiny else CHECK_TRIALS)
     _common.log(f"search: the replay at one worker gives the real worker loop's trials back: {check['same']}")
     if not check["same"]:
@@ -291,7 +305,7 @@ def main() -> None:
                 "good": sorted(table.good),
             },
             "replays": replays,
-            "fine_tuning": {"30 epochs": designed.effects(table), "10 epochs": designed.effects(table, 10)},
+            "fine_tuning": fine_tuning,
             "budget_trials": BUDGET_TRIALS,
             "regret_trials": REGRET_TRIALS,
             "replay_matches_worker": check,

@@ -236,3 +236,11 @@ def test_designed_effects_are_paired_differences_by_hand() -> None:
     early = designed.effects(Table(points, curves, configs.SPACE), epochs=10)
     report = early["schedule (against all from epoch 1)"]["report's schedule"]
     assert report["effect"] == pytest.approx(0.01 / 3, abs=1e-5)
+    # Boundary IoU (here the same curves): lambdas against 0 at width 2 only, one cell per schedule; no widths.
+    boundary = designed.effects(Table(points, curves, configs.SPACE), metric="val_boundary_iou")
+    assert boundary["edge lambda (against 0)"]["0.3"] == {
+        "effect": pytest.approx(0.006),
+        "se": pytest.approx(0),
+        "cells": 4,
+    }
+    assert "edge width (against 2)" not in boundary

@@ -9,7 +9,9 @@ with the other knobs::
 
     d_c = mean_s v(A, c, s) - mean_s v(B, c, s);   effect = mean_c d_c;   se = sd_c(d_c) / sqrt(C)
 
-``v`` is a run's best val IoU within ``epochs`` (30: the whole run; 10: early).
+``v`` is a run's best val IoU within ``epochs`` (30: the whole run; 10: early), or its best Boundary IoU. Boundary
+IoU is measured at d = the edge width, so for it the lambdas are compared at width 2 only (4 cells, one per
+schedule) and the widths not at all.
 """
 
 from __future__ import annotations
@@ -34,19 +36,19 @@ def _schedule(params: dict[str, Any]) -> str | None:
     return None
 
 
-def _mean(table: Table, cid: str, epochs: int) -> float:
-    return statistics.fmean(max(c.val_iou[:epochs]) for c in table.curves[cid])
+def _mean(table: Table, cid: str, epochs: int, metric: str) -> float:
+    return statistics.fmean(max(getattr(c, metric)[:epochs]) for c in table.curves[cid])
 
 
-def _paired(table: Table, cells: dict[Any, tuple[str, str]], epochs: int) -> dict[str, float | int | None]:
-    diffs = [_mean(table, a, epochs) - _mean(table, b, epochs) for a, b in cells.values()]
+def _paired(table: Table, cells: dict[Any, tuple[str, str]], epochs: int, metric: str) -> dict[str, float | int | None]:
+    diffs = [_mean(table, a, epochs, metric) - _mean(table, b, epochs, metric) for a, b in cells.values()]
     if not diffs:
         return {"effect": None, "se": None, "cells": 0}
     se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
     return {"effect": statistics.fmean(diffs), "se": se, "cells": len(diffs)}
 
 
-def effects(table: Table, epochs: int = configs.EPOCHS) -> dict[str, dict[str, Any]]:
+def effects(table: Table, epochs: int = configs.EPOCHS, metric: str = "val_iou") -> dict[str, dict[str, Any]]:
     """Paired effects of the designed block's knobs (module docstring), from the configurations recorded so far."""
     designed = {cid: p for cid, p in table.configs.items() if cid.startswith("d") and cid in table.curves}
     key: dict[tuple[str | None, float, int], str] = {
@@ -64,22 +66,28 @@ def effects(table: Table, epochs: int = configs.EPOCHS) -> dict[str, dict[str, A
         return out
 
     reference = "all from epoch 1"
+    boundary = metric == "val_boundary_iou"
     schedules = {
-        name: _paired(table, compare(lambda c, n=name: (reference, c[1], c[2]) if c[0] == n else None), epochs)
+        name: _paired(table, compare(lambda c, n=name: (reference, c[1], c[2]) if c[0] == n else None), epochs, metric)
         for name in configs.SCHEDULES
         if name != reference
     }
     lambdas = {
-        str(lam): _paired(table, compare(lambda c, lam=lam: (c[0], 0.0, 2) if c[1] == lam else None), epochs)
+        str(lam): _paired(
+            table,
+            compare(lambda c, lam=lam: (c[0], 0.0, 2) if c[1] == lam and (c[2] == 2 or not boundary) else None),
+            epochs,
+            metric,
+        )
         for lam in configs.LAMBDAS
     }
-    widths = {
-        str(w): _paired(table, compare(lambda c, w=w: (c[0], c[1], 2) if c[2] == w and c[1] > 0 else None), epochs)
-        for w in configs.WIDTHS
-        if w != 2
-    }
-    return {
-        f"schedule (against {reference})": schedules,
-        "edge lambda (against 0)": lambdas,
-        "edge width (against 2)": widths,
-    }
+    out = {f"schedule (against {reference})": schedules, "edge lambda (against 0)": lambdas}
+    if not boundary:
+        out["edge width (against 2)"] = {
+            str(w): _paired(
+                table, compare(lambda c, w=w: (c[0], c[1], 2) if c[2] == w and c[1] > 0 else None), epochs, metric
+            )
+            for w in configs.WIDTHS
+            if w != 2
+        }
+    return out
