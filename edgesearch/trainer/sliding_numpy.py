@@ -99,6 +99,12 @@ def window_starts(length: int, window: int, overlap: float) -> list[int]:
     return starts
 
 
+def _padding(length: int, window: int) -> tuple[int, int]:
+    """The zeros before and after an axis of ``length`` pixels that make it ``window`` long (the odd one after)."""
+    extra = max(window - length, 0)
+    return extra // 2, extra - extra // 2
+
+
 def importance_map(window: int, blend: Blend) -> np.ndarray:
     """The (window, window) float32 weight of each pixel of a window's prediction (module docstring)."""
     if blend == "mean":
@@ -144,7 +150,7 @@ def sliding_window_numpy(
     if image.ndim != 3 or image.dtype != np.float32 or 0 in image.shape:
         raise ValueError(f"image must be a (C, H, W) float32 array with C, H, W >= 1, got {image.shape} {image.dtype}")
     height, width = image.shape[1:]
-    pads = [(max(window - n, 0) // 2, max(window - n, 0) - max(window - n, 0) // 2) for n in (height, width)]
+    pads = [_padding(height, window), _padding(width, window)]
     padded = np.pad(image, [(0, 0), *pads]) if any(sum(pad) for pad in pads) else image
     rows, cols = padded.shape[1:]
     corners = [
