@@ -196,14 +196,27 @@ def test_predict_onnx_writes_predict_checkpoints_masks(
 
 
 def test_the_files_threshold_is_the_default(rgb: Exported, tmp_path: Path) -> None:
-    by_onnx = _predict("--onnx", rgb.onnx, *rgb.images, "--out", tmp_path / "onnx")
-    by_torch = _predict("--checkpoint", rgb.checkpoint, *rgb.images, "--out", tmp_path / "torch")
+    probs = _torch_maps(rgb)
+    threshold = float(np.median(np.concatenate([p.ravel() for p in probs])))
+    proto = onnx.load(str(rgb.onnx))
+    next(entry for entry in proto.metadata_props if entry.key == "threshold").value = str(threshold)
+    edited = tmp_path / "edited.onnx"
+    onnx.save_model(proto, str(edited))
+
+    by_onnx = _predict("--onnx", edited, *rgb.images, "--out", tmp_path / "onnx")
+    by_torch = _predict(
+        "--checkpoint", rgb.checkpoint, *rgb.images, "--out", tmp_path / "torch", "--threshold", str(threshold)
+    )
+
     assert by_onnx.exit_code == 0 and by_torch.exit_code == 0, by_onnx.output + by_torch.output
-    for path, prob in zip(rgb.images, _torch_maps(rgb), strict=True):
-        steady = np.abs(prob - 0.5) > PARITY
+    differs_from_half = 0
+    for path, prob in zip(rgb.images, probs, strict=True):
+        steady = np.abs(prob - threshold) > PARITY
         mine = np.asarray(Image.open(tmp_path / "onnx" / f"{path.stem}.png"))
         theirs = np.asarray(Image.open(tmp_path / "torch" / f"{path.stem}.png"))
         np.testing.assert_array_equal(mine[steady], theirs[steady])
+        differs_from_half += int(np.count_nonzero((mine > 0) != (prob >= 0.5)))
+    assert differs_from_half > 100  # the file's threshold, not 0.5, made these masks
 
 
 def test_a_batch_whose_sides_are_not_multiples_of_the_stride_is_refused(rgb: Exported) -> None:
