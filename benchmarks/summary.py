@@ -288,6 +288,23 @@ def sliding_window(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def onnx_predict(r: dict[str, Any]) -> list[Row]:
+    setup, m, p = r["setup"], r["seconds"]["median"], r["process_seconds"]["median"]
+    measured = (
+        f"{_f(r['ratio'], '.3f')} ({m['onnxruntime']:.2f} s vs {m['pytorch']:.2f} s per image); "
+        f"max abs difference {r['max_abs_difference']:.1e}"
+    )
+    label = (
+        f"ONNX predict, {setup['height']}x{setup['width']}, window {setup['window']}, CPU, {setup['threads']} "
+        "thread(s): onnxruntime / PyTorch (time)"
+    )
+    process = f"{p['onnxruntime']:.1f} s vs {p['pytorch']:.1f} s (export: {r['export_seconds']:.1f} s)"
+    return [
+        (label, r["target"], measured, r["met"]),
+        ("A whole `predict` process on that image: `--onnx` vs `--checkpoint`", "(information)", process, None),
+    ]
+
+
 def native_resolution(r: dict[str, Any]) -> list[Row]:
     results, targets, met = r["results"], r["targets"], r["met"]
     epochs, seeds = r["setup"]["epochs"], len(r["setup"]["seeds"])
@@ -350,6 +367,7 @@ RENDER: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "gpu": gpu,
     "edge_correlation": edge_correlation,
     "sliding_window": sliding_window,
+    "onnx_predict": onnx_predict,
     "native_resolution": native_resolution,
     "method": method,
     "search": search,

@@ -151,3 +151,30 @@ class SmallDisk:
         import subprocess
 
         subprocess.run(["mount", "-o", f"remount,size={size}", str(self.path)], check=True, capture_output=True)
+
+
+def random_run(run_dir: Path, trainer: dict[str, Any], *, seed: int = 0) -> tuple[Any, Path]:
+    """A run folder of an untrained model: ``best.pt`` of random weights beside the ``config.json`` of ``trainer``
+    (a trainer config mapping); returns (config, best.pt). Its BatchNorm statistics are random too (each
+    channel's mean and variance drawn around 0 and 1), so that an exported graph folds real numbers into its
+    convolutions: for comparing two ways of running one model, as good as a trained one and seconds faster."""
+    import json
+
+    import torch
+
+    from edgesearch.trainer import TrainConfig
+    from edgesearch.trainer.model import build_model
+
+    config = TrainConfig.model_validate(trainer)
+    torch.manual_seed(seed)
+    model = build_model(config.model)
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            assert module.running_mean is not None and module.running_var is not None
+            module.running_mean.copy_(0.1 * torch.randn(module.running_mean.shape, generator=generator))
+            module.running_var.copy_(0.5 + torch.rand(module.running_var.shape, generator=generator))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), run_dir / "best.pt")
+    (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json")), encoding="utf-8")
+    return config, run_dir / "best.pt"

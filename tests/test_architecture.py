@@ -385,7 +385,7 @@ def test_every_searcher_module_is_in_a_room() -> None:
 def test_every_cli_command_module_is_a_thin_typer_app() -> None:
     """Each top-level command has its module under cli/, and the app composes exactly those."""
     app_imports = imported_names(PACKAGE / "cli" / "app.py")
-    for command in ("train", "study", "worker", "dashboard", "predict"):
+    for command in ("train", "study", "worker", "dashboard", "predict", "export_model"):
         assert (PACKAGE / "cli" / f"{command}.py").is_file()
         assert "edgesearch.cli." + command in app_imports
 

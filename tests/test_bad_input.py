@@ -340,6 +340,81 @@ def predict_on(make: Callable[[Path], Path], **parts: Any) -> Callable[[Path], l
     return build
 
 
+def export_with_checkpoint(
+    *extra: str, out: str = "model.onnx", weights: Callable[[Path], None] | None = None
+) -> Callable[[Path], list[str]]:
+    """``export-model --checkpoint`` of a run folder (config.json + best.pt) as :func:`predict_args` makes it."""
+
+    def build(tmp: Path) -> list[str]:
+        predict_args(tmp, tmp / "unused.png", TRAINER, weights=weights)
+        return ["export-model", "--checkpoint", str(tmp / "run" / "best.pt"), "--out", str(tmp / out), *extra]
+
+    return build
+
+
+def an_older_export(tmp: Path) -> None:
+    (tmp / "model.onnx").write_bytes(b"an earlier export: must stay as it is")
+
+
+def tiny_onnx(path: Path, *, channels: int = 3, metadata: dict[str, str] | None = None) -> Path:
+    """A small valid ONNX graph, (N, ``channels``, H, W) -> (N, 1, H, W) probabilities (a 1x1 convolution and a
+    sigmoid), with ``metadata`` as its ``metadata_props``: somebody else's model, or one with edited metadata."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.full((1, channels, 1, 1), 0.5, np.float32), "weight")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["image", "weight"], ["logits"]), helper.make_node("Sigmoid", ["logits"], ["p"])],
+        "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", channels, "h", "w"])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["n", 1, "h", "w"])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    for key, value in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save_model(model, str(path))
+    return path
+
+
+def exported_metadata(trainer: dict[str, Any], **changes: str | None) -> dict[str, str]:
+    """The metadata ``export-model`` writes for ``trainer``'s model, with ``changes`` (None removes a key)."""
+    from edgesearch.trainer import TrainConfig
+    from edgesearch.trainer.input_stats import model_normalization
+    from edgesearch.trainer.onnx_metadata import metadata_of
+
+    config = TrainConfig.model_validate(trainer)
+    mean, std = model_normalization(config.model)
+    props = metadata_of(config, mean=mean, std=std, stride=32, source="run/best.pt")
+    for key, value in changes.items():
+        key = key.replace("__", ".")
+        if value is None:
+            del props[key]
+        else:
+            props[key] = value
+    return props
+
+
+def predict_onnx(
+    *extra: str, model: Callable[[Path], object] | None = None, trainer: dict[str, Any] = TRAINER, **changes: str | None
+) -> Callable[[Path], list[str]]:
+    """``predict --onnx {tmp}/model.onnx`` of one image, the file made by ``model(path)`` (default: a tiny graph
+    with the metadata of ``trainer``'s model, ``changes`` made as in :func:`exported_metadata`)."""
+
+    def build(tmp: Path) -> list[str]:
+        image = write_folder(tmp / "data", n=1) / "images" / "img00.png"
+        path = tmp / "model.onnx"
+        if model is not None:
+            model(path)
+        else:
+            tiny_onnx(path, metadata=exported_metadata(trainer, **changes))
+        return ["predict", "--onnx", str(path), str(image), "--out", str(tmp / "masks"), *extra]
+
+    return build
+
+
 def unsafe_pickle(path: Path) -> None:
     """A torch file holding an object that a weights-only load refuses (a harmless ``datetime.date``)."""
     torch.save({"model": datetime.date(2020, 1, 1)}, path)
@@ -1069,6 +1144,80 @@ CASES = [
         "cli-train-out-under-a-file",
         after(plain_file("a"), plain("train", "{trainer}", "--out", "{tmp}/a/b")),
         ("--out", "{tmp}/a/b", "{tmp}/a is not a folder"),
+    ),
+    Case(
+        "cli-export-model-checkpoint-missing",
+        plain("export-model", "--checkpoint", "{tmp}/nope.pt", "--out", "{tmp}/model.onnx"),
+        ("{tmp}/nope.pt", "checkpoint not found"),
+    ),
+    Case(
+        "cli-export-model-study-and-checkpoint",
+        export_with_checkpoint("--study", KNOWN),
+        ("exactly one of --study NAME or --checkpoint PATH",),
+    ),
+    Case(
+        "cli-export-model-format-tflite", export_with_checkpoint("--format", "tflite"), ("--format", "'tflite'", "onnx")
+    ),
+    Case(
+        "cli-export-model-out-in-a-missing-folder",
+        export_with_checkpoint(out="exports/model.onnx"),
+        ("--out", "{tmp}/exports/model.onnx", "folder {tmp}/exports does not exist"),
+    ),
+    Case(
+        "cli-export-model-out-is-a-folder",
+        after(folder("model.onnx"), export_with_checkpoint()),
+        ("--out", "{tmp}/model.onnx", "is a folder"),
+    ),
+    Case(
+        # The earlier file stays as it was: the new one would have replaced it only once whole.
+        "cli-export-model-weights-of-another-model",
+        after(
+            an_older_export,
+            export_with_checkpoint(weights=lambda path: resnet18_encoder_state_at(path.name)(path.parent)),
+        ),
+        ("{tmp}/run/best.pt", "does not fit the config's model unet/resnet18"),
+    ),
+    Case(
+        "cli-predict-onnx-missing",
+        predict_onnx(model=lambda path: None),
+        ("{tmp}/model.onnx", "ONNX model not found"),
+    ),
+    Case(
+        "cli-predict-onnx-not-onnx",
+        predict_onnx(model=lambda path: path.write_text("not a model")),
+        ("{tmp}/model.onnx", "not an ONNX model onnxruntime can load"),
+    ),
+    Case(
+        "cli-predict-onnx-of-somebody-else",
+        predict_onnx(model=tiny_onnx),
+        ("{tmp}/model.onnx", "not a model exported by edgesearch export-model"),
+    ),
+    Case(
+        "cli-predict-onnx-newer-metadata",
+        predict_onnx(edgesearch__metadata="2"),
+        ("{tmp}/model.onnx", "metadata format '2'", "export the model again"),
+    ),
+    Case(
+        "cli-predict-onnx-bad-metadata",
+        predict_onnx(input__std="[0.2, 0, 0.2]", window=None),
+        ("{tmp}/model.onnx: metadata input.std", "3 numbers > 0", "{tmp}/model.onnx: metadata window is missing"),
+    ),
+    Case(
+        "cli-predict-onnx-graph-of-other-channels",
+        predict_onnx(trainer=merge(TRAINER, {"model": {"in_channels": 1}})),
+        ("{tmp}/model.onnx", "expected one input (N, 1, H, W)", "image (n, 3, h, w)"),
+    ),
+    Case(
+        "cli-predict-onnx-and-checkpoint",
+        predict_onnx("--checkpoint", "{tmp}/run/best.pt"),
+        ("--checkpoint: not with --onnx FILE", "exactly one of --study NAME, --checkpoint PATH or --onnx FILE"),
+    ),
+    Case("cli-predict-onnx-device-cuda", predict_onnx("--device", "cuda"), ("--device cuda", "auto, cpu")),
+    Case(
+        # TRAINER resizes (data.image_size 64): a model without windows to overlap.
+        "cli-predict-onnx-overlap-for-a-resizing-model",
+        predict_onnx("--overlap", "0.25"),
+        ("overlap: 0.25", "sliding window", "data.image_size 64"),
     ),
     Case(
         "cli-predict-out-under-a-file",

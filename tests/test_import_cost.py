@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -79,3 +80,31 @@ def test_commands_that_read_a_study_import_no_torch(
         "    assert not exc.code, exc.code"
     )
     assert _imported(code, HEAVY) == []
+
+
+NOT_FOR_ONNX = {"torch", "torchvision", "monai", "segmentation_models_pytorch", "timm", "albumentations"}
+"""What ``predict --onnx`` must not import: it runs an exported model with onnxruntime, NumPy and OpenCV alone."""
+
+
+@pytest.mark.parametrize("options", [[], ["--tta", "--overlay", "--overlap", "0.25", "--blend", "mean"]])
+def test_predict_onnx_imports_no_torch(tmp_path: Path, options: list[str]) -> None:
+    from PIL import Image
+
+    from edgesearch.trainer.onnx_export import export_onnx
+    from tests.helpers import random_run
+
+    trainer = {"model": {"encoder": "resnet18", "encoder_weights": None}, "data": {"patch_size": 64, "scale": 0.5}}
+    config, checkpoint = random_run(tmp_path / "run", trainer)
+    model = export_onnx(config, checkpoint, tmp_path / "model.onnx").path
+    image = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (70, 150, 3), dtype=np.uint8)).save(image)
+    argv = ["predict", "--onnx", str(model), str(image), "--out", str(tmp_path / "masks"), *options]
+    code = (
+        "from edgesearch.cli import app\n"
+        "try:\n"
+        f"    app({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code"
+    )
+    assert _imported(code, NOT_FOR_ONNX | {"onnxruntime"}) == ["onnxruntime"]
+    assert (tmp_path / "masks" / "in.png").is_file()

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from edgesearch import __version__
-from edgesearch.cli import dashboard, pooler, predict, study, train, worker
+from edgesearch.cli import dashboard, export_model, pooler, predict, study, train, worker
 from edgesearch.cli.console import out, settings
 
 __all__ = ["app", "main"]
@@ -47,6 +47,7 @@ app.add_typer(worker.app)
 app.add_typer(dashboard.app)
 app.add_typer(pooler.app)
 app.add_typer(predict.app)
+app.add_typer(export_model.app)
 
 
 def main() -> None:

@@ -1,17 +1,20 @@
-"""``edgesearch predict``: masks for new images from a study's best trial or from a checkpoint."""
+"""``edgesearch predict``: masks for new images from a study's best trial, a checkpoint or an exported model."""
 
 from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from edgesearch.cli.console import out, user_errors
-from edgesearch.cli.options import DeviceOption, PickOption, StorageOption
+from edgesearch.cli.options import DeviceOption, Pick, PickOption, StorageOption
 
-__all__ = ["app"]
+if TYPE_CHECKING:
+    from edgesearch.trainer.config import TrainConfig
+
+__all__ = ["app", "chosen_model"]
 
 app = typer.Typer()
 
@@ -39,7 +42,14 @@ def predict_command(
     config_file: Annotated[
         Path | None, typer.Option("--config", help="Trainer config or study file for --checkpoint.")
     ] = None,
-    threshold: Annotated[float, typer.Option(help="Foreground where the probability is >= this, in (0, 1).")] = 0.5,
+    onnx: Annotated[
+        Path | None,
+        typer.Option(help="Use this model written by export-model, with onnxruntime on the CPU (no torch)."),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Foreground where the probability is >= this, in (0, 1); default 0.5 (--onnx: the file's)."),
+    ] = None,
     overlay: Annotated[
         bool, typer.Option("--overlay", help="Also write <stem>.overlay.png: the predicted edges over the image.")
     ] = False,
@@ -61,52 +71,120 @@ def predict_command(
     """Predict a mask for every INPUT image with a trained model, at the input's own size.
 
     A model trained on patches predicts each image whole by sliding window at the scale it trained
-    at; one trained on resized images (data.image_size) predicts at that size.
+    at; one trained on resized images (data.image_size) predicts at that size. --onnx predicts the
+    same way with a model exported by export-model, with onnxruntime alone.
     """
     with user_errors():
-        from edgesearch.errors import ConfigError, UserError
+        from edgesearch.errors import ConfigError
         from edgesearch.trainer.device import device_problem
-        from edgesearch.trainer.predict import (
-            check_inference_options,
-            check_output_options,
-            checkpoint_config,
-            predict_files,
-        )
+        from edgesearch.trainer.predict_io import check_output_options, check_window_options
 
         # The cheap checks first: a typo in an option is reported before a study or checkpoint is loaded.
-        check_output_options(threshold=threshold, out_dir=out_dir)
-        check_inference_options(overlap=overlap)
+        check_output_options(threshold=0.5 if threshold is None else threshold, out_dir=out_dir)
+        check_window_options(overlap=overlap)
         problem = device_problem(device)
         if problem is not None:
             raise ConfigError(f"--device: {problem}")
-        if study is not None and checkpoint is None:
-            if config_file is not None:
-                raise UserError("--config goes with --checkpoint; a study stores its trials' configs")
-            from edgesearch.searcher.storage.urls import resolve_storage_url
-            from edgesearch.searcher.study.best import best_model
-            from edgesearch.searcher.study.studies import load_study
+        if onnx is not None:
+            _check_onnx_options(study=study, pick=pick, checkpoint=checkpoint, config_file=config_file, device=device)
+            # Only onnxruntime, NumPy and OpenCV from here on: torch is never imported.
+            from edgesearch.trainer.onnx_model import load_onnx_model, predict_onnx_files
 
-            found, study_config = load_study(study, resolve_storage_url(storage), read_only=True)
-            model = best_model(found, study_config, pick=pick.value if pick is not None else None)
-            config, best, source = model.config, model.checkpoint, model.description
-        elif checkpoint is not None and study is None:
-            if pick is not None:
-                raise UserError("--pick goes with --study (a point of its Pareto front); a checkpoint is one model")
-            config, best, source = checkpoint_config(checkpoint, config_file), checkpoint, str(checkpoint)
+            exported = load_onnx_model(onnx)
+            info = exported.info
+            out.print(f"model: {onnx} ({info.arch}/{info.encoder} of {info.source})", markup=False)
+            written = predict_onnx_files(
+                exported,
+                inputs,
+                out_dir,
+                threshold=threshold,
+                overlay=overlay,
+                overlap=overlap,
+                blend=blend.value if blend is not None else None,
+                tta=tta,
+                on_image=lambda image, mask: out.print(f"{image} -> {mask}", markup=False),
+            )
         else:
-            raise UserError("give exactly one of --study NAME or --checkpoint PATH")
-        out.print(f"model: {source}", markup=False)
-        written = predict_files(
-            config,
-            best,
-            inputs,
-            out_dir,
-            threshold=threshold,
-            overlay=overlay,
-            device=device,
-            overlap=overlap,
-            blend=blend.value if blend is not None else None,
-            tta=tta,
-            on_image=lambda image, mask: out.print(f"{image} -> {mask}", markup=False),
-        )
+            from edgesearch.trainer.predict import predict_files
+
+            config, best, source = chosen_model(
+                study=study,
+                pick=pick,
+                checkpoint=checkpoint,
+                config_file=config_file,
+                storage=storage,
+                or_else=" (or --onnx FILE, a model written by export-model)",
+            )
+            out.print(f"model: {source}", markup=False)
+            written = predict_files(
+                config,
+                best,
+                inputs,
+                out_dir,
+                threshold=0.5 if threshold is None else threshold,
+                overlay=overlay,
+                device=device,
+                overlap=overlap,
+                blend=blend.value if blend is not None else None,
+                tta=tta,
+                on_image=lambda image, mask: out.print(f"{image} -> {mask}", markup=False),
+            )
     out.print(f"wrote {len(written)} mask(s) to {out_dir}", markup=False)
+
+
+def chosen_model(
+    *,
+    study: str | None,
+    pick: Pick | None,
+    checkpoint: Path | None,
+    config_file: Path | None,
+    storage: str | None,
+    or_else: str = "",
+) -> tuple[TrainConfig, Path, str]:
+    """(config, checkpoint, a line saying which model) of ``--study NAME [--pick P]`` (its best trial) or
+    ``--checkpoint FILE [--config FILE]``: exactly one of them, each with its own options only (``or_else``
+    ends the message that asks for one: the command's other way to give a model)."""
+    from edgesearch.errors import UserError
+
+    if study is not None and checkpoint is None:
+        if config_file is not None:
+            raise UserError("--config goes with --checkpoint; a study stores its trials' configs")
+        from edgesearch.searcher.storage.urls import resolve_storage_url
+        from edgesearch.searcher.study.best import best_model
+        from edgesearch.searcher.study.studies import load_study
+
+        found, study_config = load_study(study, resolve_storage_url(storage), read_only=True)
+        model = best_model(found, study_config, pick=pick.value if pick is not None else None)
+        return model.config, model.checkpoint, model.description
+    if checkpoint is not None and study is None:
+        if pick is not None:
+            raise UserError("--pick goes with --study (a point of its Pareto front); a checkpoint is one model")
+        from edgesearch.trainer.predict import checkpoint_config
+
+        return checkpoint_config(checkpoint, config_file), checkpoint, str(checkpoint)
+    raise UserError(f"give exactly one of --study NAME or --checkpoint PATH{or_else}")
+
+
+def _check_onnx_options(
+    *, study: str | None, pick: Pick | None, checkpoint: Path | None, config_file: Path | None, device: str
+) -> None:
+    """Raise a UserError for an option that chooses another model than ``--onnx``'s, or a device it cannot use."""
+    from edgesearch.errors import UserError
+
+    given = [
+        name
+        for name, value in (
+            ("--study", study),
+            ("--pick", pick),
+            ("--checkpoint", checkpoint),
+            ("--config", config_file),
+        )
+        if value is not None
+    ]
+    if given:
+        raise UserError(
+            f"{', '.join(given)}: not with --onnx FILE, which is the model; "
+            "give exactly one of --study NAME, --checkpoint PATH or --onnx FILE"
+        )
+    if device not in ("auto", "cpu"):
+        raise UserError(f"--device {device}: --onnx runs on onnxruntime's CPU; allowed with --onnx: auto, cpu")

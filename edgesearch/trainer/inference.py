@@ -4,7 +4,7 @@ The model sees a new image as it saw its validation images (:class:`~edgesearch.
 
 - **Patches** (``data.image_size`` unset, the default): each image whole, at native resolution, by
   sliding window. The image as read is scaled to 0..1 as training scales it, resampled by
-  ``data.scale`` (:func:`~edgesearch.trainer.patches.rescale`), normalised with the model's mean and std
+  ``data.scale`` (:func:`~edgesearch.trainer.model_input.rescale`), normalised with the model's mean and std
   (:func:`~edgesearch.trainer.input_stats.model_normalization`, as in training), and cut into
   ``data.window`` windows that overlap by ``overlap`` (default ``data.overlap``) and are blended by
   ``blend`` (default ``gaussian``) (:func:`~edgesearch.trainer.sliding.sliding_window_probabilities`,
@@ -35,18 +35,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from edgesearch.errors import ConfigError, raise_problems
 from edgesearch.trainer.config import TrainConfig
 from edgesearch.trainer.data import build_transforms
-from edgesearch.trainer.images import to_unit_range
 from edgesearch.trainer.input_stats import model_normalization
-from edgesearch.trainer.patches import rescale
-from edgesearch.trainer.sliding import BLENDS, TTA_FLIPS, Blend, sliding_window_probabilities
+from edgesearch.trainer.model_input import at_size, normalized_input, unit_image
+from edgesearch.trainer.predict_io import check_window_options
+from edgesearch.trainer.sliding import TTA_FLIPS, Blend, sliding_window_probabilities
 
 __all__ = [
     "check_inference_options",
@@ -62,21 +60,9 @@ def check_inference_options(
     """Raise one :class:`ConfigError` naming every bad option: ``overlap`` outside 0 <= x < 1, an unknown
     ``blend``, and (given the model's ``config``) either of them for a model that resizes its images,
     which has no windows. None means the default: ``data.overlap``, ``gaussian``."""
-    problems: list[str] = []
-    if overlap is not None and (
-        isinstance(overlap, bool) or not isinstance(overlap, int | float) or not 0.0 <= overlap < 1.0
-    ):
-        problems.append(f"overlap: {overlap!r} is out of range; allowed: 0 <= x < 1")
-    if blend is not None and blend not in BLENDS:
-        problems.append(f"blend: {blend!r} is not allowed; allowed: {', '.join(BLENDS)}")
-    if config is not None and config.data.resize:
-        for name, value in (("overlap", overlap), ("blend", blend)):
-            if value is not None:
-                problems.append(
-                    f"{name}: {value!r} is for the sliding window of a model trained on patches; this model "
-                    f"resizes every image to data.image_size {config.data.image_size}, one pass each"
-                )
-    raise_problems(problems, ConfigError)
+    check_window_options(
+        overlap=overlap, blend=blend, resizes_to=config.data.image_size if config is not None else None
+    )
 
 
 def predict_probabilities(model: nn.Module, images: torch.Tensor, *, tta: bool = False) -> torch.Tensor:
@@ -104,16 +90,7 @@ def predict_probabilities(model: nn.Module, images: torch.Tensor, *, tta: bool =
 
 def prepare_image(image: np.ndarray, config: TrainConfig) -> np.ndarray:
     """An image as read (:func:`~edgesearch.trainer.images.read_image`) scaled to 0..1 as training scales it."""
-    return to_unit_range(_check_channels(image, config), config.data.normalize)
-
-
-def _check_channels(image: np.ndarray, config: TrainConfig) -> np.ndarray:
-    if image.ndim == 2:
-        image = image[:, :, None]
-    channels = config.model.in_channels
-    if image.ndim != 3 or image.shape[2] != channels:
-        raise ValueError(f"image of shape {image.shape} does not have model.in_channels = {channels} channels")
-    return image
+    return unit_image(image, channels=config.model.in_channels, normalize=config.data.normalize)
 
 
 def probability_maps(
@@ -157,7 +134,7 @@ def _resized_maps(
     transform = build_transforms(image_size=config.data.image_size, stats=stats, augment=False)
     batch = torch.stack([transform(image=prepare_image(image, config))["image"] for image in images])
     probs = predict_probabilities(model, batch, tta=tta)[:, 0].numpy()
-    return [_at_size(prob, image.shape[:2]) for prob, image in zip(probs, images, strict=True)]
+    return [at_size(prob, image.shape[:2]) for prob, image in zip(probs, images, strict=True)]
 
 
 def _native_map(
@@ -173,27 +150,15 @@ def _native_map(
         tta=tta,
         batch_size=data.batch_size,
     )
-    return _at_size(prob.cpu().numpy(), image.shape[:2])
+    return at_size(prob.cpu().numpy(), image.shape[:2])
 
 
 def _native_input(image: np.ndarray, config: TrainConfig) -> torch.Tensor:
-    """The (C, h, w) float32 tensor the sliding window reads: 0..1, scaled, normalised.
-
-    A view of one float array normalised in place (module docstring): the intermediate arrays are
-    gone when this returns, before the sliding window allocates its output.
-    """
-    unit, _ = rescale(prepare_image(image, config), None, config.data.scale)
-    if np.may_share_memory(unit, image):  # normalised in place below: never the caller's pixels
-        unit = unit.copy()
+    """The (C, h, w) float32 tensor the sliding window reads: 0..1, scaled, normalised
+    (:func:`~edgesearch.trainer.model_input.normalized_input`), as a view of that one array."""
     mean, std = model_normalization(config.model)
-    unit -= np.asarray(mean, dtype=np.float32)
-    unit /= np.asarray(std, dtype=np.float32)
+    model = config.model
+    unit = normalized_input(
+        image, channels=model.in_channels, normalize=config.data.normalize, scale=config.data.scale, mean=mean, std=std
+    )
     return torch.from_numpy(unit).permute(2, 0, 1)
-
-
-def _at_size(prob: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
-    """``prob`` (float32) resampled (bilinear) to ``size`` (height, width) unless it has that size."""
-    height, width = size[0], size[1]
-    if prob.shape != (height, width):
-        prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
-    return prob.astype(np.float32, copy=False)

@@ -1,17 +1,16 @@
 """The edge overlay: true and predicted edge bands painted over an image, as a uint8 array.
 
-The bands are the ones the edge loss and Boundary IoU look at (:func:`edge_map` of width
-``loss.edge_width``), so the picture shows what the metric scores: where the predicted
-boundary lies on the true one, where it misses it, and where it invents one. Pure drawing:
+The bands are the ones the edge loss and Boundary IoU look at (:func:`~edgesearch.trainer.edges.edge_map`
+of width ``loss.edge_width``), so the picture shows what the metric scores: where the predicted
+boundary lies on the true one, where it misses it, and where it invents one. Pure drawing, with
+NumPy and OpenCV (``predict`` of an exported model draws it without torch):
 :func:`edgesearch.trainer.plots.write_edge_overlay` runs the model and lays out the figure.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
-import torch
-
-from edgesearch.trainer.edges import edge_map
 
 __all__ = ["BOTH_EDGE_COLOUR", "PRED_EDGE_COLOUR", "TRUE_EDGE_COLOUR", "edge_overlay"]
 
@@ -24,8 +23,14 @@ BOTH_EDGE_COLOUR = (255, 255, 0)
 
 
 def _edge_band(mask: np.ndarray, width: int) -> np.ndarray:
-    binary = torch.from_numpy(np.asarray(mask) > 0).float()[None, None]
-    return edge_map(binary, width)[0, 0].numpy() > 0.5
+    """``edge_map``'s band of a binary mask: the mask less its erosion by a square of side ``2 * width + 1``,
+    with the outside of the image as background (so a mask touching the border has a band along it)."""
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    binary = (np.asarray(mask) > 0).astype(np.uint8)
+    kernel = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
+    eroded = cv2.erode(binary, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return binary > eroded
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:

@@ -33,12 +33,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Sampler
 
 from edgesearch.trainer.images import to_unit_range
+from edgesearch.trainer.model_input import rescale
 
 __all__ = [
     "PLAN_COLUMNS",
@@ -59,21 +59,6 @@ is centred on a foreground pixel."""
 
 _PLAN_SALT = 0x9A7C4E5
 """Keeps the plan's random stream apart from the other users of an epoch's seed."""
-
-
-def rescale(image: np.ndarray, mask: np.ndarray | None, scale: float) -> tuple[np.ndarray, np.ndarray | None]:
-    """``image`` (H, W[, C]) resampled by ``scale`` (area averaging to shrink, bilinear to grow) and ``mask``
-    by nearest neighbour, each side ``max(1, round(side * scale))``; unchanged (not copied) at scale 1."""
-    if scale == 1.0:
-        return image, mask
-    height, width = image.shape[:2]
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, size, interpolation=interpolation)
-    if image.ndim == 3 and resized.ndim == 2:  # OpenCV drops a single channel
-        resized = resized[:, :, None]
-    small_mask = None if mask is None else cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
-    return resized, small_mask
 
 
 def pad_to(array: np.ndarray, patch: int, value: float | Sequence[float] = 0.0) -> np.ndarray:

@@ -4,7 +4,8 @@ A model sees new images exactly as it saw its validation images (:mod:`~edgesear
 a model trained on patches predicts each image whole at native resolution by sliding window, one
 that resizes (``data.image_size``) predicts at that size; either way the probability map has the
 input's own size and is thresholded there. Everything that can be wrong with the inputs, the options
-or the output folder is found before the first file is written.
+or the output folder is found before the first file is written (:mod:`~edgesearch.trainer.predict_io`,
+which an exported model's predictions share).
 """
 
 from __future__ import annotations
@@ -16,17 +17,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from edgesearch.errors import ConfigError, DataError, first_line, raise_problems
-from edgesearch.files import atomic_write, check_new_or_empty
+from edgesearch.errors import ConfigError
 from edgesearch.trainer import run_files
 from edgesearch.trainer.checkpoint_files import read_checkpoint
 from edgesearch.trainer.config import TrainConfig, load_train_config, prediction_overrides, validate_train_config
-from edgesearch.trainer.data import IMAGE_SUFFIXES
 from edgesearch.trainer.device import resolve_device
-from edgesearch.trainer.images import check_nan, read_image, to_display
 from edgesearch.trainer.inference import (
     check_inference_options,
     predict_probabilities,
@@ -34,7 +31,15 @@ from edgesearch.trainer.inference import (
     probability_maps,
 )
 from edgesearch.trainer.model import build_model
-from edgesearch.trainer.overlay import edge_overlay
+from edgesearch.trainer.predict_io import (
+    binary_mask,
+    check_inputs,
+    check_output_options,
+    check_threshold,
+    collect_inputs,
+    output_paths,
+    write_predictions,
+)
 from edgesearch.trainer.sliding import Blend
 
 __all__ = [
@@ -110,11 +115,6 @@ def _shape(value: Any) -> tuple[int, ...] | None:
     return tuple(value.shape) if isinstance(value, torch.Tensor) else None
 
 
-def _check_threshold(threshold: float) -> None:
-    if not 0.0 < threshold < 1.0:
-        raise ConfigError(f"threshold: {threshold!r} is out of range; allowed: 0 < x < 1")
-
-
 def predict_image(
     model: nn.Module,
     image: np.ndarray,
@@ -130,81 +130,9 @@ def predict_image(
     ``>=`` as in the validation metrics, so a threshold of 0.5 gives the masks ``val_iou`` scored.
     ``overlap``, ``blend`` and ``tta`` as in :func:`~edgesearch.trainer.inference.probability_maps`.
     """
-    _check_threshold(threshold)
+    check_threshold(threshold)
     (prob,) = probability_maps(model, [image], config=config, overlap=overlap, blend=blend, tta=tta)
-    return _mask(prob, threshold)
-
-
-def _mask(prob: np.ndarray, threshold: float) -> np.ndarray:
-    # The comparison's bools as 0/1 bytes: a view, no second full-size array.
-    return (prob >= threshold).view(np.uint8)
-
-
-def collect_inputs(inputs: Sequence[Path]) -> list[Path]:
-    """The image files named by ``inputs``: files as given, folders as their images sorted by name.
-
-    Raises DataError naming every input that does not exist and every folder without images.
-    """
-    files: list[Path] = []
-    problems: list[str] = []
-    for path in inputs:
-        if path.is_dir():
-            found = sorted(
-                p
-                for p in path.iterdir()
-                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-            )
-            if not found:
-                problems.append(f"{path}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            problems.append(f"{path}: no such file or folder")
-    if not inputs:
-        problems.append("no input images given")
-    raise_problems(problems, DataError)
-    return files
-
-
-def _output_paths(files: Sequence[Path], out_dir: Path, *, overlay: bool) -> list[tuple[Path, Path | None]]:
-    """(mask, overlay) paths per input; two inputs that would write the same file are a DataError."""
-    written: dict[Path, Path] = {}
-    problems: list[str] = []
-    paths: list[tuple[Path, Path | None]] = []
-    for file in files:
-        mask = out_dir / f"{file.stem}.png"
-        picture = out_dir / f"{file.stem}.overlay.png" if overlay else None
-        for target in (mask, picture):
-            if target is None:
-                continue
-            if target in written:
-                problems.append(f"{file}: would overwrite {target.name}, also written for {written[target]}")
-            written[target] = file
-        paths.append((mask, picture))
-    raise_problems(problems, DataError)
-    return paths
-
-
-def check_output_options(*, threshold: float, out_dir: Path) -> None:
-    """Raise a UserError for a threshold outside (0, 1) or an ``out_dir`` that is not new or empty.
-
-    Cheap and offline: the CLI calls it before it loads a study or a checkpoint.
-    """
-    _check_threshold(threshold)
-    check_new_or_empty(out_dir, label="--out")
-
-
-def _read(path: Path, channels: int) -> np.ndarray:
-    try:
-        return read_image(path, channels=channels)
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path}: unreadable image ({first_line(exc)})") from None
-
-
-def _save_png(array: np.ndarray, path: Path) -> None:
-    # Atomic: an interrupted run never leaves a truncated mask behind.
-    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+    return binary_mask(prob, threshold)
 
 
 def predict_files(
@@ -235,55 +163,23 @@ def predict_files(
     check_output_options(threshold=threshold, out_dir=out_dir)
     check_inference_options(overlap=overlap, blend=blend, config=config)
     files = collect_inputs(inputs)
-    outputs = _output_paths(files, out_dir, overlay=overlay)
-    channels = config.model.in_channels
-    problems: list[str] = []
-    for file in files:  # read once up front so that a bad file stops the run before any write
-        try:
-            check_nan(_read(file, channels), config.data.normalize)
-        except DataError as exc:
-            problems.append(str(exc))
-        except ValueError as exc:
-            problems.append(f"{file}: {exc}")
-    raise_problems(problems, DataError)
+    outputs = output_paths(files, out_dir, overlay=overlay)
+    check_inputs(files, channels=config.model.in_channels, normalize=config.data.normalize)
     model = load_model(config, checkpoint, device=resolve_device(device))
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    def maps(images: list[np.ndarray]) -> list[np.ndarray]:
+        return probability_maps(model, images, config=config, overlap=overlap, blend=blend, tta=tta)
+
     # A resizing model takes a batch of images in one pass; one trained on patches takes one whole
     # image at a time (a batch of its windows), so that a single decoded image is held at once.
-    step = config.data.batch_size if config.data.resize else 1
-    for start in range(0, len(files), step):
-        chunk = list(zip(files[start : start + step], outputs[start : start + step], strict=True))
-        written += _write_chunk(
-            model, chunk, config=config, threshold=threshold, overlap=overlap, blend=blend, tta=tta, on_image=on_image
-        )
-    return written
-
-
-def _write_chunk(
-    model: nn.Module,
-    chunk: Sequence[tuple[Path, tuple[Path, Path | None]]],
-    *,
-    config: TrainConfig,
-    threshold: float,
-    overlap: float | None,
-    blend: Blend | None,
-    tta: bool,
-    on_image: Callable[[Path, Path], None] | None,
-) -> list[Path]:
-    """Predict and write the masks (and overlays) of ``chunk``'s (input, (mask, overlay)) files; the masks'
-    paths back. A function of its own so that its images and maps are freed before the next chunk's."""
-    images = [_read(file, config.model.in_channels) for file, _ in chunk]
-    probs = probability_maps(model, images, config=config, overlap=overlap, blend=blend, tta=tta)
-    done: list[Path] = []
-    for (file, (mask_path, overlay_path)), image, prob in zip(chunk, images, probs, strict=True):
-        mask = _mask(prob, threshold)
-        _save_png(mask * 255, mask_path)
-        if overlay_path is not None:
-            picture = to_display(image, config.data.normalize)
-            _save_png(edge_overlay(picture, np.zeros_like(mask), mask, width=config.loss.edge_width), overlay_path)
-        done.append(mask_path)
-        if on_image is not None:
-            on_image(file, mask_path)
-    return done
+    return write_predictions(
+        files,
+        outputs,
+        maps,
+        channels=config.model.in_channels,
+        normalize=config.data.normalize,
+        threshold=threshold,
+        edge_width=config.loss.edge_width,
+        step=config.data.batch_size if config.data.resize else 1,
+        on_image=on_image,
+    )

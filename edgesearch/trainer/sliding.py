@@ -8,6 +8,8 @@ The tiling, padding and blending are MONAI's ``sliding_window_inference``; what 
 is the model side (sigmoid per window, autocast, flips) and the choice of where the output is
 stitched. MONAI is imported inside the function: importing it costs several seconds (it loads all
 of its subpackages, SciPy and torchvision among them), which no command that does not predict pays.
+The options and the window geometry live in :mod:`~edgesearch.trainer.sliding_numpy`, whose NumPy
+loop gives an exported model the same windows and weights without torch.
 """
 
 from __future__ import annotations
@@ -15,14 +17,22 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from typing import Literal, cast
+from typing import cast
 
 import torch
 from torch import nn
 
-from edgesearch.errors import ConfigError, raise_problems
+from edgesearch.trainer.sliding_numpy import (
+    BLENDS,
+    SIGMA_SCALE,
+    TTA_FLIPS,
+    WINDOW_MULTIPLE,
+    Blend,
+    check_sliding_options,
+)
 
 __all__ = [
+    "BLENDS",
     "DEFAULT_STITCH_ON_CPU_ABOVE",
     "SIGMA_SCALE",
     "TTA_FLIPS",
@@ -32,48 +42,11 @@ __all__ = [
     "sliding_window_probabilities",
 ]
 
-Blend = Literal["gaussian", "mean"]
-"""How overlapping windows are weighted: a Gaussian centred on each window, or all pixels alike."""
-
-BLENDS: tuple[Blend, ...] = ("gaussian", "mean")
 _MONAI_MODE = {"gaussian": "gaussian", "mean": "constant"}
-
-WINDOW_MULTIPLE = 32
-"""smp encoders halve the resolution five times: a window's side must divide by 2**5."""
-
-SIGMA_SCALE = 0.125
-"""The Gaussian's standard deviation as a share of the window's side (nnU-Net's and MONAI's 1/8)."""
-
-TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-2,), (-1,), (-2, -1))
-"""The flips averaged by ``tta``: identity, flip H, flip W, flip both (dims of an N,C,H,W batch)."""
 
 DEFAULT_STITCH_ON_CPU_ABOVE = 4096 * 4096
 """Pixels past which the output is stitched on the CPU: on the device the output and its weight
 sum take 8 bytes per pixel (128 MiB at 4096 x 4096, 800 MB at 10k x 10k)."""
-
-
-def check_sliding_options(
-    *, window: int, overlap: float, blend: str, batch_size: int, stitch_on_cpu_above: int | None
-) -> None:
-    """Raise one :class:`ConfigError` listing every option outside what is allowed."""
-    problems: list[str] = []
-    if not _is_int(window) or window < WINDOW_MULTIPLE or window % WINDOW_MULTIPLE:
-        problems.append(f"window: {window!r} is not allowed; allowed: a multiple of {WINDOW_MULTIPLE}, >= 32")
-    if isinstance(overlap, bool) or not isinstance(overlap, int | float) or not 0.0 <= overlap < 1.0:
-        problems.append(f"overlap: {overlap!r} is out of range; allowed: 0 <= overlap < 1")
-    if blend not in BLENDS:
-        problems.append(f"blend: {blend!r} is not allowed; allowed: {', '.join(BLENDS)}")
-    if not _is_int(batch_size) or batch_size < 1:
-        problems.append(f"batch_size: {batch_size!r} is not allowed; allowed: an integer >= 1")
-    if stitch_on_cpu_above is not None and (not _is_int(stitch_on_cpu_above) or stitch_on_cpu_above < 0):
-        problems.append(
-            f"stitch_on_cpu_above: {stitch_on_cpu_above!r} is not allowed; allowed: None or an integer >= 0 (pixels)"
-        )
-    raise_problems(problems, ConfigError)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def sliding_window_probabilities(

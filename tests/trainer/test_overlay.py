@@ -11,6 +11,7 @@ from PIL import Image
 
 from edgesearch.trainer import TrainConfig
 from edgesearch.trainer.data import IMAGENET_MEAN, IMAGENET_STD, build_datasets, synthetic_sample
+from edgesearch.trainer.edges import edge_map
 from edgesearch.trainer.model import build_model
 from edgesearch.trainer.overlay import BOTH_EDGE_COLOUR, PRED_EDGE_COLOUR, TRUE_EDGE_COLOUR, edge_overlay
 from edgesearch.trainer.plots import write_edge_overlay
@@ -78,6 +79,23 @@ def test_a_grey_image_is_drawn_as_rgb() -> None:
     np.testing.assert_array_equal(
         picture, edge_overlay(_grey_image(), _square(1, 1, 5, 5), _square(1, 2, 5, 6), width=1)
     )
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 7])
+def test_the_bands_are_the_edge_maps_the_metrics_score(width: int) -> None:
+    rng = np.random.default_rng(width)
+    for _ in range(10):
+        height, side = (int(n) for n in rng.integers(1, 60, size=2))
+        true_mask, pred_mask = (rng.random((2, height, side)) < rng.random()).astype(np.uint8)
+        bands = [
+            edge_map(torch.from_numpy(m).float()[None, None], width)[0, 0].numpy() > 0.5 for m in (true_mask, pred_mask)
+        ]
+        expected = np.zeros((height, side, 3), np.uint8)
+        expected[bands[0] & ~bands[1]] = TRUE_EDGE_COLOUR
+        expected[bands[1] & ~bands[0]] = PRED_EDGE_COLOUR
+        expected[bands[0] & bands[1]] = BOTH_EDGE_COLOUR
+        picture = edge_overlay(np.zeros((height, side, 3), np.uint8), true_mask, pred_mask, width=width)
+        np.testing.assert_array_equal(picture, expected)
 
 
 def test_masks_of_another_size_than_the_image_are_refused() -> None:
