@@ -363,7 +363,7 @@ def show_command(
 
 def _disk_line(disk: DiskUse) -> str:
     """``disk: 352.4 MB: runs 349.1 MB (FOLDER), artifacts 3.3 MB (FOLDER); 58.7 MB per finished trial``."""
-    folders = ", ".join(str(folder) for folder in disk.run_folders) or "none yet"
+    folders = ", ".join(str(folder) for folder in disk.run_folders) or "none here"
     per = f"{disk.per_finished / 1e6:.1f} MB" if disk.per_finished is not None else "-"
     return (
         f"disk: {disk.total / 1e6:.1f} MB: runs {disk.runs / 1e6:.1f} MB ({folders}), artifacts "
