@@ -72,6 +72,24 @@ def trial_overhead(r: dict[str, Any]) -> list[Row]:
     return [("Trial overhead in a worker, quickstart size", r["target"], measured, r["met"])]
 
 
+def disk_use(r: dict[str, Any]) -> list[Row]:
+    parts = ", ".join(f"{name} {value / 1e6:.1f}" for name, value in r["bytes"].items())
+    measured = (
+        f"{_f(r['mb_per_finished_trial'], '.1f')} MB per finished trial ({r['finished']} finished; MB in all: {parts})"
+    )
+    kept = r["keep_checkpoints"]
+    rows: list[Row] = [("Disk per finished trial, quickstart study", r["target"], measured, r["met"])]
+    rows.append(
+        (
+            f"Disk per finished trial, quickstart study, keep_checkpoints {kept['keep']}",
+            "(information)",
+            f"{_f(kept['mb_per_finished_trial'], '.1f')} MB ({kept['removed']} best.pt removed)",
+            None,
+        )
+    )
+    return rows
+
+
 def input_pipeline(r: dict[str, Any]) -> list[Row]:
     measured = (
         f"{_f(r['ratio'], '.1f')}x ({r['loader_images_per_s']:.0f} vs {r['step_images_per_s']:.1f} images/s); "
@@ -360,6 +378,7 @@ RENDER: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "checkpoint_cost": checkpoint_cost,
     "end_to_end": end_to_end,
     "trial_overhead": trial_overhead,
+    "disk_use": disk_use,
     "input_pipeline": input_pipeline,
     "coordination": coordination,
     "pruning": pruning,

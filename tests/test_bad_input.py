@@ -165,6 +165,23 @@ def known_with_finished(tmp: Path) -> None:
     rdb_storage(study).engine.dispose()  # type: ignore[union-attr]
 
 
+def known_with_removed_best(tmp: Path) -> None:
+    """Study ``known`` whose best trial lost its best.pt to ``keep_checkpoints`` (a stale view of the study)."""
+    import optuna
+
+    from edgesearch.searcher.storage._optuna.handles import rdb_storage
+    from edgesearch.searcher.study.run_folders import CHECKPOINT_REMOVED_ATTR
+
+    known_study(tmp)
+    study = optuna.load_study(study_name=KNOWN, storage=url(tmp))
+    trial = study.ask()
+    trial.set_user_attr("config", TRAINER)
+    trial.set_user_attr("best_checkpoint", f"{tmp}/runs/trial-00000/best.pt")
+    trial.set_user_attr(CHECKPOINT_REMOVED_ATTR, "keep_checkpoints 1: only the best 1 finished trial(s) keep theirs")
+    study.tell(trial, 0.5)
+    rdb_storage(study).engine.dispose()  # type: ignore[union-attr]
+
+
 def study_create(**top: Any) -> Callable[[Path], list[str]]:
     def build(tmp: Path) -> list[str]:
         return ["study", "create", str(study_file(tmp, **top)), "--storage", url(tmp)]
@@ -580,6 +597,25 @@ CASES = [
     Case("study-n-trials-zero", study_create(n_trials=0), ("study.yaml", "n_trials", "0", "x >= 1")),
     # Accepted once, then crashed or ran something else: refused when the file is read.
     Case("study-n-trials-boolean", study_create(n_trials=True), ("study.yaml", "n_trials", "true is a boolean")),
+    Case("study-keep-checkpoints-zero", study_create(keep_checkpoints=0), ("study.yaml", "keep_checkpoints", "x >= 1")),
+    Case(
+        "study-keep-checkpoints-negative",
+        study_create(keep_checkpoints=-2),
+        ("study.yaml", "keep_checkpoints", "-2", "x >= 1"),
+    ),
+    Case(
+        "study-keep-checkpoints-string",
+        study_create(keep_checkpoints="two"),
+        ("study.yaml", "keep_checkpoints", "'two'", "x >= 1"),
+    ),
+    Case(
+        "cli-predict-removed-checkpoint",
+        after(
+            known_with_removed_best,
+            plain("predict", "--study", KNOWN, "{tmp}/data", "--out", "{tmp}/masks", "--storage", "{storage}"),
+        ),
+        (f"study {KNOWN} trial 0", "best.pt was removed", "keep_checkpoints 1", f"study export {KNOWN}"),
+    ),
     Case(
         "study-sampler-seed-beyond-numpy",
         study_create(sampler={"kind": "random", "seed": 2**40}),

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
     from optuna.trial import FrozenTrial
 
+    from edgesearch.searcher.study.disk import DiskUse
+
 __all__ = ["app"]
 
 app = typer.Typer(help="Create, run and inspect studies.", no_args_is_help=True)
@@ -168,11 +170,25 @@ def _best_record(name: str, url: str, pick: str | None, rule: str | None) -> dic
     else:
         record["value"] = best.value
         record["choice"] = choice
-    return record | {
-        "params": best.params,
-        "checkpoint": best.user_attrs.get("best_checkpoint"),
-        "run_dir": best.user_attrs.get("run_dir"),
+    return record | {"params": best.params, **_checkpoint_fields(best)}
+
+
+def _checkpoint_fields(trial: FrozenTrial) -> dict[str, Any]:
+    """The trial's checkpoint and run folder; a checkpoint that ``keep_checkpoints`` removed is null, and
+    ``checkpoint_removed`` says why."""
+    from edgesearch.searcher.study.disk import removed_reason
+
+    removed = removed_reason(trial)
+    return {
+        "checkpoint": trial.user_attrs.get("best_checkpoint") if removed is None else None,
+        "checkpoint_removed": removed,
+        "run_dir": trial.user_attrs.get("run_dir"),
     }
+
+
+def _checkpoint_line(record: dict[str, Any]) -> str:
+    removed = record["checkpoint_removed"]
+    return f"removed ({removed})" if removed is not None else str(record["checkpoint"])
 
 
 RuleOption = Annotated[
@@ -228,7 +244,7 @@ def best_command(
         out.print(record["choice"]["says"], markup=False)
         for key, value in record["params"].items():
             out.print(f"  {key} = {format_value(value)}")
-        out.print(f"checkpoint (the search's run): {record['checkpoint']}")
+        out.print(f"checkpoint (the search's run): {_checkpoint_line(record)}", markup=False)
         return
     if "values" in record:
         values = ", ".join(f"{metric} {value:.4f}" for metric, value in record["values"].items())
@@ -238,7 +254,7 @@ def best_command(
         out.print(record["choice"]["says"], markup=False)
     for key, value in record["params"].items():
         out.print(f"  {key} = {format_value(value)}")
-    out.print(f"checkpoint: {record['checkpoint']}")
+    out.print(f"checkpoint: {_checkpoint_line(record)}", markup=False)
 
 
 def _confirmed_record(name: str, url: str) -> dict[str, Any]:
@@ -265,8 +281,7 @@ def _confirmed_record(name: str, url: str) -> dict[str, Any]:
         "ranking_holds": ranking_holds(rows),
         "choice": choice_record(study_choice(study, config, "confirmed", rows=rows)),
         "params": source.params,
-        "checkpoint": source.user_attrs.get("best_checkpoint"),
-        "run_dir": source.user_attrs.get("run_dir"),
+        **_checkpoint_fields(source),
     }
 
 
@@ -303,38 +318,58 @@ def confirm_command(
 
 
 @app.command("show")
-def show_command(name: Annotated[str, typer.Argument(help="Study name.")], storage: StorageOption = None) -> None:
-    """A table of the study's trials, best first."""
+def show_command(
+    name: Annotated[str, typer.Argument(help="Study name.")],
+    storage: StorageOption = None,
+    artifacts: ArtifactsOption = None,
+) -> None:
+    """A table of the study's trials, best first, and the disk its runs and artifacts take."""
     with user_errors():
         from rich.console import Console
         from rich.table import Table
 
         from edgesearch.cli.study_progress import describe_eta, format_counts
+        from edgesearch.searcher.storage.artifacts import resolve_artifact_dir
         from edgesearch.searcher.storage.urls import resolve_storage_url
         from edgesearch.searcher.study.best import front_trials
+        from edgesearch.searcher.study.disk import disk_use
         from edgesearch.searcher.study.progress import epochs_done
         from edgesearch.searcher.study.studies import load_study, trial_counts
 
         url = resolve_storage_url(storage)
         study, config = load_study(name, url, read_only=True)
         trials = study.get_trials(deepcopy=False)
+        disk = disk_use(study, resolve_artifact_dir(artifacts))
     counts = trial_counts(study, n_trials=config.n_trials)
     out.print(f"study {name}: {format_counts(counts, config.n_trials)}; {describe_eta(counts, config.n_trials)}")
     _print_running(trials, config.objectives[0])
+    out.print(_disk_line(disk), markup=False)
     params = list(config.space)
     # A study of two objectives: a column per metric and one marking its Pareto front.
     front = {t.number for t in front_trials(study)} if config.multi_objective else set()
     marks = ["front"] if config.multi_objective else []
-    table = Table("trial", "state", *config.objectives, *marks, "epochs", *params)
+    table = Table("trial", "state", *config.objectives, *marks, "epochs", "MB", *params)
     for t in sorted(trials, key=lambda t: (t.values is None, [-v for v in t.values or []], t.number)):
         values = [f"{v:.4f}" for v in t.values] if t.values is not None else ["-"] * len(config.objectives)
         mark = ["yes" if t.number in front else ""] if config.multi_objective else []
         epochs = str(epochs_done(t))
+        size = f"{disk.per_trial[t.number] / 1e6:.1f}" if t.number in disk.per_trial else "-"
         cells = [format_value(t.params.get(p)) for p in params]
-        table.add_row(str(t.number), t.state.name, *values, *mark, epochs, *cells)
+        table.add_row(str(t.number), t.state.name, *values, *mark, epochs, size, *cells)
     # A pipe or log gets the whole table instead of columns squeezed to 80 characters.
     wide = out if out.is_terminal else Console(file=out.file, width=400, highlight=False, markup=False)
     wide.print(table)
+
+
+def _disk_line(disk: DiskUse) -> str:
+    """``disk: 352.4 MB: runs 349.1 MB (FOLDER), artifacts 3.3 MB (FOLDER); 58.7 MB per finished trial``."""
+    folders = ", ".join(str(folder) for folder in disk.run_folders) or "none here"
+    per = f"{disk.per_finished / 1e6:.1f} MB" if disk.per_finished is not None else "-"
+    return (
+        f"disk: {disk.total / 1e6:.1f} MB: runs {disk.runs / 1e6:.1f} MB ({folders}), artifacts "
+        f"{disk.artifacts / 1e6:.1f} MB ({disk.artifact_folder}; files linked to the runs counted there); "
+        f"{per} per finished trial"
+    )
 
 
 def _print_running(trials: Sequence[FrozenTrial], metric: str) -> None:

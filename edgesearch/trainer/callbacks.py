@@ -3,7 +3,8 @@
 A callback is the only way code outside the trainer reaches into the loop (the searcher's
 pruning callback, the CLI's progress bar). Hooks are no-ops by default, so a callback
 overrides only what it needs. ``on_epoch_end`` may raise to stop training: the exception
-propagates out of ``train()`` after that epoch's checkpoints and history are on disk.
+propagates out of ``train()`` after that epoch's checkpoints and history are on disk (a
+:class:`StopForGood` says that nothing will resume the run: its ``last.pt`` is then not written).
 """
 
 from __future__ import annotations
@@ -15,12 +16,21 @@ if TYPE_CHECKING:
 
     from edgesearch.trainer.records import EpochRecord
 
-__all__ = ["Callback", "describe_data"]
+__all__ = ["Callback", "StopForGood", "describe_data"]
 
 
 def describe_data(*, train: int, val: int, source: str) -> str:
     """The line that says what a run trains on: ``data: 33 train + 4 val images from DIR``."""
     return f"data: {train} train + {val} val images from {source}"
+
+
+class StopForGood(Exception):
+    """Raised by a callback's ``on_epoch_end`` to end a run that nothing will resume (a pruned study trial).
+
+    It propagates out of ``train()`` as any other exception does, and ``best.pt`` is written as for any
+    end; but the run's state is not written to ``last.pt``, the largest write of a run's end, since no
+    one would read it.
+    """
 
 
 class Callback:

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from edgesearch.files import atomic_write, atomic_write_text
 from edgesearch.trainer import data_cache, run_files
-from edgesearch.trainer.callbacks import Callback
+from edgesearch.trainer.callbacks import Callback, StopForGood
 from edgesearch.trainer.checkpoint_files import load_checkpoint, read_resume_state
 from edgesearch.trainer.checkpoint_writer import Checkpointer
 from edgesearch.trainer.config import TrainConfig
@@ -165,12 +165,16 @@ def train(
     run_dir: Path | None = None,
     resume_from: Path | None = None,
     force_resume: bool = False,
+    last_at_end: bool = True,
 ) -> TrainResult:
     """Train one model as ``config`` says; write the run directory when ``run_dir`` is given.
 
     ``resume_from`` is a ``last.pt`` of an interrupted run with the same config: training
     continues at the epoch after the one it recorded, with the optimizer, schedule and RNG
     state it had; ``force_resume`` lets it continue with changed loss, optimiser or data settings.
+    ``last_at_end=False``: a run that trains all its epochs writes no ``last.pt`` for its end (a study
+    trial, which nothing resumes once it is finished; ``best.pt`` is written as always), as a callback's
+    :class:`~edgesearch.trainer.callbacks.StopForGood` ends any run. A stop or a failure still writes it.
     Bad data or config raise a :class:`UserError` before anything is written.
     """
     data_cache.check_budget()
@@ -293,7 +297,10 @@ def train(
                     checkpoints.improved(model.state_dict())
                 else:
                     kept = {name: value.detach().clone() for name, value in model.state_dict().items()}
-            if checkpoints is not None and run_dir is not None:
+            finished = not last_at_end and epoch + 1 == config.epochs
+            if checkpoints is not None and finished:
+                checkpoints.skip_last()  # its last epoch: nothing will resume the run from a last.pt
+            elif checkpoints is not None and run_dir is not None:
                 checkpoints.epoch_end(
                     {
                         "epoch": epoch + 1,
@@ -307,12 +314,15 @@ def train(
                         "config": config.model_dump(mode="json"),
                     }
                 )
+            if run_dir is not None:
                 _write_json(history, run_dir / run_files.HISTORY)
             for cb in callbacks:
                 cb.on_epoch_end(record)
-    except BaseException:
+    except BaseException as exc:
         # Stopped, pruned or failed: the last whole epoch is written, then the error goes on. A
         # failure to write is only logged here: the error that stopped the run comes first.
+        if isinstance(exc, StopForGood) and checkpoints is not None:
+            checkpoints.skip_last()
         try:
             finish()
         except Exception as exc:

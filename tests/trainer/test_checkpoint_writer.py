@@ -11,6 +11,7 @@ import torch
 
 from edgesearch.errors import UserError
 from edgesearch.trainer import Callback, TrainConfig, train
+from edgesearch.trainer.callbacks import StopForGood
 from edgesearch.trainer.checkpoint_files import load_checkpoint
 from edgesearch.trainer.checkpoint_writer import Checkpointer, to_host
 
@@ -116,3 +117,58 @@ def test_a_whole_run_writes_best_and_last_at_the_end(tiny_config: Callable[..., 
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 2
     assert result.best_checkpoint == tmp_path / "run" / "best.pt" and result.best_checkpoint.is_file()
     assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_a_skipped_last_is_never_written_but_the_best_weights_are(tmp_path: Path) -> None:
+    checkpoints = Checkpointer(tmp_path / "last.pt", tmp_path / "best.pt", interval=3600)
+    checkpoints.improved({"w": torch.ones(4)})
+    checkpoints.epoch_end(_state(1))
+    checkpoints.skip_last()
+    checkpoints.close()
+    assert not (tmp_path / "last.pt").exists()
+    assert torch.equal(load_checkpoint(tmp_path / "best.pt")["w"], torch.ones(4))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("interval", [0, 3600])
+def test_a_finished_run_without_last_at_end_leaves_no_last_pt_of_its_end(
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path, interval: float
+) -> None:
+    result = train(
+        tiny_config(epochs=2, checkpoint_interval=interval, **SMALL), run_dir=tmp_path / "run", last_at_end=False
+    )
+    assert result.best_checkpoint == tmp_path / "run" / "best.pt" and result.best_checkpoint.is_file()
+    last = tmp_path / "run" / "last.pt"
+    # Every epoch but the last is written on the cadence 0; nothing is written for the end.
+    if interval == 0:
+        assert load_checkpoint(last)["epoch"] == 1
+    else:
+        assert not last.exists()
+
+
+class _StopAfter(Callback):
+    """Raises ``error`` at the end of epoch ``epoch`` (1-based), as the pruning callback does."""
+
+    def __init__(self, epoch: int, error: Exception) -> None:
+        self.epoch, self.error = epoch, error
+
+    def on_epoch_end(self, record: Any) -> None:
+        if record["epoch"] == self.epoch:
+            raise self.error
+
+
+class _Pruned(StopForGood):
+    pass
+
+
+@pytest.mark.slow
+def test_a_run_stopped_for_good_writes_best_but_no_last_while_any_other_stop_writes_both(
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    config = tiny_config(epochs=3, checkpoint_interval=3600, **SMALL)
+    with pytest.raises(_Pruned):
+        train(config, run_dir=tmp_path / "pruned", callbacks=[_StopAfter(2, _Pruned())])
+    assert (tmp_path / "pruned" / "best.pt").is_file() and not (tmp_path / "pruned" / "last.pt").exists()
+    with pytest.raises(RuntimeError):
+        train(config, run_dir=tmp_path / "failed", callbacks=[_StopAfter(2, RuntimeError("crash"))])
+    assert load_checkpoint(tmp_path / "failed" / "last.pt")["epoch"] == 2

@@ -23,7 +23,7 @@ from edgesearch.errors import RunFailed, UserError
 from edgesearch.searcher.storage._optuna.handles import is_retry, study_exists
 from edgesearch.searcher.study.progress import EPOCHS_DONE_ATTR
 from edgesearch.trainer import run_files
-from edgesearch.trainer.callbacks import Callback
+from edgesearch.trainer.callbacks import Callback, StopForGood
 from edgesearch.trainer.records import EpochRecord, stored_record
 
 if TYPE_CHECKING:
@@ -66,12 +66,16 @@ class PruningCallback(Callback):
             return
         self.trial.report(value, step=epoch)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {epoch}: {self.metric} {value:.4f}")
+            raise _Pruned(f"pruned after epoch {epoch}: {self.metric} {value:.4f}")
 
     def store_history(self) -> None:
         """Store the epochs' records as the trial's ``history`` user attribute (once, at its end)."""
         if self.history:
             self.trial.set_user_attr("history", self.history)
+
+
+class _Pruned(optuna.TrialPruned, StopForGood):
+    """Optuna's ``TrialPruned``, which also tells the trainer that nothing resumes the run (no ``last.pt`` for it)."""
 
 
 class TrialInterrupted(Exception):
@@ -94,6 +98,9 @@ class TrialOutcome:
     """A COMPLETE trial's values in a study of two objectives, in the order of its ``metric`` list."""
     label: str = "trial"
     """``trial``, or ``confirmation`` for a confirmation job (numbered in its companion study)."""
+    run_dir: Path | None = None
+    """The trial's run folder (None from a runner that writes none): once the trial is told finished, the
+    worker removes its ``last.pt`` there (:func:`~edgesearch.searcher.study.disk.remove_last`)."""
 
 
 def _resume_point(trial: optuna.Trial) -> Path | None:
@@ -182,15 +189,29 @@ def run_trial(
     prune = job is None and not config.multi_objective
     pruning = PruningCallback(trial, metric=config.objectives[0], history=history, prune=prune)
     try:
-        # Observers first: a pruned epoch is still reported to them.
-        result = train(train_config, callbacks=[*callbacks, pruning], run_dir=run_dir, resume_from=resume_from)
+        # Observers first: a pruned epoch is still reported to them. No last.pt for the end of a run
+        # that trained all its epochs: a finished trial is never resumed.
+        result = train(
+            train_config,
+            callbacks=[*callbacks, pruning],
+            run_dir=run_dir,
+            resume_from=resume_from,
+            last_at_end=False,
+        )
     except optuna.TrialPruned as exc:
         outcome = TrialOutcome(trial.number, TrialState.PRUNED, None, len(pruning.history), str(exc))
     except TrialInterrupted as exc:
         # Nothing to publish: the retry continues in the same run directory.
         pruning.store_history()
         return TrialOutcome(
-            trial.number, TrialState.FAIL, None, len(pruning.history), str(exc), interrupted=True, label=kind_label
+            trial.number,
+            TrialState.FAIL,
+            None,
+            len(pruning.history),
+            str(exc),
+            interrupted=True,
+            label=kind_label,
+            run_dir=run_dir,
         )
     except NonFiniteLossError as exc:
         # Not retried (its parameters diverge), but counted like a crash: when every trial diverges
@@ -230,7 +251,7 @@ def run_trial(
     pruning.store_history()
     if artifact_store is not None:
         _publish(trial, run_dir, artifact_store)
-    return replace(outcome, label=kind_label)
+    return replace(outcome, label=kind_label, run_dir=run_dir)
 
 
 def _checkpoint_epoch(result: TrainResult) -> EpochRecord:

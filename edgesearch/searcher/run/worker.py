@@ -67,17 +67,33 @@ class WorkerResult:
         return sum(1 for o in self.outcomes if o.state == state)
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> bool:
+    """Tell the storage how the trial ended; False when another worker had already failed it."""
     state = stored_state(study, trial)
     if state.is_finished():
         # Its heartbeats went missing (a long outage, a frozen machine) and another worker failed
         # it and queued a retry; telling now would raise, and the retry carries on.
         _log.warning("trial %d was already marked %s by another worker; its retry continues", trial.number, state.name)
-        return
+        return False
     if outcome.state == TrialState.COMPLETE:
         tell(study, trial, list(outcome.values) if outcome.values is not None else outcome.value)
     else:
         tell(study, trial, state=outcome.state)
+    return True
+
+
+def _tidy(study: optuna.Study, config: StudyConfig, outcome: TrialOutcome, store: ArtifactStore | None) -> None:
+    """Once the storage knows a trial finished: its ``last.pt`` goes, and with ``keep_checkpoints`` the
+    checkpoints the study keeps no more (:mod:`~edgesearch.searcher.study.disk`)."""
+    from edgesearch.searcher.study.disk import remove_checkpoints, remove_last
+
+    try:
+        if outcome.run_dir is not None and outcome.state in FINISHED:
+            remove_last(outcome.run_dir)
+        if outcome.label == "trial" and outcome.state in FINISHED:  # a confirmation job is no trial of the study
+            remove_checkpoints(study, config, store)
+    except Exception:  # freeing space never stops a worker: what is left is removed after a later trial
+        _log.warning("trial %d: could not remove the files it keeps no more", outcome.number, exc_info=True)
 
 
 def _hand_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
@@ -145,8 +161,10 @@ def _run_admitted(
             raise
         if outcome.interrupted:
             _hand_back(study, trial, f"interrupted: {outcome.reason}; retried from its last checkpoint")
-        else:
-            _tell(study, trial, outcome)
+            return outcome
+        told = _tell(study, trial, outcome)
+    if told:  # after the tell, never before: until then a crash leaves a trial whose retry resumes from last.pt
+        _tidy(study, config, outcome, artifact_store)
     return outcome
 
 

@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import TrialState
 
 from edgesearch.errors import UserError
-from edgesearch.searcher.study.run_folders import file_digest
+from edgesearch.searcher.study.run_folders import CHECKPOINT_REMOVED_ATTR, file_digest
 
 if TYPE_CHECKING:
     from edgesearch.searcher.study.config import StudyConfig
@@ -103,6 +103,12 @@ def best_model(study: optuna.Study, config: StudyConfig, *, pick: str | None = N
     raw, checkpoint = best.user_attrs.get("config"), best.user_attrs.get("best_checkpoint")
     if raw is None or checkpoint is None:
         raise UserError(f"{where}: no stored config or best_checkpoint (was it run by edgesearch worker?)")
+    removed = best.user_attrs.get(CHECKPOINT_REMOVED_ATTR)
+    if removed is not None:
+        raise UserError(
+            f"{where}: its best.pt was removed ({removed}); its configuration is its `config` in "
+            f"`edgesearch study export {study.study_name} --format json`: train it again to predict with it"
+        )
     train_config = validate_train_config(raw, source=where, overrides=prediction_overrides)
     path = Path(checkpoint)
     recorded = best.user_attrs.get("best_checkpoint_sha256")

@@ -215,6 +215,10 @@ class StudyConfig(FrozenModel):
     enqueue: list[dict[str, Choice]] = Field(default_factory=list, max_length=MAX_ENQUEUE)
     """Known-good points (space path -> value) tried before the sampler's own proposals."""
     fault_tolerance: FaultToleranceConfig = Field(default_factory=FaultToleranceConfig)
+    keep_checkpoints: int | None = Field(None, ge=1)
+    """Finished trials that keep their ``best.pt``: the best K, and those any command still points at;
+    the others' are removed as better trials finish (:mod:`~edgesearch.searcher.study.disk`). ``null``
+    keeps every one."""
 
     @property
     def base_config(self) -> TrainConfig:

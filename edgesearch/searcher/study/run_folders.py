@@ -20,10 +20,21 @@ from edgesearch.errors import UserError
 from edgesearch.files import atomic_write_text
 from edgesearch.trainer.run_files import TRIAL
 
-__all__ = ["RUN_ID_ATTR", "claim_run_dir", "file_digest", "new_run_id", "study_namespace", "trial_run_dir"]
+__all__ = [
+    "CHECKPOINT_REMOVED_ATTR",
+    "RUN_ID_ATTR",
+    "claim_run_dir",
+    "file_digest",
+    "new_run_id",
+    "study_namespace",
+    "trial_run_dir",
+]
 
 RUN_ID_ATTR = "edgesearch_run_id"
 """The study user attribute holding its run id (8 hex digits)."""
+CHECKPOINT_REMOVED_ATTR = "checkpoint_removed"
+"""A finished trial's user attribute, set once ``keep_checkpoints`` removed its ``best.pt``: why
+(:mod:`~edgesearch.searcher.study.disk`); absent while the trial keeps it."""
 
 
 def new_run_id() -> str:

@@ -19,7 +19,8 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import exc, update
 
 from edgesearch.errors import first_line
-from edgesearch.searcher.storage._optuna.queries import Curve
+from edgesearch.searcher.storage._optuna.queries import Curve, set_any_trial_user_attr
+from edgesearch.searcher.storage._optuna.routing import RoutedRDBStorage
 
 if TYPE_CHECKING:
     pass
@@ -37,6 +38,7 @@ __all__ = [
     "rdb_storage",
     "release_slot",
     "rename_study",
+    "set_finished_trial_user_attr",
     "set_heartbeat",
     "stored_state",
     "study_exists",
@@ -195,6 +197,25 @@ def hand_back(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)(study, frozen)
+
+
+def set_finished_trial_user_attr(study: optuna.Study, trial: FrozenTrial, key: str, value: Any) -> None:
+    """Set a user attribute of ``trial``, finished or not, in the database (Optuna refuses a finished trial's).
+
+    Retried through outages as every database call of the storage. Processes that read the trial
+    afresh see it; one that holds the finished trial in Optuna's cache (a worker) keeps its old copy.
+    """
+    storage = rdb_storage(study)
+    if storage is None:
+        raise TypeError(f"a finished trial's attributes need an RDB storage, not {type(study._storage).__name__}")
+
+    def write() -> None:
+        set_any_trial_user_attr(storage, trial._trial_id, key, value)
+
+    if isinstance(storage, RoutedRDBStorage):
+        storage.database_call("set_trial_user_attr", write)
+    else:
+        write()
 
 
 def has_stale_trials(study: optuna.Study) -> bool:

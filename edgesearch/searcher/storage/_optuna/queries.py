@@ -30,6 +30,7 @@ __all__ = [
     "complete_ids_query",
     "read_curves",
     "read_trial",
+    "set_any_trial_user_attr",
     "stale_trial_ids",
     "state_counts_query",
     "study_user_attr_query",
@@ -243,6 +244,25 @@ def _write_if_running(
     # RETURNING says whether a row was written (SQLAlchemy reports no rowcount for an INSERT).
     with _one_statement(storage) as connection:
         return connection.execute(statement.returning(table.c.trial_id)).first() is not None
+
+
+def set_any_trial_user_attr(storage: optuna.storages.RDBStorage, trial_id: int, key: str, value: Any) -> None:
+    """Set a user attribute of a trial in any state, in one INSERT ... ON CONFLICT DO UPDATE.
+
+    Optuna refuses to change a finished trial; a note about what happened to one's files since (its
+    checkpoint removed by ``keep_checkpoints``) belongs with the trial all the same. SQLite and PostgreSQL
+    both take the statement (the storages edgesearch opens).
+    """
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    table = models.TrialUserAttributeModel.__table__
+    dialect = postgresql if storage.engine.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table).values(trial_id=trial_id, key=key, value_json=json.dumps(value))
+    statement = statement.on_conflict_do_update(
+        index_elements=["trial_id", "key"], set_={"value_json": statement.excluded.value_json}
+    )
+    with _one_statement(storage) as connection:
+        connection.execute(statement)
 
 
 def _fast_set_trial_param(
