@@ -36,6 +36,9 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "median, 10 start-up": {"pruner": {"kind": "median", "n_startup_trials": 10}},
     "median, 3 start-up": {"pruner": {"kind": "median", "n_startup_trials": 3}},
     "median, 5 start-up, 5 warm-up epochs": {"pruner": {"kind": "median", "n_startup_trials": 5, "n_warmup_steps": 5}},
+    "median, 5 start-up, 10 warm-up epochs": {
+        "pruner": {"kind": "median", "n_startup_trials": 5, "n_warmup_steps": 10}
+    },
     "successive halving (r=1, eta=3)": {
         "pruner": {"kind": "successive_halving", "min_resource": 1, "reduction_factor": 3}
     },
