@@ -19,6 +19,7 @@ __all__ = [
     "err",
     "fail",
     "out",
+    "print_commands",
     "settings",
     "user_errors",
     "warn",
@@ -71,3 +72,16 @@ def user_errors() -> Iterator[None]:
         if settings.debug:
             raise
         fail(str(exc), EXIT_RUN_FAILED)
+
+
+def print_commands(url: str, lines: list[str]) -> None:
+    """Print commands to copy, ``{storage}`` in each replaced by the ``--storage`` option when it may be
+    printed; for a URL that holds a password, one more line says how the commands find it."""
+    from edgesearch.searcher.storage.urls import storage_hint, storage_option
+
+    option = storage_option(url)
+    for line in lines:
+        out.print(line.replace("{storage}", option), markup=False)
+    hint = storage_hint(url)
+    if hint is not None:
+        out.print(hint, markup=False)

@@ -111,5 +111,6 @@ def _export_graph(model: nn.Module, *, channels: int, stride: int) -> Any:
             external_data=False,
             verbose=False,
         )
-    assert program is not None  # the torch.export-based exporter returns its ONNXProgram
+    if program is None:  # the torch.export-based exporter returns its ONNXProgram; None would be torch's bug
+        raise RuntimeError("torch.onnx.export returned no ONNX program")
     return program.model_proto

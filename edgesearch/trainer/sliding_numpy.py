@@ -121,12 +121,10 @@ def flip_mean(predict: Predictor, batch: np.ndarray, *, tta: bool) -> np.ndarray
     """``predict(batch)``; with ``tta`` the mean over :data:`TTA_FLIPS` F of F(predict(F(batch))) instead."""
     if not tta:
         return predict(batch)
-    total: np.ndarray | None = None
+    total = np.zeros((), dtype=np.float32)
     for dims in TTA_FLIPS:
         probs = predict(np.ascontiguousarray(np.flip(batch, dims)) if dims else batch)
-        probs = np.flip(probs, dims) if dims else probs
-        total = probs.copy() if total is None else total + probs
-    assert total is not None  # TTA_FLIPS is not empty
+        total = total + (np.flip(probs, dims) if dims else probs)
     return total / np.float32(len(TTA_FLIPS))
 
 

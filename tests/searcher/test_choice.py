@@ -16,7 +16,7 @@ from optuna.trial import TrialState, create_trial
 from typer.testing import CliRunner
 
 from edgesearch.cli import app
-from edgesearch.cli.study import Rule
+from edgesearch.cli.study_best import Rule
 from edgesearch.errors import UserError
 from edgesearch.searcher.results.report import build_report
 from edgesearch.searcher.study import choosing
