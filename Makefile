@@ -39,7 +39,7 @@ test: lint
 # Every benchmark at full size, one after the other (never in parallel: they time the same cores),
 # results in benchmarks/results/*.json and the BENCHMARKS.md table printed at the end. PostgreSQL:
 # $EDGESEARCH_BENCH_POSTGRES_URL, else a throwaway local cluster (.ci/start-postgres.sh).
-BENCHMARKS := cli_startup trainer_overhead edge_cost checkpoint_cost end_to_end trial_overhead disk_use input_pipeline gpu coordination pruning edge_correlation sliding_window native_resolution onnx_predict
+BENCHMARKS := cli_startup trainer_overhead edge_cost checkpoint_cost end_to_end trial_overhead disk_use input_pipeline gpu coordination edge_correlation sliding_window native_resolution onnx_predict
 bench: install
 	@mkdir -p benchmarks/results
 	@set -e; for name in $(BENCHMARKS); do \

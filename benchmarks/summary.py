@@ -181,26 +181,6 @@ def coordination(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
-def pruning(r: dict[str, Any]) -> list[Row]:
-    rows: list[Row] = []
-    for study, item in r["studies"].items():
-        base = item["runs"]["none"]
-        for label, verdict in item["against_none"].items():
-            run = item["runs"][label]
-            measured = (
-                f"{run['epochs']} of {base['epochs']} epochs ({100 * verdict['epoch_share']:.0f}%), "
-                f"best IoU {run['best_val_iou']:.4f} vs {base['best_val_iou']:.4f}"
-            )
-            rows.append((f"Pruning pay-off, study {study}: {label} vs none", r["target"], measured, verdict["met"]))
-        for label, run in item.get("replayed", {}).items():
-            measured = (
-                f"{run['epochs']} of {base['epochs']} epochs ({100 * run['epoch_share']:.0f}%), "
-                f"best IoU {run['best_val_iou']:.4f} vs {base['best_val_iou']:.4f}"
-            )
-            rows.append((f"Pruning, study {study}: {label} vs none (replayed)", "(information)", measured, None))
-    return rows
-
-
 def search(r: dict[str, Any]) -> list[Row]:
     t = r["table"]
     rows: list[Row] = [
@@ -221,6 +201,16 @@ def search(r: dict[str, Any]) -> list[Row]:
                 "<= 0.5x Optuna defaults, <= 0.33x random; best pruned <= 5%",
                 f"{ratios}; best pruned in {100 * ours.get('best_pruned', 0):.0f}% of {r['replays']} replays",
                 item["met"],
+            )
+        )
+        top = ", ".join(f"{v:.2f}x {k}" if v is not None else f"- {k}" for k, v in item.get("ratios_top", {}).items())
+        rows.append(
+            (
+                f"Search, {workers} worker(s): GPU-seconds to one of the 5 best configurations, edgesearch's "
+                f"default against",
+                "(information)",
+                f"{top}; reached in {100 * ours.get('reached_top', 0):.0f}% of replays",
+                None,
             )
         )
         picks = ", ".join(f"{k} {100 * v:.0f}%" for k, v in item["rules_pick_good"].items())
@@ -381,7 +371,6 @@ RENDER: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "disk_use": disk_use,
     "input_pipeline": input_pipeline,
     "coordination": coordination,
-    "pruning": pruning,
     "cli_startup": cli_startup,
     "gpu": gpu,
     "edge_correlation": edge_correlation,

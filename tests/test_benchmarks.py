@@ -20,7 +20,7 @@ SCRIPTS = sorted(
 
 
 def test_every_issue_benchmark_has_a_script() -> None:
-    expected = {"trainer_overhead", "edge_cost", "input_pipeline", "coordination", "pruning", "cli_startup", "gpu"}
+    expected = {"trainer_overhead", "edge_cost", "input_pipeline", "coordination", "cli_startup", "gpu"}
     expected |= {"method", "checkpoint_cost", "end_to_end", "trial_overhead", "sliding_window", "native_resolution"}
     expected |= {"search", "onnx_predict", "disk_use"}
     assert expected <= set(SCRIPTS)

@@ -58,6 +58,7 @@ def test_true_means_sigma_and_good_set_by_hand() -> None:
     assert t.best == "a"
     assert t.good == {"a", "b"}  # 0.81 >= 0.82 - 0.0231; 0.72 is not
     assert t.regret("c") == pytest.approx(0.10)
+    assert t.top(1) == {"a"} and t.top(2) == {"a", "b"} and t.top(5) == {"a", "b", "c"}  # means 0.82, 0.81, 0.72
 
 
 def test_nearest_scales_ranges_and_counts_a_differing_choice_as_one() -> None:
@@ -244,3 +245,28 @@ def test_designed_effects_are_paired_differences_by_hand() -> None:
         "cells": 4,
     }
     assert "edge width (against 2)" not in boundary
+
+
+def test_random_block_levels_are_means_and_standard_errors_by_hand() -> None:
+    from benchmarks.curves import designed
+
+    def point(factor: float, optimiser: str, weights: str | None) -> dict[str, Any]:
+        return {"optim.backbone_lr_factor": factor, "optim.name": optimiser, "model.encoder_weights": weights}
+
+    points = {
+        "r0": point(0.1, "adam", "packaged"),
+        "r1": point(0.3, "adam", "packaged"),
+        "r2": point(0.6, "rmsprop", "packaged"),
+        "r3": point(1.0, "rmsprop", "packaged"),
+        "r4": point(0.1, "rmsprop", None),  # scratch: left out of the backbone factor's levels
+        "d0": point(0.1, "adam", "packaged"),  # designed: not in the random block
+    }
+    means = {"r0": 0.80, "r1": 0.82, "r2": 0.84, "r3": 0.86, "r4": 0.70, "d0": 0.0}
+    curves = {cid: [_curve(0, m - 0.01, 3), _curve(1, m + 0.01, 3)] for cid, m in means.items()}
+    got = designed.random_levels(Table(points, curves, configs.SPACE))
+    factor = got["backbone lr factor, pretrained"]
+    assert factor["0.05-0.2"] == {"mean": pytest.approx(0.80), "se": None, "n": 1}
+    assert factor["0.5-1"] == {"mean": pytest.approx(0.85), "se": pytest.approx(0.01), "n": 2}  # sd 0.0141 / sqrt 2
+    assert got["optimiser"]["adam"]["mean"] == pytest.approx(0.81)
+    assert got["optimiser"]["rmsprop"]["mean"] == pytest.approx((0.84 + 0.86 + 0.70) / 3)
+    assert got["encoder"]["scratch"] == {"mean": pytest.approx(0.70), "se": None, "n": 1}

@@ -24,7 +24,7 @@ from typing import Any
 from . import configs
 from .table import Table
 
-__all__ = ["effects"]
+__all__ = ["RANDOM_LEVELS", "effects", "random_levels"]
 
 SCHEDULE_KEYS = ("optim.freeze_epochs", "optim.warmup_epochs", "optim.backbone_lr_factor")
 
@@ -90,4 +90,37 @@ def effects(table: Table, epochs: int = configs.EPOCHS, metric: str = "val_iou")
             for w in configs.WIDTHS
             if w != 2
         }
+    return out
+
+
+RANDOM_LEVELS: dict[str, tuple[str, dict[str, tuple[Any, Any]]]] = {
+    "backbone lr factor, pretrained": (
+        "optim.backbone_lr_factor",
+        {"0.05-0.2": (0.05, 0.2), "0.2-0.5": (0.2, 0.5), "0.5-1": (0.5, 1.0 + 1e-9)},
+    ),
+    "optimiser": ("optim.name", {"adam": ("adam", "adam"), "rmsprop": ("rmsprop", "rmsprop")}),
+    "encoder": ("model.encoder_weights", {"scratch": (None, None), "pretrained": ("packaged", "packaged")}),
+}
+"""Knobs the designed block holds fixed, read from the random block: {question: (knob, {level: (low, high)})},
+a level holding the configurations with ``low <= value < high`` (a choice: ``value == low``)."""
+
+
+def random_levels(table: Table) -> dict[str, dict[str, dict[str, float | int | None]]]:
+    """Mean true value ± standard error over the random block's configurations at each level of
+    :data:`RANDOM_LEVELS`. Unpaired: the other knobs vary at random, so these means are unbiased but carry the
+    spread of everything else (the standard error says how much); the backbone factor only on pretrained ones."""
+    randoms = {cid: p for cid, p in table.configs.items() if cid.startswith("r") and cid in table.curves}
+    out: dict[str, dict[str, dict[str, float | int | None]]] = {}
+    for question, (knob, levels) in RANDOM_LEVELS.items():
+        pretrained_only = knob == "optim.backbone_lr_factor"
+        out[question] = {}
+        for level, (low, high) in levels.items():
+            values = [
+                table.true_mean[cid]
+                for cid, p in randoms.items()
+                if (not pretrained_only or p["model.encoder_weights"] is not None)
+                and (p[knob] == low if isinstance(low, str) or low is None else low <= p[knob] < high)
+            ]
+            se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
+            out[question][level] = {"mean": statistics.fmean(values) if values else None, "se": se, "n": len(values)}
     return out

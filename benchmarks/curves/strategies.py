@@ -46,7 +46,11 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "pruner": {"kind": "successive_halving", "min_resource": 2, "reduction_factor": 2}
     },
     "hyperband (r=1, eta=3)": {"pruner": {"kind": "hyperband", "min_resource": 1, "reduction_factor": 3}},
+    "median, 5 start-up, 15 warm-up epochs": {
+        "pruner": {"kind": "median", "n_startup_trials": 5, "n_warmup_steps": 15}
+    },
     "random sampler, median": {"sampler": {"kind": "random"}},
+    "TPE, no pruning": {"pruner": {"kind": "none"}},
 }
 """edgesearch settings tried as its default (``search.py --candidates``): the stage-aware pruners' settings and
 the sampler; each is a study file's ``sampler``/``pruner`` blocks."""

@@ -70,6 +70,11 @@ class Table:
         floor = self.true_mean[self.best] - self.seed_sigma
         return frozenset(cid for cid, mean in self.true_mean.items() if mean >= floor)
 
+    def top(self, k: int) -> frozenset[str]:
+        """The ``k`` configurations of the highest true means: a stricter target than :attr:`good` where many
+        configurations lie within one seed sigma of the best."""
+        return frozenset(sorted(self.true_mean, key=lambda cid: -self.true_mean[cid])[:k])
+
     def regret(self, cid: str) -> float:
         return self.true_mean[self.best] - self.true_mean[cid]
 
