@@ -271,6 +271,7 @@ def main() -> None:
     p.add_argument("--table", type=Path, default=TABLE)
     p.add_argument("--candidates", action="store_true", help="also replay the settings tried as edgesearch's default")
     p.add_argument("--effects-only", action="store_true", help="print the designed block's effects; no replay")
+    p.add_argument("--only", action="append", help="replay only this strategy or candidate (repeatable)")
     args = p.parse_args()
     size = SIZES["tiny" if args.tiny else "full"]
     replays = args.replays or size["replays"]
@@ -303,6 +304,14 @@ def main() -> None:
     if not check["same"]:
         raise SystemExit("search: the replay does not match the real worker loop; no numbers are reported")
     names = [*strategies.STRATEGIES, *(strategies.CANDIDATES if args.candidates else [])]
+    if args.only:
+        wanted = list(args.only)
+        unknown = sorted(set(wanted) - {*strategies.STRATEGIES, *strategies.CANDIDATES})
+        if unknown:
+            raise SystemExit(
+                f"search: --only: unknown {unknown}; allowed: {[*strategies.STRATEGIES, *strategies.CANDIDATES]}"
+            )
+        names = wanted
     tasks = [(name, workers, seed, str(args.table)) for workers in WORKERS for name in names for seed in range(replays)]
     started = time.perf_counter()
     with multiprocessing.get_context("fork").Pool(args.jobs) as pool:

@@ -168,3 +168,9 @@ def pooled_postgres_url(postgres_url: str, tmp_path: Path) -> Iterator[str]:
     folder.mkdir()
     with running_pooler(postgres_url, folder, "--pool-size", "4") as pooler:
         yield pooler.url
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The container tests last (a stable sort keeps every other order): under CI the image is built in the
+    background while the rest run (.ci/run), and a test that waited for it at the start would hold a process."""
+    items.sort(key=lambda item: item.path.name == "test_container.py")

@@ -32,24 +32,14 @@ STRATEGIES: dict[str, dict[str, Any]] = {
 
 
 CANDIDATES: dict[str, dict[str, Any]] = {
-    "median, 5 start-up (default)": {},
-    "median, 10 start-up": {"pruner": {"kind": "median", "n_startup_trials": 10}},
-    "median, 3 start-up": {"pruner": {"kind": "median", "n_startup_trials": 3}},
-    "median, 5 start-up, 5 warm-up epochs": {"pruner": {"kind": "median", "n_startup_trials": 5, "n_warmup_steps": 5}},
-    "median, 5 start-up, 10 warm-up epochs": {
-        "pruner": {"kind": "median", "n_startup_trials": 5, "n_warmup_steps": 10}
-    },
-    "successive halving (r=1, eta=3)": {
-        "pruner": {"kind": "successive_halving", "min_resource": 1, "reduction_factor": 3}
-    },
-    "successive halving (r=2, eta=2)": {
-        "pruner": {"kind": "successive_halving", "min_resource": 2, "reduction_factor": 2}
-    },
+    "median, 5 start-up": {"pruner": {"kind": "median"}},
+    "median, 10 warm-up epochs": {"pruner": {"kind": "median", "n_warmup_steps": 10}},
+    "median, 15 warm-up epochs": {"pruner": {"kind": "median", "n_warmup_steps": 15}},
+    "percentile 25": {"pruner": {"kind": "percentile", "percentile": 25}},
+    "percentile 10": {"pruner": {"kind": "percentile", "percentile": 10}},
+    "percentile 10, 10 warm-up epochs": {"pruner": {"kind": "percentile", "percentile": 10, "n_warmup_steps": 10}},
     "hyperband (r=1, eta=3)": {"pruner": {"kind": "hyperband", "min_resource": 1, "reduction_factor": 3}},
-    "median, 5 start-up, 15 warm-up epochs": {
-        "pruner": {"kind": "median", "n_startup_trials": 5, "n_warmup_steps": 15}
-    },
-    "random sampler, median": {"sampler": {"kind": "random"}},
+    "random sampler, median": {"sampler": {"kind": "random"}, "pruner": {"kind": "median"}},
     "TPE, no pruning": {"pruner": {"kind": "none"}},
 }
 """edgesearch settings tried as its default (``search.py --candidates``): the stage-aware pruners' settings and

@@ -107,7 +107,7 @@ def test_hyperband_stays_a_hyperband_pruner_for_optunas_bracket_logic() -> None:
     assert isinstance(pruner, optuna.pruners.HyperbandPruner)  # what optuna.pruners._filter_study checks
 
 
-@pytest.mark.parametrize("kind", ["median", "successive_halving"])
+@pytest.mark.parametrize("kind", ["median", "percentile", "successive_halving"])
 def test_every_pruner_kind_of_a_study_is_stage_aware(kind: str) -> None:
     config = StudyConfig.from_dict(
         {
@@ -119,8 +119,15 @@ def test_every_pruner_kind_of_a_study_is_stage_aware(kind: str) -> None:
         },
         source="test",
     )
-    expected = {"median": StageAwareMedianPruner, "successive_halving": StageAwareSuccessiveHalvingPruner}[kind]
-    assert isinstance(make_pruner(config), expected)
+    expected = {
+        "median": StageAwareMedianPruner,
+        "percentile": StageAwareMedianPruner,
+        "successive_halving": StageAwareSuccessiveHalvingPruner,
+    }[kind]
+    pruner = make_pruner(config)
+    assert isinstance(pruner, expected)
+    if isinstance(pruner, StageAwareMedianPruner):
+        assert pruner.percentile == {"median": 50.0, "percentile": 25.0}[kind]  # the percentile kind's default
 
 
 def test_the_window_is_read_from_the_resolved_config_the_trial_stored() -> None:
@@ -203,9 +210,34 @@ def test_the_median_judges_every_interval_steps_from_the_first_epoch_after_the_w
     assert [_judged_at(study, window_2, [0.1] * epochs) for epochs in (3, 4, 5)] == judged
 
 
+@pytest.mark.parametrize(
+    ("percentile", "pruned"),
+    # Peers at epoch 2: 0.2, 0.4, 0.6, 0.8. The 25th percentile is rank 0.75: 0.2 + 0.75 x 0.2 = 0.35; the
+    # median 0.5; the 10th percentile rank 0.3: 0.26. A trial at 0.3 is below the first two only.
+    [(50.0, True), (25.0, True), (10.0, False)],
+)
+def test_the_percentile_rule_prunes_only_below_that_percentile_of_the_peers(percentile: float, pruned: bool) -> None:
+    study = _study(StageAwareMedianPruner(n_startup_trials=0, percentile=percentile))
+    for value in (0.2, 0.4, 0.6, 0.8):
+        _complete(study, NO_WINDOW, [value] * 3)
+    assert _judged_at(study, NO_WINDOW, [0.3, 0.3]) is pruned
+
+
+@pytest.mark.parametrize("q", [1.0, 10.0, 25.0, 50.0, 62.5, 99.0])
+@pytest.mark.parametrize("values", [[0.7], [0.3, 0.9], [0.5, 0.1, 0.9, 0.4, 0.45], [0.2] * 4 + [0.8]])
+def test_the_percentile_is_numpys_linear_one(q: float, values: list[float]) -> None:
+    import numpy as np
+
+    from edgesearch.searcher.study.pruning import _percentile
+
+    assert _percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
 def test_the_median_refuses_settings_optuna_would_refuse() -> None:
     with pytest.raises(ValueError, match="interval_steps must be >= 1"):
         StageAwareMedianPruner(interval_steps=0)
+    with pytest.raises(ValueError, match="percentile must be in"):
+        StageAwareMedianPruner(percentile=100.0)
 
 
 def test_the_window_of_a_pretrained_trial_follows_the_schedule_defaults_of_its_weights() -> None:

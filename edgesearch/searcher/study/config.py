@@ -105,6 +105,14 @@ class MedianPrunerConfig(FrozenModel):
     interval_steps: int = Field(1, ge=1)
 
 
+class PercentilePrunerConfig(MedianPrunerConfig):
+    """The median rule at another percentile of the same peers: ``percentile: 25`` stops only a trial
+    in the bottom quarter at that epoch (Optuna's ``PercentilePruner``; the median is 50)."""
+
+    kind: Literal["percentile"] = "percentile"  # type: ignore[assignment]  # the discriminator of a subclass
+    percentile: float = Field(25.0, gt=0.0, lt=100.0)
+
+
 class SuccessiveHalvingPrunerConfig(FrozenModel):
     """``SuccessiveHalvingPruner`` (asynchronous successive halving)."""
 
@@ -149,7 +157,11 @@ class NoPrunerConfig(FrozenModel):
 
 
 PrunerConfig: TypeAlias = Annotated[
-    MedianPrunerConfig | SuccessiveHalvingPrunerConfig | HyperbandPrunerConfig | NoPrunerConfig,
+    MedianPrunerConfig
+    | PercentilePrunerConfig
+    | SuccessiveHalvingPrunerConfig
+    | HyperbandPrunerConfig
+    | NoPrunerConfig,
     Field(discriminator="kind"),
 ]
 MAX_NAME_LENGTH = 100

@@ -24,7 +24,6 @@ the rung lies beyond every window, so they keep Optuna's comparison.
 from __future__ import annotations
 
 import math
-import statistics
 from typing import Any
 
 import optuna
@@ -72,18 +71,29 @@ class _StageAware(optuna.pruners.BasePruner):
 
 
 class StageAwareMedianPruner(optuna.pruners.BasePruner):
-    """Optuna's ``MedianPruner`` rule, judged only after the trial's window and against peers past theirs.
+    """Optuna's ``MedianPruner`` rule (``PercentilePruner`` with another ``percentile``), judged only after the
+    trial's window and against peers past theirs.
 
     At each judged epoch ``s`` (after ``n_warmup_steps`` and the trial's own window, every
     ``interval_steps``, once ``n_startup_trials`` trials are complete) the trial is pruned when its
-    best value since its window is below the median of ``value at s`` over the complete trials
-    whose window ended before ``s``; with fewer than ``n_min_trials`` such peers it runs on.
+    best value since its window is below the ``percentile``-th percentile (linear interpolation, as
+    ``numpy.percentile``; 50 is the median) of ``value at s`` over the complete trials whose window
+    ended before ``s``; with fewer than ``n_min_trials`` such peers it runs on.
     Maximising studies only (edgesearch's metrics all are).
     """
 
     def __init__(
-        self, *, n_startup_trials: int = 5, n_warmup_steps: int = 0, interval_steps: int = 1, n_min_trials: int = 1
+        self,
+        *,
+        n_startup_trials: int = 5,
+        n_warmup_steps: int = 0,
+        interval_steps: int = 1,
+        n_min_trials: int = 1,
+        percentile: float = 50.0,
     ) -> None:
+        if not 0.0 < percentile < 100.0:
+            raise ValueError(f"percentile must be in (0, 100), got {percentile}")
+        self.percentile = percentile
         for name, value, least in (
             ("n_startup_trials", n_startup_trials, 0),
             ("n_warmup_steps", n_warmup_steps, 0),
@@ -118,7 +128,7 @@ class StageAwareMedianPruner(optuna.pruners.BasePruner):
         ]
         if len(peers) < self.n_min_trials:
             return False
-        return max(stable) < statistics.median(peers)
+        return max(stable) < _percentile(peers, self.percentile)
 
     def _window(self, trial: Curve) -> int:
         """The window of a complete trial, worked out once (it validates its config)."""
@@ -126,6 +136,16 @@ class StageAwareMedianPruner(optuna.pruners.BasePruner):
         if window is None:
             window = self._windows[trial.number] = config_window(trial.config)
         return window
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile of ``values`` by linear interpolation between the nearest ranks (numpy's
+    default): rank ``(n - 1) q / 100`` of the sorted values; ``q = 50`` is the median."""
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 class StageAwareSuccessiveHalvingPruner(_StageAware, optuna.pruners.SuccessiveHalvingPruner):

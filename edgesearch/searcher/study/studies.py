@@ -89,6 +89,7 @@ def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
 def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
     """The study's pruner, stage-aware (:mod:`~edgesearch.searcher.study.pruning`): no trial is judged
     inside its own warmup, frozen stage and settling epochs."""
+    from edgesearch.searcher.study.config import PercentilePrunerConfig
     from edgesearch.searcher.study.pruning import (
         StageAwareHyperbandPruner,
         StageAwareMedianPruner,
@@ -96,9 +97,12 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
     )
 
     cfg = config.pruner
-    if cfg.kind == "median":
+    if cfg.kind in ("median", "percentile"):
         return StageAwareMedianPruner(
-            n_startup_trials=cfg.n_startup_trials, n_warmup_steps=cfg.n_warmup_steps, interval_steps=cfg.interval_steps
+            n_startup_trials=cfg.n_startup_trials,
+            n_warmup_steps=cfg.n_warmup_steps,
+            interval_steps=cfg.interval_steps,
+            percentile=cfg.percentile if isinstance(cfg, PercentilePrunerConfig) else 50.0,
         )
     if cfg.kind == "successive_halving":
         return StageAwareSuccessiveHalvingPruner(
@@ -112,7 +116,7 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
         )
     if cfg.kind == "none":
         return optuna.pruners.NopPruner()
-    raise ValueError(f"unknown pruner {cfg.kind!r}; allowed: median, successive_halving, hyperband, none")
+    raise ValueError(f"unknown pruner {cfg.kind!r}; allowed: median, percentile, successive_halving, hyperband, none")
 
 
 def _storage_for(
