@@ -67,8 +67,9 @@ standin() {
     mkdir -p "$work/tmp/wheels"
     mount --bind "$wheels" "$work/tmp/wheels"
     trap 'umount "$CACHE/standin/tmp/wheels" 2>/dev/null || true' EXIT
-    chroot "$work" /opt/conda/bin/pip install -q --no-cache-dir --disable-pip-version-check --no-index \
-        --find-links /tmp/wheels torch torchvision
+    # A clean environment: this machine's pip settings (PIP_FIND_LINKS and the like) name its own folders.
+    chroot "$work" env -i PATH=/usr/bin:/bin HOME=/root /opt/conda/bin/pip install -q --no-cache-dir \
+        --disable-pip-version-check --no-index --find-links /tmp/wheels torch torchvision
     umount "$work/tmp/wheels"
     trap - EXIT
     rmdir "$work/tmp/wheels"

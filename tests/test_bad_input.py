@@ -744,6 +744,11 @@ CASES = [
         ("study.yaml", "pruner.kind", "'patient'", "median", "hyperband"),
     ),
     Case(
+        "study-percentile-out-of-range",
+        study_create(pruner={"kind": "percentile", "percentile": 100}),
+        ("study.yaml", "pruner.percentile", "100", "< 100"),
+    ),
+    Case(
         "study-enqueue-outside-space",
         study_create(enqueue=[{"loss.edge_lambda": 0.9}]),
         ("study.yaml", "enqueue[0].loss.edge_lambda", "0.9", "0.0 <= x <= 0.5"),

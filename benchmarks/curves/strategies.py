@@ -32,14 +32,13 @@ STRATEGIES: dict[str, dict[str, Any]] = {
 
 
 CANDIDATES: dict[str, dict[str, Any]] = {
-    "median, 5 start-up": {"pruner": {"kind": "median"}},
+    "median, 5 start-up (the previous default)": {"pruner": {"kind": "median"}},
     "median, 10 warm-up epochs": {"pruner": {"kind": "median", "n_warmup_steps": 10}},
     "median, 15 warm-up epochs": {"pruner": {"kind": "median", "n_warmup_steps": 15}},
-    "percentile 25": {"pruner": {"kind": "percentile", "percentile": 25}},
-    "percentile 10": {"pruner": {"kind": "percentile", "percentile": 10}},
-    "percentile 10, 10 warm-up epochs": {"pruner": {"kind": "percentile", "percentile": 10, "n_warmup_steps": 10}},
+    "percentile 25, 10 warm-up epochs": {"pruner": {"kind": "percentile", "percentile": 25}},
+    "percentile 10, no warm-up": {"pruner": {"kind": "percentile", "percentile": 10, "n_warmup_steps": 0}},
     "hyperband (r=1, eta=3)": {"pruner": {"kind": "hyperband", "min_resource": 1, "reduction_factor": 3}},
-    "random sampler, median": {"sampler": {"kind": "random"}, "pruner": {"kind": "median"}},
+    "random sampler, the default pruner": {"sampler": {"kind": "random"}},
     "TPE, no pruning": {"pruner": {"kind": "none"}},
 }
 """edgesearch settings tried as its default (``search.py --candidates``): the stage-aware pruners' settings and

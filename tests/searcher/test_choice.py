@@ -214,8 +214,9 @@ def test_study_best_rule_prints_the_choice_and_how_sure_it_is(sqlite_url: str) -
         "Chosen by the highest value: trial 0, 0.9 over 1 run(s); runner-up trial 1 by 0.01; "
         "the seed noise of a difference is 0.02236 (from 6 re-trainings of 2 configuration(s)): within the noise"
     )
-    default = _best("--storage", sqlite_url)
-    assert default.output == result.output  # highest is the default rule
+    default = json.loads(_best("--json", "--storage", sqlite_url).output)
+    # The default rule is the confirmed mean: trial 1's confirmations beat trial 0's.
+    assert (default["trial"], default["choice"]["rule"]) == (1, "confirmed")
 
     record = json.loads(_best("--rule", "confirmed", "--json", "--storage", sqlite_url).output)
     assert record["trial"] == 1 and record["confirmed"]["mean"] == pytest.approx(0.84)

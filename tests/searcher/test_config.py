@@ -13,7 +13,11 @@ from pydantic import ValidationError
 
 from edgesearch.errors import ConfigError
 from edgesearch.searcher import StudyConfig
-from edgesearch.searcher.study.config import HyperbandPrunerConfig, MedianPrunerConfig, SuccessiveHalvingPrunerConfig
+from edgesearch.searcher.study.config import (
+    HyperbandPrunerConfig,
+    PercentilePrunerConfig,
+    SuccessiveHalvingPrunerConfig,
+)
 from edgesearch.searcher.study.space import ChoicesSpec, RangeSpec
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
@@ -71,7 +75,7 @@ def test_lambda_study_is_the_reports_search() -> None:
     config = StudyConfig.from_yaml(STUDIES / "lambda.yaml")
     assert (config.name, config.metric, config.n_trials) == ("lambda-search", "val_iou", 200)
     assert (config.sampler.kind, config.sampler.seed) == ("tpe", 0)
-    assert config.pruner == MedianPrunerConfig(n_startup_trials=5, n_warmup_steps=4)
+    assert config.pruner == PercentilePrunerConfig(percentile=10.0, n_warmup_steps=10)
     base = config.base_config
     assert (base.model.arch, base.model.encoder, base.model.encoder_weights) == ("unet", "resnet34", None)
     assert base.data.root == Path("data/nuclei")
@@ -116,7 +120,8 @@ def test_round_trip_keeps_every_pruner_and_sampler_setting() -> None:
 def test_defaults_when_optional_blocks_are_left_out() -> None:
     config = StudyConfig.from_dict({"name": "x", "n_trials": 1, "space": GOOD["space"]}, source="t")
     assert config.metric == "val_iou" and config.storage is None
-    assert config.sampler.kind == "tpe" and config.pruner.kind == "median"
+    assert config.sampler.kind == "tpe" and config.pruner.kind == "percentile"
+    assert (config.pruner.percentile, config.pruner.n_warmup_steps, config.pruner.n_startup_trials) == (10.0, 10, 5)
     ft = config.fault_tolerance
     assert (ft.heartbeat_interval, ft.grace_period, ft.max_retries) == (30, 90, 2)
     assert config.enqueue == []

@@ -24,7 +24,7 @@ from edgesearch.errors import ConfigError
 from edgesearch.searcher.run.trial import TrialOutcome
 from edgesearch.searcher.run.worker import run_worker
 from edgesearch.searcher.study.best import front_trials
-from edgesearch.searcher.study.config import MedianPrunerConfig, NoPrunerConfig, StudyConfig
+from edgesearch.searcher.study.config import NoPrunerConfig, PercentilePrunerConfig, StudyConfig
 from edgesearch.searcher.study.front import knee
 from edgesearch.searcher.study.studies import create_study, load_study, trial_counts
 from edgesearch.trainer.callbacks import Callback
@@ -60,10 +60,10 @@ def test_a_list_metric_makes_a_study_of_two_objectives_that_prunes_nothing_by_de
     assert config.objectives == ("val_iou", "val_boundary_iou") and config.multi_objective
     assert config.pruner == NoPrunerConfig()
     assert StudyConfig.from_dict(json.loads(json.dumps(config.to_dict())), source="stored") == config
-    # One metric keeps the median pruner as its default.
+    # One metric keeps the percentile pruner as its default.
     single = StudyConfig.from_dict({**_raw(), "metric": "val_boundary_iou"}, source="test")
     assert single.objectives == ("val_boundary_iou",) and not single.multi_objective
-    assert single.pruner == MedianPrunerConfig()
+    assert single.pruner == PercentilePrunerConfig()
 
 
 @pytest.mark.parametrize(

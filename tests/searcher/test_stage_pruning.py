@@ -127,7 +127,7 @@ def test_every_pruner_kind_of_a_study_is_stage_aware(kind: str) -> None:
     pruner = make_pruner(config)
     assert isinstance(pruner, expected)
     if isinstance(pruner, StageAwareMedianPruner):
-        assert pruner.percentile == {"median": 50.0, "percentile": 25.0}[kind]  # the percentile kind's default
+        assert pruner.percentile == {"median": 50.0, "percentile": 10.0}[kind]  # the percentile kind's default
 
 
 def test_the_window_is_read_from_the_resolved_config_the_trial_stored() -> None:

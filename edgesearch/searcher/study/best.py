@@ -89,16 +89,21 @@ def describe_values(trial: optuna.trial.FrozenTrial, config: StudyConfig) -> str
 
 
 def best_model(study: optuna.Study, config: StudyConfig, *, pick: str | None = None) -> BestModel:
-    """The config and checkpoint of :func:`best_trial` (``pick`` as there), ready to predict with
-    (pretrained weights never loaded).
+    """The config and checkpoint of the trial ``study best`` names (one metric: the default rule's choice,
+    :func:`~edgesearch.searcher.study.choice.study_choice`; two: :func:`best_trial` of ``pick``), ready to
+    predict with (pretrained weights never loaded).
 
     The checkpoint holds every weight, and the ``encoder_weights`` a run started from (a download,
     or a file on the training machine) may be out of reach here
     (:func:`~edgesearch.trainer.config.prediction_overrides`).
     """
+    from edgesearch.searcher.study.choice import study_choice
     from edgesearch.trainer.config import prediction_overrides, validate_train_config
 
-    best = best_trial(study, config, pick=pick)
+    if config.multi_objective or pick is not None:
+        best = best_trial(study, config, pick=pick)  # refuses --pick for one metric and its absence for two
+    else:  # the trial `study best` names: its default rule's choice
+        best = study.trials[study_choice(study, config).chosen.number]
     where = f"study {study.study_name} trial {best.number}"
     raw, checkpoint = best.user_attrs.get("config"), best.user_attrs.get("best_checkpoint")
     if raw is None or checkpoint is None:
