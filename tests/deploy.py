@@ -1,5 +1,7 @@
 """What the deployment tests (Docker, Kubernetes, secrets) share: plain data and functions, no fixtures.
 
+- :func:`command_argv` turns a compose ``command:`` into arguments, :func:`substitute` and
+  :func:`substitute_tree` replace compose's variables (:data:`COMPOSE_VARIABLE`) as ``docker compose`` does;
 - :func:`parse_command_line` parses a container's command line with the edgesearch CLI's own parser,
   without running it (:data:`USAGE_ERRORS` is what it raises for a bad one);
 - the repository's Docker files (:data:`COMPOSE`, :data:`DOCKERFILE`), :func:`dockerfile_instructions`
@@ -12,10 +14,11 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import shlex
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,53 @@ _OPEN_LINE = re.compile(r"open http://(\[[^\]]+\]|[^\s:/]+):(\d+)/dashboard")
 
 
 # -- command lines ---------------------------------------------------------------------------------
+
+
+def command_argv(command: str | list[str]) -> list[str]:
+    """A compose ``command:`` as an argument list (the string form is split like a shell would)."""
+    return shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
+
+
+# -- compose variables ------------------------------------------------------------------------------
+
+# $$ (a literal $), ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, $NAME.
+COMPOSE_VARIABLE = re.compile(
+    r"\$(?:(?P<escaped>\$)"
+    r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
+    r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+def substitute(text: str, env: Mapping[str, str]) -> str:
+    """``text`` with compose's variable syntax replaced from ``env``, as ``docker compose`` does."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match["escaped"]:
+            return "$"
+        name = match["braced"] or match["bare"]
+        op, arg = match["op"], match["arg"] or ""
+        value = env.get(name)
+        is_set = value is not None
+        is_filled = bool(value)
+        if op in (":-", "-"):
+            use_value = is_filled if op == ":-" else is_set
+            return value if use_value and value is not None else arg
+        if op in (":?", "?") and not (is_filled if op == ":?" else is_set):
+            raise ValueError(f"required variable {name} is missing: {arg}")
+        return value or ""
+
+    return COMPOSE_VARIABLE.sub(replace, text)
+
+
+def substitute_tree(node: Any, env: Mapping[str, str]) -> Any:
+    """``node`` (parsed YAML) with :func:`substitute` applied to every string in it."""
+    if isinstance(node, str):
+        return substitute(node, env)
+    if isinstance(node, list):
+        return [substitute_tree(item, env) for item in node]
+    if isinstance(node, dict):
+        return {substitute_tree(key, env): substitute_tree(value, env) for key, value in node.items()}
+    return node
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:

@@ -33,9 +33,8 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from tests.browser import wait_for
-from tests.deploy import COMPOSE, REPO
+from tests.deploy import COMPOSE, REPO, command_argv, substitute_tree
 from tests.helpers import TINY_TRAINER, merge, tiny_study
-from tests.test_docker import command_argv, substitute_tree
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
 

@@ -23,13 +23,17 @@ from packaging.version import Version
 
 from tests.deploy import (
     COMPOSE,
+    COMPOSE_VARIABLE,
     DOCKER,
     DOCKERFILE,
     REPO,
     URL_PASSWORD,
     USAGE_ERRORS,
+    command_argv,
     dockerfile_instructions,
     parse_command_line,
+    substitute,
+    substitute_tree,
 )
 
 ENV_EXAMPLE = DOCKER / ".env.example"
@@ -37,48 +41,10 @@ DOCKERIGNORE = REPO / ".dockerignore"
 
 EDGESEARCH_SERVICES = ("create", "worker", "dashboard")
 
-# $$ (a literal $), ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, $NAME.
-_VARIABLE = re.compile(
-    r"\$(?:(?P<escaped>\$)"
-    r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
-    r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
-)
 _REFERENCE_WITHOUT_DEFAULT = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?\?[^}]*)?\}")
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def substitute(text: str, env: Mapping[str, str]) -> str:
-    """``text`` with compose's variable syntax replaced from ``env``, as ``docker compose`` does."""
-
-    def replace(match: re.Match[str]) -> str:
-        if match["escaped"]:
-            return "$"
-        name = match["braced"] or match["bare"]
-        op, arg = match["op"], match["arg"] or ""
-        value = env.get(name)
-        is_set = value is not None
-        is_filled = bool(value)
-        if op in (":-", "-"):
-            use_value = is_filled if op == ":-" else is_set
-            return value if use_value and value is not None else arg
-        if op in (":?", "?") and not (is_filled if op == ":?" else is_set):
-            raise ValueError(f"required variable {name} is missing: {arg}")
-        return value or ""
-
-    return _VARIABLE.sub(replace, text)
-
-
-def substitute_tree(node: Any, env: Mapping[str, str]) -> Any:
-    """``node`` (parsed YAML) with :func:`substitute` applied to every string in it."""
-    if isinstance(node, str):
-        return substitute(node, env)
-    if isinstance(node, list):
-        return [substitute_tree(item, env) for item in node]
-    if isinstance(node, dict):
-        return {substitute_tree(key, env): substitute_tree(value, env) for key, value in node.items()}
-    return node
 
 
 def strings(node: Any) -> Iterator[str]:
@@ -98,7 +64,7 @@ def compose_variables(node: Any) -> dict[str, bool]:
     """{variable name: whether every use of it has a default} for the variables ``node`` uses."""
     found: dict[str, bool] = {}
     for text in strings(node):
-        for match in _VARIABLE.finditer(text):
+        for match in COMPOSE_VARIABLE.finditer(text):
             if match["escaped"]:
                 continue
             name = match["braced"] or match["bare"]
@@ -121,11 +87,6 @@ def read_env_file(path: Path) -> dict[str, str]:
             value = value[1:-1]
         values[key.strip()] = value
     return values
-
-
-def command_argv(command: str | list[str]) -> list[str]:
-    """A compose ``command:`` as an argument list (the string form is split like a shell would)."""
-    return shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
 
 
 def copy_sources(arguments: str) -> tuple[list[str], str]:
